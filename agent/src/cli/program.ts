@@ -1,0 +1,43 @@
+// Builds the `hypha` command tree. Each verb lives in ./commands/<verb>.ts and exports a
+// `register(program)` function, so verbs stay independent of each other.
+import { readFileSync } from 'node:fs';
+import { Command, Option } from 'commander';
+import { LOG_LEVELS } from '@hypha/shared';
+import { register as registerCa } from './commands/ca.js';
+import { register as registerCert } from './commands/cert.js';
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
+export function buildProgram(): Command {
+  const program = new Command('hypha');
+  // Set before any subcommand exists so every verb inherits it (usage errors exit 2, see main.ts).
+  program.exitOverride();
+  program
+    .description('Hypha: a sidecarless (ambient) service mesh for Kubernetes')
+    .version(version(), '-V, --version', 'print the version and exit')
+    .addOption(
+      new Option('--log-level <level>', 'log level for daemons (JSON logs on stderr)')
+        .choices(LOG_LEVELS)
+        .default('info')
+        .env('HYPHA_LOG_LEVEL'),
+    )
+    .showHelpAfterError('(run with --help for usage)')
+    .configureHelp({ sortSubcommands: true })
+    .addHelpText(
+      'after',
+      `
+Exit codes: 0 ok, 1 failure, 2 usage error.
+Examples:
+  hypha ca init --dir ./ca                 create a root CA
+  hypha ca issue --dir ./ca --id spiffe://cluster.local/ns/shop/sa/web --out ./web
+  hypha cert inspect ./web/cert-chain.pem  show identity, validity and chain status`,
+    );
+  registerCa(program);
+  registerCert(program);
+  return program;
+}
