@@ -1,0 +1,2 @@
+// Public surface of @hypha/shared/hbone: name every export (no `export *`).
+export {};
