@@ -1,1 +1,1 @@
-export {};
+export type { BenchOptions, BenchResult, BenchSuite, BenchSuiteResult } from './types.js';
