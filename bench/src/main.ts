@@ -1,13 +1,14 @@
 // `npm run bench -- <suite...> [--json] [--quick]`: runs benchmark suites side by side with their
 // peers and prints a table, or JSON `{suite, results: [...]}` per suite with --json.
-import os from 'node:os';
+import * as os from 'node:os';
 import type { BenchOptions, BenchSuite, BenchSuiteResult } from './types.js';
 
-// Suites are loaded lazily so one suite's missing peer tool does not stop the others from loading.
-const SUITES: Record<string, () => Promise<BenchSuite>> = {
-  ca: async () => (await import('./suites/ca.js')).run,
-  hbone: async () => (await import('./suites/hbone.js')).run,
-};
+// Suites are loaded lazily (each is ./suites/<name>.js exporting `run`) so one suite's missing
+// peer tool does not stop the others from loading.
+const SUITE_NAMES = ['ca', 'hbone'] as const;
+const SUITES: Record<string, () => Promise<BenchSuite>> = Object.fromEntries(
+  SUITE_NAMES.map((name) => [name, async () => ((await import(`./suites/${name}.js`)) as { run: BenchSuite }).run]),
+);
 
 function usage(): string {
   return `usage: npm run bench -- <suite...> [--json] [--quick]
