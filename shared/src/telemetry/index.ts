@@ -1,2 +1,3 @@
 // Public surface of @hypha/shared/telemetry: name every export (no `export *`).
-export {};
+export type { ByteCounts, ConnectionMeta, PeerLabels, TcpLabelName, TcpLabels } from './l4-metrics.js';
+export { ConnectionRecorder, L4Metrics, TCP_LABEL_NAMES, tcpLabels } from './l4-metrics.js';
