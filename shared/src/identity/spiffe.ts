@@ -84,7 +84,8 @@ export function parseSpiffeId(input: string): SpiffeId {
   const trustDomain = slash < 0 ? rest : rest.slice(0, slash);
   if (trustDomain.length === 0) fail('trust domain is empty');
   if (trustDomain.includes(':')) fail('port is not allowed in the trust domain');
-  if (trustDomain.length > MAX_TRUST_DOMAIN_LENGTH) fail(`trust domain longer than ${MAX_TRUST_DOMAIN_LENGTH}`);
+  if (trustDomain.length > MAX_TRUST_DOMAIN_LENGTH)
+    fail(`trust domain longer than ${MAX_TRUST_DOMAIN_LENGTH}`);
   if (!TRUST_DOMAIN.test(trustDomain)) {
     fail(`trust domain "${trustDomain}" may contain only lowercase letters, digits, ".", "-" and "_"`);
   }
@@ -94,7 +95,8 @@ export function parseSpiffeId(input: string): SpiffeId {
   for (const seg of segments) {
     if (seg.length === 0) fail('path has an empty segment (double or trailing "/")');
     if (seg === '.' || seg === '..') fail('path segments "." and ".." are not allowed');
-    if (!/^[A-Za-z0-9._-]+$/.test(seg)) fail(`path segment "${truncate(seg)}" has a character outside [A-Za-z0-9._-]`);
+    if (!/^[A-Za-z0-9._-]+$/.test(seg))
+      fail(`path segment "${truncate(seg)}" has a character outside [A-Za-z0-9._-]`);
   }
   if (segments.length !== 4 || segments[0] !== 'ns' || segments[2] !== 'sa') {
     fail(`path must be /ns/<namespace>/sa/<service-account>, got "${truncate(path)}"`);
