@@ -1,0 +1,510 @@
+// A small Kubernetes-like cluster built from Linux network namespaces, for end-to-end tests and
+// `hypha demo`.
+//
+//   pod ns (eth0 podIP/32) ──veth── node ns (pK gw/32) ── fab0 ──veth── fabric ns (br0) ── other nodes
+//
+// Invariants:
+// - Everything lives in namespaces this run created; the machine's own namespace gets no
+//   interface, address or route, and no namespace has a route to the outside.
+// - Every run owns a prefix `hyt<3 hex>` and the address block derived from the same number
+//   (10.S.T.0/20), claimed atomically by creating `<prefix>-fabric` (creation fails if another run
+//   holds it). Parallel runs therefore never share names or addresses.
+// - A pod on node B is reached from node A only through node B's fabric address (per-node /24
+//   pod routes), so traffic between nodes always crosses the fabric bridge.
+// - Teardown kills every process inside the namespaces before deleting them (a live process would
+//   keep a deleted namespace, its veths and addresses alive). It runs on destroy(), on process
+//   exit and on SIGINT/SIGTERM; `cleanupStale()` removes what a SIGKILLed run left behind.
+//
+// Address block for id N (0 <= N < 3072): S = 64 + (N >> 4), T = (N & 15) << 4
+//   10.S.T.0/24        fabric: node i at .(i+1)
+//   10.S.(T+1).0/24    service VIPs (allocateServiceIp; no interface carries them)
+//   10.S.(T+2+i).0/24  pods of node i: .1 is the node-side gateway, pods from .2
+import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process';
+import { randomInt } from 'node:crypto';
+import type { Server } from 'node:net';
+import type { Logger } from '@hypha/shared';
+import { type RunningApp, runApp, type SampleApp, startApp } from './apps.js';
+import { ClusterError, listNetns, type RunResult, removeNetnsSync, runCommand } from './run.js';
+
+/** Marks every namespace the harness creates: `hyt` + 3 hex digits + `-`. */
+export const CLUSTER_NETNS_PATTERN = /^hyt[0-9a-f]{3}-/;
+/** Written as the fabric bridge's alias; cleanupStale reads the owner pid from it. */
+export const OWNER_ALIAS_PREFIX = 'hypha-test:owner=';
+
+const MAX_ID = 3072;
+const MAX_NODES = 14;
+const NAME_RE = /^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$/;
+
+export interface ClusterNode {
+  readonly name: string;
+  /** Address on the fabric; other nodes route this node's pod CIDR through it. */
+  readonly ip: string;
+  readonly netns: string;
+  /** The /24 its pods get addresses from, e.g. `10.70.34.0/24`. */
+  readonly podCidr: string;
+  /** Node-side address of every pod veth, the pods' default gateway. */
+  readonly podGateway: string;
+}
+
+export interface ClusterPod {
+  readonly name: string;
+  readonly namespace: string;
+  readonly node: string;
+  readonly ip: string;
+  readonly netns: string;
+  /** The pod's veth peer inside the node namespace. */
+  readonly hostInterface: string;
+}
+
+export interface TestClusterOptions {
+  nodes: readonly string[];
+  logger?: Logger;
+  /** Tear down on SIGINT/SIGTERM (then re-raise the signal if nobody else listens). Default true. */
+  handleSignals?: boolean;
+}
+
+export interface AddPodOptions {
+  node: string;
+  name: string;
+  namespace?: string;
+}
+
+interface NodeState extends ClusterNode {
+  readonly index: number;
+  nextHost: number;
+}
+
+const live = new Set<TestCluster>();
+let handlersInstalled = false;
+
+function installProcessHandlers(): void {
+  if (handlersInstalled) return;
+  handlersInstalled = true;
+  process.on('exit', () => {
+    for (const cluster of live) cluster.destroySync();
+  });
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    const onSignal = (): void => {
+      const handling = [...live].filter((c) => c.handlesSignals);
+      for (const cluster of handling) cluster.destroySync();
+      // Our listener replaced the default "exit on signal"; restore it when nobody else cares.
+      if (process.listenerCount(signal) === 1) {
+        process.removeListener(signal, onSignal);
+        process.kill(process.pid, signal);
+      }
+    };
+    process.on(signal, onSignal);
+  }
+}
+
+export class TestCluster {
+  readonly id: number;
+  readonly prefix: string;
+  readonly fabricNetns: string;
+  /** The run's whole block, e.g. `10.70.32.0/20`. */
+  readonly addressBlock: string;
+  readonly serviceCidr: string;
+  readonly handlesSignals: boolean;
+  readonly #octets: { s: number; t: number };
+  readonly #nodes = new Map<string, NodeState>();
+  readonly #pods = new Map<string, ClusterPod>();
+  readonly #children = new Set<ChildProcess>();
+  readonly #log: Logger | undefined;
+  #nextIface = 0;
+  #nextVip = 10;
+  #destroyed = false;
+
+  private constructor(id: number, options: TestClusterOptions) {
+    this.id = id;
+    this.prefix = `hyt${id.toString(16).padStart(3, '0')}`;
+    this.fabricNetns = `${this.prefix}-fabric`;
+    const s = 64 + (id >> 4);
+    const t = (id & 15) << 4;
+    this.#octets = { s, t };
+    this.addressBlock = `10.${s}.${t}.0/20`;
+    this.serviceCidr = `10.${s}.${t + 1}.0/24`;
+    this.handlesSignals = options.handleSignals ?? true;
+    this.#log = options.logger?.child({ component: 'test-cluster', prefix: this.prefix });
+  }
+
+  /** Builds the fabric and the nodes. On any failure everything created so far is removed. */
+  static async create(options: TestClusterOptions): Promise<TestCluster> {
+    validateNodes(options.nodes);
+    if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+      throw new ClusterError(
+        'NOT_ROOT',
+        'the namespace cluster needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN to create network namespaces); run as root, e.g. with sudo',
+      );
+    }
+    const cluster = await TestCluster.#claim(options);
+    live.add(cluster);
+    installProcessHandlers();
+    try {
+      await cluster.#buildFabric();
+      for (const [index, name] of options.nodes.entries()) await cluster.#buildNode(name, index);
+      await cluster.#buildRoutes();
+    } catch (err) {
+      cluster.destroySync();
+      throw err;
+    }
+    cluster.#log?.info({ nodes: options.nodes, block: cluster.addressBlock }, 'cluster ready');
+    return cluster;
+  }
+
+  static async #claim(options: TestClusterOptions): Promise<TestCluster> {
+    const taken = new Set((await listNetns()).map((n) => n.slice(0, 6)));
+    for (let attempt = 0; attempt < 32; attempt++) {
+      const id = randomInt(MAX_ID);
+      const cluster = new TestCluster(id, options);
+      if (taken.has(cluster.prefix)) continue;
+      try {
+        // `ip netns add` fails if the name exists: creating the fabric namespace is the lock.
+        await runCommand('ip', ['netns', 'add', cluster.fabricNetns]);
+        return cluster;
+      } catch (err) {
+        if (err instanceof ClusterError && err.code === 'TOOL_MISSING') throw err;
+        if (err instanceof ClusterError && /exists/i.test(err.message)) continue;
+        throw err;
+      }
+    }
+    throw new ClusterError(
+      'NO_FREE_BLOCK',
+      'could not claim a free cluster prefix after 32 tries; remove leftovers with cleanupStale() or `ip netns list`',
+    );
+  }
+
+  get nodes(): readonly ClusterNode[] {
+    return [...this.#nodes.values()].map(publicNode);
+  }
+
+  get pods(): readonly ClusterPod[] {
+    return [...this.#pods.values()];
+  }
+
+  get destroyed(): boolean {
+    return this.#destroyed;
+  }
+
+  node(name: string): ClusterNode {
+    return publicNode(this.#node(name));
+  }
+
+  /** A fresh address from the run's service CIDR, for Service VIPs in configs. */
+  allocateServiceIp(): string {
+    if (this.#nextVip > 254)
+      throw new ClusterError('BAD_INPUT', `service CIDR ${this.serviceCidr} is exhausted`);
+    return `10.${this.#octets.s}.${this.#octets.t + 1}.${this.#nextVip++}`;
+  }
+
+  async addPod(options: AddPodOptions): Promise<ClusterPod> {
+    this.#assertLive();
+    const namespace = options.namespace ?? 'default';
+    if (!NAME_RE.test(options.name) || !NAME_RE.test(namespace)) {
+      throw new ClusterError(
+        'BAD_INPUT',
+        `pod "${namespace}/${options.name}": names must be lowercase DNS labels of 1-32 characters`,
+      );
+    }
+    const key = `${namespace}/${options.name}`;
+    if (this.#pods.has(key)) throw new ClusterError('BAD_INPUT', `pod ${key} already exists in this cluster`);
+    const node = this.#node(options.node);
+    if (node.nextHost > 254)
+      throw new ClusterError('BAD_INPUT', `node ${node.name} has no free pod addresses`);
+    const ip = `${node.podCidr.split('.').slice(0, 3).join('.')}.${node.nextHost++}`;
+    const netns = `${this.prefix}-${namespace}.${options.name}`;
+    const hostInterface = `p${this.#nextIface++}`;
+    const pod: ClusterPod = { name: options.name, namespace, node: node.name, ip, netns, hostInterface };
+    await runCommand('ip', ['netns', 'add', netns]);
+    this.#pods.set(key, pod);
+    try {
+      await batch(node.netns, [
+        `link add ${hostInterface} type veth peer name eth0 netns ${netns}`,
+        `addr add ${node.podGateway}/32 dev ${hostInterface}`,
+        `link set ${hostInterface} up`,
+        `route add ${ip}/32 dev ${hostInterface} src ${node.podGateway}`,
+      ]);
+      await batch(netns, [
+        'link set lo up',
+        `addr add ${ip}/32 dev eth0`,
+        'link set eth0 up',
+        `route add ${node.podGateway}/32 dev eth0`,
+        `route add default via ${node.podGateway} dev eth0 src ${ip}`,
+      ]);
+    } catch (err) {
+      this.#pods.delete(key);
+      removeNetnsSync([netns]);
+      throw err;
+    }
+    this.#log?.debug({ pod: key, node: node.name, ip }, 'pod added');
+    return pod;
+  }
+
+  async removePod(pod: Pick<ClusterPod, 'name' | 'namespace'>): Promise<void> {
+    const key = `${pod.namespace}/${pod.name}`;
+    const known = this.#pods.get(key);
+    if (!known) return;
+    this.#pods.delete(key);
+    for (const child of this.#children) {
+      if (childNetns(child) === known.netns) child.kill('SIGKILL');
+    }
+    removeNetnsSync([known.netns]);
+    // The veth normally dies with the pod namespace; deleting it explicitly covers a namespace
+    // that lingers, and must not fail when it is already gone.
+    await runCommand('ip', ['-n', this.#node(known.node).netns, 'link', 'del', known.hostInterface]).catch(
+      () => {},
+    );
+    this.#log?.debug({ pod: key }, 'pod removed');
+  }
+
+  /**
+   * Starts `cmd args` inside a namespace (`ip netns exec`, which execs, so child.pid is the
+   * command itself). The child is killed on destroy().
+   */
+  spawn(netns: string, cmd: string, args: readonly string[] = [], options: SpawnOptions = {}): ChildProcess {
+    this.#assertLive();
+    const child = spawn('ip', ['netns', 'exec', netns, cmd, ...args], options);
+    childNetnsMap.set(child, netns);
+    this.#children.add(child);
+    child.once('exit', () => this.#children.delete(child));
+    // A spawn error is reported through 'exit'/'error' to whoever listens; never crash the run.
+    child.on('error', (err) => this.#log?.warn({ err, netns, cmd }, 'child process error'));
+    return child;
+  }
+
+  /** Starts a Node script with this process's Node (the project's Node 24) inside a namespace. */
+  spawnNode(
+    netns: string,
+    script: string,
+    args: readonly string[] = [],
+    options: SpawnOptions = {},
+  ): ChildProcess {
+    return this.spawn(
+      netns,
+      process.execPath,
+      ['--disable-warning=ExperimentalWarning', script, ...args],
+      options,
+    );
+  }
+
+  /** Runs a command inside a namespace to completion. */
+  exec(netns: string, cmd: string, args: readonly string[] = [], input?: string): Promise<RunResult> {
+    this.#assertLive();
+    return runCommand('ip', ['netns', 'exec', netns, cmd, ...args], input);
+  }
+
+  /**
+   * A listening `net.Server` whose socket lives inside `netns`: a short-lived child listens there
+   * and hands the socket over IPC. The caller's process stays in its own namespace.
+   */
+  async listenIn(netns: string, options: { port?: number; host?: string } = {}): Promise<Server> {
+    this.#assertLive();
+    return listenInNetns(netns, options, (cmd, args, opts) => this.spawn(netns, cmd, args, opts));
+  }
+
+  /**
+   * Starts a sample server app (tcp-echo, http-echo, `bytes serve`) in a pod or namespace and
+   * resolves once it listens.
+   */
+  startApp(where: ClusterPod | string, app: SampleApp, args: readonly string[] = []): Promise<RunningApp> {
+    const netns = typeof where === 'string' ? where : where.netns;
+    return startApp(
+      (script, a) => this.spawnNode(netns, script, a, { stdio: ['ignore', 'pipe', 'pipe'] }),
+      app,
+      args,
+    );
+  }
+
+  /** Runs a sample client app (load-client, `bytes send`) to completion; resolves with its result line. */
+  runApp(
+    where: ClusterPod | string,
+    app: SampleApp,
+    args: readonly string[] = [],
+    timeoutMs?: number,
+  ): Promise<Record<string, unknown>> {
+    const netns = typeof where === 'string' ? where : where.netns;
+    return runApp(
+      (script, a) => this.spawnNode(netns, script, a, { stdio: ['ignore', 'pipe', 'pipe'] }),
+      app,
+      args,
+      timeoutMs,
+    );
+  }
+
+  /** Tears everything down. Safe to call more than once and after a failed create(). */
+  async destroy(): Promise<void> {
+    if (this.#destroyed) return;
+    const exits = [...this.#children].map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve();
+          const timer = setTimeout(() => {
+            child.kill('SIGKILL');
+            resolve();
+          }, 2000);
+          child.once('exit', () => {
+            clearTimeout(timer);
+            resolve();
+          });
+          child.kill('SIGTERM');
+        }),
+    );
+    await Promise.all(exits);
+    this.destroySync();
+  }
+
+  /** Immediate teardown (SIGKILL everything); used by exit and signal handlers. */
+  destroySync(): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    live.delete(this);
+    for (const child of this.#children) child.kill('SIGKILL');
+    this.#children.clear();
+    const pods = [...this.#pods.values()].map((p) => p.netns);
+    const nodes = [...this.#nodes.values()].map((n) => n.netns);
+    removeNetnsSync([...pods, ...nodes, this.fabricNetns]);
+    this.#pods.clear();
+    this.#log?.info('cluster destroyed');
+  }
+
+  #node(name: string): NodeState {
+    const node = this.#nodes.get(name);
+    if (!node) {
+      throw new ClusterError(
+        'BAD_INPUT',
+        `no node "${name}" in this cluster (nodes: ${[...this.#nodes.keys()].join(', ')})`,
+      );
+    }
+    return node;
+  }
+
+  #assertLive(): void {
+    if (this.#destroyed) throw new ClusterError('DESTROYED', `cluster ${this.prefix} was destroyed`);
+  }
+
+  async #buildFabric(): Promise<void> {
+    await batch(this.fabricNetns, [
+      'link set lo up',
+      'link add br0 type bridge',
+      `link set br0 alias ${OWNER_ALIAS_PREFIX}${process.pid}`,
+      'link set br0 up',
+    ]);
+  }
+
+  async #buildNode(name: string, index: number): Promise<void> {
+    const { s, t } = this.#octets;
+    const netns = `${this.prefix}-${name}`;
+    const node: NodeState = {
+      name,
+      index,
+      netns,
+      ip: `10.${s}.${t}.${index + 1}`,
+      podCidr: `10.${s}.${t + 2 + index}.0/24`,
+      podGateway: `10.${s}.${t + 2 + index}.1`,
+      nextHost: 2,
+    };
+    await runCommand('ip', ['netns', 'add', netns]);
+    this.#nodes.set(name, node);
+    await batch(netns, [
+      'link set lo up',
+      `link add fab0 type veth peer name n${index} netns ${this.fabricNetns}`,
+      `addr add ${node.ip}/24 dev fab0`,
+      'link set fab0 up',
+    ]);
+    await batch(this.fabricNetns, [`link set n${index} master br0`, `link set n${index} up`]);
+    await runCommand('ip', ['netns', 'exec', netns, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+  }
+
+  async #buildRoutes(): Promise<void> {
+    for (const node of this.#nodes.values()) {
+      const routes = [...this.#nodes.values()]
+        .filter((other) => other !== node)
+        .map((other) => `route add ${other.podCidr} via ${other.ip} dev fab0`);
+      if (routes.length > 0) await batch(node.netns, routes);
+    }
+  }
+}
+
+function publicNode(node: NodeState): ClusterNode {
+  return {
+    name: node.name,
+    ip: node.ip,
+    netns: node.netns,
+    podCidr: node.podCidr,
+    podGateway: node.podGateway,
+  };
+}
+
+function validateNodes(nodes: readonly string[]): void {
+  if (nodes.length === 0 || nodes.length > MAX_NODES) {
+    throw new ClusterError('BAD_INPUT', `a cluster has 1 to ${MAX_NODES} nodes, got ${nodes.length}`);
+  }
+  const seen = new Set<string>();
+  for (const name of nodes) {
+    if (!NAME_RE.test(name) || name === 'fabric' || name.includes('.')) {
+      throw new ClusterError(
+        'BAD_INPUT',
+        `node name "${name}" must be a lowercase DNS label of 1-32 characters other than "fabric"`,
+      );
+    }
+    if (seen.has(name)) throw new ClusterError('BAD_INPUT', `node "${name}" is listed twice`);
+    seen.add(name);
+  }
+}
+
+/** Runs several `ip` subcommands inside one namespace with one process (`ip -batch`). */
+async function batch(netns: string, lines: readonly string[]): Promise<void> {
+  await runCommand('ip', ['-n', netns, '-batch', '-'], `${lines.join('\n')}\n`);
+}
+
+const childNetnsMap = new WeakMap<ChildProcess, string>();
+function childNetns(child: ChildProcess): string | undefined {
+  return childNetnsMap.get(child);
+}
+
+// The child listens, passes the listening handle to the parent and exits; the duplicated fd keeps
+// the socket (and its namespace binding) alive in the parent.
+const LISTEN_CHILD = `
+const net = require('node:net');
+const [host, port] = [process.argv[1], Number(process.argv[2])];
+const server = net.createServer();
+server.on('error', (err) => { process.send({ error: err.code + ': ' + err.message }, () => process.exit(1)); });
+server.listen({ host, port }, () => {
+  process.send({ ok: true }, server, () => { server.close(); process.disconnect(); });
+});
+`;
+
+export function listenInNetns(
+  netns: string,
+  options: { port?: number; host?: string },
+  spawnIn: (cmd: string, args: readonly string[], opts: SpawnOptions) => ChildProcess,
+): Promise<Server> {
+  const host = options.host ?? '0.0.0.0';
+  const port = options.port ?? 0;
+  return new Promise((resolve, reject) => {
+    const child = spawnIn(process.execPath, ['-e', LISTEN_CHILD, host, String(port)], {
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+    });
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    child.on('message', (msg: { ok?: boolean; error?: string }, handle: unknown) => {
+      if (msg.ok && handle) {
+        // The handle arrives as a net.Server already listening on the child's socket.
+        const server = handle as Server;
+        resolve(server);
+      } else {
+        reject(
+          new ClusterError('APP_FAILED', `listening on ${host}:${port} in ${netns} failed: ${msg.error}`),
+        );
+      }
+    });
+    child.once('exit', (code) => {
+      if (code !== 0) {
+        reject(
+          new ClusterError('APP_FAILED', `listener child in ${netns} exited with ${code}: ${stderr.trim()}`),
+        );
+      }
+    });
+  });
+}
