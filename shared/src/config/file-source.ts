@@ -1,0 +1,405 @@
+// The file source: Kubernetes-shaped objects from a YAML/JSON file or a directory of them, kept in
+// step with the config state as the files change. Used by the demo, the tests and laptops.
+//
+// Invariants:
+// - A file whose YAML does not parse keeps contributing the objects it last contributed (a
+//   half-written file never wipes state). An invalid object whose kind/namespace/name can still be
+//   read keeps its last good version from the same file; one never seen valid is skipped.
+// - A file that disappears is dropped only if it is still missing on the next scan one debounce
+//   period later (editors that delete-then-write, ConfigMap symlink swaps).
+// - Loads never overlap: a change that arrives during a load triggers one more load after it.
+// - Every problem is one log line naming file, object and field; the same unchanged file is not
+//   re-reported on every scan (scans compare stat signatures, and only changed files are re-read).
+//
+// Watching uses fs.watch (recursive on directories; the parent directory for a single file, so
+// rename-over saves are seen), debounced, plus a cheap stat poll as a safety net for filesystems
+// where inotify events do not arrive. If fs.watch fails, the poll alone keeps working.
+import { type FSWatcher, watch } from 'node:fs';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { basename, dirname, extname, join, resolve } from 'node:path';
+import { parseAllDocuments } from 'yaml';
+import type { Logger } from '../log/logger.js';
+import { createSilentLogger } from '../log/logger.js';
+import { ConfigError } from './errors.js';
+import { type ConfigState, createConfigState } from './state.js';
+import { flattenLists, translateObject } from './translate.js';
+import type { ConfigObject } from './types.js';
+
+export interface FileSourceOptions {
+  /** A .yaml/.yml/.json file (multi-document allowed) or a directory searched recursively. */
+  path: string;
+  trustDomain?: string;
+  logger?: Logger;
+  /** The state to feed; a new one (selector endpoints) by default. */
+  state?: ConfigState;
+  /** Quiet period after a change event before reloading. Default 100 ms. */
+  debounceMs?: number;
+  /** Stat poll interval, the safety net for missed watch events. Default 2000 ms. */
+  pollIntervalMs?: number;
+}
+
+export interface FileSource {
+  readonly state: ConfigState;
+  /** Resolves after the first load in which every file parsed (objects may still be invalid). */
+  readonly ready: Promise<void>;
+  /** The problems found at the last load of each file (what was logged). */
+  readonly errors: readonly ConfigError[];
+  /** Loads and applies once, then starts watching. Rejects if the path does not exist. */
+  start(): Promise<void>;
+  /** Re-scans now (also what the watcher calls). */
+  reload(): Promise<void>;
+  close(): Promise<void>;
+}
+
+const EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
+
+interface FileEntry {
+  signature: string;
+  /** Objects this file contributes (the last good ones if its YAML no longer parses). */
+  objects: ConfigObject[];
+  errors: ConfigError[];
+  parsed: boolean;
+  missingSince: number | undefined;
+}
+
+export function createFileSource(options: FileSourceOptions): FileSource {
+  return new WatchedFileSource(options);
+}
+
+class WatchedFileSource implements FileSource {
+  readonly state: ConfigState;
+  readonly ready: Promise<void>;
+  readonly #root: string;
+  readonly #log: Logger;
+  readonly #debounceMs: number;
+  readonly #pollMs: number;
+  readonly #files = new Map<string, FileEntry>();
+  #resolveReady!: () => void;
+  #isReady = false;
+  #isDirectory = false;
+  #loading: Promise<void> | undefined;
+  #again = false;
+  #watcher: FSWatcher | undefined;
+  #debounce: NodeJS.Timeout | undefined;
+  #poll: NodeJS.Timeout | undefined;
+  #closed = false;
+  #duplicateErrors: ConfigError[] = [];
+
+  constructor(options: FileSourceOptions) {
+    this.#root = resolve(options.path);
+    this.#log = (options.logger ?? createSilentLogger()).child({ component: 'config-file' });
+    this.state = options.state ?? createConfigState({ trustDomain: options.trustDomain ?? 'cluster.local' });
+    this.#debounceMs = options.debounceMs ?? 100;
+    this.#pollMs = options.pollIntervalMs ?? 2000;
+    this.ready = new Promise((r) => {
+      this.#resolveReady = r;
+    });
+  }
+
+  get errors(): readonly ConfigError[] {
+    const out: ConfigError[] = [];
+    for (const e of this.#files.values()) out.push(...e.errors);
+    out.push(...this.#duplicateErrors);
+    return out;
+  }
+
+  async start(): Promise<void> {
+    let info: Awaited<ReturnType<typeof stat>>;
+    try {
+      info = await stat(this.#root);
+    } catch {
+      throw new ConfigError(
+        'PATH_NOT_FOUND',
+        { source: this.#root },
+        '',
+        'config path does not exist: pass a YAML/JSON file or a directory of them',
+      );
+    }
+    this.#isDirectory = info.isDirectory();
+    await this.reload();
+    if (this.#closed) return;
+    this.#startWatcher();
+    this.#poll = setInterval(() => void this.reload(), this.#pollMs);
+    this.#poll.unref();
+  }
+
+  reload(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    if (this.#loading !== undefined) {
+      this.#again = true;
+      return this.#loading;
+    }
+    this.#loading = (async () => {
+      try {
+        do {
+          this.#again = false;
+          await this.#scan();
+        } while (this.#again && !this.#closed);
+      } catch (err) {
+        this.#log.error({ err }, `config reload from ${this.#root} failed: ${(err as Error).message}`);
+      } finally {
+        this.#loading = undefined;
+      }
+    })();
+    return this.#loading;
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#watcher?.close();
+    this.#watcher = undefined;
+    clearTimeout(this.#debounce);
+    clearInterval(this.#poll);
+    await this.#loading;
+  }
+
+  // ---- watching ----
+
+  #startWatcher(): void {
+    if (this.#closed || this.#watcher !== undefined) return;
+    const target = this.#isDirectory ? this.#root : dirname(this.#root);
+    const name = basename(this.#root);
+    try {
+      const w = watch(target, { recursive: this.#isDirectory, persistent: false }, (_event, file) => {
+        if (!this.#isDirectory && file !== null && file !== name) return;
+        this.#schedule();
+      });
+      w.on('error', (err) => {
+        this.#log.warn(
+          { err: String(err) },
+          `watching ${target} failed; falling back to polling every ${this.#pollMs} ms`,
+        );
+        w.close();
+        if (this.#watcher === w) this.#watcher = undefined;
+      });
+      this.#watcher = w;
+    } catch (err) {
+      this.#log.warn(
+        { err: String(err) },
+        `cannot watch ${target}; polling every ${this.#pollMs} ms instead`,
+      );
+    }
+  }
+
+  #schedule(): void {
+    if (this.#closed) return;
+    clearTimeout(this.#debounce);
+    this.#debounce = setTimeout(() => void this.reload(), this.#debounceMs);
+    this.#debounce.unref();
+  }
+
+  // ---- loading ----
+
+  async #scan(): Promise<void> {
+    const found = await this.#listFiles();
+    if (found === undefined) return;
+    let changed = false;
+    const now = Date.now();
+    for (const [file, signature] of found) {
+      const entry = this.#files.get(file);
+      if (entry !== undefined && entry.signature === signature) {
+        entry.missingSince = undefined;
+        continue;
+      }
+      const next = await this.#load(file, signature, entry);
+      if (next === undefined) {
+        // Vanished between listing and reading (a replace in progress): look again shortly.
+        this.#schedule();
+        continue;
+      }
+      this.#files.set(file, next);
+      changed = true;
+    }
+    for (const [file, entry] of this.#files) {
+      if (found.has(file)) continue;
+      if (entry.missingSince === undefined) {
+        entry.missingSince = now;
+        this.#schedule();
+      } else if (now - entry.missingSince >= this.#debounceMs / 2) {
+        this.#files.delete(file);
+        this.#log.info({ file }, `${file}: file removed; its objects are withdrawn`);
+        changed = true;
+      } else {
+        this.#schedule();
+      }
+    }
+    if (!changed && this.#isReady) return;
+    this.#apply();
+    this.#startWatcher();
+    if (!this.#isReady && [...this.#files.values()].every((e) => e.parsed)) {
+      this.#isReady = true;
+      this.#resolveReady();
+    }
+  }
+
+  /** Map of file → stat signature, or undefined if the root cannot be read right now. */
+  async #listFiles(): Promise<Map<string, string> | undefined> {
+    const out = new Map<string, string>();
+    const visit = async (path: string, depth: number): Promise<void> => {
+      let info: Awaited<ReturnType<typeof stat>>;
+      try {
+        info = await stat(path);
+      } catch {
+        return;
+      }
+      if (info.isDirectory()) {
+        if (depth > 16) return;
+        let names: string[];
+        try {
+          names = await readdir(path);
+        } catch {
+          return;
+        }
+        names.sort();
+        for (const n of names) if (!n.startsWith('.')) await visit(join(path, n), depth + 1);
+      } else if (info.isFile() && (depth === 0 || EXTENSIONS.has(extname(path).toLowerCase()))) {
+        out.set(path, `${info.ino}:${info.size}:${info.mtimeMs}`);
+      }
+    };
+    try {
+      await stat(this.#root);
+    } catch {
+      this.#log.error(
+        { code: 'PATH_NOT_FOUND', source: this.#root },
+        `${this.#root}: config path disappeared; keeping the last loaded state until it returns`,
+      );
+      return undefined;
+    }
+    await visit(this.#root, 0);
+    return out;
+  }
+
+  async #load(
+    file: string,
+    signature: string,
+    previous: FileEntry | undefined,
+  ): Promise<FileEntry | undefined> {
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      const e = new ConfigError('READ_ERROR', { source: file }, '', `cannot read: ${(err as Error).message}`);
+      this.#report([e]);
+      return {
+        signature,
+        objects: previous?.objects ?? [],
+        errors: [e],
+        parsed: false,
+        missingSince: undefined,
+      };
+    }
+    const docs = parseAllDocuments(text);
+    const list = Array.isArray(docs) ? docs : [];
+    const parseErrors: ConfigError[] = [];
+    list.forEach((doc, i) => {
+      for (const err of doc.errors) {
+        const at = err.linePos?.[0];
+        const where = at !== undefined ? `line ${at.line}, column ${at.col}: ` : '';
+        const first = err.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
+        parseErrors.push(
+          new ConfigError(
+            'PARSE_ERROR',
+            { source: file, document: list.length > 1 ? i + 1 : undefined },
+            '',
+            `${where}${first}`,
+          ),
+        );
+      }
+    });
+    if (parseErrors.length > 0) {
+      const kept = previous?.objects ?? [];
+      this.#report(
+        parseErrors,
+        kept.length > 0 ? `keeping the ${kept.length} objects last loaded from this file` : undefined,
+      );
+      return { signature, objects: kept, errors: parseErrors, parsed: false, missingSince: undefined };
+    }
+    const lastGood = new Map<string, ConfigObject>();
+    for (const o of previous?.objects ?? [])
+      lastGood.set(objectId(o.kind, o.kind === 'Namespace' ? '' : o.namespace, o.name), o);
+    const objects: ConfigObject[] = [];
+    const errors: ConfigError[] = [];
+    list.forEach((doc, i) => {
+      const raws = flattenLists(doc.toJS({ maxAliasCount: 100 }));
+      for (const raw of raws) {
+        if (raw === null || raw === undefined) continue; // empty document (e.g. a trailing ---)
+        const result = translateObject(raw, { source: file, document: list.length > 1 ? i + 1 : undefined });
+        if (result.status === 'ok') objects.push(result.object);
+        else if (result.status === 'ignored') {
+          this.#log.debug({ file, kind: result.kind }, `${file}: ignoring ${result.kind}: ${result.reason}`);
+        } else {
+          const old =
+            result.key === undefined
+              ? undefined
+              : lastGood.get(objectId(result.key.kind, result.key.namespace, result.key.name));
+          if (old !== undefined) objects.push(old);
+          this.#report(
+            result.errors,
+            old !== undefined ? 'the previous version stays in force' : 'object skipped',
+          );
+          errors.push(...result.errors);
+        }
+      }
+    });
+    return { signature, objects, errors, parsed: true, missingSince: undefined };
+  }
+
+  #apply(): void {
+    const seen = new Map<string, string>();
+    const all: ConfigObject[] = [];
+    const duplicates: ConfigError[] = [];
+    const files = [...this.#files.keys()].sort();
+    for (const file of files) {
+      for (const o of this.#files.get(file)!.objects) {
+        const ns = o.kind === 'Namespace' ? '' : o.namespace;
+        const id = objectId(o.kind, ns, o.name);
+        const first = seen.get(id);
+        if (first !== undefined) {
+          duplicates.push(
+            new ConfigError(
+              'DUPLICATE_OBJECT',
+              { source: file, kind: o.kind, namespace: ns === '' ? undefined : ns, name: o.name },
+              '',
+              `also defined in ${first}; the first definition wins`,
+            ),
+          );
+          continue;
+        }
+        seen.set(id, file);
+        all.push(o);
+      }
+    }
+    const fresh = duplicates.filter((d) => !this.#duplicateErrors.some((o) => o.message === d.message));
+    this.#report(fresh);
+    this.#duplicateErrors = duplicates;
+    const change = this.state.applySnapshot(all);
+    if (change !== undefined) {
+      const s = this.state.stats();
+      this.#log.info(
+        {
+          version: change.version,
+          files: files.length,
+          workloads: s.workloads,
+          services: s.services,
+          authorizationPolicies: s.authorizationPolicies,
+          waypoints: s.waypoints,
+        },
+        `config applied from ${this.#root} (version ${change.version})`,
+      );
+    }
+  }
+
+  #report(errors: readonly ConfigError[], consequence?: string): void {
+    for (const e of errors) {
+      this.#log.error(
+        e.toLogFields(),
+        consequence === undefined ? e.message : `${e.message} (${consequence})`,
+      );
+    }
+  }
+}
+
+function objectId(kind: string, namespace: string, name: string): string {
+  return `${kind}\0${namespace}\0${name}`;
+}

@@ -1,0 +1,847 @@
+// Translation of Kubernetes-shaped objects into the typed model. Pure: no I/O, no state, no clock.
+// Both the file source and the (future) Kubernetes informer source call `translateObject` on each
+// object they receive, so both accept and reject exactly the same things.
+//
+// Invariants:
+// - Every object either becomes one ConfigObject, is ignored on purpose (kinds Hypha does not read,
+//   Gateways of other classes), or yields ConfigErrors that name source, kind, namespace/name and
+//   the field path. One bad object never stops the others.
+// - Output records are plain data with canonical addresses (see ip.ts), so equal input gives equal
+//   output and the state can diff snapshots structurally.
+import { z } from 'zod';
+import { ConfigError, type ConfigObjectLocation } from './errors.js';
+import { canonicalIp, parseCidr } from './ip.js';
+import {
+  type AuthorizationCondition,
+  type AuthorizationOperation,
+  type AuthorizationRule,
+  type AuthorizationSource,
+  type ConfigKind,
+  type ConfigObject,
+  type ConfigObjectKey,
+  type DataplaneMode,
+  type EndpointSliceObject,
+  type GatewayObject,
+  LABEL_DATAPLANE_MODE,
+  LABEL_MTLS_MODE,
+  LABEL_SERVICE_NAME,
+  LABEL_USE_WAYPOINT,
+  LABEL_USE_WAYPOINT_NAMESPACE,
+  LABEL_WAYPOINT_FOR,
+  type Labels,
+  type MtlsMode,
+  type PodObject,
+  type PolicyTargetRef,
+  type ServiceObject,
+  type ServicePort,
+  WAYPOINT_GATEWAY_CLASS,
+  type WaypointBinding,
+  type WaypointFor,
+} from './types.js';
+
+export interface TranslateOptions {
+  /** Named in every error: a file path, or `kubernetes`. */
+  source: string;
+  /** 1-based document number in a multi-document file (for objects without a usable name). */
+  document?: number;
+  /**
+   * Readiness of a pod whose status has no Ready condition. The file source says true (hand-written
+   * pods rarely carry status conditions); the Kubernetes source must say false (a pod without the
+   * condition has not started yet).
+   */
+  readyWhenConditionAbsent?: boolean;
+}
+
+export type TranslateResult =
+  | { status: 'ok'; object: ConfigObject }
+  | { status: 'ignored'; kind: string; reason: string }
+  /** `key` is set when kind, namespace and name were readable, so a caller can keep an older version. */
+  | { status: 'invalid'; errors: ConfigError[]; key: ConfigObjectKey | undefined };
+
+// ---- small schemas shared by several kinds ----
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const PORT_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+
+const dnsLabel = z
+  .string()
+  .max(63)
+  .regex(DNS_LABEL, 'must be a DNS-1123 label (lowercase letters, digits and "-")');
+const dnsSubdomain = z
+  .string()
+  .max(253)
+  .regex(DNS_SUBDOMAIN, 'must be a DNS-1123 subdomain (lowercase letters, digits, "-" and ".")');
+const labels = z.record(z.string(), z.string());
+const port = z.number().int().min(1).max(65535);
+const ipAddress = z.string().refine((s) => canonicalIp(s) !== undefined, { message: 'is not an IP address' });
+const nonEmptyStrings = z.array(z.string().min(1));
+
+const metadata = z.object({
+  name: dnsSubdomain,
+  namespace: dnsLabel.optional(),
+  uid: z.string().min(1).optional(),
+  labels: labels.optional(),
+  deletionTimestamp: z.unknown().optional(),
+});
+
+const podSchema = z.object({
+  metadata,
+  spec: z
+    .object({
+      nodeName: z.string().optional(),
+      serviceAccountName: dnsSubdomain.optional(),
+      serviceAccount: dnsSubdomain.optional(),
+      hostNetwork: z.boolean().optional(),
+      containers: z
+        .array(
+          z.object({
+            ports: z
+              .array(z.object({ name: z.string().regex(PORT_NAME).optional(), containerPort: port }))
+              .optional(),
+          }),
+        )
+        .optional(),
+    })
+    .optional(),
+  status: z
+    .object({
+      phase: z.string().optional(),
+      podIP: ipAddress.optional(),
+      podIPs: z.array(z.object({ ip: ipAddress })).optional(),
+      conditions: z.array(z.object({ type: z.string(), status: z.string() })).optional(),
+    })
+    .optional(),
+});
+
+const namespaceSchema = z.object({ metadata: metadata.extend({ name: dnsLabel }) });
+
+const serviceSchema = z.object({
+  metadata,
+  spec: z.object({
+    clusterIP: z.string().optional(),
+    clusterIPs: z.array(z.string()).optional(),
+    selector: labels.optional(),
+    ports: z
+      .array(
+        z.object({
+          name: z.string().optional(),
+          port,
+          targetPort: z.union([port, z.string().min(1)]).optional(),
+          protocol: z.enum(['TCP', 'UDP', 'SCTP']).optional(),
+          appProtocol: z.string().optional(),
+        }),
+      )
+      .optional(),
+  }),
+});
+
+const endpointSliceSchema = z.object({
+  metadata,
+  addressType: z.enum(['IPv4', 'IPv6', 'FQDN']),
+  endpoints: z
+    .array(
+      z.object({
+        addresses: z.array(z.string()).min(1),
+        conditions: z.object({ ready: z.boolean().nullable().optional() }).optional(),
+        nodeName: z.string().optional(),
+        targetRef: z.object({ kind: z.string().optional(), name: z.string().optional() }).optional(),
+      }),
+    )
+    .nullable()
+    .optional(),
+  ports: z
+    .array(z.object({ name: z.string().nullable().optional(), port: port.nullable().optional() }))
+    .nullable()
+    .optional(),
+});
+
+const addressList = z.array(z.object({ type: z.string().optional(), value: z.string() })).optional();
+const gatewaySchema = z.object({
+  metadata,
+  spec: z.object({
+    gatewayClassName: z.string(),
+    listeners: z.array(z.object({ name: z.string(), port, protocol: z.string() })).optional(),
+    addresses: addressList,
+  }),
+  status: z.object({ addresses: addressList }).optional(),
+});
+
+const targetRef = z.object({
+  group: z.string().optional(),
+  kind: z.string().min(1),
+  name: z.string().min(1),
+  namespace: z.string().optional(),
+});
+const parentRef = targetRef.extend({ kind: z.string().min(1).optional() });
+
+const matchValue = z
+  .string()
+  .min(1)
+  .refine((s) => s === '*' || !s.slice(1, -1).includes('*'), {
+    message: 'a "*" wildcard is allowed only at the start or the end of the value',
+  });
+const cidrValue = z.string().refine((s) => parseCidr(s) !== undefined, {
+  message: 'is not an IP address or CIDR block (e.g. 10.0.0.0/8, 2001:db8::/32)',
+});
+const portValue = z
+  .union([port, z.string().regex(/^\d{1,5}$/, 'must be a port number')])
+  .transform((p) => Number(p))
+  .pipe(port);
+
+const SOURCE_FIELDS = [
+  'principals',
+  'notPrincipals',
+  'namespaces',
+  'notNamespaces',
+  'ipBlocks',
+  'notIpBlocks',
+  'requestPrincipals',
+  'notRequestPrincipals',
+  'remoteIpBlocks',
+  'notRemoteIpBlocks',
+] as const;
+const OPERATION_FIELDS = [
+  'ports',
+  'notPorts',
+  'methods',
+  'notMethods',
+  'paths',
+  'notPaths',
+  'hosts',
+  'notHosts',
+] as const;
+
+const sourceSchema = z
+  .object({
+    principals: z.array(matchValue).optional(),
+    notPrincipals: z.array(matchValue).optional(),
+    namespaces: z.array(matchValue).optional(),
+    notNamespaces: z.array(matchValue).optional(),
+    ipBlocks: z.array(cidrValue).optional(),
+    notIpBlocks: z.array(cidrValue).optional(),
+    requestPrincipals: z.array(matchValue).optional(),
+    notRequestPrincipals: z.array(matchValue).optional(),
+    remoteIpBlocks: z.array(cidrValue).optional(),
+    notRemoteIpBlocks: z.array(cidrValue).optional(),
+  })
+  .refine((s) => SOURCE_FIELDS.some((f) => (s[f]?.length ?? 0) > 0), {
+    message: 'source must set at least one field (principals, namespaces, ipBlocks or their not* forms)',
+  });
+
+const operationSchema = z
+  .object({
+    ports: z.array(portValue).optional(),
+    notPorts: z.array(portValue).optional(),
+    methods: z.array(matchValue).optional(),
+    notMethods: z.array(matchValue).optional(),
+    paths: z.array(matchValue).optional(),
+    notPaths: z.array(matchValue).optional(),
+    hosts: z.array(matchValue).optional(),
+    notHosts: z.array(matchValue).optional(),
+  })
+  .refine((o) => OPERATION_FIELDS.some((f) => (o[f]?.length ?? 0) > 0), {
+    message: 'operation must set at least one field (ports, methods, paths, hosts or their not* forms)',
+  });
+
+// Condition keys Istio accepts; which of them the L4 agent can evaluate is policy/compile.ts's business.
+const WHEN_KEY =
+  /^(source\.(ip|namespace|principal)|remote\.ip|destination\.(ip|port)|connection\.sni|request\.headers\[[^\]]+\]|request\.auth\.(principal|audiences|presenter|claims\[[^\]]+\](\[[^\]]+\])*)|experimental\.envoy\.filters\..+)$/;
+
+const conditionSchema = z
+  .object({
+    key: z
+      .string()
+      .regex(WHEN_KEY, 'is not a supported condition key (e.g. source.ip, request.headers[x-user])'),
+    values: nonEmptyStrings.optional(),
+    notValues: nonEmptyStrings.optional(),
+  })
+  .refine((c) => (c.values?.length ?? 0) + (c.notValues?.length ?? 0) > 0, {
+    message: 'condition must set values or notValues',
+  })
+  .superRefine((c, ctx) => {
+    const check = (field: 'values' | 'notValues', ok: (v: string) => boolean, what: string) => {
+      c[field]?.forEach((v, i) => {
+        if (!ok(v))
+          ctx.addIssue({ code: 'custom', path: [field, i], message: `${JSON.stringify(v)} is not ${what}` });
+      });
+    };
+    if (c.key === 'source.ip' || c.key === 'remote.ip' || c.key === 'destination.ip') {
+      check('values', (v) => parseCidr(v) !== undefined, 'an IP address or CIDR block');
+      check('notValues', (v) => parseCidr(v) !== undefined, 'an IP address or CIDR block');
+    } else if (c.key === 'destination.port') {
+      const isPort = (v: string) => /^\d{1,5}$/.test(v) && Number(v) >= 1 && Number(v) <= 65535;
+      check('values', isPort, 'a port number');
+      check('notValues', isPort, 'a port number');
+    }
+  });
+
+const ruleSchema = z.object({
+  from: z.array(z.object({ source: sourceSchema })).optional(),
+  to: z.array(z.object({ operation: operationSchema })).optional(),
+  when: z.array(conditionSchema).optional(),
+});
+
+const authorizationPolicySchema = z.object({
+  metadata,
+  spec: z
+    .object({
+      selector: z.object({ matchLabels: labels.optional() }).optional(),
+      targetRef: targetRef.optional(),
+      targetRefs: z.array(targetRef).optional(),
+      action: z.enum(['ALLOW', 'DENY', 'AUDIT', 'CUSTOM']).optional(),
+      provider: z.unknown().optional(),
+      rules: z.array(ruleSchema).nullable().optional(),
+    })
+    .optional(),
+});
+
+const rawSpecSchema = z.object({ metadata, spec: z.record(z.string(), z.unknown()) });
+
+// ---- kinds ----
+
+type Build = (raw: unknown, ctx: BuildContext) => ConfigObject | Ignored;
+interface Ignored {
+  ignored: string;
+}
+interface KindSpec {
+  apiVersions: readonly string[];
+  namespaced: boolean;
+  build: Build;
+}
+
+class FieldProblem extends Error {
+  constructor(
+    readonly field: string,
+    readonly detail: string,
+  ) {
+    super(detail);
+  }
+}
+
+interface BuildContext {
+  readyWhenConditionAbsent: boolean;
+}
+
+const KINDS: Readonly<Record<ConfigKind, KindSpec>> = {
+  Namespace: { apiVersions: ['v1'], namespaced: false, build: buildNamespace },
+  Pod: { apiVersions: ['v1'], namespaced: true, build: buildPod },
+  Service: { apiVersions: ['v1'], namespaced: true, build: buildService },
+  EndpointSlice: { apiVersions: ['discovery.k8s.io/v1'], namespaced: true, build: buildEndpointSlice },
+  Gateway: {
+    apiVersions: ['gateway.networking.k8s.io/v1', 'gateway.networking.k8s.io/v1beta1'],
+    namespaced: true,
+    build: buildGateway,
+  },
+  AuthorizationPolicy: {
+    apiVersions: ['security.hypha.dev/v1'],
+    namespaced: true,
+    build: buildAuthorizationPolicy,
+  },
+  TrafficPolicy: {
+    apiVersions: ['traffic.hypha.dev/v1alpha1'],
+    namespaced: true,
+    build: (raw) => buildRaw(raw, 'TrafficPolicy'),
+  },
+  HTTPRoute: {
+    apiVersions: ['gateway.networking.k8s.io/v1', 'gateway.networking.k8s.io/v1beta1'],
+    namespaced: true,
+    build: (raw) => buildRaw(raw, 'HTTPRoute'),
+  },
+  GRPCRoute: {
+    apiVersions: ['gateway.networking.k8s.io/v1', 'gateway.networking.k8s.io/v1alpha2'],
+    namespaced: true,
+    build: (raw) => buildRaw(raw, 'GRPCRoute'),
+  },
+};
+
+/** Kinds that commonly sit in the same manifests (e.g. `hypha waypoint apply --print`); skipped quietly. */
+const IGNORED_KINDS: ReadonlySet<string> = new Set([
+  'ServiceAccount',
+  'Deployment',
+  'DaemonSet',
+  'StatefulSet',
+  'ReplicaSet',
+  'Job',
+  'CronJob',
+  'ConfigMap',
+  'Secret',
+  'Endpoints',
+  'Role',
+  'RoleBinding',
+  'ClusterRole',
+  'ClusterRoleBinding',
+  'NetworkPolicy',
+  'CustomResourceDefinition',
+  'Ingress',
+  'IngressClass',
+  'GatewayClass',
+  'ReferenceGrant',
+  'PodDisruptionBudget',
+  'HorizontalPodAutoscaler',
+  'PersistentVolumeClaim',
+  'LimitRange',
+  'ResourceQuota',
+  'PriorityClass',
+  'Node',
+  'Event',
+  'Lease',
+  'MutatingWebhookConfiguration',
+  'ValidatingWebhookConfiguration',
+  'Kustomization',
+]);
+
+export function isConfigKind(kind: string): kind is ConfigKind {
+  return Object.hasOwn(KINDS, kind);
+}
+
+/** Expands `kind: List` objects (kubectl output) into their items; anything else is returned as is. */
+export function flattenLists(raw: unknown): unknown[] {
+  if (
+    isRecord(raw) &&
+    typeof raw.kind === 'string' &&
+    raw.kind.endsWith('List') &&
+    Array.isArray(raw.items)
+  ) {
+    return raw.items.flatMap(flattenLists);
+  }
+  return [raw];
+}
+
+/** Validates one Kubernetes-shaped object into a ConfigObject. Never throws. */
+export function translateObject(raw: unknown, options: TranslateOptions): TranslateResult {
+  const where: ConfigObjectLocation = { source: options.source, document: options.document };
+  if (!isRecord(raw)) {
+    return invalid(
+      new ConfigError('NOT_AN_OBJECT', where, '', 'expected a mapping with apiVersion and kind'),
+    );
+  }
+  const kind = raw.kind;
+  const meta = isRecord(raw.metadata) ? raw.metadata : {};
+  if (typeof meta.name === 'string') where.name = meta.name;
+  if (typeof kind !== 'string' || kind === '') {
+    return invalid(new ConfigError('NOT_AN_OBJECT', where, 'kind', 'missing: every object needs a kind'));
+  }
+  where.kind = kind;
+  if (!isConfigKind(kind)) {
+    if (IGNORED_KINDS.has(kind)) return { status: 'ignored', kind, reason: 'kind not used by the mesh' };
+    return invalid(
+      new ConfigError(
+        'UNKNOWN_KIND',
+        where,
+        'kind',
+        `unknown kind "${kind}"; Hypha reads ${Object.keys(KINDS).join(', ')}`,
+      ),
+    );
+  }
+  const spec = KINDS[kind];
+  if (spec.namespaced) where.namespace = typeof meta.namespace === 'string' ? meta.namespace : 'default';
+  const key: ConfigObjectKey | undefined =
+    typeof meta.name === 'string' ? { kind, namespace: where.namespace ?? '', name: meta.name } : undefined;
+  if (typeof raw.apiVersion !== 'string' || !spec.apiVersions.includes(raw.apiVersion)) {
+    const got = typeof raw.apiVersion === 'string' ? `"${raw.apiVersion}"` : 'missing';
+    return invalid(
+      new ConfigError(
+        'WRONG_API_VERSION',
+        where,
+        'apiVersion',
+        `${got}; ${kind} must use ${spec.apiVersions.map((v) => `"${v}"`).join(' or ')}`,
+      ),
+      key,
+    );
+  }
+  try {
+    const built = spec.build(raw, { readyWhenConditionAbsent: options.readyWhenConditionAbsent ?? true });
+    if ('ignored' in built) return { status: 'ignored', kind, reason: built.ignored };
+    return { status: 'ok', object: built };
+  } catch (err) {
+    if (err instanceof z.ZodError) {
+      const errors = err.issues.map(
+        (issue) =>
+          new ConfigError('INVALID_OBJECT', where, formatPath(issue.path), describeIssue(issue, raw)),
+      );
+      return { status: 'invalid', errors, key };
+    }
+    if (err instanceof FieldProblem) {
+      return invalid(new ConfigError('INVALID_OBJECT', where, err.field, err.detail), key);
+    }
+    throw err;
+  }
+}
+
+function invalid(error: ConfigError, key?: ConfigObjectKey): TranslateResult {
+  return { status: 'invalid', errors: [error], key };
+}
+
+// ---- builders ----
+
+function objectMeta(m: z.infer<typeof metadata>): { name: string; namespace: string; labels: Labels } {
+  return { name: m.name, namespace: m.namespace ?? 'default', labels: m.labels ?? {} };
+}
+
+function buildNamespace(raw: unknown): ConfigObject {
+  const { metadata: m } = namespaceSchema.parse(raw);
+  const l = m.labels ?? {};
+  return {
+    kind: 'Namespace',
+    name: m.name,
+    labels: l,
+    dataplaneMode: dataplaneModeLabel(l),
+    mtlsMode: mtlsModeLabel(l),
+    waypoint: waypointLabel(l, m.name),
+  };
+}
+
+function buildPod(raw: unknown, ctx: BuildContext): ConfigObject {
+  const p = podSchema.parse(raw);
+  const { name, namespace, labels: l } = objectMeta(p.metadata);
+  const ips: string[] = [];
+  for (const ip of [p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)]) {
+    if (ip === undefined) continue;
+    const c = canonicalIp(ip)!;
+    if (!ips.includes(c)) ips.push(c);
+  }
+  let namedPorts: Record<string, number> | undefined;
+  for (const c of p.spec?.containers ?? []) {
+    for (const cp of c.ports ?? []) {
+      if (cp.name === undefined) continue;
+      namedPorts ??= {};
+      namedPorts[cp.name] = cp.containerPort;
+    }
+  }
+  const phase = p.status?.phase;
+  const condition = p.status?.conditions?.find((c) => c.type === 'Ready');
+  const ready =
+    p.metadata.deletionTimestamp === undefined &&
+    phase !== 'Succeeded' &&
+    phase !== 'Failed' &&
+    (condition === undefined ? ctx.readyWhenConditionAbsent : condition.status === 'True');
+  const pod: PodObject = {
+    kind: 'Pod',
+    uid: p.metadata.uid ?? `${namespace}/${name}`,
+    name,
+    namespace,
+    labels: l,
+    serviceAccount: p.spec?.serviceAccountName ?? p.spec?.serviceAccount ?? 'default',
+    node: p.spec?.nodeName ?? '',
+    ips,
+    ready,
+    hostNetwork: p.spec?.hostNetwork ?? false,
+    dataplaneMode: dataplaneModeLabel(l),
+    waypoint: waypointLabel(l, namespace),
+    namedPorts,
+  };
+  return pod;
+}
+
+function buildService(raw: unknown): ConfigObject {
+  const s = serviceSchema.parse(raw);
+  const { name, namespace, labels: l } = objectMeta(s.metadata);
+  const vips: string[] = [];
+  const candidates: [string, string][] = [];
+  if (s.spec.clusterIP !== undefined) candidates.push(['spec.clusterIP', s.spec.clusterIP]);
+  s.spec.clusterIPs?.forEach((ip, i) => {
+    candidates.push([`spec.clusterIPs[${i}]`, ip]);
+  });
+  for (const [field, value] of candidates) {
+    if (value === '' || value === 'None') continue;
+    const c = canonicalIp(value);
+    if (c === undefined)
+      throw new FieldProblem(field, `"${value}" is not an IP address (or "None" for headless)`);
+    if (!vips.includes(c)) vips.push(c);
+  }
+  const ports: ServicePort[] = [];
+  (s.spec.ports ?? []).forEach((p, i) => {
+    const protocol = p.protocol ?? 'TCP';
+    if (ports.some((q) => q.port === p.port && q.protocol === protocol)) {
+      throw new FieldProblem(`spec.ports[${i}].port`, `port ${p.port}/${protocol} is listed twice`);
+    }
+    let target: number | string = p.targetPort ?? p.port;
+    // Kubernetes would reject a numeric string; reading it as the number is what the writer meant.
+    if (typeof target === 'string' && /^\d+$/.test(target)) {
+      target = Number(target);
+      if (target < 1 || target > 65535) {
+        throw new FieldProblem(`spec.ports[${i}].targetPort`, `${target} is not a port number (1-65535)`);
+      }
+    } else if (typeof target === 'string' && !PORT_NAME.test(target)) {
+      throw new FieldProblem(
+        `spec.ports[${i}].targetPort`,
+        `"${target}" is neither a port number nor a port name`,
+      );
+    }
+    ports.push({ port: p.port, targetPort: target, name: p.name, protocol, appProtocol: p.appProtocol });
+  });
+  const svc: ServiceObject = {
+    kind: 'Service',
+    name,
+    namespace,
+    labels: l,
+    vips,
+    ports,
+    selector:
+      s.spec.selector !== undefined && Object.keys(s.spec.selector).length > 0 ? s.spec.selector : undefined,
+    waypoint: waypointLabel(l, namespace),
+  };
+  return svc;
+}
+
+function buildEndpointSlice(raw: unknown): ConfigObject | Ignored {
+  const s = endpointSliceSchema.parse(raw);
+  const { name, namespace, labels: l } = objectMeta(s.metadata);
+  if (s.addressType === 'FQDN') return { ignored: 'FQDN EndpointSlices are not used by the mesh' };
+  const serviceName = l[LABEL_SERVICE_NAME];
+  if (serviceName === undefined) {
+    throw new FieldProblem(
+      `metadata.labels["${LABEL_SERVICE_NAME}"]`,
+      'missing: it names the Service of this slice',
+    );
+  }
+  const endpoints: EndpointSliceObject['endpoints'][number][] = [];
+  (s.endpoints ?? []).forEach((e, i) => {
+    const addresses = e.addresses.map((a, j) => {
+      const c = canonicalIp(a);
+      if (c === undefined)
+        throw new FieldProblem(`endpoints[${i}].addresses[${j}]`, `"${a}" is not an IP address`);
+      return c;
+    });
+    endpoints.push({
+      addresses,
+      // Kubernetes: a missing ready condition means ready.
+      ready: e.conditions?.ready ?? true,
+      node: e.nodeName,
+      podName: e.targetRef?.kind === 'Pod' ? e.targetRef.name : undefined,
+    });
+  });
+  const ports = (s.ports ?? []).flatMap((p) =>
+    p.port == null ? [] : [{ name: p.name ?? '', port: p.port }],
+  );
+  return {
+    kind: 'EndpointSlice',
+    name,
+    namespace,
+    serviceName,
+    addressType: s.addressType,
+    endpoints,
+    ports,
+  };
+}
+
+function buildGateway(raw: unknown): ConfigObject | Ignored {
+  const g = gatewaySchema.parse(raw);
+  if (g.spec.gatewayClassName !== WAYPOINT_GATEWAY_CLASS) {
+    return { ignored: `gatewayClassName is not ${WAYPOINT_GATEWAY_CLASS}` };
+  }
+  const { name, namespace, labels: l } = objectMeta(g.metadata);
+  const addresses: string[] = [];
+  const lists: [string, typeof g.spec.addresses][] = [
+    ['spec.addresses', g.spec.addresses],
+    ['status.addresses', g.status?.addresses],
+  ];
+  for (const [field, list] of lists) {
+    list?.forEach((a, i) => {
+      if (a.type !== undefined && a.type !== 'IPAddress') return;
+      const c = canonicalIp(a.value);
+      if (c === undefined)
+        throw new FieldProblem(`${field}[${i}].value`, `"${a.value}" is not an IP address`);
+      if (!addresses.includes(c)) addresses.push(c);
+    });
+  }
+  const forLabel = l[LABEL_WAYPOINT_FOR];
+  let waypointFor: WaypointFor = 'service';
+  if (forLabel !== undefined) {
+    if (forLabel !== 'service' && forLabel !== 'workload' && forLabel !== 'all' && forLabel !== 'none') {
+      throw new FieldProblem(
+        `metadata.labels["${LABEL_WAYPOINT_FOR}"]`,
+        `"${forLabel}" must be one of service, workload, all, none`,
+      );
+    }
+    waypointFor = forLabel;
+  }
+  const gw: GatewayObject = {
+    kind: 'Gateway',
+    name,
+    namespace,
+    labels: l,
+    waypointFor,
+    addresses,
+    listeners: g.spec.listeners ?? [],
+  };
+  return gw;
+}
+
+function buildAuthorizationPolicy(raw: unknown): ConfigObject {
+  const p = authorizationPolicySchema.parse(raw);
+  const { name, namespace, labels: l } = objectMeta(p.metadata);
+  const spec = p.spec ?? {};
+  if (spec.action === 'CUSTOM' || spec.provider !== undefined) {
+    throw new FieldProblem(
+      spec.action === 'CUSTOM' ? 'spec.action' : 'spec.provider',
+      'CUSTOM actions (external authorizers) are not supported; use ALLOW, DENY or AUDIT',
+    );
+  }
+  const refs = [...(spec.targetRef !== undefined ? [spec.targetRef] : []), ...(spec.targetRefs ?? [])];
+  if (refs.length > 0 && spec.selector !== undefined) {
+    throw new FieldProblem(
+      spec.targetRefs !== undefined ? 'spec.targetRefs' : 'spec.targetRef',
+      'cannot be combined with spec.selector: use selector for L4 (agent) or targetRefs for L7 (waypoint)',
+    );
+  }
+  const targetRefs: PolicyTargetRef[] = refs.map((r) => ({
+    group: r.group ?? '',
+    kind: r.kind,
+    name: r.name,
+    namespace: r.namespace,
+  }));
+  const rules = spec.rules == null ? undefined : spec.rules.map(cleanRule);
+  const matchLabels = spec.selector?.matchLabels;
+  return {
+    kind: 'AuthorizationPolicy',
+    name,
+    namespace,
+    labels: l,
+    action: spec.action ?? 'ALLOW',
+    selector: matchLabels !== undefined && Object.keys(matchLabels).length > 0 ? matchLabels : undefined,
+    targetRefs,
+    rules,
+  };
+}
+
+// Istio treats an empty list as unset; dropping empty lists here keeps the evaluator simple.
+function cleanRule(r: z.infer<typeof ruleSchema>): AuthorizationRule {
+  const out: {
+    from?: { source: AuthorizationSource }[];
+    to?: { operation: AuthorizationOperation }[];
+    when?: AuthorizationCondition[];
+  } = {};
+  if (r.from !== undefined && r.from.length > 0) {
+    out.from = r.from.map((f) => ({ source: dropEmpty(f.source, SOURCE_FIELDS) as AuthorizationSource }));
+  }
+  if (r.to !== undefined && r.to.length > 0) {
+    out.to = r.to.map((t) => ({
+      operation: dropEmpty(t.operation, OPERATION_FIELDS) as AuthorizationOperation,
+    }));
+  }
+  if (r.when !== undefined && r.when.length > 0) {
+    out.when = r.when.map((c) => dropEmpty(c, ['values', 'notValues']) as AuthorizationCondition);
+  }
+  return out;
+}
+
+function dropEmpty<T extends object>(obj: T, fields: readonly string[]): Partial<T> {
+  const out: Record<string, unknown> = {};
+  for (const f of fields) {
+    const v = (obj as Record<string, unknown>)[f];
+    if (Array.isArray(v) && v.length > 0) out[f] = f.endsWith('IpBlocks') ? v.map(canonicalCidr) : v;
+  }
+  if ('key' in obj) out.key = (obj as { key: string }).key;
+  return out as Partial<T>;
+}
+
+function canonicalCidr(v: string): string {
+  return parseCidr(v)!.text;
+}
+
+function buildRaw<K extends 'TrafficPolicy' | 'HTTPRoute' | 'GRPCRoute'>(
+  raw: unknown,
+  kind: K,
+): ConfigObject {
+  const r = rawSpecSchema.parse(raw);
+  const { name, namespace, labels: l } = objectMeta(r.metadata);
+  const field = kind === 'TrafficPolicy' ? 'targetRefs' : 'parentRefs';
+  const schema = z.object({
+    spec: z.object({ [field]: z.array(kind === 'TrafficPolicy' ? targetRef : parentRef).optional() }),
+  });
+  const refs = (schema.parse(raw).spec[field] ?? []) as z.infer<typeof parentRef>[];
+  return {
+    kind,
+    name,
+    namespace,
+    labels: l,
+    refs: refs.map((ref) => ({
+      group: ref.group ?? (kind === 'TrafficPolicy' ? '' : 'gateway.networking.k8s.io'),
+      kind: ref.kind ?? 'Gateway',
+      name: ref.name,
+      namespace: ref.namespace,
+    })),
+    spec: r.spec,
+  } as ConfigObject;
+}
+
+// ---- labels of the user-facing API ----
+
+function dataplaneModeLabel(l: Labels): DataplaneMode | undefined {
+  const v = l[LABEL_DATAPLANE_MODE];
+  if (v === undefined) return undefined;
+  if (v === 'ambient' || v === 'none') return v;
+  throw new FieldProblem(`metadata.labels["${LABEL_DATAPLANE_MODE}"]`, `"${v}" must be "ambient" or "none"`);
+}
+
+function mtlsModeLabel(l: Labels): MtlsMode | undefined {
+  const v = l[LABEL_MTLS_MODE];
+  if (v === undefined) return undefined;
+  if (v === 'strict' || v === 'permissive') return v;
+  throw new FieldProblem(`metadata.labels["${LABEL_MTLS_MODE}"]`, `"${v}" must be "strict" or "permissive"`);
+}
+
+function waypointLabel(l: Labels, ownNamespace: string): WaypointBinding | undefined {
+  const v = l[LABEL_USE_WAYPOINT];
+  if (v === undefined) return undefined;
+  if (v === 'none') return 'none';
+  if (!DNS_SUBDOMAIN.test(v)) {
+    throw new FieldProblem(
+      `metadata.labels["${LABEL_USE_WAYPOINT}"]`,
+      `"${v}" must be a Gateway name or "none"`,
+    );
+  }
+  const ns = l[LABEL_USE_WAYPOINT_NAMESPACE] ?? ownNamespace;
+  if (!DNS_LABEL.test(ns)) {
+    throw new FieldProblem(
+      `metadata.labels["${LABEL_USE_WAYPOINT_NAMESPACE}"]`,
+      `"${ns}" is not a namespace name`,
+    );
+  }
+  return { namespace: ns, name: v };
+}
+
+// ---- error text ----
+
+function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const seg of path) {
+    if (typeof seg === 'number') out += `[${seg}]`;
+    else {
+      const s = String(seg);
+      out += /^[A-Za-z_][A-Za-z0-9_]*$/.test(s) ? (out === '' ? s : `.${s}`) : `[${JSON.stringify(s)}]`;
+    }
+  }
+  return out;
+}
+
+function describeIssue(issue: z.core.$ZodIssue, raw: unknown): string {
+  const value = valueAt(raw, issue.path);
+  const shown = value === undefined ? '' : ` (got ${truncate(JSON.stringify(value))})`;
+  if (issue.code === 'invalid_type' && value === undefined) return `missing: expected ${issue.expected}`;
+  if (issue.code === 'invalid_value') {
+    return `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}${shown}`;
+  }
+  if (issue.code === 'invalid_union') return `has the wrong type${shown}`;
+  return `${issue.message}${shown}`;
+}
+
+function valueAt(raw: unknown, path: readonly PropertyKey[]): unknown {
+  let cur: unknown = raw;
+  for (const seg of path) {
+    if (cur === null || typeof cur !== 'object') return undefined;
+    cur = (cur as Record<PropertyKey, unknown>)[seg];
+  }
+  return cur;
+}
+
+function truncate(s: string | undefined): string {
+  if (s === undefined) return 'undefined';
+  return s.length > 60 ? `${s.slice(0, 57)}...` : s;
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}

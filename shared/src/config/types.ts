@@ -1,0 +1,272 @@
+// The typed configuration model. Sources (files, Kubernetes informers) hand Kubernetes-shaped
+// objects to `translate.ts`, which validates them into the `*Object` records below; the state
+// (`state.ts`) derives the data-path views (`Workload`, `Service`, `Waypoint`) from those records.
+//
+// Translated records are plain data (strings, numbers, arrays, plain objects): they compare with a
+// structural equality and cost nothing to keep. Derived views may hold class instances (SpiffeId).
+import type { SpiffeId } from '../identity/spiffe.js';
+
+export type Labels = Readonly<Record<string, string>>;
+
+/** Labels and names of the user-facing API (ARCHITECTURE.md section 6). */
+export const LABEL_DATAPLANE_MODE = 'hypha.dev/dataplane-mode';
+export const LABEL_MTLS_MODE = 'hypha.dev/mtls-mode';
+export const LABEL_USE_WAYPOINT = 'hypha.dev/use-waypoint';
+/** Optional companion of use-waypoint: the namespace of the waypoint when it lives elsewhere. */
+export const LABEL_USE_WAYPOINT_NAMESPACE = 'hypha.dev/use-waypoint-namespace';
+export const LABEL_WAYPOINT_FOR = 'hypha.dev/waypoint-for';
+/** Set on waypoint pods (Gateway API convention): which Gateway the pod serves. */
+export const LABEL_GATEWAY_NAME = 'gateway.networking.k8s.io/gateway-name';
+/** EndpointSlice label naming its Service. */
+export const LABEL_SERVICE_NAME = 'kubernetes.io/service-name';
+export const WAYPOINT_GATEWAY_CLASS = 'hypha-waypoint';
+export const DEFAULT_ROOT_NAMESPACE = 'hypha-system';
+
+export type DataplaneMode = 'ambient' | 'none';
+export type MtlsMode = 'strict' | 'permissive';
+export type WaypointFor = 'service' | 'workload' | 'all' | 'none';
+
+/** A label-selected waypoint: the Gateway's namespace and name, or `none` to opt out explicitly. */
+export interface WaypointRef {
+  readonly namespace: string;
+  readonly name: string;
+}
+/** A use-waypoint label value: a Gateway, or an explicit opt-out of the namespace's waypoint. */
+export type WaypointBinding = WaypointRef | 'none';
+
+export interface ObjectMeta {
+  readonly name: string;
+  readonly namespace: string;
+  readonly labels: Labels;
+}
+
+// ---- translated records (one per accepted Kubernetes object) ----
+
+export interface NamespaceObject {
+  readonly kind: 'Namespace';
+  readonly name: string;
+  readonly labels: Labels;
+  readonly dataplaneMode: DataplaneMode | undefined;
+  readonly mtlsMode: MtlsMode | undefined;
+  readonly waypoint: WaypointBinding | undefined;
+}
+
+export interface PodObject {
+  readonly kind: 'Pod';
+  readonly uid: string;
+  readonly name: string;
+  readonly namespace: string;
+  readonly labels: Labels;
+  readonly serviceAccount: string;
+  readonly node: string;
+  readonly ips: readonly string[];
+  readonly ready: boolean;
+  readonly hostNetwork: boolean;
+  /** Pod label `hypha.dev/dataplane-mode`, which overrides the namespace's. */
+  readonly dataplaneMode: DataplaneMode | undefined;
+  readonly waypoint: WaypointBinding | undefined;
+  /** Named container ports, for Services whose targetPort is a name. Undefined when there are none. */
+  readonly namedPorts: Readonly<Record<string, number>> | undefined;
+}
+
+export interface ServicePort {
+  readonly port: number;
+  /** A number, or a container port name resolved per pod. Defaults to `port`. */
+  readonly targetPort: number | string;
+  readonly name: string | undefined;
+  readonly protocol: 'TCP' | 'UDP' | 'SCTP';
+  readonly appProtocol: string | undefined;
+}
+
+export interface ServiceObject {
+  readonly kind: 'Service';
+  readonly name: string;
+  readonly namespace: string;
+  readonly labels: Labels;
+  /** Cluster IPs (empty for headless services). */
+  readonly vips: readonly string[];
+  readonly ports: readonly ServicePort[];
+  /** Undefined: endpoints come only from EndpointSlices. */
+  readonly selector: Labels | undefined;
+  readonly waypoint: WaypointBinding | undefined;
+}
+
+export interface EndpointSliceObject {
+  readonly kind: 'EndpointSlice';
+  readonly name: string;
+  readonly namespace: string;
+  readonly serviceName: string;
+  readonly addressType: 'IPv4' | 'IPv6';
+  readonly endpoints: readonly {
+    readonly addresses: readonly string[];
+    readonly ready: boolean;
+    readonly node: string | undefined;
+    readonly podName: string | undefined;
+  }[];
+  readonly ports: readonly { readonly name: string; readonly port: number }[];
+}
+
+export interface GatewayObject {
+  readonly kind: 'Gateway';
+  readonly name: string;
+  readonly namespace: string;
+  readonly labels: Labels;
+  readonly waypointFor: WaypointFor;
+  /** spec.addresses and status.addresses values of type IPAddress. */
+  readonly addresses: readonly string[];
+  readonly listeners: readonly { readonly name: string; readonly port: number; readonly protocol: string }[];
+}
+
+export type AuthorizationAction = 'ALLOW' | 'DENY' | 'AUDIT';
+
+export interface AuthorizationSource {
+  readonly principals?: readonly string[];
+  readonly notPrincipals?: readonly string[];
+  readonly namespaces?: readonly string[];
+  readonly notNamespaces?: readonly string[];
+  readonly ipBlocks?: readonly string[];
+  readonly notIpBlocks?: readonly string[];
+  // L7-only (need a waypoint): kept so the L4 evaluator can fail closed on them.
+  readonly requestPrincipals?: readonly string[];
+  readonly notRequestPrincipals?: readonly string[];
+  readonly remoteIpBlocks?: readonly string[];
+  readonly notRemoteIpBlocks?: readonly string[];
+}
+
+export interface AuthorizationOperation {
+  readonly ports?: readonly number[];
+  readonly notPorts?: readonly number[];
+  // L7-only.
+  readonly methods?: readonly string[];
+  readonly notMethods?: readonly string[];
+  readonly paths?: readonly string[];
+  readonly notPaths?: readonly string[];
+  readonly hosts?: readonly string[];
+  readonly notHosts?: readonly string[];
+}
+
+export interface AuthorizationCondition {
+  readonly key: string;
+  readonly values?: readonly string[];
+  readonly notValues?: readonly string[];
+}
+
+export interface AuthorizationRule {
+  readonly from?: readonly { readonly source: AuthorizationSource }[];
+  readonly to?: readonly { readonly operation: AuthorizationOperation }[];
+  readonly when?: readonly AuthorizationCondition[];
+}
+
+export interface PolicyTargetRef {
+  readonly group: string;
+  readonly kind: string;
+  readonly name: string;
+  readonly namespace: string | undefined;
+}
+
+export interface AuthorizationPolicyObject {
+  readonly kind: 'AuthorizationPolicy';
+  readonly name: string;
+  readonly namespace: string;
+  readonly labels: Labels;
+  readonly action: AuthorizationAction;
+  /** matchLabels; undefined (and no targetRefs) means every workload of the namespace. */
+  readonly selector: Labels | undefined;
+  /** Non-empty: an L7 policy for the waypoint; the L4 agents ignore it. */
+  readonly targetRefs: readonly PolicyTargetRef[];
+  /** Undefined: `rules` absent (matches nothing). `[{}]` matches everything. */
+  readonly rules: readonly AuthorizationRule[] | undefined;
+}
+
+/** TrafficPolicy / HTTPRoute / GRPCRoute: validated metadata and references, spec kept as data. */
+export interface RawRouteOrPolicyObject<K extends 'TrafficPolicy' | 'HTTPRoute' | 'GRPCRoute'> {
+  readonly kind: K;
+  readonly name: string;
+  readonly namespace: string;
+  readonly labels: Labels;
+  /** parentRefs for routes, targetRefs for TrafficPolicy. */
+  readonly refs: readonly PolicyTargetRef[];
+  readonly spec: Readonly<Record<string, unknown>>;
+}
+export type TrafficPolicyObject = RawRouteOrPolicyObject<'TrafficPolicy'>;
+export type HttpRouteObject = RawRouteOrPolicyObject<'HTTPRoute'>;
+export type GrpcRouteObject = RawRouteOrPolicyObject<'GRPCRoute'>;
+
+export type ConfigObject =
+  | NamespaceObject
+  | PodObject
+  | ServiceObject
+  | EndpointSliceObject
+  | GatewayObject
+  | AuthorizationPolicyObject
+  | TrafficPolicyObject
+  | HttpRouteObject
+  | GrpcRouteObject;
+
+export type ConfigKind = ConfigObject['kind'];
+
+/** Identifies an object for removal: kind plus namespace/name (namespace '' for Namespaces). */
+export interface ConfigObjectKey {
+  readonly kind: ConfigKind;
+  readonly namespace: string;
+  readonly name: string;
+}
+
+// ---- derived views for the data path ----
+
+export interface Workload {
+  readonly uid: string;
+  readonly name: string;
+  readonly namespace: string;
+  readonly serviceAccount: string;
+  readonly identity: SpiffeId;
+  readonly ips: readonly string[];
+  readonly node: string;
+  readonly labels: Labels;
+  /** Captured by the mesh: namespace or pod opted in, pod not opted out, not hostNetwork. */
+  readonly inMesh: boolean;
+  /** The waypoint this pod's workload-addressed traffic must go through (pod label > namespace). */
+  readonly waypoint: WaypointRef | undefined;
+  readonly ready: boolean;
+  readonly mtlsMode: MtlsMode;
+  readonly hostNetwork: boolean;
+  readonly namedPorts: Readonly<Record<string, number>> | undefined;
+}
+
+export interface Endpoint {
+  readonly ip: string;
+  /** Set when the endpoint is a known pod. */
+  readonly workloadUid: string | undefined;
+  readonly node: string | undefined;
+  readonly ready: boolean;
+  /** Service port → port on this endpoint. A service port missing here is not served by it. */
+  readonly targetPorts: ReadonlyMap<number, number>;
+}
+
+export interface Service {
+  readonly name: string;
+  readonly namespace: string;
+  readonly labels: Labels;
+  readonly vips: readonly string[];
+  readonly ports: readonly ServicePort[];
+  readonly selector: Labels | undefined;
+  readonly endpoints: readonly Endpoint[];
+  /** Service label > namespace label. */
+  readonly waypoint: WaypointRef | undefined;
+}
+
+export interface Waypoint {
+  readonly name: string;
+  readonly namespace: string;
+  readonly for: WaypointFor;
+  /** The identity waypoint pods present: service account named after the Gateway. */
+  readonly identity: SpiffeId;
+  /** Gateway addresses plus the VIPs of the Service named after the Gateway. */
+  readonly addresses: readonly string[];
+}
+
+/** Result of findWaypointFor: the binding, and the waypoint if it exists (missing → fail closed). */
+export interface WaypointLookup {
+  readonly ref: WaypointRef;
+  readonly waypoint: Waypoint | undefined;
+}

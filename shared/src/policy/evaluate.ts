@@ -1,0 +1,350 @@
+// The L4 authorization decision, as the destination node agent takes it for every inbound
+// connection (HBONE stream or plaintext), and as `hypha policy explain` reports it.
+//
+// Semantics (Istio's, see docs/authorization.md):
+//   1. Policies apply to a workload when they are agent-enforced (selector, not targetRefs), live in
+//      the workload's namespace or the root namespace, and their matchLabels ⊆ the pod's labels.
+//   2. Any DENY policy that matches, or any ALLOW/DENY policy that fails closed (L7 attributes) → deny.
+//   3. No ALLOW policy applies → allow.
+//   4. Any ALLOW policy matches → allow. Otherwise → deny.
+//   AUDIT policies never change the decision; every matching one is reported in `audit`.
+// A rule matches when every part it sets matches: `from` (any entry), `to` (any entry), `when`
+// (every condition). Within an entry, every field set must match; values within a field are OR'd.
+//
+// Synchronous and allocation-light: this runs once per connection on the data path.
+
+import { type Cidr, cidrContains, type ParsedIp, parseIp } from '../config/ip.js';
+import { DEFAULT_ROOT_NAMESPACE, type Labels, type Workload } from '../config/types.js';
+import type { SpiffeId } from '../identity/spiffe.js';
+import {
+  type CompiledAuthorizationPolicy,
+  type CompiledCondition,
+  type CompiledOperation,
+  type CompiledRule,
+  type CompiledSource,
+  matchString,
+  type StringMatcher,
+} from './compile.js';
+
+export interface L4Request {
+  source: {
+    /** The peer's verified identity (from its mTLS certificate); absent for plaintext. */
+    identity?: SpiffeId | undefined;
+    /**
+     * Only used when there is no identity. `namespaces` attributes are meant to be read from the
+     * certificate: the data path must not fill this in for plaintext peers (an IP proves nothing).
+     */
+    namespace?: string | undefined;
+    ip: string;
+  };
+  destination: {
+    workload: Workload;
+    /** The resolved target port on the pod (not the service port). */
+    port: number;
+  };
+}
+
+export interface PolicyRef {
+  readonly namespace: string;
+  readonly name: string;
+}
+
+export interface AuditMatch extends PolicyRef {
+  readonly rule: number;
+}
+
+export interface L4Decision {
+  readonly decision: 'allow' | 'deny';
+  /** The policy that decided, when one did. */
+  readonly policy?: PolicyRef;
+  /** Index in the deciding policy's spec.rules. */
+  readonly rule?: number;
+  readonly reason: string;
+  /** Every AUDIT policy that matched (logged and counted by the caller, never blocking). */
+  readonly audit: readonly AuditMatch[];
+  /** Set when the deciding policy failed closed because of L7 attributes: log it once per policy. */
+  readonly failClosed?: boolean;
+}
+
+export interface EvaluateOptions {
+  /** Policies here apply mesh-wide. Default `hypha-system`. */
+  rootNamespace?: string;
+}
+
+const NO_AUDIT: readonly AuditMatch[] = Object.freeze([]);
+
+/** Does this policy apply to connections to this workload at L4? */
+export function policyAppliesTo(
+  policy: CompiledAuthorizationPolicy,
+  workload: Workload,
+  rootNamespace: string = DEFAULT_ROOT_NAMESPACE,
+): boolean {
+  if (!policy.enforcedByAgent) return false;
+  if (policy.namespace !== workload.namespace && policy.namespace !== rootNamespace) return false;
+  return selectorMatches(policy.selector, workload.labels);
+}
+
+export function selectorMatches(selector: Labels | undefined, labels: Labels): boolean {
+  if (selector === undefined) return true;
+  for (const key in selector) if (labels[key] !== selector[key]) return false;
+  return true;
+}
+
+/** Per-connection facts, computed once and shared by every rule. */
+interface Facts {
+  principal: string;
+  namespace: string;
+  ipText: string;
+  ip: ParsedIp | undefined | null; // null: not parsed yet
+  port: number;
+}
+
+export function evaluateL4(
+  policies: Iterable<CompiledAuthorizationPolicy>,
+  request: L4Request,
+  options: EvaluateOptions = {},
+): L4Decision {
+  const root = options.rootNamespace ?? DEFAULT_ROOT_NAMESPACE;
+  const workload = request.destination.workload;
+  const facts = factsOf(request);
+  let audit: AuditMatch[] | undefined;
+  let deny: L4Decision | undefined;
+  let allows: CompiledAuthorizationPolicy[] | undefined;
+  for (const p of policies) {
+    if (!policyAppliesTo(p, workload, root)) continue;
+    if (p.action === 'AUDIT') {
+      const rule = firstMatchingRule(p, facts);
+      if (rule !== undefined) {
+        audit ??= [];
+        audit.push({ namespace: p.namespace, name: p.name, rule: rule.index });
+      }
+      continue;
+    }
+    if (deny !== undefined) continue;
+    if (p.failClosed) {
+      deny = {
+        decision: 'deny',
+        policy: { namespace: p.namespace, name: p.name },
+        reason: failClosedReason(p),
+        audit: NO_AUDIT,
+        failClosed: true,
+      };
+    } else if (p.action === 'DENY') {
+      const rule = firstMatchingRule(p, facts);
+      if (rule !== undefined) {
+        deny = {
+          decision: 'deny',
+          policy: { namespace: p.namespace, name: p.name },
+          rule: rule.index,
+          reason: `denied by DENY policy ${p.namespace}/${p.name} rules[${rule.index}]`,
+          audit: NO_AUDIT,
+        };
+      }
+    } else {
+      allows ??= [];
+      allows.push(p);
+    }
+  }
+  const auditOut = audit ?? NO_AUDIT;
+  if (deny !== undefined) return auditOut === NO_AUDIT ? deny : { ...deny, audit: auditOut };
+  if (allows === undefined) {
+    return {
+      decision: 'allow',
+      reason: `allowed: no ALLOW policy applies to ${workload.namespace}/${workload.name}`,
+      audit: auditOut,
+    };
+  }
+  for (const p of allows) {
+    const rule = firstMatchingRule(p, facts);
+    if (rule !== undefined) {
+      return {
+        decision: 'allow',
+        policy: { namespace: p.namespace, name: p.name },
+        rule: rule.index,
+        reason: `allowed by ALLOW policy ${p.namespace}/${p.name} rules[${rule.index}]`,
+        audit: auditOut,
+      };
+    }
+  }
+  return {
+    decision: 'deny',
+    reason: `denied: ALLOW policies apply to ${workload.namespace}/${workload.name} (${allows
+      .map((p) => `${p.namespace}/${p.name}`)
+      .join(', ')}) but none matched`,
+    audit: auditOut,
+  };
+}
+
+function factsOf(request: L4Request): Facts {
+  const id = request.source.identity;
+  return {
+    principal: id?.principal ?? '',
+    namespace: id !== undefined ? id.namespace : (request.source.namespace ?? ''),
+    ipText: request.source.ip,
+    ip: null,
+    port: request.destination.port,
+  };
+}
+
+function sourceIp(f: Facts): ParsedIp | undefined {
+  if (f.ip === null) f.ip = parseIp(f.ipText);
+  return f.ip;
+}
+
+function firstMatchingRule(p: CompiledAuthorizationPolicy, f: Facts): CompiledRule | undefined {
+  for (const rule of p.rules) if (ruleMismatch(rule, f) === undefined) return rule;
+  return undefined;
+}
+
+/** undefined when the rule matches; otherwise the first reason it does not (for explanations). */
+function ruleMismatch(rule: CompiledRule, f: Facts): string | undefined {
+  if (rule.from !== undefined) {
+    let why: string | undefined;
+    let any = false;
+    for (let i = 0; i < rule.from.length; i++) {
+      const w = sourceMismatch(rule.from[i]!, f);
+      if (w === undefined) {
+        any = true;
+        break;
+      }
+      why ??= `from[${i}].source.${w}`;
+    }
+    if (!any) return why;
+  }
+  if (rule.to !== undefined) {
+    let why: string | undefined;
+    let any = false;
+    for (let i = 0; i < rule.to.length; i++) {
+      const w = operationMismatch(rule.to[i]!, f);
+      if (w === undefined) {
+        any = true;
+        break;
+      }
+      why ??= `to[${i}].operation.${w}`;
+    }
+    if (!any) return why;
+  }
+  if (rule.when !== undefined) {
+    for (let i = 0; i < rule.when.length; i++) {
+      const w = conditionMismatch(rule.when[i]!, f);
+      if (w !== undefined) return `when[${i}] ${w}`;
+    }
+  }
+  return undefined;
+}
+
+function sourceMismatch(s: CompiledSource, f: Facts): string | undefined {
+  const principal = f.principal === '' ? 'no peer identity' : `"${f.principal}"`;
+  const ns = f.namespace === '' ? 'no peer namespace' : `"${f.namespace}"`;
+  if (s.principals && !matchString(s.principals, f.principal))
+    return `principals ${list(s.principals)}: ${principal}`;
+  if (s.notPrincipals && matchString(s.notPrincipals, f.principal)) {
+    return `notPrincipals ${list(s.notPrincipals)}: ${principal}`;
+  }
+  if (s.namespaces && !matchString(s.namespaces, f.namespace))
+    return `namespaces ${list(s.namespaces)}: ${ns}`;
+  if (s.notNamespaces && matchString(s.notNamespaces, f.namespace)) {
+    return `notNamespaces ${list(s.notNamespaces)}: ${ns}`;
+  }
+  if (s.ipBlocks && !inBlocks(s.ipBlocks, f)) return `ipBlocks ${cidrs(s.ipBlocks)}: ${f.ipText}`;
+  if (s.notIpBlocks && inBlocks(s.notIpBlocks, f)) return `notIpBlocks ${cidrs(s.notIpBlocks)}: ${f.ipText}`;
+  return undefined;
+}
+
+function operationMismatch(o: CompiledOperation, f: Facts): string | undefined {
+  if (o.ports && !o.ports.has(f.port)) return `ports [${[...o.ports].join(', ')}]: port ${f.port}`;
+  if (o.notPorts?.has(f.port)) return `notPorts [${[...o.notPorts].join(', ')}]: port ${f.port}`;
+  return undefined;
+}
+
+function conditionMismatch(c: CompiledCondition, f: Facts): string | undefined {
+  const test = (values: NonNullable<CompiledCondition['values']>): boolean => {
+    switch (c.key) {
+      case 'source.ip':
+        return inBlocks(values as readonly Cidr[], f);
+      case 'destination.port':
+        return (values as ReadonlySet<number>).has(f.port);
+      case 'source.principal':
+        return matchString(values as StringMatcher, f.principal);
+      case 'source.namespace':
+        return matchString(values as StringMatcher, f.namespace);
+    }
+  };
+  if (c.values !== undefined && !test(c.values)) return `${c.key} not in values`;
+  if (c.notValues !== undefined && test(c.notValues)) return `${c.key} in notValues`;
+  return undefined;
+}
+
+function inBlocks(blocks: readonly Cidr[], f: Facts): boolean {
+  const ip = sourceIp(f);
+  if (ip === undefined) return false;
+  for (const b of blocks) if (cidrContains(b, ip)) return true;
+  return false;
+}
+
+function failClosedReason(p: CompiledAuthorizationPolicy): string {
+  return (
+    `denied: ${p.action} policy ${p.namespace}/${p.name} uses L7 attributes the node agent cannot check ` +
+    `(${p.l7Fields.join(', ')}), so it fails closed; move L7 rules to a policy with targetRefs on a waypoint`
+  );
+}
+
+function list(m: StringMatcher): string {
+  return `[${m.written.join(', ')}]`;
+}
+
+function cidrs(blocks: readonly Cidr[]): string {
+  return `[${blocks.map((b) => b.text).join(', ')}]`;
+}
+
+export interface L4Explanation {
+  readonly decision: L4Decision;
+  /** One line per applicable policy saying whether and why it matched, then the decision. */
+  readonly lines: readonly string[];
+}
+
+/** The same decision as evaluateL4, with a line per policy for `hypha policy explain`. */
+export function explainL4(
+  policies: Iterable<CompiledAuthorizationPolicy>,
+  request: L4Request,
+  options: EvaluateOptions = {},
+): L4Explanation {
+  const root = options.rootNamespace ?? DEFAULT_ROOT_NAMESPACE;
+  const list = [...policies];
+  const decision = evaluateL4(list, request, options);
+  const facts = factsOf(request);
+  const w = request.destination.workload;
+  const from = request.source.identity?.principal ?? `${request.source.ip} (no identity)`;
+  const lines: string[] = [
+    `connection from ${from} to ${w.namespace}/${w.name} port ${request.destination.port}`,
+  ];
+  let applicable = 0;
+  for (const p of list) {
+    if (!policyAppliesTo(p, w, root)) continue;
+    applicable++;
+    const head = `${p.action} ${p.namespace}/${p.name}`;
+    if (p.failClosed) {
+      lines.push(`  ${head}: fails closed, L7 attributes at L4: ${p.l7Fields.join(', ')}`);
+      continue;
+    }
+    if (p.rules.length === 0) {
+      lines.push(
+        `  ${head}: ${p.object.rules === undefined ? 'no rules' : 'no rules the agent can check'}, matches nothing`,
+      );
+      continue;
+    }
+    const matched = firstMatchingRule(p, facts);
+    if (matched !== undefined) {
+      lines.push(`  ${head}: rules[${matched.index}] matches`);
+      continue;
+    }
+    const whys = p.rules.map((r) => `rules[${r.index}] ${ruleMismatch(r, facts)}`);
+    lines.push(`  ${head}: no rule matches (${whys.join('; ')})`);
+    if (p.l7Fields.length > 0) lines.push(`    (L7-only rules ignored for audit: ${p.l7Fields.join(', ')})`);
+  }
+  if (applicable === 0) lines.push('  no policy applies');
+  lines.push(`decision: ${decision.decision.toUpperCase()}: ${decision.reason}`);
+  for (const a of decision.audit)
+    lines.push(`audit: AUDIT ${a.namespace}/${a.name} rules[${a.rule}] matched`);
+  return { decision, lines };
+}
