@@ -7,3 +7,5 @@ export type { ClusterErrorCode, RunResult } from './cluster/run.js';
 export { ClusterError, listNetns, runCommand } from './cluster/run.js';
 export type { CleanupStaleOptions, CleanupStaleResult } from './cluster/stale.js';
 export { cleanupStale } from './cluster/stale.js';
+export type { KubeApiServer, KubeApiServerOptions, KubeObject, ServiceAccountTokenSpec } from './kube-api/index.js';
+export { createKubeApiServer } from './kube-api/index.js';

@@ -1,0 +1,24 @@
+// Public surface of the stand-in Kubernetes API server (name every export; no `export *`).
+
+export { jsonPatch, mergePatch, PatchError, strategicMergePatch } from './patch.js';
+export type { ResourceType } from './resources.js';
+export { apiVersionOf, DEFAULT_RESOURCES } from './resources.js';
+export { parseFieldSelector, parseLabelSelector, SelectorError } from './selectors.js';
+export type {
+  FailureInjection,
+  KubeApiServer,
+  KubeApiServerOptions,
+  RequestRecord,
+  ServiceAccountTokenSpec,
+} from './server.js';
+export { createKubeApiServer, DEFAULT_API_AUDIENCE } from './server.js';
+export type {
+  EventType,
+  KubeObject,
+  ObjectMeta,
+  ObjectStoreOptions,
+  ObjectValidator,
+  StatusCause,
+  StoreEvent,
+} from './store.js';
+export { ApiError, ObjectStore } from './store.js';
