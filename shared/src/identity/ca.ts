@@ -18,7 +18,7 @@ import {
 } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { derToPem, joinPem, normalizeSerial, splitPemCertificates, walkToRoot } from './certificate.js';
+import { joinPem, normalizeSerial, splitPemCertificates, walkToRoot } from './certificate.js';
 import { CaError } from './errors.js';
 import { createCsr, EC_P256_SIGNING, generateKeyPair } from './keys.js';
 import { DEFAULT_TRUST_DOMAIN, parseSpiffeId, type SpiffeId } from './spiffe.js';

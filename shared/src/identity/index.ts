@@ -15,6 +15,17 @@ export {
   DEFAULT_CERT_TTL_SECONDS,
   DEFAULT_MAX_CERT_TTL_SECONDS,
 } from './ca.js';
+export type { CaClientErrorCode, CaClientOptions, RevocationSnapshot } from './ca-client.js';
+export { CaClient, CaClientError } from './ca-client.js';
+export type {
+  CertificateProvider,
+  CertificateState,
+  CertificateStatus,
+  CertManagerClock,
+  CertManagerErrorCode,
+  CertManagerOptions,
+} from './cert-manager.js';
+export { CertManager, CertManagerError, systemClock } from './cert-manager.js';
 export type { ChainVerification } from './certificate.js';
 export {
   derToPem,
