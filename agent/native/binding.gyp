@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "hypha_native",
+      "sources": ["src/hypha_native.c"],
+      "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
+      "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"]
+    }
+  ]
+}
