@@ -1,0 +1,158 @@
+// Bidirectional byte copy between the two halves of a tunnel (HBONE stream <-> TCP socket).
+//
+// Invariants:
+// - Backpressure both ways: `pipe` pauses a source whenever its destination's buffer is full,
+//   so a slow reader never makes us buffer more than one highWaterMark per direction.
+// - Half-close propagates: a clean end of one side's readable half ends the other side's writable
+//   half (TCP FIN <-> HTTP/2 END_STREAM) and the opposite direction keeps flowing.
+// - A reset propagates: an abnormal end of one side (error, RST_STREAM, TCP RST) resets the other
+//   (RFC 9113 8.5: TCP error -> RST_STREAM(CONNECT_ERROR); stream error -> TCP RST).
+// - Counters are plain numbers updated per chunk, so metrics can read them while bytes flow.
+import { constants as h2 } from 'node:http2';
+import { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+
+/** Live byte counters for one tunnel, named from the downstream (client) side. */
+export interface ByteCounters {
+  /** Bytes that went downstream -> upstream (what the client sent). */
+  sent: number;
+  /** Bytes that went upstream -> downstream (what the client received). */
+  received: number;
+}
+
+export function createByteCounters(): ByteCounters {
+  return { sent: 0, received: 0 };
+}
+
+export type CopyOutcome =
+  /** Both directions ended with a clean EOF. */
+  | 'complete'
+  /** The downstream side ended abnormally; the upstream side was reset. */
+  | 'downstream_reset'
+  /** The upstream side ended abnormally; the downstream side was reset. */
+  | 'upstream_reset';
+
+export interface CopyResult {
+  outcome: CopyOutcome;
+  sent: number;
+  received: number;
+  /** The error that ended the tunnel, if one side failed with an error. */
+  error?: Error;
+}
+
+export interface CopyOptions {
+  counters?: ByteCounters;
+}
+
+interface H2StreamLike {
+  rstCode?: number;
+  close(code?: number): void;
+}
+
+function isH2Stream(s: Duplex): s is Duplex & H2StreamLike {
+  return 'rstCode' in s && 'session' in s && typeof (s as unknown as H2StreamLike).close === 'function';
+}
+
+/**
+ * Resets a stream the way its protocol spells "reset": RST_STREAM for HTTP/2, TCP RST for sockets.
+ *
+ * node:http2's `stream.close(code)` sends END_STREAM before RST_STREAM while our write side is
+ * open, and the peer then sees a clean end followed by a reset, too late to turn its FIN into a
+ * TCP RST. `destroy(err)` sends RST_STREAM(INTERNAL_ERROR) at once, so we use it then, and
+ * close(CONNECT_ERROR) only once END_STREAM is already out.
+ */
+export function resetStream(s: Duplex): void {
+  if (s.destroyed) return;
+  if (isH2Stream(s)) {
+    if (s.writableEnded) s.close(h2.NGHTTP2_CONNECT_ERROR);
+    else s.destroy(new Error('tunnel reset: the other side of the tunnel failed'));
+    return;
+  }
+  if (s instanceof Socket && !s.connecting) {
+    try {
+      // libuv refuses to RST a socket that already sent FIN; it is then closed normally.
+      s.resetAndDestroy();
+      return;
+    } catch {
+      // TLS sockets and pipes have no TCP handle to reset: a plain close is the best we can say.
+    }
+  }
+  s.destroy();
+}
+
+function endedAbnormally(s: Duplex, sawError: boolean): boolean {
+  if (sawError) return true;
+  if (isH2Stream(s)) return s.rstCode !== undefined && s.rstCode !== h2.NGHTTP2_NO_ERROR;
+  return !(s.readableEnded && s.writableFinished);
+}
+
+/**
+ * Copies bytes both ways until both sides are closed. Never rejects: the outcome says how it ended.
+ * Both streams are switched to allowHalfOpen so one side's FIN doesn't cut the other direction.
+ */
+export function copyBidirectional(
+  downstream: Duplex,
+  upstream: Duplex,
+  options: CopyOptions = {},
+): Promise<CopyResult> {
+  const counters = options.counters ?? createByteCounters();
+  (downstream as { allowHalfOpen: boolean }).allowHalfOpen = true;
+  (upstream as { allowHalfOpen: boolean }).allowHalfOpen = true;
+
+  return new Promise<CopyResult>((resolve) => {
+    let outcome: CopyOutcome | undefined;
+    let firstError: Error | undefined;
+    let downErrored = false;
+    let upErrored = false;
+    let closed = 0;
+
+    const onClosed = (side: 'downstream' | 'upstream'): void => {
+      const self = side === 'downstream' ? downstream : upstream;
+      const other = side === 'downstream' ? upstream : downstream;
+      if (outcome === undefined && endedAbnormally(self, side === 'downstream' ? downErrored : upErrored)) {
+        outcome = side === 'downstream' ? 'downstream_reset' : 'upstream_reset';
+        resetStream(other);
+      }
+      closed += 1;
+      if (closed === 2) {
+        const result: CopyResult = {
+          outcome: outcome ?? 'complete',
+          sent: counters.sent,
+          received: counters.received,
+        };
+        if (firstError !== undefined) result.error = firstError;
+        resolve(result);
+      }
+    };
+
+    downstream.on('error', (err) => {
+      downErrored = true;
+      firstError ??= err;
+    });
+    upstream.on('error', (err) => {
+      upErrored = true;
+      firstError ??= err;
+    });
+    // Either side may already be gone (a stream cancelled while the handler ran): 'close' won't repeat.
+    if (downstream.closed) queueMicrotask(() => onClosed('downstream'));
+    else downstream.once('close', () => onClosed('downstream'));
+    if (upstream.closed) queueMicrotask(() => onClosed('upstream'));
+    else upstream.once('close', () => onClosed('upstream'));
+    // An HTTP/2 stream reset by the peer with CANCEL emits 'aborted' but no 'error'.
+    downstream.once('aborted', () => {
+      downErrored = true;
+    });
+    upstream.once('aborted', () => {
+      upErrored = true;
+    });
+
+    downstream.pipe(upstream);
+    upstream.pipe(downstream);
+    downstream.on('data', (chunk: Buffer) => {
+      counters.sent += chunk.length;
+    });
+    upstream.on('data', (chunk: Buffer) => {
+      counters.received += chunk.length;
+    });
+  });
+}

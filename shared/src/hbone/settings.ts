@@ -1,0 +1,126 @@
+// HTTP/2 and TLS settings shared by the HBONE server and client, in one place so both ends agree.
+//
+// Why these windows: node:http2 defaults to 64 KiB stream and connection windows, which caps a
+// single tunnel at roughly one window per round trip. 4 MiB per stream lets one stream fill a fast
+// link; 16 MiB per connection lets four streams do so at once before they share. Windows only
+// bound what the peer may send before we read; memory stays bounded because a stream whose reader
+// is slow stops acknowledging (no WINDOW_UPDATE) once its Readable buffer is full.
+
+import type { ServerSessionOptions, SessionOptions, Settings } from 'node:http2';
+import type { SecureContextOptions } from 'node:tls';
+
+export const HBONE_PORT = 15008;
+export const HBONE_ALPN = 'h2';
+const MiB = 1024 * 1024;
+
+export interface FlowControlOptions {
+  /** SETTINGS_INITIAL_WINDOW_SIZE: bytes a peer may send on one stream before a WINDOW_UPDATE. */
+  streamWindow: number;
+  /** Connection-level receive window, raised with `session.setLocalWindowSize` after connect. */
+  connectionWindow: number;
+  /** SETTINGS_MAX_FRAME_SIZE we accept; bigger frames mean fewer frame callbacks per byte. */
+  maxFrameSize: number;
+}
+
+export const DEFAULT_FLOW_CONTROL: Readonly<FlowControlOptions> = {
+  streamWindow: 4 * MiB,
+  connectionWindow: 16 * MiB,
+  maxFrameSize: 16 * 1024,
+};
+
+/** The node:http2 defaults, for measuring what the larger windows buy (see docs/hbone.md). */
+export const NODE_DEFAULT_FLOW_CONTROL: Readonly<FlowControlOptions> = {
+  streamWindow: 65_535,
+  connectionWindow: 65_535,
+  maxFrameSize: 16 * 1024,
+};
+
+export interface HboneLimits {
+  /** TLS handshake must finish within this (slowloris defence). */
+  handshakeTimeoutMs: number;
+  /** After TLS, the peer's HTTP/2 SETTINGS must arrive within this. */
+  settingsTimeoutMs: number;
+  /** A connection with no streams for this long is closed with GOAWAY. */
+  idleTimeoutMs: number;
+  /** SETTINGS_MAX_HEADER_LIST_SIZE advertised and enforced. */
+  maxHeaderListSize: number;
+  /** SETTINGS_MAX_CONCURRENT_STREAMS advertised by the server. */
+  maxConcurrentStreams: number;
+  /** Streams the peer may reset before we answered, per second, before it gets GOAWAY (rapid reset). */
+  maxEarlyResetsPerSecond: number;
+  /** SETTINGS + PING frames a peer may send per second before it gets GOAWAY. */
+  maxControlFramesPerSecond: number;
+  /** Sockets allowed in the TLS handshake at once; more are closed at once. */
+  maxPendingHandshakes: number;
+  /** Interval of our own liveness PINGs, and how long one may stay unanswered. */
+  pingIntervalMs: number;
+  pingTimeoutMs: number;
+}
+
+export const DEFAULT_SERVER_LIMITS: Readonly<HboneLimits> = {
+  handshakeTimeoutMs: 10_000,
+  settingsTimeoutMs: 10_000,
+  idleTimeoutMs: 10 * 60_000,
+  maxHeaderListSize: 64 * 1024,
+  maxConcurrentStreams: 200,
+  maxEarlyResetsPerSecond: 200,
+  maxControlFramesPerSecond: 200,
+  maxPendingHandshakes: 1024,
+  pingIntervalMs: 10_000,
+  pingTimeoutMs: 20_000,
+};
+
+/** Memory node:http2 may hold per session (MB): room for a full connection window both ways. */
+export function sessionMemoryMb(flow: FlowControlOptions): number {
+  return Math.max(10, Math.ceil((2 * flow.connectionWindow) / MiB) + 8);
+}
+
+export function h2Settings(
+  flow: FlowControlOptions,
+  limits: Pick<HboneLimits, 'maxHeaderListSize'>,
+  maxConcurrentStreams?: number,
+): Settings {
+  const settings: Settings = {
+    enablePush: false,
+    initialWindowSize: flow.streamWindow,
+    maxFrameSize: flow.maxFrameSize,
+    maxHeaderListSize: limits.maxHeaderListSize,
+  };
+  if (maxConcurrentStreams !== undefined) settings.maxConcurrentStreams = maxConcurrentStreams;
+  return settings;
+}
+
+export function clientSessionOptions(
+  flow: FlowControlOptions,
+  limits: Pick<HboneLimits, 'maxHeaderListSize'>,
+): SessionOptions {
+  return {
+    settings: h2Settings(flow, limits),
+    maxSessionMemory: sessionMemoryMb(flow),
+    maxHeaderListPairs: 128,
+    maxSettings: 32,
+    maxOutstandingPings: 4,
+  };
+}
+
+export function serverSessionOptions(flow: FlowControlOptions, limits: HboneLimits): ServerSessionOptions {
+  return {
+    settings: h2Settings(flow, limits, limits.maxConcurrentStreams),
+    maxSessionMemory: sessionMemoryMb(flow),
+    maxHeaderListPairs: 128,
+    maxSettings: 32,
+    maxOutstandingPings: 4,
+    // nghttp2's own rapid-reset limiter (token bucket of RST_STREAMs); ours in server.ts is stricter.
+    streamResetBurst: 1000,
+    streamResetRate: 33,
+    maxSessionInvalidFrames: 100,
+    maxSessionRejectedStreams: 100,
+    unknownProtocolTimeout: 1000,
+  };
+}
+
+/** TLS 1.3 only; ECDSA P-256 keys. Shared by both ends. */
+export const TLS_BASE: Readonly<SecureContextOptions> = {
+  minVersion: 'TLSv1.3',
+  maxVersion: 'TLSv1.3',
+};
