@@ -92,7 +92,11 @@ interface CounterChild {
   inc(value?: number): void;
 }
 
-/** Bytes moved by one live connection; the copy loop adds to these two numbers only. */
+/**
+ * Bytes moved by one live connection, named from the client's side like HBONE's ByteCounters:
+ * `sent` went client → server (Istio's "received during request"), `received` went server → client
+ * (Istio's "sent during response"). The copy loop adds to these two numbers only.
+ */
 export interface ByteCounts {
   sent: number;
   received: number;
@@ -103,7 +107,7 @@ export interface ByteCounts {
  * at open, at scrape, and at close.
  */
 export class ConnectionRecorder {
-  readonly bytes: ByteCounts = { sent: 0, received: 0 };
+  readonly bytes: ByteCounts;
   readonly meta: ConnectionMeta;
   #sentChild: CounterChild;
   #receivedChild: CounterChild;
@@ -113,19 +117,27 @@ export class ConnectionRecorder {
   #closed = false;
 
   /** @internal created by L4Metrics.open */
-  constructor(metrics: L4Metrics, meta: ConnectionMeta, sent: CounterChild, received: CounterChild) {
+  constructor(
+    metrics: L4Metrics,
+    meta: ConnectionMeta,
+    sent: CounterChild,
+    received: CounterChild,
+    bytes: ByteCounts,
+  ) {
     this.#metrics = metrics;
     this.meta = meta;
     this.#sentChild = sent;
     this.#receivedChild = received;
+    this.bytes = bytes;
   }
 
   /** Folds bytes moved since the last flush into the counters. */
   flush(): void {
     const sent = this.bytes.sent - this.#reportedSent;
     const received = this.bytes.received - this.#reportedReceived;
-    if (sent > 0) this.#sentChild.inc(sent);
-    if (received > 0) this.#receivedChild.inc(received);
+    // Istio's sent_bytes are the response (server → client), received_bytes the request.
+    if (received > 0) this.#sentChild.inc(received);
+    if (sent > 0) this.#receivedChild.inc(sent);
     this.#reportedSent = this.bytes.sent;
     this.#reportedReceived = this.bytes.received;
   }
@@ -175,11 +187,14 @@ export class L4Metrics {
     this.#received = make('istio_tcp_received_bytes_total', 'Bytes received from the destination during TCP connections', foldLive);
   }
 
-  /** Records an opened connection and returns its handle (label children resolved once here). */
-  open(meta: ConnectionMeta): ConnectionRecorder {
+  /**
+   * Records an opened connection and returns its handle (label children resolved once here).
+   * Pass the data path's live counters (HBONE's ByteCounters have the same shape) to avoid copying.
+   */
+  open(meta: ConnectionMeta, bytes: ByteCounts = { sent: 0, received: 0 }): ConnectionRecorder {
     const labels = tcpLabels(meta);
     this.#opened.labels(labels).inc();
-    const rec = new ConnectionRecorder(this, meta, this.#sent.labels(labels), this.#received.labels(labels));
+    const rec = new ConnectionRecorder(this, meta, this.#sent.labels(labels), this.#received.labels(labels), bytes);
     this.#live.add(rec);
     return rec;
   }

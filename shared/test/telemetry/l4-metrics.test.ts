@@ -32,16 +32,17 @@ describe('L4Metrics', () => {
     const registry = new Registry();
     const metrics = new L4Metrics(registry);
     const conn = metrics.open(meta);
-    conn.bytes.sent += 1000;
-    conn.bytes.received += 10;
+    // The client sent a 10-byte request and got 1000 bytes back so far.
+    conn.bytes.sent += 10;
+    conn.bytes.received += 1000;
     let text = await registry.metrics();
     expect(sample(text, 'istio_tcp_connections_opened_total', { reporter: 'destination' })).toBe(1);
     expect(sample(text, 'istio_tcp_sent_bytes_total')).toBe(1000);
     expect(sample(text, 'istio_tcp_received_bytes_total')).toBe(10);
-    conn.bytes.sent += 500;
+    conn.bytes.received += 500;
     text = await registry.metrics();
     expect(sample(text, 'istio_tcp_sent_bytes_total')).toBe(1500);
-    conn.bytes.received += 5;
+    conn.bytes.sent += 5;
     conn.close();
     text = await registry.metrics();
     expect(sample(text, 'istio_tcp_received_bytes_total')).toBe(15);
