@@ -1,0 +1,222 @@
+// The waypoint's input model: what the config state hands it (services with endpoints, and the raw
+// route/policy objects), validated at the edge with zod into the typed records the data path uses.
+//
+// Raw HTTPRoute/GRPCRoute/AuthorizationPolicy/TrafficPolicy objects may come Kubernetes-shaped
+// (`{ metadata: { name, namespace, creationTimestamp }, spec }`) or as the config model's translated
+// records (`{ name, namespace, spec, ... }`); `readObjectMeta` accepts both.
+import { z } from 'zod';
+import { WaypointConfigError } from './errors.js';
+
+export interface WorkloadInfo {
+  name: string;
+  namespace: string;
+  serviceAccount?: string | undefined;
+  app?: string | undefined;
+  version?: string | undefined;
+}
+
+export interface ServicePortInput {
+  port: number;
+  /** Port on the endpoints; defaults to `port`. Named target ports are resolved by the caller. */
+  targetPort?: number | undefined;
+  name?: string | undefined;
+  appProtocol?: string | undefined;
+}
+
+export interface EndpointInput {
+  ip: string;
+  ready?: boolean | undefined;
+  /** Service port → port on this endpoint, when it differs from the service's targetPort. */
+  targetPorts?: Readonly<Record<string, number>> | ReadonlyMap<number, number> | undefined;
+  workload?: WorkloadInfo | undefined;
+}
+
+export interface ServiceInput {
+  name: string;
+  namespace: string;
+  vips: readonly string[];
+  ports: readonly ServicePortInput[];
+  endpoints: readonly EndpointInput[];
+}
+
+export interface WaypointConfigInput {
+  /** The waypoint's own Gateway (class hypha-waypoint): routes and policies may target it. */
+  gateway: { name: string; namespace: string };
+  /** Services bound to this waypoint (authority VIP:port names one of them). */
+  services: readonly ServiceInput[];
+  httpRoutes?: readonly unknown[];
+  grpcRoutes?: readonly unknown[];
+  authorizationPolicies?: readonly unknown[];
+  trafficPolicies?: readonly unknown[];
+  /** Known workloads by IP, for the source labels of metrics and the access log. */
+  workloads?: readonly { ip: string; workload: WorkloadInfo }[];
+  clusterDomain?: string;
+}
+
+// ---- typed, indexed records ----
+
+export interface ServicePort {
+  port: number;
+  targetPort: number;
+  name: string | undefined;
+  appProtocol: string | undefined;
+  /** Upstream speaks HTTP/2 (appProtocol grpc/http2/h2c, or name prefix grpc-/http2-). */
+  http2: boolean;
+  /** Never sniffed: appProtocol/name says plain TCP. */
+  tcp: boolean;
+}
+
+export interface EndpointInfo {
+  ip: string;
+  ready: boolean;
+  targetPorts: ReadonlyMap<number, number>;
+  workload: WorkloadInfo | undefined;
+}
+
+export interface ServiceEntry {
+  /** `namespace/name`. */
+  key: string;
+  name: string;
+  namespace: string;
+  hostname: string;
+  vips: readonly string[];
+  ports: ReadonlyMap<number, ServicePort>;
+  endpoints: readonly EndpointInfo[];
+}
+
+export interface ObjectMeta {
+  name: string;
+  namespace: string;
+  creationTimestamp: string;
+}
+
+const name = z.string().min(1).max(253);
+const workloadSchema = z.object({
+  name,
+  namespace: name,
+  serviceAccount: z.string().optional(),
+  app: z.string().optional(),
+  version: z.string().optional(),
+});
+const port = z.number().int().min(1).max(65535);
+const serviceSchema = z.object({
+  name,
+  namespace: name,
+  vips: z.array(z.ipv4().or(z.ipv6())),
+  ports: z.array(
+    z.object({
+      port,
+      targetPort: port.optional(),
+      name: z.string().optional(),
+      appProtocol: z.string().optional(),
+    }),
+  ),
+  endpoints: z.array(
+    z.object({
+      ip: z.ipv4().or(z.ipv6()),
+      ready: z.boolean().optional(),
+      targetPorts: z.union([z.record(z.string(), port), z.instanceof(Map)]).optional(),
+      workload: workloadSchema.optional(),
+    }),
+  ),
+});
+
+/** Formats a zod issue path the way Kubernetes users read field paths: `spec.rules[0].matches`. */
+export function fieldPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : `${out === '' ? '' : '.'}${String(p)}`;
+  return out;
+}
+
+/** Runs a schema; on failure throws a WaypointConfigError naming the first bad field. */
+export function parseWith<T>(
+  schema: z.ZodType<T>,
+  value: unknown,
+  kind: string,
+  meta: ObjectMeta,
+  base: string,
+): T {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0]!;
+  const field = fieldPath([...(base === '' ? [] : [base]), ...issue.path]);
+  throw new WaypointConfigError('INVALID_OBJECT', kind, meta.namespace, meta.name, field, issue.message);
+}
+
+/** Reads name/namespace/creationTimestamp from a Kubernetes object or a translated record. */
+export function readObjectMeta(kind: string, raw: unknown): { meta: ObjectMeta; spec: unknown } {
+  const obj = (typeof raw === 'object' && raw !== null ? raw : {}) as Record<string, unknown>;
+  const md = (typeof obj.metadata === 'object' && obj.metadata !== null ? obj.metadata : obj) as Record<
+    string,
+    unknown
+  >;
+  const meta: ObjectMeta = {
+    name: typeof md.name === 'string' ? md.name : '',
+    namespace: typeof md.namespace === 'string' ? md.namespace : '',
+    creationTimestamp: typeof md.creationTimestamp === 'string' ? md.creationTimestamp : '',
+  };
+  if (meta.name === '' || meta.namespace === '') {
+    throw new WaypointConfigError(
+      'INVALID_OBJECT',
+      kind,
+      meta.namespace || '?',
+      meta.name || '?',
+      'metadata',
+      'name and namespace are required',
+    );
+  }
+  return { meta, spec: obj.spec };
+}
+
+const H2_PROTOCOLS = new Set(['grpc', 'http2', 'h2c', 'kubernetes.io/h2c', 'grpc-web']);
+const TCP_PROTOCOLS = new Set(['tcp', 'mysql', 'mongo', 'redis', 'tls', 'https']);
+
+function protocolOf(p: ServicePortInput): { http2: boolean; tcp: boolean } {
+  const app = p.appProtocol?.toLowerCase();
+  const prefix = p.name?.toLowerCase().split('-')[0];
+  const proto = app ?? prefix;
+  return {
+    http2: proto !== undefined && H2_PROTOCOLS.has(proto),
+    tcp: proto !== undefined && TCP_PROTOCOLS.has(proto),
+  };
+}
+
+export function buildService(input: ServiceInput, clusterDomain: string): ServiceEntry {
+  const meta = {
+    name: String(input?.name ?? '?'),
+    namespace: String(input?.namespace ?? '?'),
+    creationTimestamp: '',
+  };
+  const s = parseWith(serviceSchema, input, 'Service', meta, '');
+  const ports = new Map<number, ServicePort>();
+  for (const p of s.ports) {
+    ports.set(p.port, {
+      port: p.port,
+      targetPort: p.targetPort ?? p.port,
+      name: p.name,
+      appProtocol: p.appProtocol,
+      ...protocolOf(p),
+    });
+  }
+  const endpoints: EndpointInfo[] = s.endpoints.map((e) => {
+    const tp = new Map<number, number>();
+    if (e.targetPorts instanceof Map)
+      for (const [k, v] of e.targetPorts as Map<number, number>) tp.set(Number(k), v);
+    else if (e.targetPorts) for (const [k, v] of Object.entries(e.targetPorts)) tp.set(Number(k), v);
+    return { ip: e.ip, ready: e.ready ?? true, targetPorts: tp, workload: e.workload };
+  });
+  return {
+    key: `${s.namespace}/${s.name}`,
+    name: s.name,
+    namespace: s.namespace,
+    hostname: `${s.name}.${s.namespace}.svc.${clusterDomain}`,
+    vips: s.vips,
+    ports,
+    endpoints,
+  };
+}
+
+/** The port an endpoint serves a service port on. */
+export function endpointPort(svc: ServiceEntry, ep: EndpointInfo, servicePort: number): number | undefined {
+  return ep.targetPorts.get(servicePort) ?? svc.ports.get(servicePort)?.targetPort;
+}

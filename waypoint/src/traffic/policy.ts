@@ -1,0 +1,169 @@
+// TrafficPolicy (traffic.hypha.dev/v1alpha1), Hypha's per-Service resilience settings. The field
+// names follow Istio's DestinationRule/VirtualService so operators recognise them:
+//
+//   spec:
+//     targetRefs: [{ kind: Service, name: reviews }]
+//     loadBalancer: { simple: ROUND_ROBIN | LEAST_REQUEST | RANDOM }   # or
+//     loadBalancer: { consistentHash: { httpHeaderName: x-user } }
+//     connectionPool: { maxConnections: 100, maxPendingRequests: 10, maxRequests: 100 }
+//     outlierDetection: { consecutive5xxErrors: 5, baseEjectionTime: 30s, maxEjectionPercent: 10 }
+//     fault: { delay: { fixedDelay: 2s, percentage: 10 }, abort: { httpStatus: 503, percentage: 5 } }
+//     retry: { attempts: 2, codes: [503], backoff: 25ms }     # default for routes without retry
+import { z } from 'zod';
+import { parseDuration } from '../duration.js';
+import { WaypointConfigError } from '../errors.js';
+import { parseWith, readObjectMeta } from '../model.js';
+import { durationString, retrySchema } from '../routing/schema.js';
+import { compileRetry } from '../routing/translate.js';
+import type { RetryPolicy } from '../routing/types.js';
+
+const percentage = z.number().min(0).max(100);
+const count = z.number().int().min(1).max(1_000_000);
+const ref = z.object({
+  group: z.string().optional(),
+  kind: z.literal('Service'),
+  name: z.string().min(1),
+  namespace: z.string().optional(),
+});
+
+const specSchema = z.object({
+  targetRefs: z.array(ref).optional(),
+  targetRef: ref.optional(),
+  loadBalancer: z
+    .object({
+      simple: z.enum(['ROUND_ROBIN', 'LEAST_REQUEST', 'RANDOM']).optional(),
+      consistentHash: z.object({ httpHeaderName: z.string().min(1) }).optional(),
+    })
+    .refine((lb) => !(lb.simple && lb.consistentHash), 'set either simple or consistentHash, not both')
+    .optional(),
+  connectionPool: z
+    .object({
+      maxConnections: count.optional(),
+      maxPendingRequests: z.number().int().min(0).optional(),
+      maxRequests: count.optional(),
+    })
+    .optional(),
+  outlierDetection: z
+    .object({
+      consecutive5xxErrors: count.optional(),
+      baseEjectionTime: durationString.optional(),
+      maxEjectionTime: durationString.optional(),
+      maxEjectionPercent: percentage.optional(),
+    })
+    .optional(),
+  fault: z
+    .object({
+      delay: z.object({ fixedDelay: durationString, percentage: percentage.optional() }).optional(),
+      abort: z
+        .object({
+          httpStatus: z.number().int().min(200).max(599).optional(),
+          grpcStatus: z.number().int().min(1).max(16).optional(),
+          percentage: percentage.optional(),
+        })
+        .refine(
+          (a) => a.httpStatus !== undefined || a.grpcStatus !== undefined,
+          'one of httpStatus or grpcStatus is required',
+        )
+        .optional(),
+    })
+    .optional(),
+  retry: retrySchema.optional(),
+});
+
+export type LoadBalancerType = 'ROUND_ROBIN' | 'LEAST_REQUEST' | 'RANDOM' | 'CONSISTENT_HASH';
+
+export interface TrafficSettings {
+  /** `namespace/name` of the TrafficPolicy, or '' for the defaults. */
+  policy: string;
+  loadBalancer: LoadBalancerType;
+  /** Lowercase header name for CONSISTENT_HASH. */
+  hashHeader: string | undefined;
+  maxConnections: number;
+  maxPendingRequests: number;
+  maxRequests: number;
+  outlier:
+    | { consecutive5xx: number; baseEjectionMs: number; maxEjectionMs: number; maxEjectionPercent: number }
+    | undefined;
+  fault: {
+    delay: { ms: number; percent: number } | undefined;
+    abort: { httpStatus: number; grpcStatus: number | undefined; percent: number } | undefined;
+  };
+  retry: RetryPolicy | undefined;
+}
+
+/** Without a TrafficPolicy: round robin, no limits, no outlier detection, no faults. */
+export const DEFAULT_TRAFFIC: TrafficSettings = {
+  policy: '',
+  loadBalancer: 'ROUND_ROBIN',
+  hashHeader: undefined,
+  maxConnections: Number.POSITIVE_INFINITY,
+  maxPendingRequests: Number.POSITIVE_INFINITY,
+  maxRequests: Number.POSITIVE_INFINITY,
+  outlier: undefined,
+  fault: { delay: undefined, abort: undefined },
+  retry: undefined,
+};
+
+/** Compiles one TrafficPolicy; returns the service keys it targets with its settings. */
+export function compileTrafficPolicy(raw: unknown): { services: string[]; settings: TrafficSettings } {
+  const { meta, spec: rawSpec } = readObjectMeta('TrafficPolicy', raw);
+  const spec = parseWith(specSchema, rawSpec ?? {}, 'TrafficPolicy', meta, 'spec');
+  const refs = spec.targetRefs ?? (spec.targetRef ? [spec.targetRef] : []);
+  if (refs.length === 0) {
+    throw new WaypointConfigError(
+      'INVALID_OBJECT',
+      'TrafficPolicy',
+      meta.namespace,
+      meta.name,
+      'spec.targetRefs',
+      'at least one Service targetRef is required',
+    );
+  }
+  const cp = spec.connectionPool ?? {};
+  const od = spec.outlierDetection;
+  const settings: TrafficSettings = {
+    policy: `${meta.namespace}/${meta.name}`,
+    loadBalancer: spec.loadBalancer?.consistentHash
+      ? 'CONSISTENT_HASH'
+      : (spec.loadBalancer?.simple ?? 'ROUND_ROBIN'),
+    hashHeader: spec.loadBalancer?.consistentHash?.httpHeaderName.toLowerCase(),
+    maxConnections: cp.maxConnections ?? Number.POSITIVE_INFINITY,
+    maxPendingRequests: cp.maxPendingRequests ?? Number.POSITIVE_INFINITY,
+    maxRequests: cp.maxRequests ?? Number.POSITIVE_INFINITY,
+    outlier:
+      od === undefined
+        ? undefined
+        : {
+            consecutive5xx: od.consecutive5xxErrors ?? 5,
+            baseEjectionMs: parseDuration(od.baseEjectionTime ?? '30s') ?? 30_000,
+            maxEjectionMs: parseDuration(od.maxEjectionTime ?? '300s') ?? 300_000,
+            maxEjectionPercent: od.maxEjectionPercent ?? 10,
+          },
+    fault: {
+      delay: spec.fault?.delay
+        ? { ms: parseDuration(spec.fault.delay.fixedDelay) ?? 0, percent: spec.fault.delay.percentage ?? 100 }
+        : undefined,
+      abort: spec.fault?.abort
+        ? {
+            httpStatus: spec.fault.abort.httpStatus ?? 200,
+            grpcStatus: spec.fault.abort.grpcStatus,
+            percent: spec.fault.abort.percentage ?? 100,
+          }
+        : undefined,
+    },
+    retry: spec.retry ? compileRetry(spec.retry) : undefined,
+  };
+  refs.forEach((r, i) => {
+    if ((r.namespace ?? meta.namespace) !== meta.namespace) {
+      throw new WaypointConfigError(
+        'INVALID_OBJECT',
+        'TrafficPolicy',
+        meta.namespace,
+        meta.name,
+        `spec.targetRefs[${i}].namespace`,
+        "must be the policy's own namespace",
+      );
+    }
+  });
+  return { services: refs.map((r) => `${meta.namespace}/${r.name}`), settings };
+}

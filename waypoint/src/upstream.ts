@@ -1,0 +1,147 @@
+// Connections from the waypoint to endpoints, through an injected `connectUpstream` (HBONE to the
+// endpoint's node agent in production; plain TCP in tests).
+//
+// Invariants:
+// - One undici Pool per endpoint (ip:port) for HTTP/1.1, so keep-alive connections are reused per
+//   endpoint and never across endpoints; one HTTP/2 session per endpoint for gRPC/h2, shared by
+//   every stream, created once even when many requests race for it (the promise is cached).
+// - A connect failure is tagged (`isConnectFailure`) so the proxy can flag it UF, not UC.
+import http2, { type ClientHttp2Session } from 'node:http2';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { Pool } from 'undici';
+import type { WorkloadInfo } from './model.js';
+
+export interface UpstreamEndpoint {
+  ip: string;
+  port: number;
+  workload?: WorkloadInfo | undefined;
+}
+
+/** Opens a byte stream to an endpoint (an HBONE CONNECT stream, or a TCP socket in tests). */
+export type ConnectUpstream = (endpoint: UpstreamEndpoint) => Promise<Duplex>;
+
+const CONNECT_FAILED = Symbol('hypha.connectFailed');
+
+export function isConnectFailure(err: unknown): boolean {
+  if (typeof err !== 'object' || err === null) return false;
+  if ((err as { [CONNECT_FAILED]?: boolean })[CONNECT_FAILED] === true) return true;
+  const code = (err as { code?: unknown }).code;
+  return (
+    code === 'ECONNREFUSED' ||
+    code === 'EHOSTUNREACH' ||
+    code === 'ENETUNREACH' ||
+    code === 'UND_ERR_CONNECT_TIMEOUT'
+  );
+}
+
+function tagConnectFailure(err: unknown): Error {
+  const e = err instanceof Error ? err : new Error(String(err));
+  (e as unknown as Record<symbol, boolean>)[CONNECT_FAILED] = true;
+  return e;
+}
+
+function endpointKey(ep: UpstreamEndpoint): string {
+  return ep.ip.includes(':') ? `[${ep.ip}]:${ep.port}` : `${ep.ip}:${ep.port}`;
+}
+
+export interface UpstreamPoolsOptions {
+  connect: ConnectUpstream;
+  /** Idle keep-alive time for HTTP/1.1 upstream connections. */
+  keepAliveTimeoutMs?: number;
+}
+
+export class UpstreamPools {
+  readonly #connect: ConnectUpstream;
+  readonly #keepAliveMs: number;
+  readonly #h1 = new Map<string, Pool>();
+  readonly #h2 = new Map<string, Promise<ClientHttp2Session>>();
+  #closed = false;
+
+  constructor(opts: UpstreamPoolsOptions) {
+    this.#connect = opts.connect;
+    this.#keepAliveMs = opts.keepAliveTimeoutMs ?? 30_000;
+  }
+
+  /** A raw byte stream (WebSocket upgrades, plain TCP); connect failures are tagged. */
+  async fetchStream(ep: UpstreamEndpoint): Promise<Duplex> {
+    try {
+      return await this.#connect(ep);
+    } catch (err) {
+      throw tagConnectFailure(err);
+    }
+  }
+
+  findHttp1(ep: UpstreamEndpoint): Pool {
+    const key = endpointKey(ep);
+    let pool = this.#h1.get(key);
+    if (pool === undefined) {
+      const connect = this.#connect;
+      pool = new Pool(`http://${key}`, {
+        pipelining: 1,
+        keepAliveTimeout: this.#keepAliveMs,
+        // The proxy enforces its own timeouts (route and per-try) and aborts requests itself.
+        headersTimeout: 0,
+        bodyTimeout: 0,
+        connect: (_opts, cb) => {
+          connect(ep).then(
+            (stream) => cb(null, stream as Socket),
+            (err: unknown) => cb(tagConnectFailure(err), null),
+          );
+        },
+      });
+      this.#h1.set(key, pool);
+    }
+    return pool;
+  }
+
+  fetchHttp2(ep: UpstreamEndpoint): Promise<ClientHttp2Session> {
+    if (this.#closed) return Promise.reject(new Error('waypoint upstream pools are closed'));
+    const key = endpointKey(ep);
+    let p = this.#h2.get(key);
+    if (p === undefined) {
+      p = this.#openHttp2(key, ep);
+      this.#h2.set(key, p);
+      p.catch(() => {
+        if (this.#h2.get(key) === p) this.#h2.delete(key);
+      });
+    }
+    return p;
+  }
+
+  async #openHttp2(key: string, ep: UpstreamEndpoint): Promise<ClientHttp2Session> {
+    let stream: Duplex;
+    try {
+      stream = await this.#connect(ep);
+    } catch (err) {
+      throw tagConnectFailure(err);
+    }
+    const session = http2.connect(`http://${key}`, { createConnection: () => stream });
+    const cached = this.#h2.get(key);
+    const forget = () => {
+      if (this.#h2.get(key) === cached) this.#h2.delete(key);
+    };
+    session.on('error', forget);
+    session.on('close', forget);
+    session.on('goaway', forget);
+    return await new Promise<ClientHttp2Session>((resolve, reject) => {
+      session.once('connect', () => resolve(session));
+      session.once('error', (err) => reject(tagConnectFailure(err)));
+    });
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    const h1 = [...this.#h1.values()];
+    this.#h1.clear();
+    const h2 = [...this.#h2.values()];
+    this.#h2.clear();
+    await Promise.allSettled([
+      ...h1.map((p) => p.destroy()),
+      ...h2.map(async (p) => {
+        const s = await p;
+        s.destroy();
+      }),
+    ]);
+  }
+}
