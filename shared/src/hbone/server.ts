@@ -3,13 +3,14 @@
 //
 //   socket (own listener, or handed over by the agent's capture)
 //     -> findCertificate(connection)            no SNI: the original destination picks the cert
-//     -> Http2SecureServer for that certificate  (TLS verify, ALPN, handshake timeout, h2 limits)
-//     -> 'session': peer identity from URI SAN, trust domain, revocation, flood guards
+//     -> tls.Server for that certificate   (TLS 1.3, chain verify, ALPN, handshake timeout)
+//     -> 'secureConnection': peer identity from URI SAN, trust domain, revocation
+//     -> performServerHandshake: HTTP/2 session with our limits and flood guards
 //     -> 'stream':  CONNECT only, strict authority/headers -> handler -> 400/401/503 | 200 + copy
 //
 // Invariants:
 // - Node has no per-connection certificate hook without SNI, so there is one (never listening)
-//   Http2SecureServer per certificate object and sockets are injected with emit('connection').
+//   tls.Server per certificate object and sockets are injected with emit('connection').
 //   The cache is a WeakMap: a renewed certificate object gets a new server, the old one goes away
 //   with its last connection.
 // - Every await in the stream path is followed by a `stream.destroyed` check: a peer may cancel
@@ -19,10 +20,9 @@
 import type { X509Certificate } from 'node:crypto';
 import { channel } from 'node:diagnostics_channel';
 import {
-  createSecureServer,
-  type Http2SecureServer,
   constants as h2c,
   type IncomingHttpHeaders,
+  performServerHandshake,
   type ServerHttp2Session,
   type ServerHttp2Stream,
 } from 'node:http2';
@@ -33,7 +33,7 @@ import {
   type Socket,
 } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { TLSSocket } from 'node:tls';
+import { createServer as createTlsServer, type TLSSocket, type Server as TlsServer } from 'node:tls';
 import type { WorkloadCertificate } from '../identity/index.js';
 import type { SpiffeId } from '../identity/spiffe.js';
 import { createSilentLogger, type Logger } from '../log/logger.js';
@@ -164,7 +164,7 @@ export class HboneServer {
   readonly #limits: HboneLimits;
   readonly #flow: FlowControlOptions;
   readonly #log: Logger;
-  readonly #servers = new WeakMap<WorkloadCertificate, Http2SecureServer>();
+  readonly #servers = new WeakMap<WorkloadCertificate, TlsServer>();
   readonly #sessions = new Set<SessionState>();
   /** Sockets in the TLS handshake, by connection key (see connectionKey). */
   readonly #handshaking = new Map<string, { socket: Socket; connection: ConnectionInfo }>();
@@ -302,11 +302,10 @@ export class HboneServer {
     if (refusedChannel.hasSubscribers) refusedChannel.publish({ code, message, connection });
   }
 
-  #serverFor(cert: WorkloadCertificate): Http2SecureServer {
+  #serverFor(cert: WorkloadCertificate): TlsServer {
     const existing = this.#servers.get(cert);
     if (existing) return existing;
-    const server = createSecureServer({
-      ...serverSessionOptions(this.#flow, this.#limits),
+    const server = createTlsServer({
       ...TLS_BASE,
       key: cert.keyPem,
       cert: cert.certChainPem,
@@ -314,7 +313,6 @@ export class HboneServer {
       requestCert: true,
       rejectUnauthorized: true,
       ALPNProtocols: [HBONE_ALPN],
-      allowHTTP1: false,
       handshakeTimeout: this.#limits.handshakeTimeoutMs,
     });
     server.on('tlsClientError', (err: Error, socket: TLSSocket) => {
@@ -322,33 +320,32 @@ export class HboneServer {
       this.#refuse('TLS_FAILURE', `TLS handshake failed: ${err.message}`, this.#connectionOf(socket));
       socket.destroy();
     });
-    server.on('unknownProtocol', (socket: TLSSocket) => {
-      this.#stats.handshakesRejected += 1;
-      this.#refuse('H2_HANDSHAKE_FAILURE', 'client did not negotiate ALPN h2', this.#connectionOf(socket));
-      socket.destroy();
-    });
-    server.on('secureConnection', (socket: TLSSocket) => {
-      socket.on('error', () => {});
-    });
-    server.on('sessionError', () => {});
-    server.on('session', (session: ServerHttp2Session) => this.#onSession(session, cert));
-    server.on('stream', () => {});
+    server.on('secureConnection', (socket: TLSSocket) => this.#onSecure(socket, cert));
     server.on('error', (err) => this.#log.error({ err }, 'HBONE TLS server error'));
     this.#servers.set(cert, server);
     return server;
   }
 
-  #onSession(session: ServerHttp2Session, certificate: WorkloadCertificate): void {
-    session.on('error', (err) => this.#log.debug({ err }, 'HBONE session error'));
-    const socket = session.socket as TLSSocket;
+  /**
+   * TLS is up and the chain verified. Identity checks run here, before HTTP/2 starts, so a
+   * refused client never receives our SETTINGS and sees its connection closed after TLS.
+   */
+  #onSecure(socket: TLSSocket, certificate: WorkloadCertificate): void {
+    socket.on('error', () => {});
     const connection = this.#connectionOf(socket);
     this.#handshaking.delete(connectionKey(socket));
     if (this.#draining) {
-      session.destroy();
+      socket.destroy();
       return;
     }
     let peer: PeerCertificateInfo;
     try {
+      if (socket.alpnProtocol !== HBONE_ALPN) {
+        throw new HboneError(
+          'H2_HANDSHAKE_FAILURE',
+          `client negotiated ALPN ${String(socket.alpnProtocol)}, HBONE needs h2`,
+        );
+      }
       peer = peerFromSocket(socket);
       const trustDomain = this.#opts.trustDomain ?? certificate.id.trustDomain;
       if (peer.id.trustDomain !== trustDomain) {
@@ -364,9 +361,31 @@ export class HboneServer {
       this.#stats.handshakesRejected += 1;
       const code = err instanceof HboneError ? err.code : 'IDENTITY_ERROR';
       this.#refuse(code, (err as Error).message, connection);
-      session.destroy();
+      socket.destroy();
       return;
     }
+    let session: ServerHttp2Session;
+    try {
+      session = performServerHandshake(socket, serverSessionOptions(this.#flow, this.#limits));
+    } catch (err) {
+      this.#refuse(
+        'H2_HANDSHAKE_FAILURE',
+        `HTTP/2 session setup failed: ${(err as Error).message}`,
+        connection,
+      );
+      socket.destroy();
+      return;
+    }
+    this.#onSession(session, certificate, peer, connection);
+  }
+
+  #onSession(
+    session: ServerHttp2Session,
+    certificate: WorkloadCertificate,
+    peer: PeerCertificateInfo,
+    connection: ConnectionInfo,
+  ): void {
+    session.on('error', (err) => this.#log.debug({ err }, 'HBONE session error'));
     this.#stats.handshakesCompleted += 1;
     const state: SessionState = {
       session,

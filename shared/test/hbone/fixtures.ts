@@ -1,5 +1,6 @@
 // Shared test fixtures: a CA, workload certificates, HBONE servers on loopback, and upstream apps.
 import { createCipheriv, createHash, randomBytes } from 'node:crypto';
+import { type ClientHttp2Session, type ClientHttp2Stream, connect as h2connect } from 'node:http2';
 import { type AddressInfo, createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import {
@@ -159,4 +160,39 @@ export function once<T = unknown>(
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/** A bare node:http2 client with a workload certificate, for sending what the pool never would. */
+export function rawH2Client(port: number, cert: WorkloadCertificate): ClientHttp2Session {
+  const session = h2connect(`https://127.0.0.1:${port}`, {
+    key: cert.keyPem,
+    cert: cert.certChainPem,
+    ca: cert.trustBundlePem,
+    minVersion: 'TLSv1.3',
+    checkServerIdentity: () => undefined,
+  });
+  session.on('error', () => {});
+  return session;
+}
+
+/** Sends one request on a raw session; resolves with the status, or the reset code if there was none. */
+export function rawRequest(
+  session: ClientHttp2Session,
+  headers: Record<string, string>,
+): Promise<{ status?: number; rstCode?: number }> {
+  return new Promise((resolve) => {
+    let stream: ClientHttp2Stream;
+    try {
+      stream = session.request(headers, { endStream: false });
+    } catch (err) {
+      resolve({ rstCode: -1, ...(err instanceof Error ? {} : {}) });
+      return;
+    }
+    stream.on('error', () => {});
+    stream.once('response', (h) => {
+      resolve({ status: Number(h[':status']) });
+      stream.close();
+    });
+    stream.once('close', () => resolve({ rstCode: stream.rstCode ?? -1 }));
+  });
 }
