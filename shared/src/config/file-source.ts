@@ -9,11 +9,14 @@
 //   period later (editors that delete-then-write, ConfigMap symlink swaps).
 // - Loads never overlap: a change that arrives during a load triggers one more load after it.
 // - Every problem is one log line naming file, object and field; the same unchanged file is not
-//   re-reported on every scan (scans compare stat signatures, and only changed files are re-read).
+//   re-reported on every scan (scans compare stat signatures, and only changed files are re-read;
+//   a file modified within the last 2 s is re-read and compared by content hash, because two
+//   writes inside one mtime tick leave the same signature — git's "racy clean" problem).
 //
 // Watching uses fs.watch (recursive on directories; the parent directory for a single file, so
 // rename-over saves are seen), debounced, plus a cheap stat poll as a safety net for filesystems
 // where inotify events do not arrive. If fs.watch fails, the poll alone keeps working.
+import { createHash } from 'node:crypto';
 import { type FSWatcher, watch } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
@@ -36,6 +39,8 @@ export interface FileSourceOptions {
   debounceMs?: number;
   /** Stat poll interval, the safety net for missed watch events. Default 2000 ms. */
   pollIntervalMs?: number;
+  /** Use fs.watch (default true). False: rely on polling alone (e.g. network filesystems). */
+  watch?: boolean;
 }
 
 export interface FileSource {
@@ -55,6 +60,8 @@ const EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
 
 interface FileEntry {
   signature: string;
+  /** sha1 of the text last read; undefined when the file could not be read. */
+  hash: string | undefined;
   /** Objects this file contributes (the last good ones if its YAML no longer parses). */
   objects: ConfigObject[];
   errors: ConfigError[];
@@ -73,6 +80,7 @@ class WatchedFileSource implements FileSource {
   readonly #log: Logger;
   readonly #debounceMs: number;
   readonly #pollMs: number;
+  readonly #useWatch: boolean;
   readonly #files = new Map<string, FileEntry>();
   #resolveReady!: () => void;
   #isReady = false;
@@ -91,6 +99,7 @@ class WatchedFileSource implements FileSource {
     this.state = options.state ?? createConfigState({ trustDomain: options.trustDomain ?? 'cluster.local' });
     this.#debounceMs = options.debounceMs ?? 100;
     this.#pollMs = options.pollIntervalMs ?? 2000;
+    this.#useWatch = options.watch ?? true;
     this.ready = new Promise((r) => {
       this.#resolveReady = r;
     });
@@ -156,7 +165,7 @@ class WatchedFileSource implements FileSource {
   // ---- watching ----
 
   #startWatcher(): void {
-    if (this.#closed || this.#watcher !== undefined) return;
+    if (this.#closed || !this.#useWatch || this.#watcher !== undefined) return;
     const target = this.#isDirectory ? this.#root : dirname(this.#root);
     const name = basename(this.#root);
     try {
@@ -197,11 +206,15 @@ class WatchedFileSource implements FileSource {
     const now = Date.now();
     for (const [file, signature] of found) {
       const entry = this.#files.get(file);
-      if (entry !== undefined && entry.signature === signature) {
+      if (entry !== undefined && entry.signature === signature && !isRacy(signature, now)) {
         entry.missingSince = undefined;
         continue;
       }
       const next = await this.#load(file, signature, entry);
+      if (next !== undefined && next === entry) {
+        next.missingSince = undefined;
+        continue;
+      }
       if (next === undefined) {
         // Vanished between listing and reading (a replace in progress): look again shortly.
         this.#schedule();
@@ -283,11 +296,17 @@ class WatchedFileSource implements FileSource {
       this.#report([e]);
       return {
         signature,
+        hash: undefined,
         objects: previous?.objects ?? [],
         errors: [e],
         parsed: false,
         missingSince: undefined,
       };
+    }
+    const hash = createHash('sha1').update(text).digest('hex');
+    if (previous !== undefined && previous.hash === hash) {
+      previous.signature = signature;
+      return previous;
     }
     const docs = parseAllDocuments(text);
     const list = Array.isArray(docs) ? docs : [];
@@ -313,7 +332,7 @@ class WatchedFileSource implements FileSource {
         parseErrors,
         kept.length > 0 ? `keeping the ${kept.length} objects last loaded from this file` : undefined,
       );
-      return { signature, objects: kept, errors: parseErrors, parsed: false, missingSince: undefined };
+      return { signature, hash, objects: kept, errors: parseErrors, parsed: false, missingSince: undefined };
     }
     const lastGood = new Map<string, ConfigObject>();
     for (const o of previous?.objects ?? [])
@@ -342,7 +361,7 @@ class WatchedFileSource implements FileSource {
         }
       }
     });
-    return { signature, objects, errors, parsed: true, missingSince: undefined };
+    return { signature, hash, objects, errors, parsed: true, missingSince: undefined };
   }
 
   #apply(): void {
@@ -398,6 +417,13 @@ class WatchedFileSource implements FileSource {
       );
     }
   }
+}
+
+const RACY_MS = 2000;
+
+function isRacy(signature: string, now: number): boolean {
+  const mtime = Number(signature.slice(signature.lastIndexOf(':') + 1));
+  return now - mtime < RACY_MS;
 }
 
 function objectId(kind: string, namespace: string, name: string): string {

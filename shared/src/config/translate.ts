@@ -311,11 +311,12 @@ interface KindSpec {
 }
 
 class FieldProblem extends Error {
-  constructor(
-    readonly field: string,
-    readonly detail: string,
-  ) {
+  readonly field: string;
+  readonly detail: string;
+  constructor(field: string, detail: string) {
     super(detail);
+    this.field = field;
+    this.detail = detail;
   }
 }
 
