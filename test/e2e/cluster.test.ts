@@ -70,10 +70,16 @@ describe('TestCluster', () => {
     expect(http).toMatchObject({ ok: 3, failed: 0, byPod: { neighbour: 3 }, peers: { [client.ip]: 3 } });
   });
 
-  it('carries a sha256-exact transfer both ways', async () => {
+  it('carries a sha256-exact transfer both ways, and the fabric capture sees traffic between nodes', async () => {
     const cluster = await create(['n1', 'n2']);
     const a = await cluster.addPod({ node: 'n1', name: 'a' });
     const b = await cluster.addPod({ node: 'n2', name: 'b' });
+    const wire = await cluster.startFabricCapture();
+    const echo = await cluster.startApp(b, 'http-echo', ['--port', '8080', '--pod', 'b']);
+    await cluster.runApp(a, 'load-client', ['--target', `${b.ip}:8080`, '--path', '/marker-7f3a9c']);
+    await echo.stop();
+    expect((await wire.stop()).includes('/marker-7f3a9c')).toBe(true);
+
     const sink = await cluster.startApp(b, 'bytes', [
       'serve',
       '--port',

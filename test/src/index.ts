@@ -1,11 +1,22 @@
 // Public surface of @hypha/test: the network-namespace cluster harness and its sample apps.
 export type { RunningApp, SampleApp } from './cluster/apps.js';
 export { findAppPath, SAMPLE_APPS } from './cluster/apps.js';
-export type { AddPodOptions, ClusterNode, ClusterPod, TestClusterOptions } from './cluster/cluster.js';
+export type {
+  AddPodOptions,
+  ClusterNode,
+  ClusterPod,
+  FabricCapture,
+  TestClusterOptions,
+} from './cluster/cluster.js';
 export { CLUSTER_NETNS_PATTERN, listenInNetns, TestCluster } from './cluster/cluster.js';
 export type { ClusterErrorCode, RunResult } from './cluster/run.js';
 export { ClusterError, listNetns, runCommand } from './cluster/run.js';
 export type { CleanupStaleOptions, CleanupStaleResult } from './cluster/stale.js';
 export { cleanupStale } from './cluster/stale.js';
-export type { KubeApiServer, KubeApiServerOptions, KubeObject, ServiceAccountTokenSpec } from './kube-api/index.js';
+export type {
+  KubeApiServer,
+  KubeApiServerOptions,
+  KubeObject,
+  ServiceAccountTokenSpec,
+} from './kube-api/index.js';
 export { createKubeApiServer } from './kube-api/index.js';

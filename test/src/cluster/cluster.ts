@@ -56,6 +56,11 @@ export interface ClusterPod {
   readonly hostInterface: string;
 }
 
+export interface FabricCapture {
+  /** Stops tcpdump and returns the raw pcap bytes captured on the fabric. */
+  stop(): Promise<Buffer>;
+}
+
 export interface TestClusterOptions {
   nodes: readonly string[];
   logger?: Logger;
@@ -328,6 +333,60 @@ export class TestCluster {
       args,
       timeoutMs,
     );
+  }
+
+  /**
+   * Records packets on the fabric (all bridge ports: every byte that travels between nodes) with tcpdump,
+   * as raw pcap. Resolves once tcpdump is listening; `stop()` returns everything captured, so a
+   * test can search it for a marker string.
+   */
+  startFabricCapture(filter = 'tcp'): Promise<FabricCapture> {
+    this.#assertLive();
+    const child = this.spawn(
+      this.fabricNetns,
+      'tcpdump',
+      ['-i', 'br0', '-U', '-n', '-s', '0', '-w', '-', filter],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    const chunks: Buffer[] = [];
+    child.stdout?.on('data', (d: Buffer) => chunks.push(d));
+    let stderr = '';
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(new ClusterError('APP_FAILED', `tcpdump did not start on the fabric: ${stderr.trim()}`));
+      }, 10_000);
+      child.once('error', (err) => {
+        clearTimeout(timer);
+        reject(
+          new ClusterError(
+            'TOOL_MISSING',
+            `tcpdump failed to start (apt-get install -y tcpdump): ${err.message}`,
+          ),
+        );
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new ClusterError('APP_FAILED', `tcpdump exited (${code}): ${stderr.trim()}`));
+      });
+      child.stderr?.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (!stderr.includes('listening on')) return;
+        clearTimeout(timer);
+        child.removeAllListeners('exit');
+        resolve({
+          stop: () =>
+            new Promise<Buffer>((done) => {
+              if (child.exitCode !== null || child.signalCode !== null) return done(Buffer.concat(chunks));
+              child.once('close', () => done(Buffer.concat(chunks)));
+              // SIGINT makes tcpdump flush what it buffered before exiting.
+              child.kill('SIGINT');
+            }),
+        });
+      });
+    });
   }
 
   /** Tears everything down. Safe to call more than once and after a failed create(). */
