@@ -243,6 +243,7 @@ export async function createKubeApiServer(options: KubeApiServerOptions = {}): P
   const failures: Array<FailureInjection & { left: number }> = [];
   const requests: RequestRecord[] = [];
   const watchWaiters = new Set<() => void>();
+  let closing = false;
 
   const cert = useTls ? await createServingCertificate(dir) : undefined;
 
@@ -768,6 +769,10 @@ export async function createKubeApiServer(options: KubeApiServerOptions = {}): P
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (closing) {
+      res.socket?.destroy();
+      return;
+    }
     const url = new URL(req.url ?? '/', 'http://stand-in');
     const path = url.pathname;
     const method = req.method ?? 'GET';
@@ -848,6 +853,10 @@ export async function createKubeApiServer(options: KubeApiServerOptions = {}): P
     ? createHttpsServer({ cert: cert.certPem, key: cert.keyPem }, listener)
     : createHttpServer(listener);
   server.keepAliveTimeout = 30_000;
+  // Connections still in the accept queue when close() runs must not outlive it.
+  server.on(useTls ? 'secureConnection' : 'connection', (socket: import('node:net').Socket) => {
+    if (closing) socket.destroy();
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => resolve());
@@ -954,6 +963,7 @@ export async function createKubeApiServer(options: KubeApiServerOptions = {}): P
       });
     },
     async close() {
+      closing = true;
       holding = false;
       for (const release of held.splice(0)) release();
       for (const w of [...watches]) w.res.socket?.destroy();

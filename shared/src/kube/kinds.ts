@@ -1,0 +1,45 @@
+// What the Kubernetes source watches: every kind the config translation reads, cluster-wide.
+// The agent indexes all pods (routing and identity need every workload) and captures only its own.
+
+export interface WatchedKind {
+  kind: string;
+  apiVersion: string;
+  /** Collection path for list and watch across all namespaces. */
+  path: string;
+}
+
+export const WATCHED_KINDS: readonly WatchedKind[] = [
+  { kind: 'Namespace', apiVersion: 'v1', path: '/api/v1/namespaces' },
+  { kind: 'Pod', apiVersion: 'v1', path: '/api/v1/pods' },
+  { kind: 'Service', apiVersion: 'v1', path: '/api/v1/services' },
+  {
+    kind: 'EndpointSlice',
+    apiVersion: 'discovery.k8s.io/v1',
+    path: '/apis/discovery.k8s.io/v1/endpointslices',
+  },
+  {
+    kind: 'Gateway',
+    apiVersion: 'gateway.networking.k8s.io/v1',
+    path: '/apis/gateway.networking.k8s.io/v1/gateways',
+  },
+  {
+    kind: 'HTTPRoute',
+    apiVersion: 'gateway.networking.k8s.io/v1',
+    path: '/apis/gateway.networking.k8s.io/v1/httproutes',
+  },
+  {
+    kind: 'GRPCRoute',
+    apiVersion: 'gateway.networking.k8s.io/v1',
+    path: '/apis/gateway.networking.k8s.io/v1/grpcroutes',
+  },
+  {
+    kind: 'AuthorizationPolicy',
+    apiVersion: 'security.hypha.dev/v1',
+    path: '/apis/security.hypha.dev/v1/authorizationpolicies',
+  },
+  {
+    kind: 'TrafficPolicy',
+    apiVersion: 'traffic.hypha.dev/v1alpha1',
+    path: '/apis/traffic.hypha.dev/v1alpha1/trafficpolicies',
+  },
+];
