@@ -186,6 +186,32 @@ describe('TestCluster', () => {
     expect(await netnsOf(liveCluster.prefix)).toHaveLength(2);
   });
 
+  it('tears down on SIGTERM and still exits by that signal', async () => {
+    const script = `
+      const { TestCluster } = await import(${JSON.stringify(new URL('../dist/index.js', import.meta.url).href)});
+      const c = await TestCluster.create({ nodes: ['a', 'b'] });
+      const pod = await c.addPod({ node: 'b', name: 'p' });
+      c.spawn(pod.netns, 'sleep', ['60']);
+      console.log(c.prefix);
+      setInterval(() => {}, 1000);
+    `;
+    const { spawn } = await import('node:child_process');
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const prefix = await new Promise<string>((resolve, reject) => {
+      child.stdout.once('data', (d: Buffer) => resolve(d.toString().trim()));
+      child.once('exit', (code) => reject(new Error(`cluster child exited early with ${code}`)));
+    });
+    expect(await netnsOf(prefix)).toHaveLength(4);
+    const exited = new Promise<NodeJS.Signals | null>((resolve) =>
+      child.once('exit', (_code, signal) => resolve(signal)),
+    );
+    child.kill('SIGTERM');
+    expect(await exited).toBe('SIGTERM');
+    expect(await netnsOf(prefix)).toEqual([]);
+  });
+
   it('rejects bad names with a precise message', async () => {
     await expect(TestCluster.create({ nodes: ['Bad_Name'] })).rejects.toThrow(/lowercase DNS label/);
     await expect(TestCluster.create({ nodes: [] })).rejects.toThrow(/1 to 14 nodes/);

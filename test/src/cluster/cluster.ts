@@ -345,7 +345,7 @@ export class TestCluster {
     const child = this.spawn(
       this.fabricNetns,
       'tcpdump',
-      ['-i', 'br0', '-U', '-n', '-s', '0', '-w', '-', filter],
+      ['-i', 'any', '--immediate-mode', '-U', '-n', '-s', '0', '-w', '-', filter],
       {
         stdio: ['ignore', 'pipe', 'pipe'],
       },
