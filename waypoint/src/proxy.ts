@@ -25,6 +25,7 @@ import http2, {
   type Http2Session,
   type IncomingHttpHeaders,
 } from 'node:http2';
+import type { Socket } from 'node:net';
 import { type Duplex, pipeline, Readable } from 'node:stream';
 import { createSilentLogger, type Logger, type SpiffeId } from '@hypha/shared';
 import { Registry } from 'prom-client';
@@ -248,6 +249,9 @@ class WaypointProxy implements Waypoint {
 
   handleStream(stream: Duplex, ctx: StreamContext): void {
     stream.on('error', () => {});
+    // Emitted connections skip the listener's noDelay: without it, a response written in two parts
+    // waits out the client's delayed ACK (~40 ms) under Nagle.
+    (stream as Partial<Socket>).setNoDelay?.(true);
     if (this.#closed) return void stream.destroy();
     this.#open.add(stream);
     stream.once('close', () => this.#open.delete(stream));
@@ -418,9 +422,7 @@ class WaypointProxy implements Waypoint {
       );
       return this.#local(res, st, action.redirect.statusCode, '', undefined, { location });
     }
-    if (action.backends.length === 0) {
-      return this.#fail(res, st, action.invalidBackends ? 'NO_CLUSTER' : 'NO_CLUSTER');
-    }
+    if (action.backends.length === 0 && action.invalidBackends) return this.#fail(res, st, 'NO_CLUSTER');
 
     // Upstream request head.
     const out: HeaderMap = {};
@@ -436,7 +438,8 @@ class WaypointProxy implements Waypoint {
     }
     applyHeaderModifier(out, action.requestHeaders);
 
-    const backend = pickBackend(action);
+    // A rule without backendRefs (only filters, timeouts, retries) forwards to the service itself.
+    const backend = action.backends.length === 0 ? defaultAction(service, port).backends[0]! : pickBackend(action);
     const target = snap.services.get(backend.service);
     const cluster = this.#clusters.get(backend.service);
     if (target === undefined || cluster === undefined) return this.#fail(res, st, 'NO_CLUSTER');
@@ -646,8 +649,9 @@ class WaypointProxy implements Waypoint {
     return {
       kind: 'response',
       status: data.statusCode,
+      // Drain rather than destroy: the connection stays reusable for the retry.
       discard: () => {
-        data.body.destroy();
+        data.body.dump().catch(() => {});
       },
       respond: (res) => {
         const h: HeaderMap = {};
@@ -856,8 +860,8 @@ class WaypointProxy implements Waypoint {
       this.#authzAttributes(ctx, found.port.port, { method, path, host: hostHeader, headers: req.headers }),
     );
     if (!decision.allowed) return reject(403, 'RBAC: access denied', '-');
-    if (action.backends.length === 0) return reject(500, FAILURES.NO_CLUSTER.body, 'NC');
-    const backend = pickBackend(action);
+    if (action.backends.length === 0 && action.invalidBackends) return reject(500, FAILURES.NO_CLUSTER.body, 'NC');
+    const backend = action.backends.length === 0 ? defaultAction(found.service, found.port).backends[0]! : pickBackend(action);
     const cluster = this.#clusters.get(backend.service);
     const servicePort = backend.port ?? found.port.port;
     const ep = cluster?.findEndpoint(headerValue(req.headers, cluster.settings.hashHeader));
@@ -970,6 +974,7 @@ class WaypointProxy implements Waypoint {
       },
       code >= 500 || code === 0,
     );
+    if (!this.#access.isLevelEnabled('info')) return;
     this.#access.info({
       start_time: new Date(Date.now() - durationMs).toISOString(),
       method,

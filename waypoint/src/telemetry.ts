@@ -37,12 +37,23 @@ export function httpLabels(meta: Omit<ConnectionMeta, 'reporter'>, o: RequestOut
   };
 }
 
+interface Children {
+  requests: { inc(): void };
+  duration: { observe(v: number): void };
+  requestBytes: { observe(v: number): void };
+  responseBytes: { observe(v: number): void };
+}
+
+/** Bounds the child cache when label values churn (many workloads); prom-client keeps the series. */
+const MAX_CACHED_CHILDREN = 10_000;
+
 export class RequestMetrics {
   readonly #requests: Counter<HttpLabelName>;
   readonly #duration: Histogram<HttpLabelName>;
   readonly #requestBytes: Histogram<HttpLabelName>;
   readonly #responseBytes: Histogram<HttpLabelName>;
   readonly #audit: Counter<'policy'>;
+  readonly #children = new Map<string, Children>();
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -83,10 +94,24 @@ export class RequestMetrics {
 
   recordRequest(meta: Omit<ConnectionMeta, 'reporter'>, o: RequestOutcome): void {
     const labels = httpLabels(meta, o);
-    this.#requests.labels(labels).inc();
-    this.#duration.labels(labels).observe(o.durationMs);
-    this.#requestBytes.labels(labels).observe(o.requestBytes);
-    this.#responseBytes.labels(labels).observe(o.responseBytes);
+    // One lookup per request: the children of all four metrics are cached under one key.
+    let key = '';
+    for (const name of HTTP_LABEL_NAMES) key += `${labels[name]}\u0000`;
+    let c = this.#children.get(key);
+    if (c === undefined) {
+      if (this.#children.size >= MAX_CACHED_CHILDREN) this.#children.clear();
+      c = {
+        requests: this.#requests.labels(labels),
+        duration: this.#duration.labels(labels),
+        requestBytes: this.#requestBytes.labels(labels),
+        responseBytes: this.#responseBytes.labels(labels),
+      };
+      this.#children.set(key, c);
+    }
+    c.requests.inc();
+    c.duration.observe(o.durationMs);
+    c.requestBytes.observe(o.requestBytes);
+    c.responseBytes.observe(o.responseBytes);
   }
 
   recordAudit(policy: string): void {

@@ -41,6 +41,12 @@ function tagConnectFailure(err: unknown): Error {
   return e;
 }
 
+/** Small request/response writes must not wait for delayed ACKs (Nagle). */
+function noDelay(stream: Duplex): Duplex {
+  (stream as Partial<Socket>).setNoDelay?.(true);
+  return stream;
+}
+
 function endpointKey(ep: UpstreamEndpoint): string {
   return ep.ip.includes(':') ? `[${ep.ip}]:${ep.port}` : `${ep.ip}:${ep.port}`;
 }
@@ -66,7 +72,7 @@ export class UpstreamPools {
   /** A raw byte stream (WebSocket upgrades, plain TCP); connect failures are tagged. */
   async fetchStream(ep: UpstreamEndpoint): Promise<Duplex> {
     try {
-      return await this.#connect(ep);
+      return noDelay(await this.#connect(ep));
     } catch (err) {
       throw tagConnectFailure(err);
     }
@@ -85,7 +91,7 @@ export class UpstreamPools {
         bodyTimeout: 0,
         connect: (_opts, cb) => {
           connect(ep).then(
-            (stream) => cb(null, stream as Socket),
+            (stream) => cb(null, noDelay(stream) as Socket),
             (err: unknown) => cb(tagConnectFailure(err), null),
           );
         },
@@ -112,7 +118,7 @@ export class UpstreamPools {
   async #openHttp2(key: string, ep: UpstreamEndpoint): Promise<ClientHttp2Session> {
     let stream: Duplex;
     try {
-      stream = await this.#connect(ep);
+      stream = noDelay(await this.#connect(ep));
     } catch (err) {
       throw tagConnectFailure(err);
     }

@@ -2,7 +2,9 @@
 // (each accepted socket handed to handleStream with a fixed authority), and service builders.
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import net, { type AddressInfo } from 'node:net';
-import type { SpiffeId } from '@hypha/shared';
+import { Writable } from 'node:stream';
+import type { Logger, SpiffeId } from '@hypha/shared';
+import { pino } from 'pino';
 import { Pool } from 'undici';
 import {
   createWaypoint,
@@ -125,7 +127,7 @@ export async function startWaypoint(
     config: { gateway: { name: 'waypoint', namespace: 'shop' }, ...config },
     connectUpstream: (ep) =>
       new Promise((resolve, reject) => {
-        const s = net.connect({ host: ep.ip, port: ep.port });
+        const s = net.connect({ host: ep.ip, port: ep.port, noDelay: true });
         s.once('connect', () => {
           s.off('error', reject);
           resolve(s);
@@ -199,4 +201,21 @@ export async function sendMany(
       while (next < count) await one(next++);
     }),
   );
+}
+
+export interface CapturedLog {
+  logger: Logger;
+  lines: Record<string, unknown>[];
+}
+
+/** A pino logger whose JSON lines are kept in memory (access log assertions). */
+export function captureLog(): CapturedLog {
+  const lines: Record<string, unknown>[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const line of chunk.toString().split('\n')) if (line !== '') lines.push(JSON.parse(line) as Record<string, unknown>);
+      cb();
+    },
+  });
+  return { logger: pino({ level: 'info' }, stream), lines };
 }

@@ -1,0 +1,99 @@
+// L7 AuthorizationPolicy enforced by the waypoint, seen from clients with different identities.
+import { parseSpiffeId } from '@hypha/shared';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Backend, captureLog, send, service, startBackend, startWaypoint, type TestWaypoint } from '../helpers.js';
+
+const policy = (name: string, spec: Record<string, unknown>) => ({
+  apiVersion: 'security.hypha.dev/v1',
+  kind: 'AuthorizationPolicy',
+  metadata: { name, namespace: 'shop' },
+  spec,
+});
+
+let backend: Backend;
+let admin: Backend;
+let tw: TestWaypoint;
+const log = captureLog();
+const web = parseSpiffeId('spiffe://cluster.local/ns/shop/sa/web');
+const batch = parseSpiffeId('spiffe://cluster.local/ns/jobs/sa/batch');
+
+beforeAll(async () => {
+  backend = await startBackend('reviews');
+  admin = await startBackend('admin');
+  tw = await startWaypoint(
+    {
+      services: [service('reviews', '10.96.2.1', [backend]), service('admin', '10.96.2.2', [admin])],
+      authorizationPolicies: [
+        // Gateway-wide: nobody reaches /internal/*, on any service.
+        policy('deny-internal', { targetRefs: [{ kind: 'Gateway', group: 'gateway.networking.k8s.io', name: 'waypoint' }], action: 'DENY', rules: [{ to: [{ operation: { paths: ['/internal/*'] } }] }] }),
+        // DELETE needs the x-confirm header.
+        policy('deny-unconfirmed-delete', {
+          targetRefs: [{ kind: 'Service', name: 'reviews' }],
+          action: 'DENY',
+          rules: [{ to: [{ operation: { methods: ['DELETE'] } }], when: [{ key: 'request.headers[x-confirm]', notValues: ['yes'] }] }],
+        }),
+        policy('audit-writes', { targetRefs: [{ kind: 'Service', name: 'reviews' }], action: 'AUDIT', rules: [{ to: [{ operation: { methods: ['POST'] } }] }] }),
+        // admin: only the web service account, and only GETs of paths ending in .json.
+        policy('allow-web', {
+          targetRefs: [{ kind: 'Service', name: 'admin' }],
+          action: 'ALLOW',
+          rules: [{ from: [{ source: { principals: ['cluster.local/ns/shop/sa/web'] } }], to: [{ operation: { methods: ['GET'], paths: ['*.json'] } }] }],
+        }),
+      ],
+    },
+    { host: '10.96.2.1', port: 80 },
+    { peer: web, logger: log.logger },
+  );
+});
+
+afterAll(async () => {
+  await tw.close();
+  await backend.close();
+  await admin.close();
+});
+
+describe('DENY', () => {
+  it('refuses a denied path with 403 "RBAC: access denied" while other paths pass', async () => {
+    const before = backend.requests.length;
+    const denied = await send(tw.pool, '/internal/metrics');
+    expect(denied.status).toBe(403);
+    expect(denied.body).toBe('RBAC: access denied');
+    expect(backend.requests.length).toBe(before);
+    expect((await send(tw.pool, '/public/page')).status).toBe(200);
+    expect((await send(tw.pool, '/internal')).status).toBe(200);
+  });
+
+  it('applies gateway-wide policies to every service', async () => {
+    const a = await tw.listen({ host: '10.96.2.2', port: 80 }, web);
+    expect((await send(a.pool, '/internal/x.json')).status).toBe(403);
+  });
+
+  it('uses when conditions on request headers', async () => {
+    expect((await send(tw.pool, '/item/1', { method: 'DELETE' })).status).toBe(403);
+    expect((await send(tw.pool, '/item/1', { method: 'DELETE', headers: { 'x-confirm': 'no' } })).status).toBe(403);
+    expect((await send(tw.pool, '/item/1', { method: 'DELETE', headers: { 'x-confirm': 'yes' } })).status).toBe(200);
+  });
+});
+
+describe('ALLOW', () => {
+  it('lets the allowed principal in and keeps everyone else out', async () => {
+    const asWeb = await tw.listen({ host: '10.96.2.2', port: 80 }, web);
+    const asBatch = await tw.listen({ host: '10.96.2.2', port: 80 }, batch);
+    const plaintext = await tw.listen({ host: '10.96.2.2', port: 80 });
+    expect((await send(asWeb.pool, '/report.json')).status).toBe(200);
+    expect((await send(asWeb.pool, '/report.html')).status).toBe(403);
+    expect((await send(asWeb.pool, '/report.json', { method: 'POST', body: '{}' })).status).toBe(403);
+    expect((await send(asBatch.pool, '/report.json')).status).toBe(403);
+    expect((await send(plaintext.pool, '/report.json')).status).toBe(403);
+  });
+});
+
+describe('AUDIT', () => {
+  it('logs and counts matches without changing the answer', async () => {
+    const r = await send(tw.pool, '/reviews', { method: 'POST', body: 'x' });
+    expect(r.status).toBe(200);
+    expect(log.lines.some((l) => l.msg === 'AUDIT policy matched' && l.policy === 'shop/audit-writes')).toBe(true);
+    const metrics = await tw.wp.registry.getSingleMetricAsString('hypha_waypoint_authz_audit_total');
+    expect(metrics).toContain('hypha_waypoint_authz_audit_total{policy="shop/audit-writes"} 1');
+  });
+});
