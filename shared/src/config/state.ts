@@ -235,6 +235,7 @@ class IndexedConfigState implements ConfigState {
   // sharing
   readonly #labelPool = new Map<string, { labels: Labels; refs: number }>();
   readonly #identities = new Map<string, SpiffeId>();
+  readonly #portPool = new Map<string, Readonly<Record<string, number>>>();
 
   constructor(options: ConfigStateOptions) {
     this.trustDomain = options.trustDomain ?? 'cluster.local';
@@ -335,7 +336,11 @@ class IndexedConfigState implements ConfigState {
             removeFromSetMap(this.#podsByNamespace, namespace, key);
           } else {
             const pod = next as PodObject;
-            this.#pods.set(key, { ...pod, labels: this.#internLabels(pod.labels) });
+            this.#pods.set(key, {
+              ...pod,
+              labels: this.#internLabels(pod.labels),
+              namedPorts: pod.namedPorts === undefined ? undefined : this.#internNamedPorts(pod.namedPorts),
+            });
             addToSetMap(this.#podsByNamespace, namespace, key);
           }
           dirtyPods.add(key);
@@ -566,16 +571,26 @@ class IndexedConfigState implements ConfigState {
     if (candidates === undefined) return [];
     const numeric = svc.ports.every((p) => typeof p.targetPort === 'number');
     const shared = numeric ? new Map(svc.ports.map((p) => [p.port, p.targetPort as number])) : undefined;
+    // Named target ports: pods of one Deployment resolve them alike, so share one map per resolution.
+    const byResolution = shared === undefined ? new Map<string, Map<number, number>>() : undefined;
     const out: Endpoint[] = [];
     for (const key of candidates) {
       const w = this.#workloads.get(key);
       if (w === undefined || !w.ready || w.ips.length === 0 || !selectorMatches(selector, w.labels)) continue;
       let targetPorts = shared;
       if (targetPorts === undefined) {
-        targetPorts = new Map();
+        let id = '';
         for (const p of svc.ports) {
-          const t = typeof p.targetPort === 'number' ? p.targetPort : w.namedPorts?.[p.targetPort];
-          if (t !== undefined) targetPorts.set(p.port, t);
+          id += `${typeof p.targetPort === 'number' ? p.targetPort : (w.namedPorts?.[p.targetPort] ?? '-')},`;
+        }
+        targetPorts = byResolution!.get(id);
+        if (targetPorts === undefined) {
+          targetPorts = new Map();
+          for (const p of svc.ports) {
+            const t = typeof p.targetPort === 'number' ? p.targetPort : w.namedPorts?.[p.targetPort];
+            if (t !== undefined) targetPorts.set(p.port, t);
+          }
+          byResolution!.set(id, targetPorts);
         }
       }
       out.push({ ip: w.ips[0]!, workloadUid: w.uid, node: w.node, ready: true, targetPorts });
@@ -643,6 +658,18 @@ class IndexedConfigState implements ConfigState {
       this.#identities.set(key, id);
     }
     return id;
+  }
+
+  // Container port names rarely vary within a namespace; the pool grows with distinct sets only.
+  #internNamedPorts(ports: Readonly<Record<string, number>>): Readonly<Record<string, number>> {
+    let k = '';
+    for (const name in ports) k += `${name}=${ports[name]},`;
+    let shared = this.#portPool.get(k);
+    if (shared === undefined) {
+      shared = Object.freeze({ ...ports });
+      this.#portPool.set(k, shared);
+    }
+    return shared;
   }
 
   #internLabels(labels: Labels): Labels {
