@@ -160,10 +160,11 @@ export class CertificateAuthority {
         return await readFile(join(dir, name), 'utf8');
       } catch (err) {
         const e = err as NodeJS.ErrnoException;
-        const hint = e.code === 'ENOENT' ? ' (create one with `hypha ca init --dir DIR`)' : '';
-        throw new CaError('CA_LOAD_FAILED', `cannot read ${join(dir, name)}: ${e.message}${hint}`, {
-          cause: err,
-        });
+        const msg =
+          e.code === 'ENOENT'
+            ? `no CA in ${dir}: ${name} not found (create one with \`hypha ca init --dir ${dir}\`, or plug in Istio cacerts files)`
+            : `cannot read ${join(dir, name)}: ${e.message}`;
+        throw new CaError('CA_LOAD_FAILED', msg, { cause: err });
       }
     };
     const [caCertPem, caKeyPem, rootPem] = await Promise.all([

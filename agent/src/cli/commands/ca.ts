@@ -1,3 +1,293 @@
-import type { Command } from 'commander';
+// `hypha ca ...`: create a CA, issue certificates by hand, run the CA server, revoke.
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { createLogger, isLogLevel, parseSpiffeId, SpiffeIdError } from '@hypha/shared';
+import { type Command, Option } from 'commander';
+import { DurationError, formatDurationSeconds, parseDurationSeconds } from '../../ca/duration.js';
+import { UsageError } from '../errors.js';
 
-export function register(_program: Command): void {}
+// Kept equal to CA_PORT in ../../ca/server.ts; the heavy modules (X.509, YAML, HTTPS server) load
+// only inside the actions, so `hypha --help` and other verbs start fast.
+const CA_PORT = 15012;
+const identity = () => import('@hypha/shared/identity');
+
+export function register(program: Command): void {
+  const ca = program
+    .command('ca')
+    .description('certificate authority: create it, issue certificates, serve the CA API, revoke')
+    .addHelpText(
+      'after',
+      `
+Files in a CA directory (Istio's "cacerts" layout, so an existing Istio CA can be plugged in):
+  ca-cert.pem     signing certificate (the root itself, or an intermediate)
+  ca-key.pem      its private key (mode 0600)
+  root-cert.pem   trust bundle: one or more roots
+  cert-chain.pem  ca-cert.pem, its intermediates, then the root
+  hypha-ca.json   trust domain
+  revocations.json  revoked serials and identities (written by "hypha ca revoke")
+
+Examples:
+  hypha ca init --dir ./ca
+  hypha ca issue --dir ./ca --id spiffe://cluster.local/ns/shop/sa/web --out ./web --ttl 24h
+  hypha ca serve --dir ./ca --tokens tokens.yaml --pods pods.yaml --listen 127.0.0.1:15012
+  hypha ca revoke --dir ./ca --serial 3f9a...`,
+    );
+
+  ca.command('init')
+    .description('create a new self-signed root CA (ECDSA P-256) in a directory')
+    .requiredOption('--dir <dir>', 'directory to write the CA files into (created if missing)')
+    .option('--trust-domain <domain>', 'SPIFFE trust domain the CA signs for', 'cluster.local')
+    .option('--ttl-days <days>', 'validity of the root certificate in days', '3650')
+    .option('--force', 'replace an existing CA in the directory (its key is lost)', false)
+    .addHelpText('after', '\nExample:\n  hypha ca init --dir ./ca --trust-domain example.org')
+    .action(async (opts: { dir: string; trustDomain: string; ttlDays: string; force: boolean }) => {
+      const ttlDays = Number(opts.ttlDays);
+      if (!/^\d+$/.test(opts.ttlDays) || ttlDays < 1) {
+        throw new UsageError(`--ttl-days must be a whole number of days >= 1, got "${opts.ttlDays}"`);
+      }
+      const { CertificateAuthority } = await identity();
+      const authority = await CertificateAuthority.init({
+        trustDomain: checkTrustDomain(opts.trustDomain),
+        ttlDays,
+      });
+      await authority.save(opts.dir, { overwrite: opts.force });
+      const dir = resolve(opts.dir);
+      const root = authority.caCertificate;
+      process.stdout.write(
+        [
+          `Created a root CA for trust domain "${authority.trustDomain}" in ${dir}`,
+          `  root certificate  ${join(dir, 'root-cert.pem')}  (the trust bundle: give it to agents)`,
+          `  CA key            ${join(dir, 'ca-key.pem')}  (mode 0600: keep it secret)`,
+          `  valid until       ${root.validToDate.toISOString()}`,
+          `Next: hypha ca issue --dir ${opts.dir} --id spiffe://${authority.trustDomain}/ns/default/sa/default --out ./cert`,
+          '',
+        ].join('\n'),
+      );
+    });
+
+  ca.command('issue')
+    .description('issue a workload certificate and key directly from the CA files (no server needed)')
+    .requiredOption('--dir <dir>', 'CA directory (from "hypha ca init" or an Istio cacerts directory)')
+    .requiredOption('--id <spiffe-id>', 'identity, e.g. spiffe://cluster.local/ns/shop/sa/web')
+    .requiredOption('--out <dir>', 'directory to write cert-chain.pem, key.pem and root-cert.pem into')
+    .option('--ttl <duration>', 'validity, e.g. 90s, 30m, 24h, 7d', '24h')
+    .addHelpText(
+      'after',
+      `
+Writes:
+  <out>/cert-chain.pem  leaf certificate, then intermediates
+  <out>/key.pem         PKCS#8 private key (mode 0600)
+  <out>/root-cert.pem   trust bundle to verify peers with
+Check the result: openssl verify -CAfile <out>/root-cert.pem -untrusted <out>/cert-chain.pem <out>/cert-chain.pem
+
+Example:
+  hypha ca issue --dir ./ca --id spiffe://cluster.local/ns/shop/sa/web --out ./web --ttl 12h`,
+    )
+    .action(async (opts: { dir: string; id: string; out: string; ttl: string }) => {
+      const id = parseIdFlag(opts.id);
+      const ttlSeconds = parseDurationFlag('--ttl', opts.ttl);
+      const { CertificateAuthority } = await identity();
+      const authority = await CertificateAuthority.load(opts.dir);
+      if (id.trustDomain !== authority.trustDomain) {
+        throw new UsageError(
+          `--id ${id} is in trust domain "${id.trustDomain}", but the CA in ${opts.dir} signs "${authority.trustDomain}"`,
+        );
+      }
+      const cert = await authority.issue(id, { ttlSeconds });
+      await mkdir(opts.out, { recursive: true });
+      const out = resolve(opts.out);
+      await writeFile(join(out, 'cert-chain.pem'), cert.certChainPem);
+      await writeFile(join(out, 'key.pem'), cert.keyPem, { mode: 0o600 });
+      await chmod(join(out, 'key.pem'), 0o600);
+      await writeFile(join(out, 'root-cert.pem'), cert.trustBundlePem);
+      process.stdout.write(
+        [
+          `Issued a certificate for ${id}`,
+          `  serial       ${cert.serial}`,
+          `  valid until  ${cert.notAfter.toISOString()} (${formatDurationSeconds(ttlSeconds)})`,
+          `  certificate  ${join(out, 'cert-chain.pem')}`,
+          `  key          ${join(out, 'key.pem')}`,
+          `  root         ${join(out, 'root-cert.pem')}`,
+          '',
+        ].join('\n'),
+      );
+    });
+
+  ca.command('serve')
+    .description(`run the CA API over HTTPS (default port ${CA_PORT}) until SIGTERM/SIGINT`)
+    .requiredOption('--dir <dir>', 'CA directory')
+    .requiredOption(
+      '--tokens <file>',
+      'YAML file of bootstrap tokens: tokens: [{token: <secret>, node: <node name>}]',
+    )
+    .requiredOption('--pods <path>', 'YAML file (or directory of YAML files) of Pods with spec.nodeName')
+    .option('--listen <host:port>', 'address to listen on', `0.0.0.0:${CA_PORT}`)
+    .option(
+      '--max-ttl <duration>',
+      'longest certificate the CA hands out; longer requests are clamped',
+      '24h',
+    )
+    .addOption(
+      new Option('--san <name>', 'extra DNS name or IP for the server certificate (repeatable)')
+        .argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v])
+        .default(undefined),
+    )
+    .addHelpText(
+      'after',
+      `
+API (JSON over HTTPS; the server's certificate carries spiffe://<td>/ns/hypha-system/sa/hypha-ca):
+  POST /v1/certificates  Authorization: Bearer <token>  {"csr": "<PEM>", "ttlSeconds": 86400}
+                         → {"certChain": ["<PEM>"...], "trustBundle": ["<PEM>"...], "serial", "notAfter"}
+  GET  /v1/revocations   → {"version": n, "serials": [...], "ids": [...]}
+An agent may obtain only identities of pods that the pods file places on its node.
+
+Example:
+  hypha ca serve --dir ./ca --tokens tokens.yaml --pods pods.yaml --listen 127.0.0.1:15012 --max-ttl 12h`,
+    )
+    .action(
+      async (
+        opts: { dir: string; tokens: string; pods: string; listen: string; maxTtl: string; san?: string[] },
+        cmd: Command,
+      ) => {
+        const { host, port } = parseListen(opts.listen);
+        const maxTtlSeconds = parseDurationFlag('--max-ttl', opts.maxTtl);
+        const level = String(cmd.optsWithGlobals().logLevel ?? 'info');
+        const logger = createLogger({
+          level: isLogLevel(level) ? level : 'info',
+          base: { pid: process.pid, role: 'ca' },
+        });
+        const { CertificateAuthority } = await identity();
+        const { PodFileNodeAuthorizer, StaticTokenAuthenticator } = await import('../../ca/auth.js');
+        const { RevocationList } = await import('../../ca/revocations.js');
+        const { CaServer } = await import('../../ca/server.js');
+        const authority = await CertificateAuthority.load(opts.dir, { maxTtlSeconds });
+        const authenticator = await StaticTokenAuthenticator.fromFile(opts.tokens);
+        const authorizer = await PodFileNodeAuthorizer.fromPath(opts.pods);
+        const sans = opts.san ?? [];
+        const isIp = (s: string) => /^[\d.]+$/.test(s) || s.includes(':');
+        const server = await CaServer.create({
+          ca: authority,
+          authenticator,
+          authorizer,
+          revocations: new RevocationList(opts.dir),
+          host,
+          port,
+          serverDnsNames: [
+            'localhost',
+            'hypha-ca',
+            'hypha-ca.hypha-system',
+            'hypha-ca.hypha-system.svc',
+            ...sans.filter((s) => !isIp(s)),
+          ],
+          serverIpAddresses: ['127.0.0.1', '::1', ...sans.filter(isIp)],
+          logger,
+        });
+        const addr = await server.start();
+        logger.info(
+          {
+            url: `https://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`,
+            trustDomain: authority.trustDomain,
+            tokens: authenticator.size,
+            pods: authorizer.podCount,
+            maxTtl: formatDurationSeconds(maxTtlSeconds),
+          },
+          'hypha CA ready',
+        );
+        await new Promise<void>((done) => {
+          const stop = (signal: string) => {
+            logger.info({ signal }, 'shutting down');
+            process.off('SIGTERM', onTerm);
+            process.off('SIGINT', onInt);
+            void server.close(5000).then(done);
+          };
+          const onTerm = () => stop('SIGTERM');
+          const onInt = () => stop('SIGINT');
+          process.on('SIGTERM', onTerm);
+          process.on('SIGINT', onInt);
+        });
+        logger.info({ issued: server.stats.issued }, 'CA server stopped');
+      },
+    );
+
+  ca.command('revoke')
+    .description('revoke a certificate serial or a whole identity (recorded in <dir>/revocations.json)')
+    .requiredOption('--dir <dir>', 'CA directory')
+    .option(
+      '--serial <hex>',
+      'serial number of the certificate to revoke (as printed by "hypha cert inspect")',
+    )
+    .option('--id <spiffe-id>', 'identity to revoke: every certificate for it, and no new ones')
+    .option('--reason <text>', 'free text kept with the entry')
+    .addHelpText(
+      'after',
+      `
+A running "hypha ca serve" picks the change up at once and lists it on GET /v1/revocations.
+
+Examples:
+  hypha ca revoke --dir ./ca --serial 5c1f0e9a7b3d4c2e8f10a2b4c6d8e0f1
+  hypha ca revoke --dir ./ca --id spiffe://cluster.local/ns/shop/sa/web --reason "key leaked"`,
+    )
+    .action(async (opts: { dir: string; serial?: string; id?: string; reason?: string }) => {
+      if ((opts.serial === undefined) === (opts.id === undefined)) {
+        throw new UsageError('give exactly one of --serial <hex> or --id <spiffe-id>');
+      }
+      if (opts.serial !== undefined && !/^(0x)?[0-9a-fA-F:]+$/.test(opts.serial)) {
+        throw new UsageError(`--serial must be hexadecimal, got "${opts.serial}"`);
+      }
+      const what: { serial?: string; id?: string; reason?: string } = {};
+      if (opts.serial !== undefined) what.serial = opts.serial;
+      if (opts.id !== undefined) what.id = parseIdFlag(opts.id).toString();
+      if (opts.reason !== undefined) what.reason = opts.reason;
+      // Fail early on a directory that is not a CA.
+      const { CertificateAuthority, normalizeSerial } = await identity();
+      const { recordRevocation } = await import('../../ca/revocations.js');
+      await CertificateAuthority.load(opts.dir);
+      const { snapshot, changed } = await recordRevocation(opts.dir, what);
+      const subject =
+        what.serial !== undefined ? `serial ${normalizeSerial(what.serial)}` : `identity ${what.id}`;
+      process.stdout.write(
+        changed
+          ? `Revoked ${subject} (revocation list version ${snapshot.version})\n`
+          : `${subject} was already revoked (revocation list version ${snapshot.version})\n`,
+      );
+    });
+}
+
+function checkTrustDomain(td: string): string {
+  try {
+    return parseSpiffeId(`spiffe://${td}/ns/x/sa/x`).trustDomain;
+  } catch {
+    throw new UsageError(
+      `--trust-domain "${td}" may contain only lowercase letters, digits, ".", "-" and "_"`,
+    );
+  }
+}
+
+function parseIdFlag(text: string) {
+  try {
+    return parseSpiffeId(text);
+  } catch (err) {
+    if (err instanceof SpiffeIdError) throw new UsageError(`--id: ${err.message}`);
+    throw err;
+  }
+}
+
+function parseDurationFlag(flag: string, text: string): number {
+  try {
+    return parseDurationSeconds(text);
+  } catch (err) {
+    if (err instanceof DurationError) throw new UsageError(`${flag}: ${err.message}`);
+    throw err;
+  }
+}
+
+export function parseListen(text: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[3]) : Number.NaN;
+  if (!m || port > 65535) {
+    throw new UsageError(
+      `--listen must be host:port (IPv6 in brackets), e.g. 0.0.0.0:${CA_PORT} or [::1]:${CA_PORT}; got "${text}"`,
+    );
+  }
+  return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
+}
