@@ -125,7 +125,8 @@ export interface ConfigState {
   findServiceByName(namespace: string, name: string): Service | undefined;
   findNamespace(name: string): NamespaceObject | undefined;
   /** Agent-enforced (selector) AuthorizationPolicies that apply to this workload, root namespace included. */
-  findPoliciesFor(workload: Workload): CompiledAuthorizationPolicy[];
+  /** The result is cached per workload object until policies change: treat it as read-only. */
+  findPoliciesFor(workload: Workload): readonly CompiledAuthorizationPolicy[];
   /**
    * The waypoint traffic to this workload or service must cross. `undefined`: none. A lookup with
    * `waypoint: undefined` means a binding to a missing Gateway: callers fail closed.
@@ -236,6 +237,10 @@ class IndexedConfigState implements ConfigState {
   readonly #labelPool = new Map<string, { labels: Labels; refs: number }>();
   readonly #identities = new Map<string, SpiffeId>();
   readonly #portPool = new Map<string, Readonly<Record<string, number>>>();
+  /** Per connection the agent asks for a workload's policies: answer from here until policies change.
+   * Keyed by the (immutable) Workload object, so an updated workload misses and a removed one is
+   * collected. */
+  #policyCache = new WeakMap<Workload, readonly CompiledAuthorizationPolicy[]>();
 
   constructor(options: ConfigStateOptions) {
     this.trustDomain = options.trustDomain ?? 'cluster.local';
@@ -398,6 +403,7 @@ class IndexedConfigState implements ConfigState {
           if (list.length === 0) this.#policiesByNamespace.delete(namespace);
           else this.#policiesByNamespace.set(namespace, list);
           policies.record(prev, cur);
+          this.#policyCache = new WeakMap();
           return;
         }
         case 'TrafficPolicy':
@@ -771,7 +777,9 @@ class IndexedConfigState implements ConfigState {
     return this.#namespaces.get(name);
   }
 
-  findPoliciesFor(workload: Workload): CompiledAuthorizationPolicy[] {
+  findPoliciesFor(workload: Workload): readonly CompiledAuthorizationPolicy[] {
+    const cached = this.#policyCache.get(workload);
+    if (cached !== undefined) return cached;
     const out: CompiledAuthorizationPolicy[] = [];
     for (const p of this.#policiesByNamespace.get(workload.namespace) ?? []) {
       if (policyAppliesTo(p, workload, this.rootNamespace)) out.push(p);
@@ -781,6 +789,8 @@ class IndexedConfigState implements ConfigState {
         if (policyAppliesTo(p, workload, this.rootNamespace)) out.push(p);
       }
     }
+    Object.freeze(out);
+    this.#policyCache.set(workload, out);
     return out;
   }
 

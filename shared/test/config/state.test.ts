@@ -345,6 +345,8 @@ describe('authorization policies', () => {
       audit: [{ name: 'ns-wide' }],
     });
 
+    // Answered from a cache per workload until policies change (no allocation per connection).
+    expect(state.findPoliciesFor(echo)).toBe(state.findPoliciesFor(echo));
     changes.length = 0;
     const before = state.findPoliciesFor(echo)[0];
     state.upsert(
