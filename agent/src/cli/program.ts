@@ -1,10 +1,12 @@
 // Builds the `hypha` command tree. Each verb lives in ./commands/<verb>.ts and exports a
 // `register(program)` function, so verbs stay independent of each other.
 import { readFileSync } from 'node:fs';
-import { Command, Option } from 'commander';
 import { LOG_LEVELS } from '@hypha/shared';
+import { Command, Option } from 'commander';
+import { register as registerAgent } from './commands/agent.js';
 import { register as registerCa } from './commands/ca.js';
 import { register as registerCert } from './commands/cert.js';
+import { register as registerDemo } from './commands/demo.js';
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
@@ -37,7 +39,9 @@ Examples:
   hypha ca issue --dir ./ca --id spiffe://cluster.local/ns/shop/sa/web --out ./web
   hypha cert inspect ./web/cert-chain.pem  show identity, validity and chain status`,
     );
+  registerAgent(program);
   registerCa(program);
   registerCert(program);
+  registerDemo(program);
   return program;
 }

@@ -50,7 +50,11 @@ export interface PeerLabels {
 export interface ConnectionMeta {
   reporter: 'source' | 'destination';
   source: PeerLabels;
-  destination: PeerLabels & { service?: string | undefined; serviceName?: string | undefined; serviceNamespace?: string | undefined };
+  destination: PeerLabels & {
+    service?: string | undefined;
+    serviceName?: string | undefined;
+    serviceNamespace?: string | undefined;
+  };
   mutualTls: boolean;
   cluster?: string;
 }
@@ -178,13 +182,24 @@ export class L4Metrics {
       });
     this.#opened = make('istio_tcp_connections_opened_total', 'TCP connections opened');
     this.#closed = make('istio_tcp_connections_closed_total', 'TCP connections closed');
-    this.#failed = make('istio_tcp_connections_failed_total', 'TCP connections that failed (denied, refused, TLS or identity errors)');
+    this.#failed = make(
+      'istio_tcp_connections_failed_total',
+      'TCP connections that failed (denied, refused, TLS or identity errors)',
+    );
     // Scrapes call collect() before reading: fold in the bytes of connections still running.
     const foldLive = () => {
       for (const c of live) c.flush();
     };
-    this.#sent = make('istio_tcp_sent_bytes_total', 'Bytes sent to the destination during TCP connections', foldLive);
-    this.#received = make('istio_tcp_received_bytes_total', 'Bytes received from the destination during TCP connections', foldLive);
+    this.#sent = make(
+      'istio_tcp_sent_bytes_total',
+      'Bytes sent to the destination during TCP connections',
+      foldLive,
+    );
+    this.#received = make(
+      'istio_tcp_received_bytes_total',
+      'Bytes received from the destination during TCP connections',
+      foldLive,
+    );
   }
 
   /**
@@ -194,7 +209,13 @@ export class L4Metrics {
   open(meta: ConnectionMeta, bytes: ByteCounts = { sent: 0, received: 0 }): ConnectionRecorder {
     const labels = tcpLabels(meta);
     this.#opened.labels(labels).inc();
-    const rec = new ConnectionRecorder(this, meta, this.#sent.labels(labels), this.#received.labels(labels), bytes);
+    const rec = new ConnectionRecorder(
+      this,
+      meta,
+      this.#sent.labels(labels),
+      this.#received.labels(labels),
+      bytes,
+    );
     this.#live.add(rec);
     return rec;
   }

@@ -1,0 +1,411 @@
+// The node agent, wired the way the component diagram reads:
+//
+//   config source (file | kubernetes) ─► ConfigState ─► local mesh pods ─┬─► capture set (nftables)
+//                                                                        └─► certificates (CA client)
+//   :15001 outbound ─► Outbound ─► HBONE pool ─────────► remote agent :15008
+//                          └─► same node ─► Inbound
+//   :15008 HBONE server ─► Inbound ─► pod
+//   :15006 plaintext    ─► Inbound ─► pod
+//   :15000 admin, :15020 metrics, :15021 readiness
+//
+// Start order matters: config first (so we know our pods), then certificates are requested, then
+// listeners open; readiness turns green only when config is synced and every local pod's
+// certificate is held.
+import { readFile } from 'node:fs/promises';
+import net, { type Server, type Socket } from 'node:net';
+import type { Logger } from '@hypha/shared';
+import { type ConfigState, createFileSource, type FileSource, type Workload } from '@hypha/shared/config';
+import { createHbonePool, createHboneServer, type HbonePool, type HboneServer } from '@hypha/shared/hbone';
+import { CaClient, CertManager, type SpiffeId, tryParseSpiffeId } from '@hypha/shared/identity';
+import { L4Metrics } from '@hypha/shared/telemetry';
+import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
+import { createNodeCapture, type NodeCapture } from '../capture/index.js';
+import { getOriginalDst } from '../native/index.js';
+import type { AgentConfig } from './config.js';
+import { ConnectionTracker } from './connections.js';
+import { type Endpoints, startEndpoints } from './endpoints.js';
+import { Inbound, stripV4Mapped } from './inbound.js';
+import { Outbound } from './outbound.js';
+
+const TRANSPARENT_MARK = 0x111;
+const REVOCATION_POLL_MS = 30_000;
+
+export interface Agent {
+  readonly state: ConfigState;
+  readonly endpoints: Endpoints;
+  readonly ports: { outbound: number; inboundPlaintext: number; hbone: number };
+  /** Resolves once config is synced and every local mesh pod has its certificate. */
+  readonly ready: Promise<void>;
+  findNotReadyReasons(): string[];
+  /** Graceful stop: stop accepting, drain live connections until the deadline, remove capture rules. */
+  shutdown(reason?: string): Promise<void>;
+}
+
+export async function startAgent(config: AgentConfig, logger: Logger): Promise<Agent> {
+  const log = logger.child({ component: 'agent', node: config.nodeName });
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const l4 = new L4Metrics(registry);
+  const tracker = new ConnectionTracker({ metrics: l4, accessLog: logger.child({ component: 'access' }) });
+
+  // 1. Configuration.
+  if (config.source.kind !== 'file') {
+    throw new Error('the kubernetes config source is not wired into the agent yet; use --config file:PATH');
+  }
+  const source: FileSource = createFileSource({
+    path: config.source.path,
+    trustDomain: config.trustDomain,
+    logger,
+  });
+  await source.start();
+  const state = source.state;
+
+  // 2. Certificates for local pods.
+  const caRoot = await readFile(config.ca.rootFile, 'utf8').catch((err: Error) => {
+    throw new Error(`cannot read the CA root certificate ${config.ca.rootFile}: ${err.message}`);
+  });
+  const caClient = new CaClient({
+    url: config.ca.address,
+    token: async () => (await readFile(config.ca.tokenFile, 'utf8')).trim(),
+    caTrustBundlePem: caRoot,
+  });
+  const certs = new CertManager({ provider: caClient });
+  const revoked = { serials: new Set<string>(), ids: new Set<string>(), version: -1 };
+
+  // 3. Capture.
+  const capture: NodeCapture | undefined =
+    config.capture === 'node'
+      ? createNodeCapture({
+          ports: {
+            outbound: config.ports.outbound,
+            inboundPlaintext: config.ports.inboundPlaintext,
+            hbone: config.ports.hbone,
+          },
+          mark: TRANSPARENT_MARK,
+          logger,
+        })
+      : undefined;
+  await capture?.start();
+
+  const localMesh = new Map<string, Workload>(); // uid → workload
+  const wanted = new Map<string, SpiffeId>(); // identity string → id
+  const reconcileLocalPods = async (): Promise<void> => {
+    localMesh.clear();
+    const ids = new Map<string, SpiffeId>();
+    for (const w of state.findWorkloadsOnNode(config.nodeName)) {
+      if (!w.inMesh || w.hostNetwork || w.ips.length === 0) continue;
+      localMesh.set(w.uid, w);
+      ids.set(w.identity.toString(), w.identity);
+    }
+    for (const [key, id] of wanted) {
+      if (!ids.has(key)) {
+        certs.forget(id);
+        wanted.delete(key);
+        log.info({ identity: key }, 'certificate dropped: no local pod uses it any more');
+      }
+    }
+    for (const [key, id] of ids) {
+      if (wanted.has(key)) continue;
+      wanted.set(key, id);
+      certs.fetchCertificate(id).then(
+        (c) => log.info({ identity: key, serial: c.serial, notAfter: c.notAfter }, 'certificate ready'),
+        (err: Error) =>
+          log.warn({ identity: key, err: err.message }, 'certificate request failed; retrying with backoff'),
+      );
+    }
+    if (capture) {
+      const ips = [...localMesh.values()].flatMap((w) => w.ips);
+      await capture.setMeshPods(ips);
+    }
+  };
+  let reconciling = Promise.resolve();
+  const scheduleReconcile = () => {
+    reconciling = reconciling
+      .then(reconcileLocalPods)
+      .catch((err: Error) => log.error({ err: err.message }, 'reconciling local pods failed'));
+  };
+
+  // 4. Data path.
+  const inbound = new Inbound({
+    state,
+    nodeName: config.nodeName,
+    tracker,
+    logger,
+    transparent: config.capture === 'node',
+  });
+  const pool: HbonePool = createHbonePool({ logger });
+  const originalDestination = (socket: Socket): { ip: string; port: number } => {
+    try {
+      const d = getOriginalDst(socket);
+      return { ip: stripV4Mapped(d.address), port: d.port };
+    } catch (err) {
+      if (config.capture === 'node') throw err;
+      return { ip: stripV4Mapped(socket.localAddress ?? ''), port: socket.localPort ?? 0 };
+    }
+  };
+  const outbound = new Outbound({
+    state,
+    nodeName: config.nodeName,
+    pool,
+    certs,
+    inbound,
+    tracker,
+    logger,
+    outboundPolicy: config.outboundPolicy,
+    findOriginalDestination: originalDestination,
+    hbonePort: config.ports.hbone,
+  });
+  const hbone: HboneServer = createHboneServer({
+    findCertificate: (conn) => {
+      const ip = conn.originalDestination?.ip ?? conn.localAddress;
+      const w = state.findWorkloadByIp(stripV4Mapped(ip));
+      if (w === undefined || w.node !== config.nodeName || !w.inMesh) return undefined;
+      return certs.findCertificate(w.identity);
+    },
+    handler: (req) => inbound.handleHbone(req),
+    trustDomain: config.trustDomain,
+    isRevoked: (peer) => revoked.serials.has(peer.serial) || revoked.ids.has(peer.id.toString()),
+    logger,
+  });
+
+  // Live re-evaluation: a policy or mode change re-checks every inbound connection.
+  state.onChange((change) => {
+    if (
+      change.workloads.added.length + change.workloads.removed.length + change.workloads.updated.length >
+      0
+    ) {
+      scheduleReconcile();
+    }
+    const policyChanged =
+      change.authorizationPolicies.added.length +
+        change.authorizationPolicies.removed.length +
+        change.authorizationPolicies.updated.length +
+        change.namespaces.updated.length >
+      0;
+    if (policyChanged) {
+      const closed = tracker.abortWhere((c) => {
+        if (c.direction !== 'inbound' && c.direction !== 'inbound_plaintext') return undefined;
+        const peer = c.source.identity && c.mutualTls ? tryParseSpiffeId(c.source.identity) : undefined;
+        const a = inbound.admit({
+          destinationIp: c.destination.ip,
+          port: c.destination.port,
+          peer,
+          sourceIp: c.source.ip,
+        });
+        return a.ok ? undefined : a.reason;
+      });
+      if (closed > 0) log.info({ closed }, 'closed live connections that policy now denies');
+    }
+  });
+
+  await reconcileLocalPods();
+
+  // 5. Listeners.
+  const listeners: Server[] = [];
+  const listen = (port: number, onSocket: (s: Socket) => void, name: string): Promise<number> =>
+    new Promise((resolve, reject) => {
+      const server = net.createServer({ allowHalfOpen: true, noDelay: true }, onSocket);
+      server.once('error', (err) =>
+        reject(new Error(`cannot listen on ${name} port ${port}: ${err.message}`)),
+      );
+      server.listen(port, '0.0.0.0', () => {
+        listeners.push(server);
+        resolve((server.address() as net.AddressInfo).port);
+      });
+    });
+  const outboundPort = await listen(config.ports.outbound, (s) => outbound.handleSocket(s), 'outbound');
+  const plaintextPort = await listen(
+    config.ports.inboundPlaintext,
+    (s) => {
+      let dst: { ip: string; port: number };
+      try {
+        dst = originalDestination(s);
+      } catch {
+        s.destroy();
+        return;
+      }
+      void inbound.handlePlaintext(s, dst);
+    },
+    'inbound plaintext',
+  );
+  const hbonePort = await listen(
+    config.ports.hbone,
+    (s) => {
+      s.on('error', () => {});
+      let dst: { ip: string; port: number } | undefined;
+      try {
+        dst = originalDestination(s);
+      } catch {
+        dst = undefined;
+      }
+      hbone.handleSocket(s, dst ? { originalDestination: dst } : {});
+    },
+    'HBONE',
+  );
+
+  // 6. Revocations: refuse revoked peers at the handshake and cut their live connections.
+  const pollRevocations = async () => {
+    try {
+      const snap = await caClient.fetchRevocations();
+      if (snap.version === revoked.version) return;
+      revoked.version = snap.version;
+      revoked.serials = new Set(snap.serials.map((s) => s.toLowerCase().replace(/^0+/, '')));
+      revoked.ids = new Set(snap.ids);
+      const cut = tracker.abortWhere((c) =>
+        c.source.identity !== undefined && revoked.ids.has(c.source.identity)
+          ? 'peer identity revoked'
+          : undefined,
+      );
+      log.info(
+        { version: snap.version, serials: snap.serials.length, ids: snap.ids.length, cut },
+        'revocation list updated',
+      );
+    } catch (err) {
+      log.debug({ err: (err as Error).message }, 'revocation list fetch failed');
+    }
+  };
+  void pollRevocations();
+  const revocationTimer = setInterval(() => void pollRevocations(), REVOCATION_POLL_MS);
+  revocationTimer.unref();
+
+  // 7. Readiness and operator endpoints.
+  const findNotReadyReasons = (): string[] => {
+    const reasons: string[] = [];
+    for (const [key, id] of wanted)
+      if (certs.findCertificate(id) === undefined) reasons.push(`no certificate yet for ${key}`);
+    return reasons;
+  };
+  let shuttingDown: Promise<void> | undefined;
+  const shutdown = (reason = 'shutdown requested'): Promise<void> => {
+    shuttingDown ??= (async () => {
+      log.info({ reason, live: tracker.size, drainMs: config.drainMs }, 'draining');
+      for (const l of listeners) l.close();
+      clearInterval(revocationTimer);
+      const deadline = Date.now() + config.drainMs;
+      await Promise.race([
+        hbone.drain(config.drainMs),
+        new Promise((r) => setTimeout(r, config.drainMs).unref()),
+      ]);
+      while (tracker.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      const cut = tracker.abortWhere(() => 'agent shutting down');
+      if (cut > 0) log.warn({ cut }, 'drain deadline reached; closed remaining connections');
+      pool.close();
+      await hbone.close();
+      certs.close();
+      caClient.close();
+      await source.close();
+      await capture?.stop();
+      await endpoints.close();
+      log.info('stopped');
+    })();
+    return shuttingDown;
+  };
+  const endpoints = await startEndpoints({
+    logger,
+    registry,
+    readiness: { findNotReadyReasons },
+    adminAddress: config.adminAddress,
+    metricsAddress: config.metricsAddress,
+    readinessAddress: config.readinessAddress,
+    admin: {
+      configDump: () => ({
+        node: config.nodeName,
+        version: state.stats().version,
+        stats: state.stats(),
+        workloads: [...state.workloads()].map((w) => ({ ...w, identity: w.identity.toString() })),
+        services: [...state.services()].map((s) => ({
+          ...s,
+          endpoints: s.endpoints.map((e) => ({ ...e, targetPorts: Object.fromEntries(e.targetPorts) })),
+        })),
+        waypoints: [...state.waypoints()].map((w) => ({ ...w, identity: w.identity.toString() })),
+        policies: [...state.authorizationPolicies()].map((p) => p.object),
+        certificates: certsView(),
+        capture: capture?.findState(),
+      }),
+      certs: () => certsView(),
+      connections: () => tracker.snapshot(),
+      quit: () => void shutdown('/quitquitquit').then(() => process.exit(0)),
+    },
+  });
+  const certsView = () =>
+    certs.listCertificates().map((c) => ({
+      identity: c.id.toString(),
+      state: c.state,
+      serial: c.serial,
+      notBefore: c.notBefore,
+      notAfter: c.notAfter,
+      failures: c.failures,
+      lastError: c.lastError,
+    }));
+
+  // Agent health metrics.
+  new Gauge({
+    name: 'hypha_agent_certificates',
+    help: 'Workload certificates held by this agent',
+    registers: [registry],
+    collect() {
+      this.set(certs.listCertificates().filter((c) => c.notAfter !== undefined).length);
+    },
+  });
+  new Gauge({
+    name: 'hypha_agent_certificate_expiry_seconds',
+    help: 'Seconds until each held workload certificate expires',
+    labelNames: ['identity'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const c of certs.listCertificates()) {
+        if (c.notAfter) this.set({ identity: c.id.toString() }, (c.notAfter.getTime() - Date.now()) / 1000);
+      }
+    },
+  });
+  new Gauge({
+    name: 'hypha_agent_config_objects',
+    help: 'Objects in the agent config state, by kind',
+    labelNames: ['kind'],
+    registers: [registry],
+    collect() {
+      const s = state.stats();
+      this.set({ kind: 'workload' }, s.workloads);
+      this.set({ kind: 'service' }, s.services);
+      this.set({ kind: 'authorization_policy' }, s.authorizationPolicies);
+      this.set({ kind: 'waypoint' }, s.waypoints);
+    },
+  });
+  new Gauge({
+    name: 'hypha_agent_captured_pods',
+    help: 'Local mesh pods whose traffic the agent captures',
+    registers: [registry],
+    collect() {
+      this.set(localMesh.size);
+    },
+  });
+
+  const ready = (async () => {
+    await source.ready;
+    while (findNotReadyReasons().length > 0) {
+      if (shuttingDown) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  void ready.then(() => log.info({ pods: localMesh.size }, 'ready'));
+  log.info(
+    {
+      outbound: outboundPort,
+      inboundPlaintext: plaintextPort,
+      hbone: hbonePort,
+      admin: endpoints.admin,
+      capture: config.capture,
+    },
+    'agent listening',
+  );
+
+  return {
+    state,
+    endpoints,
+    ports: { outbound: outboundPort, inboundPlaintext: plaintextPort, hbone: hbonePort },
+    ready,
+    findNotReadyReasons,
+    shutdown,
+  };
+}

@@ -1,0 +1,50 @@
+// The agent's settings, validated once at start-up (flags and environment are outside input).
+import { DEFAULT_TRUST_DOMAIN } from '@hypha/shared';
+
+export type ConfigSource = { kind: 'file'; path: string } | { kind: 'kubernetes'; kubeconfig?: string };
+
+export interface AgentConfig {
+  nodeName: string;
+  source: ConfigSource;
+  trustDomain: string;
+  ca: { address: string; tokenFile: string; rootFile: string };
+  capture: 'node' | 'none';
+  /** What to do with traffic to destinations that are not in the mesh registry. */
+  outboundPolicy: 'passthrough' | 'registry-only';
+  ports: { outbound: number; inboundPlaintext: number; hbone: number };
+  adminAddress: string;
+  metricsAddress: string;
+  readinessAddress: string;
+  /** How long SIGTERM waits for live connections before closing them. */
+  drainMs: number;
+}
+
+export const DEFAULT_PORTS = { outbound: 15001, inboundPlaintext: 15006, hbone: 15008 } as const;
+
+export class AgentConfigError extends Error {
+  readonly code = 'AGENT_CONFIG' as const;
+  constructor(message: string) {
+    super(message);
+    this.name = 'AgentConfigError';
+  }
+}
+
+/** `file:PATH` or `kubernetes[:KUBECONFIG]`. */
+export function parseConfigSource(value: string): ConfigSource {
+  if (value.startsWith('file:')) {
+    const path = value.slice('file:'.length);
+    if (!path)
+      throw new AgentConfigError('--config file: needs a path, e.g. --config file:/etc/hypha/mesh.yaml');
+    return { kind: 'file', path };
+  }
+  if (value === 'kubernetes') return { kind: 'kubernetes' };
+  if (value.startsWith('kubernetes:'))
+    return { kind: 'kubernetes', kubeconfig: value.slice('kubernetes:'.length) };
+  throw new AgentConfigError(
+    `--config "${value}" is not a config source: use file:PATH or kubernetes[:KUBECONFIG]`,
+  );
+}
+
+export function defaultTrustDomain(): string {
+  return DEFAULT_TRUST_DOMAIN;
+}

@@ -1,0 +1,166 @@
+// The agent's operator endpoints, on the ports Istio uses so tools feel at home:
+//   15000 admin (localhost only): /config_dump, /certs, /connections, /logging, /quitquitquit
+//   15020 Prometheus /metrics
+//   15021 /healthz/ready: 200 only once config is synced and every local pod's certificate is held
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from '@hypha/shared';
+import { isLogLevel } from '@hypha/shared';
+import type { Registry } from 'prom-client';
+
+export interface AdminHandlers {
+  configDump(): unknown;
+  certs(): unknown;
+  connections(): unknown;
+  quit(): void;
+}
+
+export interface Readiness {
+  /** Empty when ready; otherwise what is still missing, shown to whoever probes. */
+  findNotReadyReasons(): string[];
+}
+
+export interface EndpointsOptions {
+  logger: Logger;
+  registry: Registry;
+  admin: AdminHandlers;
+  readiness: Readiness;
+  adminAddress: string; // host:port, normally 127.0.0.1:15000
+  metricsAddress: string; // host:port, normally 0.0.0.0:15020
+  readinessAddress: string; // host:port, normally 0.0.0.0:15021
+}
+
+export interface Endpoints {
+  readonly admin: AddressInfo;
+  readonly metrics: AddressInfo;
+  readonly readiness: AddressInfo;
+  close(): Promise<void>;
+}
+
+function json(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = `${JSON.stringify(body, null, 2)}\n`;
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function text(
+  res: http.ServerResponse,
+  status: number,
+  body: string,
+  type = 'text/plain; charset=utf-8',
+): void {
+  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
+export function splitHostPort(address: string): { host: string; port: number } {
+  const i = address.lastIndexOf(':');
+  const host = address.slice(0, i).replace(/^\[|\]$/g, '');
+  const port = Number(address.slice(i + 1));
+  if (i <= 0 || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new Error(`invalid address "${address}": expected host:port, e.g. 127.0.0.1:15000`);
+  }
+  return { host, port };
+}
+
+async function listen(server: http.Server, address: string): Promise<AddressInfo> {
+  const { host, port } = splitHostPort(address);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return server.address() as AddressInfo;
+}
+
+export async function startEndpoints(opts: EndpointsOptions): Promise<Endpoints> {
+  const log = opts.logger.child({ component: 'endpoints' });
+
+  const admin = http.createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://admin');
+    try {
+      switch (url.pathname) {
+        case '/config_dump':
+          return json(res, 200, opts.admin.configDump());
+        case '/certs':
+          return json(res, 200, opts.admin.certs());
+        case '/connections':
+          return json(res, 200, opts.admin.connections());
+        case '/logging': {
+          const level = url.searchParams.get('level');
+          if (level !== null) {
+            if (req.method !== 'POST' && req.method !== 'PUT') {
+              return text(res, 405, 'change the level with POST /logging?level=debug\n');
+            }
+            if (!isLogLevel(level)) return text(res, 400, `unknown level "${level}"\n`);
+            opts.logger.level = level;
+            log.info({ level }, 'log level changed');
+          }
+          return json(res, 200, { level: opts.logger.level });
+        }
+        case '/quitquitquit':
+          if (req.method !== 'POST') return text(res, 405, 'use POST /quitquitquit\n');
+          text(res, 200, 'OK\n');
+          setImmediate(() => opts.admin.quit());
+          return;
+        case '/':
+          return text(
+            res,
+            200,
+            'hypha agent admin: /config_dump /certs /connections /logging[?level=] /quitquitquit\n',
+          );
+        default:
+          return text(res, 404, `no such admin endpoint ${url.pathname}\n`);
+      }
+    } catch (err) {
+      log.error({ err }, 'admin request failed');
+      return text(res, 500, `${(err as Error).message}\n`);
+    }
+  });
+
+  const metrics = http.createServer(async (req, res) => {
+    if (req.url !== '/metrics' && req.url !== '/stats/prometheus') return text(res, 404, 'see /metrics\n');
+    try {
+      text(res, 200, await opts.registry.metrics(), opts.registry.contentType);
+    } catch (err) {
+      text(res, 500, `${(err as Error).message}\n`);
+    }
+  });
+
+  const readiness = http.createServer((req, res) => {
+    if (req.url === '/healthz/live') return text(res, 200, 'live\n');
+    if (req.url !== '/healthz/ready') return text(res, 404, 'see /healthz/ready\n');
+    const reasons = opts.readiness.findNotReadyReasons();
+    if (reasons.length === 0) return text(res, 200, 'ready\n');
+    return text(res, 503, `not ready:\n${reasons.map((r) => `- ${r}`).join('\n')}\n`);
+  });
+
+  const servers = [admin, metrics, readiness];
+  for (const s of servers) s.on('clientError', (_err, socket) => socket.destroy());
+  try {
+    const a = await listen(admin, opts.adminAddress);
+    const m = await listen(metrics, opts.metricsAddress);
+    const r = await listen(readiness, opts.readinessAddress);
+    return {
+      admin: a,
+      metrics: m,
+      readiness: r,
+      async close() {
+        await Promise.all(
+          servers.map(
+            (s) =>
+              new Promise<void>((resolve) => {
+                s.close(() => resolve());
+                s.closeAllConnections();
+              }),
+          ),
+        );
+      },
+    };
+  } catch (err) {
+    for (const s of servers) s.close();
+    throw err;
+  }
+}

@@ -1,0 +1,284 @@
+// Inbound: traffic arriving for a local mesh pod, by HBONE (15008), by plaintext capture (15006),
+// or handed over in-process by outbound when source and destination share this node.
+//
+//   HBONE stream ─┐
+//   plaintext ────┼─► admit(): destination is a local mesh pod? authority matches? mTLS mode?
+//   same-node ────┘            waypoint-only? L4 policy ─► connectToPod() ─► copy bytes
+//
+// Invariants:
+// - One decision function (admit) serves all three entries, so a policy means the same thing
+//   whichever way the bytes came in, and `hypha policy explain` can call the same evaluator.
+// - The source IP we connect from is the client's only when the client's identity vouches for
+//   it (the forwarded IP belongs to a workload with the peer's identity); otherwise we connect
+//   from the node's own address. A peer cannot spoof another pod's IP into our pods' logs or
+//   ipBlocks rules.
+import net, { type Socket } from 'node:net';
+import type { Logger } from '@hypha/shared';
+import type { ConfigState, Workload } from '@hypha/shared/config';
+import {
+  copyBidirectional,
+  createByteCounters,
+  type HboneRequest,
+  type HboneResponse,
+} from '@hypha/shared/hbone';
+import type { SpiffeId } from '@hypha/shared/identity';
+import { evaluateL4, type L4Decision } from '@hypha/shared/policy';
+import { connectTransparent } from '../native/index.js';
+import type { ConnectionTracker } from './connections.js';
+
+export interface InboundOptions {
+  state: ConfigState;
+  nodeName: string;
+  tracker: ConnectionTracker;
+  logger: Logger;
+  /** Connect to pods from the client's IP (needs capture's policy routing and CAP_NET_ADMIN). */
+  transparent: boolean;
+  connectTimeoutMs?: number;
+}
+
+export type Admission =
+  | { ok: true; workload: Workload; port: number; decision: L4Decision }
+  | {
+      ok: false;
+      status: 400 | 401 | 503;
+      flag: string;
+      reason: string;
+      workload?: Workload;
+      policy?: string;
+    };
+
+export interface AdmitRequest {
+  /** The pod IP the client wanted. */
+  destinationIp: string;
+  port: number;
+  /** Verified peer identity; undefined for plaintext. */
+  peer: SpiffeId | undefined;
+  sourceIp: string;
+}
+
+export class Inbound {
+  readonly #o: InboundOptions;
+  readonly #log: Logger;
+  readonly #failClosedLogged = new Set<string>();
+
+  constructor(options: InboundOptions) {
+    this.#o = options;
+    this.#log = options.logger.child({ component: 'inbound' });
+  }
+
+  /** The single admission decision for traffic to a local pod. */
+  admit(req: AdmitRequest): Admission {
+    const workload = this.#o.state.findWorkloadByIp(req.destinationIp);
+    if (workload === undefined || workload.node !== this.#o.nodeName || !workload.inMesh) {
+      return {
+        ok: false,
+        status: 503,
+        flag: 'NO_HEALTHY_UPSTREAM',
+        reason: `${req.destinationIp} is not a mesh pod on node ${this.#o.nodeName}`,
+      };
+    }
+    if (req.peer === undefined && workload.mtlsMode === 'strict') {
+      return {
+        ok: false,
+        status: 401,
+        flag: 'DENY',
+        workload,
+        reason: `plaintext refused: namespace ${workload.namespace} is in STRICT mTLS mode`,
+      };
+    }
+    const decision = evaluateL4(this.#o.state.findPoliciesFor(workload), {
+      source: { identity: req.peer, ip: req.sourceIp },
+      destination: { workload, port: req.port },
+    });
+    for (const a of decision.audit) {
+      this.#log.info(
+        { audit: `${a.namespace}/${a.name}`, rule: a.rule, peer: req.peer?.toString(), src: req.sourceIp },
+        'AUDIT policy matched',
+      );
+    }
+    if (decision.decision === 'deny') {
+      const policy = decision.policy ? `${decision.policy.namespace}/${decision.policy.name}` : undefined;
+      if (decision.failClosed && policy && !this.#failClosedLogged.has(policy)) {
+        this.#failClosedLogged.add(policy);
+        this.#log.warn({ policy }, decision.reason);
+      }
+      return { ok: false, status: 401, flag: 'DENY', workload, reason: decision.reason, policy };
+    }
+    return { ok: true, workload, port: req.port, decision };
+  }
+
+  /** HBONE CONNECT stream handler (port 15008). */
+  async handleHbone(req: HboneRequest): Promise<HboneResponse> {
+    const conn = req.connection;
+    const destinationIp = conn.originalDestination?.ip ?? conn.localAddress;
+    const port = req.authority.port;
+    const peer = req.peer.toString();
+    const claimed = req.forwardedFor;
+    const sourceIp = this.#vouchedSourceIp(req.peer, claimed?.ip) ?? conn.remoteAddress;
+    const base = {
+      direction: 'inbound' as const,
+      source: {
+        ip: sourceIp,
+        port: claimed?.port ?? conn.remotePort,
+        workload: claimed ? this.#o.state.findWorkloadByIp(claimed.ip) : undefined,
+        identity: peer,
+      },
+      destination: {
+        ip: destinationIp,
+        port,
+        workload: undefined as Workload | undefined,
+        identity: undefined as string | undefined,
+      },
+      mutualTls: true,
+    };
+    if (req.authority.host !== destinationIp) {
+      const reason = `authority ${req.authority.host}:${port} does not match the destination ${destinationIp}`;
+      this.#o.tracker.recordRefused(base, { responseFlags: 'BAD_REQUEST', error: reason });
+      return { status: 400, reason };
+    }
+    const admission = this.admit({ destinationIp, port, peer: req.peer, sourceIp });
+    base.destination.workload = admission.workload;
+    base.destination.identity = admission.workload?.identity.toString();
+    if (!admission.ok) {
+      this.#o.tracker.recordRefused(base, {
+        responseFlags: admission.flag,
+        error: admission.reason,
+        policy: admission.policy,
+      });
+      return { status: admission.status, reason: admission.reason };
+    }
+    let upstream: Socket;
+    try {
+      upstream = await this.connectToPod(sourceIp, destinationIp, port, req.signal);
+    } catch (err) {
+      const reason = `connect to ${destinationIp}:${port} failed: ${(err as Error).message}`;
+      this.#o.tracker.recordRefused(base, { responseFlags: 'UPSTREAM_CONNECT_FAILURE', error: reason });
+      return { status: 503, reason };
+    }
+    if (req.signal.aborted) {
+      upstream.destroy();
+      return { status: 503, reason: 'client went away' };
+    }
+    const { finish } = this.#o.tracker.open(
+      { ...base, abort: (why) => upstream.destroy(new Error(why)) },
+      req.counters,
+    );
+    return {
+      status: 200,
+      upstream,
+      onDone: (result) =>
+        finish(
+          result.error && result.outcome !== 'complete'
+            ? { responseFlags: '-', error: result.error.message }
+            : { responseFlags: '-' },
+        ),
+    };
+  }
+
+  /** Plaintext capture (port 15006): no peer identity; STRICT refuses, PERMISSIVE applies policy. */
+  async handlePlaintext(socket: Socket, destination: { ip: string; port: number }): Promise<void> {
+    socket.on('error', () => {});
+    const sourceIp = stripV4Mapped(socket.remoteAddress ?? '');
+    const sourcePort = socket.remotePort ?? 0;
+    const base = {
+      direction: 'inbound_plaintext' as const,
+      source: { ip: sourceIp, port: sourcePort, workload: this.#o.state.findWorkloadByIp(sourceIp) },
+      destination: {
+        ip: destination.ip,
+        port: destination.port,
+        workload: undefined as Workload | undefined,
+      },
+      mutualTls: false,
+    };
+    const admission = this.admit({
+      destinationIp: destination.ip,
+      port: destination.port,
+      peer: undefined,
+      sourceIp,
+    });
+    base.destination.workload = admission.workload;
+    if (!admission.ok) {
+      this.#o.tracker.recordRefused(base, {
+        responseFlags: admission.flag,
+        error: admission.reason,
+        policy: admission.policy,
+      });
+      socket.destroy();
+      return;
+    }
+    let upstream: Socket;
+    try {
+      upstream = await this.connectToPod(sourceIp, destination.ip, destination.port);
+    } catch (err) {
+      this.#o.tracker.recordRefused(base, {
+        responseFlags: 'UPSTREAM_CONNECT_FAILURE',
+        error: `connect to ${destination.ip}:${destination.port} failed: ${(err as Error).message}`,
+      });
+      socket.destroy();
+      return;
+    }
+    if (socket.destroyed) {
+      upstream.destroy();
+      return;
+    }
+    const bytes = createByteCounters();
+    const { finish } = this.#o.tracker.open(
+      { ...base, abort: (why) => upstream.destroy(new Error(why)) },
+      bytes,
+    );
+    const r = await copyBidirectional(socket, upstream, { counters: bytes });
+    finish({ responseFlags: '-', ...(r.error ? { error: r.error.message } : {}) });
+  }
+
+  /**
+   * Connects to a local pod. From the client's IP when we may (transparent socket, see the
+   * invariant above), else from the node's address.
+   */
+  async connectToPod(
+    sourceIp: string | undefined,
+    podIp: string,
+    port: number,
+    signal?: AbortSignal,
+  ): Promise<Socket> {
+    const timeoutMs = this.#o.connectTimeoutMs ?? 10_000;
+    if (this.#o.transparent && sourceIp !== undefined && sourceIp !== podIp) {
+      return connectTransparent({
+        localAddress: sourceIp,
+        remoteAddress: podIp,
+        remotePort: port,
+        // No SO_MARK here: the mark routes *replies* to us locally (capture's policy routing);
+        // on our own SYN it would loop the packet back into this node instead of to the pod.
+        timeoutMs,
+        allowHalfOpen: true,
+        ...(signal ? { signal } : {}),
+      });
+    }
+    return new Promise<Socket>((resolve, reject) => {
+      const s = net.connect({ host: podIp, port, allowHalfOpen: true });
+      const timer = setTimeout(() => s.destroy(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
+      const onAbort = () => s.destroy(new Error('cancelled'));
+      signal?.addEventListener('abort', onAbort, { once: true });
+      s.once('connect', () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        resolve(s);
+      });
+      s.once('error', (err) => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        reject(err);
+      });
+    });
+  }
+
+  /** The claimed client IP, if a workload with that IP has exactly the peer's identity. */
+  #vouchedSourceIp(peer: SpiffeId, claimedIp: string | undefined): string | undefined {
+    if (claimedIp === undefined) return undefined;
+    const w = this.#o.state.findWorkloadByIp(claimedIp);
+    return w !== undefined && w.identity.equals(peer) ? claimedIp : undefined;
+  }
+}
+
+export function stripV4Mapped(ip: string): string {
+  return ip.startsWith('::ffff:') ? ip.slice(7) : ip;
+}

@@ -1,0 +1,365 @@
+// Outbound: TCP from a local mesh pod, redirected to 15001 by capture.
+//
+//   accept ─► original destination (SO_ORIGINAL_DST) ─► source workload (must be a local mesh pod)
+//          ─► resolve: service VIP with a waypoint → HBONE to the waypoint (authority VIP:port)
+//                      service VIP → pick a ready endpoint (round robin) → HBONE to endpoint:15008
+//                      mesh pod IP → HBONE directly (via its waypoint when bound)
+//                      anything else → plain TCP passthrough (or refused in registry-only mode)
+//          ─► same node? hand to Inbound in-process : pooled HBONE tunnel ─► copy bytes
+//
+// Invariants:
+// - The agent always presents the *source workload's* certificate; it never tunnels for an IP
+//   that is not a local mesh pod.
+// - A service bound to a waypoint whose waypoint is missing fails closed: no direct fallback,
+//   or L7 policy could be bypassed by waiting for the waypoint to go away.
+import net, { type Socket } from 'node:net';
+import type { Logger } from '@hypha/shared';
+import type { ConfigState, Endpoint, Service, Workload } from '@hypha/shared/config';
+import { copyBidirectional, createByteCounters, type HbonePool, isHboneError } from '@hypha/shared/hbone';
+import type { CertManager, SpiffeId } from '@hypha/shared/identity';
+import type { ConnectionStart, ConnectionTracker } from './connections.js';
+import { type Inbound, stripV4Mapped } from './inbound.js';
+
+export interface OutboundOptions {
+  state: ConfigState;
+  nodeName: string;
+  pool: HbonePool;
+  certs: CertManager;
+  inbound: Inbound;
+  tracker: ConnectionTracker;
+  logger: Logger;
+  outboundPolicy: 'passthrough' | 'registry-only';
+  /** SO_ORIGINAL_DST of an accepted socket. */
+  findOriginalDestination: (socket: Socket) => { ip: string; port: number };
+  hbonePort?: number;
+}
+
+type Target =
+  | {
+      kind: 'hbone';
+      ip: string;
+      authority: string;
+      expected: SpiffeId[];
+      workload: Workload | undefined;
+      service: Service | undefined;
+      port: number;
+      viaWaypoint: boolean;
+    }
+  | { kind: 'local'; workload: Workload; port: number; service: Service | undefined }
+  | { kind: 'plain'; ip: string; port: number; workload: Workload | undefined; service: Service | undefined }
+  | { kind: 'refuse'; flag: string; reason: string; service: Service | undefined };
+
+export class Outbound {
+  readonly #o: OutboundOptions;
+  readonly #log: Logger;
+  /** Round-robin cursor per service (namespace/name). */
+  readonly #rr = new Map<string, number>();
+
+  constructor(options: OutboundOptions) {
+    this.#o = options;
+    this.#log = options.logger.child({ component: 'outbound' });
+  }
+
+  handleSocket(socket: Socket): void {
+    socket.on('error', () => {});
+    void this.#handle(socket).catch((err) => {
+      this.#log.error({ err }, 'outbound connection failed unexpectedly');
+      socket.destroy();
+    });
+  }
+
+  async #handle(socket: Socket): Promise<void> {
+    const srcIp = stripV4Mapped(socket.remoteAddress ?? '');
+    const srcPort = socket.remotePort ?? 0;
+    let dst: { ip: string; port: number };
+    try {
+      dst = this.#o.findOriginalDestination(socket);
+    } catch (err) {
+      this.#log.warn({ err: (err as Error).message, src: `${srcIp}:${srcPort}` }, 'no original destination');
+      socket.destroy();
+      return;
+    }
+    const source = this.#o.state.findWorkloadByIp(srcIp);
+    const start: Omit<ConnectionStart, 'abort'> = {
+      direction: 'outbound',
+      source: { ip: srcIp, port: srcPort, workload: source, identity: source?.identity.toString() },
+      destination: { ip: dst.ip, port: dst.port },
+      mutualTls: false,
+    };
+    if (source === undefined || source.node !== this.#o.nodeName || !source.inMesh) {
+      this.#o.tracker.recordRefused(start, {
+        responseFlags: 'IDENTITY_ERROR',
+        error: `source ${srcIp} is not a mesh pod on node ${this.#o.nodeName}`,
+      });
+      socket.destroy();
+      return;
+    }
+    const target = this.#resolve(dst.ip, dst.port);
+    const svc = target.service
+      ? { name: target.service.name, namespace: target.service.namespace }
+      : undefined;
+    start.destination.service = svc;
+    switch (target.kind) {
+      case 'refuse':
+        this.#o.tracker.recordRefused(start, { responseFlags: target.flag, error: target.reason });
+        socket.destroy();
+        return;
+      case 'plain':
+        start.direction = 'passthrough';
+        start.destination = {
+          ...start.destination,
+          ip: target.ip,
+          port: target.port,
+          workload: target.workload,
+        };
+        return this.#plain(socket, start, target.ip, target.port);
+      case 'local':
+        start.destination = {
+          ...start.destination,
+          ip: target.workload.ips[0] ?? dst.ip,
+          port: target.port,
+          workload: target.workload,
+          identity: target.workload.identity.toString(),
+        };
+        start.mutualTls = true;
+        return this.#local(socket, start, source, target.workload, target.port);
+      case 'hbone':
+        start.destination = {
+          ...start.destination,
+          ip: target.ip,
+          port: target.port,
+          workload: target.workload,
+          identity: target.expected.map(String).join(','),
+        };
+        start.mutualTls = true;
+        return this.#tunnel(socket, start, source, target);
+    }
+  }
+
+  /** Decides where a connection to ip:port goes. Synchronous map reads only. */
+  #resolve(ip: string, port: number): Target {
+    const state = this.#o.state;
+    const service = state.findServiceByVip(ip, port);
+    if (service !== undefined) {
+      if (service.waypoint !== undefined)
+        return this.#viaWaypoint(service.waypoint, service, `${ip}:${port}`, port);
+      const picked = this.#pickEndpoint(service, port);
+      if (picked === undefined) {
+        return {
+          kind: 'refuse',
+          flag: 'NO_HEALTHY_UPSTREAM',
+          reason: `service ${service.namespace}/${service.name} has no ready endpoint for port ${port}`,
+          service,
+        };
+      }
+      const { endpoint, targetPort } = picked;
+      const workload = endpoint.workloadUid
+        ? state.findWorkloadByUid(endpoint.workloadUid)
+        : state.findWorkloadByIp(endpoint.ip);
+      return this.#toWorkload(endpoint.ip, targetPort, workload, service);
+    }
+    const workload = state.findWorkloadByIp(ip);
+    if (workload !== undefined) {
+      if (workload.inMesh && workload.waypoint !== undefined) {
+        return this.#viaWaypoint(workload.waypoint, undefined, `${ip}:${port}`, port);
+      }
+      return this.#toWorkload(ip, port, workload, undefined);
+    }
+    if (this.#o.outboundPolicy === 'registry-only') {
+      return {
+        kind: 'refuse',
+        flag: 'NO_ROUTE',
+        reason: `${ip}:${port} is not in the mesh registry`,
+        service: undefined,
+      };
+    }
+    return { kind: 'plain', ip, port, workload: undefined, service: undefined };
+  }
+
+  #toWorkload(
+    ip: string,
+    port: number,
+    workload: Workload | undefined,
+    service: Service | undefined,
+  ): Target {
+    if (workload === undefined || !workload.inMesh) return { kind: 'plain', ip, port, workload, service };
+    if (workload.node === this.#o.nodeName) return { kind: 'local', workload, port, service };
+    return {
+      kind: 'hbone',
+      ip,
+      authority: formatHostPort(ip, port),
+      expected: [workload.identity],
+      workload,
+      service,
+      port,
+      viaWaypoint: false,
+    };
+  }
+
+  #viaWaypoint(
+    ref: { namespace: string; name: string },
+    service: Service | undefined,
+    authority: string,
+    port: number,
+  ): Target {
+    const lookup = this.#o.state.findWaypoint(ref.namespace, ref.name);
+    if (lookup === undefined) {
+      return {
+        kind: 'refuse',
+        flag: 'NO_HEALTHY_UPSTREAM',
+        reason: `waypoint ${ref.namespace}/${ref.name} does not exist; failing closed`,
+        service,
+      };
+    }
+    const pods = this.#o.state.findWaypointWorkloads(ref).filter((w) => w.ready && w.ips.length > 0);
+    const pod =
+      pods.length > 0 ? pods[this.#next(`wp/${ref.namespace}/${ref.name}`) % pods.length] : undefined;
+    if (pod === undefined) {
+      return {
+        kind: 'refuse',
+        flag: 'NO_HEALTHY_UPSTREAM',
+        reason: `waypoint ${ref.namespace}/${ref.name} has no ready pod; failing closed`,
+        service,
+      };
+    }
+    return {
+      kind: 'hbone',
+      ip: pod.ips[0]!,
+      authority,
+      expected: [lookup.identity],
+      workload: pod,
+      service,
+      port,
+      viaWaypoint: true,
+    };
+  }
+
+  #pickEndpoint(service: Service, port: number): { endpoint: Endpoint; targetPort: number } | undefined {
+    const ready: { endpoint: Endpoint; targetPort: number }[] = [];
+    for (const endpoint of service.endpoints) {
+      if (!endpoint.ready) continue;
+      const targetPort = endpoint.targetPorts.get(port);
+      if (targetPort !== undefined) ready.push({ endpoint, targetPort });
+    }
+    if (ready.length === 0) return undefined;
+    return ready[this.#next(`${service.namespace}/${service.name}`) % ready.length];
+  }
+
+  #next(key: string): number {
+    const n = this.#rr.get(key) ?? 0;
+    this.#rr.set(key, n + 1);
+    return n;
+  }
+
+  #plain(socket: Socket, start: Omit<ConnectionStart, 'abort'>, ip: string, port: number): void {
+    const upstream = net.connect({ host: ip, port, allowHalfOpen: true });
+    const bytes = createByteCounters();
+    let finish: ((info?: { responseFlags?: string; error?: string }) => void) | undefined;
+    upstream.once('connect', () => {
+      finish = this.#o.tracker.open(
+        { ...start, abort: (why) => upstream.destroy(new Error(why)) },
+        bytes,
+      ).finish;
+      void copyBidirectional(socket, upstream, { counters: bytes }).then((r) =>
+        finish?.({ responseFlags: '-', ...(r.error ? { error: r.error.message } : {}) }),
+      );
+    });
+    upstream.once('error', (err) => {
+      if (finish) return;
+      this.#o.tracker.recordRefused(start, { responseFlags: 'UPSTREAM_CONNECT_FAILURE', error: err.message });
+      socket.destroy();
+    });
+  }
+
+  async #local(
+    socket: Socket,
+    start: Omit<ConnectionStart, 'abort'>,
+    source: Workload,
+    workload: Workload,
+    port: number,
+  ): Promise<void> {
+    const podIp = start.destination.ip;
+    const admission = this.#o.inbound.admit({
+      destinationIp: podIp,
+      port,
+      peer: source.identity,
+      sourceIp: start.source.ip,
+    });
+    if (!admission.ok) {
+      this.#o.tracker.recordRefused(
+        { ...start, direction: 'inbound' },
+        { responseFlags: admission.flag, error: admission.reason, policy: admission.policy },
+      );
+      socket.destroy();
+      return;
+    }
+    let upstream: Socket;
+    try {
+      upstream = await this.#o.inbound.connectToPod(start.source.ip, podIp, port);
+    } catch (err) {
+      this.#o.tracker.recordRefused(start, {
+        responseFlags: 'UPSTREAM_CONNECT_FAILURE',
+        error: `connect to ${workload.namespace}/${workload.name} ${podIp}:${port}: ${(err as Error).message}`,
+      });
+      socket.destroy();
+      return;
+    }
+    if (socket.destroyed) {
+      upstream.destroy();
+      return;
+    }
+    const bytes = createByteCounters();
+    // Same node: one tracked connection, reported from the destination's side like an inbound one.
+    const { finish } = this.#o.tracker.open(
+      { ...start, direction: 'inbound', abort: (why) => upstream.destroy(new Error(why)) },
+      bytes,
+    );
+    const r = await copyBidirectional(socket, upstream, { counters: bytes });
+    finish({ responseFlags: '-', ...(r.error ? { error: r.error.message } : {}) });
+  }
+
+  async #tunnel(
+    socket: Socket,
+    start: Omit<ConnectionStart, 'abort'>,
+    source: Workload,
+    target: Extract<Target, { kind: 'hbone' }>,
+  ): Promise<void> {
+    const abort = new AbortController();
+    const onClose = () => abort.abort();
+    socket.once('close', onClose);
+    try {
+      const cert =
+        this.#o.certs.findCertificate(source.identity) ??
+        (await this.#o.certs.fetchCertificate(source.identity));
+      const tunnel = await this.#o.pool.connect({
+        source: cert,
+        destination: { ip: target.ip, port: this.#o.hbonePort ?? 15008 },
+        expectedIdentities: target.expected,
+        authority: target.authority,
+        forwardedFor: { ip: start.source.ip, port: start.source.port },
+        signal: abort.signal,
+      });
+      socket.off('close', onClose);
+      if (socket.destroyed) {
+        tunnel.stream.destroy();
+        return;
+      }
+      const bytes = createByteCounters();
+      const { finish } = this.#o.tracker.open(
+        { ...start, abort: (why) => socket.destroy(new Error(why)) },
+        bytes,
+      );
+      const r = await copyBidirectional(socket, tunnel.stream, { counters: bytes });
+      finish({ responseFlags: '-', ...(r.error ? { error: r.error.message } : {}) });
+    } catch (err) {
+      socket.off('close', onClose);
+      const flag = isHboneError(err) ? err.responseFlag : 'CONNECT';
+      this.#o.tracker.recordRefused(start, { responseFlags: flag, error: (err as Error).message });
+      socket.destroy();
+    }
+  }
+}
+
+function formatHostPort(ip: string, port: number): string {
+  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+}

@@ -1,0 +1,276 @@
+// A whole Hypha mesh on one Linux machine: a network-namespace cluster (from @hypha/test), a CA
+// and one real `hypha agent` process per node, configured from a YAML file like a laptop install.
+// `hypha demo` and the end-to-end tests both stand on this, so the demo shows what the tests prove.
+//
+//   node-a netns: hypha ca serve (on node-a's fabric address :15012), hypha agent --node node-a
+//   node-b netns: hypha agent --node node-b
+//   pods: one netns each, behind their node; apps started by the caller
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Logger } from '@hypha/shared';
+import { CertificateAuthority } from '@hypha/shared/identity';
+import { type ClusterPod, TestCluster } from '@hypha/test';
+import { stringify } from 'yaml';
+
+export interface LocalMeshOptions {
+  nodes: readonly string[];
+  logger?: Logger;
+  trustDomain?: string;
+  /** Agent log level (its JSON lines are parsed; access logs are at info). */
+  agentLogLevel?: string;
+  /** Drain deadline for agents on stop. */
+  drainTimeout?: string;
+  /** Extra flags for every agent. */
+  agentArgs?: readonly string[];
+}
+
+/** One JSON log line of an agent (access logs have `type: "access"`). */
+export type LogEvent = Record<string, unknown>;
+
+export interface AgentProcess {
+  readonly node: string;
+  readonly process: ChildProcess;
+  readonly events: LogEvent[];
+  /** Resolves with the first log event (past or future) matching `predicate`. */
+  waitFor(predicate: (e: LogEvent) => boolean, timeoutMs?: number): Promise<LogEvent>;
+  /** Non-JSON output (crashes, Node warnings), last 8 KiB. */
+  readonly stderrText: () => string;
+}
+
+const HYPHA_BIN = fileURLToPath(new URL('../../bin/hypha.js', import.meta.url));
+
+export class LocalMesh {
+  readonly cluster: TestCluster;
+  readonly dir: string;
+  readonly configPath: string;
+  readonly trustDomain: string;
+  readonly agents = new Map<string, AgentProcess>();
+  readonly caAddress: string;
+  readonly #opts: LocalMeshOptions;
+  readonly #tokens = new Map<string, string>();
+  #ca: ChildProcess | undefined;
+  #stopped = false;
+
+  private constructor(cluster: TestCluster, dir: string, opts: LocalMeshOptions) {
+    this.cluster = cluster;
+    this.dir = dir;
+    this.configPath = join(dir, 'mesh.yaml');
+    this.trustDomain = opts.trustDomain ?? 'cluster.local';
+    this.#opts = opts;
+    this.caAddress = `https://${cluster.node(opts.nodes[0]!).ip}:15012`;
+  }
+
+  /** Builds the cluster and the CA; agents start with startAgents() once pods and config exist. */
+  static async create(opts: LocalMeshOptions): Promise<LocalMesh> {
+    const cluster = await TestCluster.create({
+      nodes: opts.nodes,
+      ...(opts.logger ? { logger: opts.logger } : {}),
+    });
+    const dir = await mkdtemp(join(tmpdir(), 'hypha-mesh-'));
+    const mesh = new LocalMesh(cluster, dir, opts);
+    try {
+      await mesh.writeConfig([]);
+      await mesh.#startCa();
+    } catch (err) {
+      await mesh.stop();
+      throw err;
+    }
+    return mesh;
+  }
+
+  addPod(node: string, name: string, namespace: string): Promise<ClusterPod> {
+    return this.cluster.addPod({ node, name, namespace });
+  }
+
+  /** Writes the mesh config (Kubernetes-shaped objects); running agents pick it up live. */
+  async writeConfig(objects: readonly unknown[] | string): Promise<void> {
+    const text = typeof objects === 'string' ? objects : objects.map((o) => stringify(o)).join('---\n');
+    // Write-then-rename so an agent never reads a half-written file.
+    const tmp = `${this.configPath}.tmp`;
+    await writeFile(tmp, text);
+    const { rename } = await import('node:fs/promises');
+    await rename(tmp, this.configPath);
+  }
+
+  async #startCa(): Promise<void> {
+    const caDir = join(this.dir, 'ca');
+    const ca = await CertificateAuthority.init({ trustDomain: this.trustDomain });
+    await ca.save(caDir);
+    const tokens = this.#opts.nodes.map((node) => {
+      const token = randomBytes(16).toString('hex');
+      this.#tokens.set(node, token);
+      return { token, node };
+    });
+    await writeFile(join(this.dir, 'tokens.yaml'), stringify({ tokens }));
+    for (const [node, token] of this.#tokens) await writeFile(join(this.dir, `token-${node}`), token);
+    const first = this.cluster.node(this.#opts.nodes[0]!);
+    this.#ca = this.cluster.spawnNode(
+      first.netns,
+      HYPHA_BIN,
+      [
+        '--log-level',
+        'info',
+        'ca',
+        'serve',
+        '--dir',
+        caDir,
+        '--tokens',
+        join(this.dir, 'tokens.yaml'),
+        '--pods',
+        this.configPath,
+        '--listen',
+        `${first.ip}:15012`,
+        '--san',
+        first.ip,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const proc = track(this.#ca, 'ca');
+    await proc.waitFor((e) => typeof e.msg === 'string' && /listening/i.test(e.msg), 20_000);
+  }
+
+  get rootCertPath(): string {
+    return join(this.dir, 'ca', 'root-cert.pem');
+  }
+
+  /** Starts one agent per node (or the named ones) and waits until each reports ready. */
+  async startAgents(nodes: readonly string[] = this.#opts.nodes, timeoutMs = 30_000): Promise<void> {
+    await Promise.all(nodes.map((n) => this.startAgent(n, timeoutMs)));
+  }
+
+  async startAgent(node: string, timeoutMs = 30_000): Promise<AgentProcess> {
+    const n = this.cluster.node(node);
+    const child = this.cluster.spawnNode(
+      n.netns,
+      HYPHA_BIN,
+      [
+        '--log-level',
+        this.#opts.agentLogLevel ?? 'info',
+        'agent',
+        '--node',
+        node,
+        '--config',
+        `file:${this.configPath}`,
+        '--ca-address',
+        this.caAddress,
+        '--ca-token-file',
+        join(this.dir, `token-${node}`),
+        '--ca-root-file',
+        this.rootCertPath,
+        '--trust-domain',
+        this.trustDomain,
+        '--drain-timeout',
+        this.#opts.drainTimeout ?? '1s',
+        ...(this.#opts.agentArgs ?? []),
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const agent: AgentProcess = { node, ...track(child, `agent ${node}`) };
+    this.agents.set(node, agent);
+    await agent.waitFor((e) => e.msg === 'ready', timeoutMs);
+    return agent;
+  }
+
+  /** Access-log lines of every agent so far. */
+  accessLogs(): LogEvent[] {
+    return [...this.agents.values()].flatMap((a) => a.events.filter((e) => e.type === 'access'));
+  }
+
+  /** Runs a Node one-liner inside a node's namespace and returns what it printed (admin, metrics). */
+  async fetchInNode(node: string, url: string, method = 'GET'): Promise<string> {
+    const script = `fetch(${JSON.stringify(url)},{method:${JSON.stringify(method)}}).then(async r=>{process.stdout.write(await r.text());process.exitCode=r.ok?0:1}).catch(e=>{console.error(e.message);process.exitCode=2})`;
+    const r = await this.cluster.exec(this.cluster.node(node).netns, process.execPath, ['-e', script]);
+    return r.stdout;
+  }
+
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    await this.cluster.destroy();
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+function track(child: ChildProcess, name: string): Omit<AgentProcess, 'node'> {
+  const events: LogEvent[] = [];
+  const waiters = new Set<{ p: (e: LogEvent) => boolean; resolve: (e: LogEvent) => void }>();
+  let stderr = '';
+  let buf = '';
+  const onLine = (line: string) => {
+    if (!line.startsWith('{')) {
+      stderr = (stderr + line + '\n').slice(-8192);
+      return;
+    }
+    let e: LogEvent;
+    try {
+      e = JSON.parse(line) as LogEvent;
+    } catch {
+      stderr = (stderr + line + '\n').slice(-8192);
+      return;
+    }
+    events.push(e);
+    for (const w of waiters) {
+      if (w.p(e)) {
+        waiters.delete(w);
+        w.resolve(e);
+      }
+    }
+  };
+  const feed = (d: Buffer) => {
+    buf += d.toString();
+    let i = buf.indexOf('\n');
+    while (i >= 0) {
+      onLine(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+      i = buf.indexOf('\n');
+    }
+  };
+  child.stdout?.on('data', feed);
+  child.stderr?.on('data', feed);
+  let exited: string | undefined;
+  const exitWaiters = new Set<(why: string) => void>();
+  child.once('exit', (code, signal) => {
+    exited = `${name} exited (code ${code}, signal ${signal})`;
+    for (const w of exitWaiters) w(exited);
+  });
+  return {
+    process: child,
+    events,
+    stderrText: () => stderr,
+    waitFor(p, timeoutMs = 10_000) {
+      const seen = events.find(p);
+      if (seen) return Promise.resolve(seen);
+      return new Promise((resolve, reject) => {
+        const fail = (why: string) => {
+          clearTimeout(timer);
+          waiters.delete(w);
+          exitWaiters.delete(fail);
+          const last = events
+            .slice(-5)
+            .map((e) => JSON.stringify(e))
+            .join('\n');
+          reject(new Error(`${why}\nlast log lines:\n${last}\n${stderr.slice(-2000)}`));
+        };
+        const timer = setTimeout(
+          () => fail(`timed out after ${timeoutMs} ms waiting for ${name}`),
+          timeoutMs,
+        );
+        const w = {
+          p,
+          resolve: (e: LogEvent) => {
+            clearTimeout(timer);
+            exitWaiters.delete(fail);
+            resolve(e);
+          },
+        };
+        waiters.add(w);
+        if (exited) fail(exited);
+        else exitWaiters.add(fail);
+      });
+    },
+  };
+}
