@@ -169,6 +169,14 @@ export class TestCluster {
       } catch (err) {
         if (err instanceof ClusterError && err.code === 'TOOL_MISSING') throw err;
         if (err instanceof ClusterError && /exists/i.test(err.message)) continue;
+        if (err instanceof ClusterError && /not permitted|permission denied|read-only/i.test(err.message)) {
+          throw new ClusterError(
+            'NETNS_UNSUPPORTED',
+            `cannot create network namespaces here (${err.message}); run as root on a Linux host, or in a ` +
+              'container with --privileged (CAP_SYS_ADMIN and CAP_NET_ADMIN)',
+            { cause: err },
+          );
+        }
         throw err;
       }
     }

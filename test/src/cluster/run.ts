@@ -14,6 +14,7 @@ export class ClusterError extends Error {
 
 export type ClusterErrorCode =
   | 'NOT_ROOT'
+  | 'NETNS_UNSUPPORTED'
   | 'TOOL_MISSING'
   | 'COMMAND_FAILED'
   | 'NO_FREE_BLOCK'
