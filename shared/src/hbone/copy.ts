@@ -53,6 +53,13 @@ function isH2Stream(s: Duplex): s is Duplex & H2StreamLike {
   return 'rstCode' in s && 'session' in s && typeof (s as unknown as H2StreamLike).close === 'function';
 }
 
+const resetLocally = new WeakSet<Duplex>();
+
+/** True if this side reset the stream through resetStream (as opposed to the peer resetting it). */
+export function wasResetLocally(s: Duplex): boolean {
+  return resetLocally.has(s);
+}
+
 /**
  * Resets a stream the way its protocol spells "reset": RST_STREAM for HTTP/2, TCP RST for sockets.
  *
@@ -63,6 +70,7 @@ function isH2Stream(s: Duplex): s is Duplex & H2StreamLike {
  */
 export function resetStream(s: Duplex): void {
   if (s.destroyed) return;
+  resetLocally.add(s);
   if (isH2Stream(s)) {
     if (s.writableEnded) s.close(h2.NGHTTP2_CONNECT_ERROR);
     else s.destroy(new Error('tunnel reset: the other side of the tunnel failed'));

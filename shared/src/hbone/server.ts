@@ -43,6 +43,7 @@ import {
   copyBidirectional,
   createByteCounters,
   resetStream,
+  wasResetLocally,
 } from './copy.js';
 import { HBONE_REASON_HEADER, HboneError, type HboneErrorCode } from './errors.js';
 import {
@@ -157,6 +158,7 @@ interface SessionState {
   earlyResets: number;
   controlFrames: number;
   idleTimer: NodeJS.Timeout | undefined;
+  abusive: boolean;
 }
 
 export class HboneServer {
@@ -397,6 +399,7 @@ export class HboneServer {
       earlyResets: 0,
       controlFrames: 0,
       idleTimer: undefined,
+      abusive: false,
     };
     this.#sessions.add(state);
     this.#armIdle(state);
@@ -468,7 +471,8 @@ export class HboneServer {
 
   #goawayForAbuse(state: SessionState, why: string): void {
     const { session } = state;
-    if (session.destroyed) return;
+    if (session.destroyed || state.abusive) return;
+    state.abusive = true;
     this.#stats.goawaysForAbuse += 1;
     this.#log.warn(
       { peer: String(state.peer.id), connection: state.connection },
@@ -493,12 +497,21 @@ export class HboneServer {
     state.streams += 1;
     this.#armIdle(state);
     let answered = false;
+    const openedAt = Date.now();
     const controller = new AbortController();
     stream.once('close', () => {
       state.streams -= 1;
       this.#armIdle(state);
-      if (!answered) {
-        controller.abort();
+      if (!answered) controller.abort();
+      // Rapid reset (CVE-2023-44487): streams the peer cancels before or right after our answer
+      // cost us a handler run and an upstream connect each, and cost the peer nothing.
+      const peerReset =
+        !answered ||
+        (stream.rstCode !== undefined &&
+          stream.rstCode !== h2c.NGHTTP2_NO_ERROR &&
+          !wasResetLocally(stream) &&
+          Date.now() - openedAt < 1000);
+      if (peerReset) {
         this.#rollWindow(state);
         state.earlyResets += 1;
         if (state.earlyResets > this.#limits.maxEarlyResetsPerSecond) {
@@ -520,6 +533,11 @@ export class HboneServer {
       respondRefusal(stream, 400, 'bad_request');
       return;
     }
+
+    // Yield once so frames already read in the same batch are processed first: a stream that was
+    // opened and reset back to back (rapid reset) is then already closed and costs no handler run.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    if (stream.destroyed || stream.closed || state.session.destroyed) return;
 
     let response: HboneResponse;
     try {

@@ -213,7 +213,9 @@ describe('what the handler sees and answers', () => {
 
   test('a stream cancelled while the handler waits does not crash the server', async () => {
     const gate = Promise.withResolvers<void>();
+    const called = Promise.withResolvers<void>();
     answer = async (req) => {
+      called.resolve();
       await gate.promise;
       return tcpHandler(req) as Promise<HboneResponse>;
     };
@@ -221,7 +223,7 @@ describe('what the handler sees and answers', () => {
     try {
       const ac = new AbortController();
       const pending = pool.connect({ ...request(hbone.port), signal: ac.signal }).catch((e: unknown) => e);
-      await sleep(50);
+      await called.promise;
       ac.abort();
       expect(((await pending) as HboneError).code).toBe('STREAM_RESET');
       await sleep(20);
