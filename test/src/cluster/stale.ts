@@ -1,6 +1,7 @@
 // Removes what crashed runs left behind. Only namespaces carrying the harness marker
 // (`hyt<3 hex>-`) are ever considered, and a run whose owner process is still alive is left
 // alone, so calling this from one test file never breaks a cluster another file is using.
+import { statSync } from 'node:fs';
 import { CLUSTER_NETNS_PATTERN, OWNER_ALIAS_PREFIX } from './cluster.js';
 import { listNetns, removeNetnsSync, runCommand } from './run.js';
 
@@ -28,7 +29,8 @@ export async function cleanupStale(options: CleanupStaleOptions = {}): Promise<C
   const result: CleanupStaleResult = { removed: [], kept: [] };
   for (const [prefix, group] of byPrefix) {
     const owner = await fetchOwnerPid(`${prefix}-fabric`);
-    if (!options.force && owner !== undefined && isAlive(owner)) {
+    const claimedJustNow = owner === undefined && isYoung(`${prefix}-fabric`);
+    if (!options.force && ((owner !== undefined && isAlive(owner)) || claimedJustNow)) {
       result.kept.push(...group);
       continue;
     }
@@ -53,6 +55,18 @@ async function fetchOwnerPid(fabricNetns: string): Promise<number | undefined> {
     return Number.isInteger(pid) && pid > 0 ? pid : undefined;
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * A run being created has its fabric namespace for a few milliseconds before the owner alias is
+ * written; a young fabric without an owner is treated as live, not as a leftover.
+ */
+function isYoung(netns: string): boolean {
+  try {
+    return Date.now() - statSync(`/run/netns/${netns}`).mtimeMs < 30_000;
+  } catch {
+    return false;
   }
 }
 
