@@ -326,6 +326,18 @@ class WatchedFileSource implements FileSource {
         );
       }
     });
+    const values: unknown[] = [];
+    if (parseErrors.length === 0) {
+      list.forEach((doc, i) => {
+        try {
+          // Bounded alias expansion: a "billion laughs" document is an error, not an outage.
+          values.push(doc.toJS({ maxAliasCount: 100 }));
+        } catch (err) {
+          const where = { source: file, document: list.length > 1 ? i + 1 : undefined };
+          parseErrors.push(new ConfigError('PARSE_ERROR', where, '', (err as Error).message));
+        }
+      });
+    }
     if (parseErrors.length > 0) {
       const kept = previous?.objects ?? [];
       this.#report(
@@ -339,8 +351,8 @@ class WatchedFileSource implements FileSource {
       lastGood.set(objectId(o.kind, o.kind === 'Namespace' ? '' : o.namespace, o.name), o);
     const objects: ConfigObject[] = [];
     const errors: ConfigError[] = [];
-    list.forEach((doc, i) => {
-      const raws = flattenLists(doc.toJS({ maxAliasCount: 100 }));
+    values.forEach((value, i) => {
+      const raws = flattenLists(value);
       for (const raw of raws) {
         if (raw === null || raw === undefined) continue; // empty document (e.g. a trailing ---)
         const result = translateObject(raw, { source: file, document: list.length > 1 ? i + 1 : undefined });

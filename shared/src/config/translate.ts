@@ -396,8 +396,10 @@ export function isConfigKind(kind: string): kind is ConfigKind {
   return Object.hasOwn(KINDS, kind);
 }
 
-/** Expands `kind: List` objects (kubectl output) into their items; anything else is returned as is. */
+/** Expands `kind: List` objects (kubectl output) and arrays into their items; anything else is returned as is. */
 export function flattenLists(raw: unknown): unknown[] {
+  // A top-level array (e.g. a JSON file holding several objects) is a list too.
+  if (Array.isArray(raw)) return raw.flatMap(flattenLists);
   if (
     isRecord(raw) &&
     typeof raw.kind === 'string' &&

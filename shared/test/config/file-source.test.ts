@@ -193,6 +193,29 @@ spec:
     expect([...s.state.authorizationPolicies()].map((p) => p.action)).toEqual(['DENY']);
   });
 
+  it('treats an alias bomb as a parse error and reads top-level JSON arrays', async () => {
+    await writeFile(
+      join(dir, 'pods.json'),
+      JSON.stringify([{ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'demo' } }]),
+    );
+    const bomb = ['a: &a [x, x, x, x, x, x, x, x, x, x]'];
+    for (const [n, prev] of [
+      ['b', 'a'],
+      ['c', 'b'],
+      ['d', 'c'],
+      ['e', 'd'],
+    ]) {
+      bomb.push(`${n}: &${n} [${Array(10).fill(`*${prev}`).join(', ')}]`);
+    }
+    await writeFile(join(dir, 'bomb.yaml'), bomb.join('\n'));
+    const s = open(dir);
+    await s.start();
+    expect(s.state.findNamespace('demo')?.name).toBe('demo');
+    expect(errorLines()).toHaveLength(1);
+    expect(errorLines()[0]).toContain(`${join(dir, 'bomb.yaml')}: object: `);
+    expect(lines.find((l) => l.level === 50)).toMatchObject({ code: 'PARSE_ERROR' });
+  });
+
   it('watches a single file (also across rename-over saves)', async () => {
     const file = join(dir, 'cluster.yaml');
     await writeFile(file, [NAMESPACES, podYaml('a', '10.1.0.1')].join('---\n'));
