@@ -1,1 +1,9 @@
-export {};
+// Public surface of @hypha/agent (used by the end-to-end tests and benchmarks).
+export type { Agent } from './agent/app.js';
+export { startAgent } from './agent/app.js';
+export type { AgentConfig, ConfigSource } from './agent/config.js';
+export { DEFAULT_PORTS, parseConfigSource } from './agent/config.js';
+export type { DemoCheck, DemoResult } from './mesh/demo.js';
+export { DEMO_NODES, runDemoTraffic, startDemo } from './mesh/demo.js';
+export type { AgentProcess, LocalMeshOptions, LogEvent } from './mesh/local-mesh.js';
+export { LocalMesh } from './mesh/local-mesh.js';
