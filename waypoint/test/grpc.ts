@@ -25,7 +25,10 @@ export function unframe(data: Buffer): Buffer[] {
   return out;
 }
 
-export type GrpcMethod = (request: Buffer, send: (msg: string) => void) => Promise<{ status: number; message?: string }>;
+export type GrpcMethod = (
+  request: Buffer,
+  send: (msg: string) => void,
+) => Promise<{ status: number; message?: string }>;
 
 export interface GrpcServer {
   ip: string;
@@ -45,7 +48,10 @@ export async function startGrpcServer(ip: string, methods: Record<string, GrpcMe
     stream.on('end', async () => {
       const method = methods[String(headers[':path'])];
       if (method === undefined) {
-        stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '12' }, { endStream: true });
+        stream.respond(
+          { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '12' },
+          { endStream: true },
+        );
         return;
       }
       stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
@@ -80,11 +86,29 @@ export interface GrpcResult {
   arrivals: number[];
 }
 
-export function grpcCall(session: http2.ClientHttp2Session, path: string, request: string, headers: Record<string, string> = {}): Promise<GrpcResult> {
+export function grpcCall(
+  session: http2.ClientHttp2Session,
+  path: string,
+  request: string,
+  headers: Record<string, string> = {},
+): Promise<GrpcResult> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const st = session.request({ ':method': 'POST', ':path': path, ':authority': 'reviews.shop.svc.cluster.local', 'content-type': 'application/grpc', te: 'trailers', ...headers });
-    const result: GrpcResult = { httpStatus: 0, messages: [], status: undefined, message: undefined, arrivals: [] };
+    const st = session.request({
+      ':method': 'POST',
+      ':path': path,
+      ':authority': 'reviews.shop.svc.cluster.local',
+      'content-type': 'application/grpc',
+      te: 'trailers',
+      ...headers,
+    });
+    const result: GrpcResult = {
+      httpStatus: 0,
+      messages: [],
+      status: undefined,
+      message: undefined,
+      arrivals: [],
+    };
     let buf = Buffer.alloc(0);
     st.on('response', (h) => {
       result.httpStatus = Number(h[':status']);

@@ -134,7 +134,10 @@ function translateRoute(
         port = named.port;
       }
       let list = byService.get(svc.key);
-      if (list === undefined) byService.set(svc.key, (list = []));
+      if (list === undefined) {
+        list = [];
+        byService.set(svc.key, list);
+      }
       target = list;
     } else if (refKind === 'Gateway' && group === 'gateway.networking.k8s.io') {
       if (ref.name !== inputs.gateway.name || ns !== inputs.gateway.namespace) return;

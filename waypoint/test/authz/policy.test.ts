@@ -1,16 +1,37 @@
 import { describe, expect, it } from 'vitest';
-import { type AuthzAttributes, compileAuthorizationPolicy, evaluateAuthz, indexPolicies, WaypointConfigError } from '../../src/index.js';
+import {
+  type AuthzAttributes,
+  compileAuthorizationPolicy,
+  evaluateAuthz,
+  indexPolicies,
+  WaypointConfigError,
+} from '../../src/index.js';
 
 const gw = { name: 'waypoint', namespace: 'shop' };
 const policy = (name: string, spec: Record<string, unknown>) =>
-  compileAuthorizationPolicy({ metadata: { name, namespace: 'shop' }, spec: { targetRefs: [{ kind: 'Service', name: 'api' }], ...spec } }, gw)!;
+  compileAuthorizationPolicy(
+    {
+      metadata: { name, namespace: 'shop' },
+      spec: { targetRefs: [{ kind: 'Service', name: 'api' }], ...spec },
+    },
+    gw,
+  )!;
 
-const attrs = (over: Partial<AuthzAttributes> = {}, req: Partial<NonNullable<AuthzAttributes['request']>> = {}): AuthzAttributes => ({
+const attrs = (
+  over: Partial<AuthzAttributes> = {},
+  req: Partial<NonNullable<AuthzAttributes['request']>> = {},
+): AuthzAttributes => ({
   principal: 'cluster.local/ns/shop/sa/web',
   sourceNamespace: 'shop',
   sourceIp: '10.1.2.3',
   port: 80,
-  request: { method: 'GET', path: '/api/v1/items', host: 'api.shop.svc.cluster.local:80', headers: {}, ...req },
+  request: {
+    method: 'GET',
+    path: '/api/v1/items',
+    host: 'api.shop.svc.cluster.local:80',
+    headers: {},
+    ...req,
+  },
   ...over,
 });
 
@@ -24,7 +45,8 @@ describe('AuthorizationPolicy evaluation', () => {
   });
 
   it('matches paths exactly, by prefix and by suffix', () => {
-    const deny = (paths: string[]) => policy('d', { action: 'DENY', rules: [{ to: [{ operation: { paths } }] }] });
+    const deny = (paths: string[]) =>
+      policy('d', { action: 'DENY', rules: [{ to: [{ operation: { paths } }] }] });
     expect(decide([deny(['/api/v1/items'])], attrs()).allowed).toBe(false);
     expect(decide([deny(['/api/v1/item'])], attrs()).allowed).toBe(true);
     expect(decide([deny(['/api/*'])], attrs()).allowed).toBe(false);
@@ -34,7 +56,10 @@ describe('AuthorizationPolicy evaluation', () => {
 
   it('orders DENY before ALLOW and denies when ALLOW policies exist but none match', () => {
     const allowGet = policy('a', { action: 'ALLOW', rules: [{ to: [{ operation: { methods: ['GET'] } }] }] });
-    const denyWeb = policy('d', { action: 'DENY', rules: [{ from: [{ source: { principals: ['*/sa/web'] } }] }] });
+    const denyWeb = policy('d', {
+      action: 'DENY',
+      rules: [{ from: [{ source: { principals: ['*/sa/web'] } }] }],
+    });
     expect(decide([allowGet], attrs()).allowed).toBe(true);
     expect(decide([allowGet], attrs({}, { method: 'PUT' })).allowed).toBe(false);
     expect(decide([allowGet, denyWeb], attrs())).toMatchObject({ allowed: false, policy: 'shop/d' });
@@ -50,8 +75,19 @@ describe('AuthorizationPolicy evaluation', () => {
       action: 'ALLOW',
       rules: [
         {
-          from: [{ source: { namespaces: ['shop'], ipBlocks: ['10.1.0.0/16'], notIpBlocks: ['10.1.9.0/24'] } }],
-          to: [{ operation: { ports: ['80'], hosts: ['API.shop.svc.cluster.local'], notMethods: ['DELETE'], notPaths: ['/admin*'] } }],
+          from: [
+            { source: { namespaces: ['shop'], ipBlocks: ['10.1.0.0/16'], notIpBlocks: ['10.1.9.0/24'] } },
+          ],
+          to: [
+            {
+              operation: {
+                ports: ['80'],
+                hosts: ['API.shop.svc.cluster.local'],
+                notMethods: ['DELETE'],
+                notPaths: ['/admin*'],
+              },
+            },
+          ],
         },
       ],
     });
@@ -78,10 +114,20 @@ describe('AuthorizationPolicy evaluation', () => {
   });
 
   it('ignores selector policies (the agents enforce them) and rejects bad fields by name', () => {
-    expect(compileAuthorizationPolicy({ metadata: { name: 'l4', namespace: 'shop' }, spec: { selector: { matchLabels: { app: 'x' } } } }, gw)).toBeUndefined();
-    const bad = () => policy('bad', { action: 'ALLOW', rules: [{ from: [{ source: { ipBlocks: ['10.0.0.0/99'] } }] }] });
+    expect(
+      compileAuthorizationPolicy(
+        { metadata: { name: 'l4', namespace: 'shop' }, spec: { selector: { matchLabels: { app: 'x' } } } },
+        gw,
+      ),
+    ).toBeUndefined();
+    const bad = () =>
+      policy('bad', { action: 'ALLOW', rules: [{ from: [{ source: { ipBlocks: ['10.0.0.0/99'] } }] }] });
     expect(bad).toThrow(WaypointConfigError);
-    expect(bad).toThrow(/AuthorizationPolicy shop\/bad: field spec\.rules\[0\]\.from\[0\]\.source\.ipBlocks\[0\]/);
-    expect(() => policy('k', { rules: [{ when: [{ key: 'request.auth.claims[iss]', values: ['x'] }] }] })).toThrow(/spec\.rules\[0\]\.when\[0\]\.key/);
+    expect(bad).toThrow(
+      /AuthorizationPolicy shop\/bad: field spec\.rules\[0\]\.from\[0\]\.source\.ipBlocks\[0\]/,
+    );
+    expect(() =>
+      policy('k', { rules: [{ when: [{ key: 'request.auth.claims[iss]', values: ['x'] }] }] }),
+    ).toThrow(/spec\.rules\[0\]\.when\[0\]\.key/);
   });
 });

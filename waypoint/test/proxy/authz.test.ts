@@ -1,7 +1,15 @@
 // L7 AuthorizationPolicy enforced by the waypoint, seen from clients with different identities.
 import { parseSpiffeId } from '@hypha/shared';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Backend, captureLog, send, service, startBackend, startWaypoint, type TestWaypoint } from '../helpers.js';
+import {
+  type Backend,
+  captureLog,
+  send,
+  service,
+  startBackend,
+  startWaypoint,
+  type TestWaypoint,
+} from '../helpers.js';
 
 const policy = (name: string, spec: Record<string, unknown>) => ({
   apiVersion: 'security.hypha.dev/v1',
@@ -25,19 +33,37 @@ beforeAll(async () => {
       services: [service('reviews', '10.96.2.1', [backend]), service('admin', '10.96.2.2', [admin])],
       authorizationPolicies: [
         // Gateway-wide: nobody reaches /internal/*, on any service.
-        policy('deny-internal', { targetRefs: [{ kind: 'Gateway', group: 'gateway.networking.k8s.io', name: 'waypoint' }], action: 'DENY', rules: [{ to: [{ operation: { paths: ['/internal/*'] } }] }] }),
+        policy('deny-internal', {
+          targetRefs: [{ kind: 'Gateway', group: 'gateway.networking.k8s.io', name: 'waypoint' }],
+          action: 'DENY',
+          rules: [{ to: [{ operation: { paths: ['/internal/*'] } }] }],
+        }),
         // DELETE needs the x-confirm header.
         policy('deny-unconfirmed-delete', {
           targetRefs: [{ kind: 'Service', name: 'reviews' }],
           action: 'DENY',
-          rules: [{ to: [{ operation: { methods: ['DELETE'] } }], when: [{ key: 'request.headers[x-confirm]', notValues: ['yes'] }] }],
+          rules: [
+            {
+              to: [{ operation: { methods: ['DELETE'] } }],
+              when: [{ key: 'request.headers[x-confirm]', notValues: ['yes'] }],
+            },
+          ],
         }),
-        policy('audit-writes', { targetRefs: [{ kind: 'Service', name: 'reviews' }], action: 'AUDIT', rules: [{ to: [{ operation: { methods: ['POST'] } }] }] }),
+        policy('audit-writes', {
+          targetRefs: [{ kind: 'Service', name: 'reviews' }],
+          action: 'AUDIT',
+          rules: [{ to: [{ operation: { methods: ['POST'] } }] }],
+        }),
         // admin: only the web service account, and only GETs of paths ending in .json.
         policy('allow-web', {
           targetRefs: [{ kind: 'Service', name: 'admin' }],
           action: 'ALLOW',
-          rules: [{ from: [{ source: { principals: ['cluster.local/ns/shop/sa/web'] } }], to: [{ operation: { methods: ['GET'], paths: ['*.json'] } }] }],
+          rules: [
+            {
+              from: [{ source: { principals: ['cluster.local/ns/shop/sa/web'] } }],
+              to: [{ operation: { methods: ['GET'], paths: ['*.json'] } }],
+            },
+          ],
         }),
       ],
     },
@@ -70,8 +96,12 @@ describe('DENY', () => {
 
   it('uses when conditions on request headers', async () => {
     expect((await send(tw.pool, '/item/1', { method: 'DELETE' })).status).toBe(403);
-    expect((await send(tw.pool, '/item/1', { method: 'DELETE', headers: { 'x-confirm': 'no' } })).status).toBe(403);
-    expect((await send(tw.pool, '/item/1', { method: 'DELETE', headers: { 'x-confirm': 'yes' } })).status).toBe(200);
+    expect(
+      (await send(tw.pool, '/item/1', { method: 'DELETE', headers: { 'x-confirm': 'no' } })).status,
+    ).toBe(403);
+    expect(
+      (await send(tw.pool, '/item/1', { method: 'DELETE', headers: { 'x-confirm': 'yes' } })).status,
+    ).toBe(200);
   });
 });
 
@@ -92,7 +122,9 @@ describe('AUDIT', () => {
   it('logs and counts matches without changing the answer', async () => {
     const r = await send(tw.pool, '/reviews', { method: 'POST', body: 'x' });
     expect(r.status).toBe(200);
-    expect(log.lines.some((l) => l.msg === 'AUDIT policy matched' && l.policy === 'shop/audit-writes')).toBe(true);
+    expect(log.lines.some((l) => l.msg === 'AUDIT policy matched' && l.policy === 'shop/audit-writes')).toBe(
+      true,
+    );
     const metrics = await tw.wp.registry.getSingleMetricAsString('hypha_waypoint_authz_audit_total');
     expect(metrics).toContain('hypha_waypoint_authz_audit_total{policy="shop/audit-writes"} 1');
   });

@@ -49,11 +49,21 @@ beforeAll(async () => {
     namespace: 'shop',
     vips: [vip],
     ports: [{ port: 9000, name: 'grpc', appProtocol: 'grpc' }],
-    endpoints: [{ ip: s.ip, targetPorts: { '9000': s.port }, workload: { name, namespace: 'shop', serviceAccount: name } }],
+    endpoints: [
+      {
+        ip: s.ip,
+        targetPorts: { '9000': s.port },
+        workload: { name, namespace: 'shop', serviceAccount: name },
+      },
+    ],
   });
   tw = await startWaypoint(
     {
-      services: [svc('reviews', '10.96.3.1', v1), svc('reviews-v1', '10.96.3.2', v1), svc('reviews-v2', '10.96.3.3', v2)],
+      services: [
+        svc('reviews', '10.96.3.1', v1),
+        svc('reviews-v1', '10.96.3.2', v1),
+        svc('reviews-v2', '10.96.3.3', v2),
+      ],
       grpcRoutes: [
         {
           kind: 'GRPCRoute',
@@ -61,8 +71,16 @@ beforeAll(async () => {
           spec: {
             parentRefs: [{ group: '', kind: 'Service', name: 'reviews', port: 9000 }],
             rules: [
-              { matches: [{ method: { service: 'shop.Reviews' }, headers: [{ name: 'x-canary', value: 'true' }] }], backendRefs: [{ name: 'reviews-v2', port: 9000 }] },
-              { matches: [{ method: { service: 'shop.Reviews' } }], backendRefs: [{ name: 'reviews-v1', port: 9000 }] },
+              {
+                matches: [
+                  { method: { service: 'shop.Reviews' }, headers: [{ name: 'x-canary', value: 'true' }] },
+                ],
+                backendRefs: [{ name: 'reviews-v2', port: 9000 }],
+              },
+              {
+                matches: [{ method: { service: 'shop.Reviews' } }],
+                backendRefs: [{ name: 'reviews-v1', port: 9000 }],
+              },
             ],
           },
         },
@@ -105,11 +123,17 @@ describe('gRPC through a GRPCRoute', () => {
     expect(r.status).toBe('5');
     expect(r.message).toBe('review not found');
     const metrics = await tw.wp.registry.getSingleMetricAsString('istio_requests_total');
-    expect(metrics).toMatch(/istio_requests_total\{[^}]*request_protocol="grpc"[^}]*grpc_response_status="5"[^}]*\} 1/);
+    expect(metrics).toMatch(
+      /istio_requests_total\{[^}]*request_protocol="grpc"[^}]*grpc_response_status="5"[^}]*\} 1/,
+    );
   });
 
   it('runs concurrent calls on one client connection', async () => {
-    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => grpcCall(session, '/shop.Reviews/Get', `c${i}`)));
-    expect(results.map((r) => r.messages[0])).toEqual(Array.from({ length: 20 }, (_, i) => `v1 says hello c${i}`));
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => grpcCall(session, '/shop.Reviews/Get', `c${i}`)),
+    );
+    expect(results.map((r) => r.messages[0])).toEqual(
+      Array.from({ length: 20 }, (_, i) => `v1 says hello c${i}`),
+    );
   });
 });

@@ -12,13 +12,16 @@ let banner: net.Server;
 let tw: TestWaypoint;
 const ips = { ws: loopbackIp(), echo: loopbackIp(), banner: loopbackIp() };
 
-const listen = (s: net.Server, ip: string) => new Promise<number>((resolve) => s.listen(0, ip, () => resolve((s.address() as AddressInfo).port)));
+const listen = (s: net.Server, ip: string) =>
+  new Promise<number>((resolve) => s.listen(0, ip, () => resolve((s.address() as AddressInfo).port)));
 
 beforeAll(async () => {
   wsHttp = http.createServer();
   wss = new WebSocketServer({ server: wsHttp });
   wss.on('connection', (sock, req) => {
-    sock.on('message', (data, isBinary) => sock.send(isBinary ? data : `echo ${req.url}: ${data.toString()}`, { binary: isBinary }));
+    sock.on('message', (data, isBinary) =>
+      sock.send(isBinary ? data : `echo ${req.url}: ${data.toString()}`, { binary: isBinary }),
+    );
   });
   const wsPort = await listen(wsHttp, ips.ws);
   echo = net.createServer((s) => s.pipe(s));
@@ -37,7 +40,14 @@ beforeAll(async () => {
     endpoints: [{ ip, targetPorts: { '80': port } }],
   });
   tw = await startWaypoint(
-    { services: [svc('chat', '10.96.4.1', ips.ws, wsPort, 'http'), svc('echo', '10.96.4.2', ips.echo, echoPort, 'tcp-echo'), svc('sniffed', '10.96.4.4', ips.echo, echoPort, 'other'), svc('banner', '10.96.4.3', ips.banner, bannerPort, 'tcp-banner')] },
+    {
+      services: [
+        svc('chat', '10.96.4.1', ips.ws, wsPort, 'http'),
+        svc('echo', '10.96.4.2', ips.echo, echoPort, 'tcp-echo'),
+        svc('sniffed', '10.96.4.4', ips.echo, echoPort, 'other'),
+        svc('banner', '10.96.4.3', ips.banner, bannerPort, 'tcp-banner'),
+      ],
+    },
     { host: '10.96.4.1', port: 80 },
     { sniffTimeoutMs: 200 },
   );
@@ -75,12 +85,17 @@ function readUntil(s: net.Socket, want: string): Promise<string> {
 
 describe('WebSocket', () => {
   it('echoes text and binary frames through the waypoint', async () => {
-    const ws = new WebSocket(`ws://127.0.0.1:${tw.port}/room/7`, { headers: { host: 'chat.shop.svc.cluster.local' } });
+    const ws = new WebSocket(`ws://127.0.0.1:${tw.port}/room/7`, {
+      headers: { host: 'chat.shop.svc.cluster.local' },
+    });
     await new Promise<void>((resolve, reject) => {
       ws.once('open', () => resolve());
       ws.once('error', reject);
     });
-    const next = () => new Promise<{ data: WebSocket.RawData; binary: boolean }>((resolve) => ws.once('message', (data, binary) => resolve({ data, binary })));
+    const next = () =>
+      new Promise<{ data: WebSocket.RawData; binary: boolean }>((resolve) =>
+        ws.once('message', (data, binary) => resolve({ data, binary })),
+      );
     let m = next();
     ws.send('hello');
     expect((await m).data.toString()).toBe('echo /room/7: hello');

@@ -1,7 +1,16 @@
 // Timeouts, retries, circuit breaking, outlier detection and fault injection, end to end.
 import { Pool } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Backend, captureLog, send, sendMany, service, startBackend, startWaypoint, type TestWaypoint } from '../helpers.js';
+import {
+  type Backend,
+  captureLog,
+  send,
+  sendMany,
+  service,
+  startBackend,
+  startWaypoint,
+  type TestWaypoint,
+} from '../helpers.js';
 
 const parentFor = (name: string) => ({ group: '', kind: 'Service', name, port: 80 });
 const route = (name: string, svc: string, rule: Record<string, unknown>) => ({
@@ -64,8 +73,15 @@ beforeAll(async () => {
       ],
       trafficPolicies: [
         trafficPolicy('busy', 'busy', { connectionPool: { maxConnections: 1, maxPendingRequests: 1 } }),
-        trafficPolicy('pair', 'pair', { outlierDetection: { consecutive5xxErrors: 3, baseEjectionTime: '400ms', maxEjectionPercent: 50 } }),
-        trafficPolicy('faulty', 'faulty', { fault: { delay: { fixedDelay: '100ms', percentage: 50 }, abort: { httpStatus: 418, percentage: 20 } } }),
+        trafficPolicy('pair', 'pair', {
+          outlierDetection: { consecutive5xxErrors: 3, baseEjectionTime: '400ms', maxEjectionPercent: 50 },
+        }),
+        trafficPolicy('faulty', 'faulty', {
+          fault: {
+            delay: { fixedDelay: '100ms', percentage: 50 },
+            abort: { httpStatus: 418, percentage: 20 },
+          },
+        }),
       ],
     },
     { host: '10.96.1.1', port: 80 },
@@ -156,7 +172,9 @@ describe('fault injection', () => {
       } else expect(r.status).toBe(200);
     });
     await pool.destroy();
-    const lines = access.lines.filter((l) => typeof l.x_request_id === 'string' && l.x_request_id.startsWith('fault-'));
+    const lines = access.lines.filter(
+      (l) => typeof l.x_request_id === 'string' && l.x_request_id.startsWith('fault-'),
+    );
     expect(lines.length).toBe(n);
     const delayed = lines.filter((l) => String(l.response_flags).includes('DI'));
     const within = (count: number, p: number) => Math.abs(count - n * p) < 4 * Math.sqrt(n * p * (1 - p));

@@ -5,7 +5,15 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { parseSpiffeId } from '@hypha/shared';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Backend, captureLog, send, service, startBackend, startWaypoint, type TestWaypoint } from '../helpers.js';
+import {
+  type Backend,
+  captureLog,
+  send,
+  service,
+  startBackend,
+  startWaypoint,
+  type TestWaypoint,
+} from '../helpers.js';
 
 interface OtlpSpan {
   traceId: string;
@@ -30,7 +38,9 @@ beforeAll(async () => {
     req.on('end', () => {
       if (req.url === '/v1/traces') {
         contentTypes.push(String(req.headers['content-type']));
-        const body = JSON.parse(Buffer.concat(chunks).toString()) as { resourceSpans: { scopeSpans: { spans: OtlpSpan[] }[] }[] };
+        const body = JSON.parse(Buffer.concat(chunks).toString()) as {
+          resourceSpans: { scopeSpans: { spans: OtlpSpan[] }[] }[];
+        };
         for (const rs of body.resourceSpans) for (const ss of rs.scopeSpans) spans.push(...ss.spans);
       }
       res.writeHead(200, { 'content-type': 'application/json' });
@@ -47,12 +57,26 @@ beforeAll(async () => {
     {
       services: [service('reviews', '10.96.5.1', [backend])],
       authorizationPolicies: [
-        { kind: 'AuthorizationPolicy', metadata: { name: 'deny-admin', namespace: 'shop' }, spec: { targetRefs: [{ kind: 'Service', name: 'reviews' }], action: 'DENY', rules: [{ to: [{ operation: { paths: ['/admin*'] } }] }] } },
+        {
+          kind: 'AuthorizationPolicy',
+          metadata: { name: 'deny-admin', namespace: 'shop' },
+          spec: {
+            targetRefs: [{ kind: 'Service', name: 'reviews' }],
+            action: 'DENY',
+            rules: [{ to: [{ operation: { paths: ['/admin*'] } }] }],
+          },
+        },
       ],
-      workloads: [{ ip: '127.0.0.1', workload: { name: 'web-7d9f', namespace: 'shop', app: 'web', version: 'v3' } }],
+      workloads: [
+        { ip: '127.0.0.1', workload: { name: 'web-7d9f', namespace: 'shop', app: 'web', version: 'v3' } },
+      ],
     },
     { host: '10.96.5.1', port: 80 },
-    { peer: web, accessLog: access.logger, tracing: { otlpEndpoint: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}` } },
+    {
+      peer: web,
+      accessLog: access.logger,
+      tracing: { otlpEndpoint: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}` },
+    },
   );
 });
 
@@ -79,7 +103,9 @@ describe('request metrics', () => {
     expect(Object.fromEntries(c)).toEqual({ '200': 7, '404': 3, '403': 2 });
 
     const metrics = await tw.wp.registry.getMetricsAsJSON();
-    const ok = metrics.find((m) => m.name === 'istio_requests_total')!.values.find((v) => v.labels.response_code === 200 || v.labels.response_code === '200')!;
+    const ok = metrics
+      .find((m) => m.name === 'istio_requests_total')!
+      .values.find((v) => v.labels.response_code === 200 || v.labels.response_code === '200')!;
     expect(ok.labels).toMatchObject({
       reporter: 'waypoint',
       source_principal: 'spiffe://cluster.local/ns/shop/sa/web',
@@ -103,7 +129,15 @@ describe('request metrics', () => {
   it('writes one JSON access log line per request', async () => {
     await send(tw.pool, '/logged?x=1', { headers: { 'x-request-id': 'req-abc' } });
     const line = access.lines.find((l) => l.x_request_id === 'req-abc');
-    expect(line).toMatchObject({ method: 'GET', path: '/logged', response_code: 200, response_flags: '-', upstream_cluster: 'shop/reviews', upstream_host: backend.ip, bytes_sent: 10 });
+    expect(line).toMatchObject({
+      method: 'GET',
+      path: '/logged',
+      response_code: 200,
+      response_flags: '-',
+      upstream_cluster: 'shop/reviews',
+      upstream_host: backend.ip,
+      bytes_sent: 10,
+    });
   });
 });
 
