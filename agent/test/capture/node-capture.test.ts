@@ -7,7 +7,7 @@ import {
   EXPECTED_RULES,
   type NodeCapture,
 } from '../../src/capture/index.js';
-import { getOriginalDst } from '../../src/native/index.js';
+import { connectTransparent, getOriginalDst } from '../../src/native/index.js';
 
 // A two-node namespace cluster; capture runs in node-a's namespace as the agent would.
 let cluster: TestCluster;
@@ -196,6 +196,46 @@ describe('node capture', () => {
     );
     for (const l of listeners.values()) l.close();
     await c.stop();
+  });
+
+  it("routes a mesh pod's replies back to the agent's transparent socket (client IP preserved)", async () => {
+    const c = capture();
+    await c.setMeshPods([meshA.ip, meshB.ip]);
+    await c.start();
+    const echo = await cluster.startApp(meshA, 'http-echo', ['--port', '0', '--pod', 'mesh-a']);
+    // The inbound path: the agent on node-a connects to its pod as the client on node-b would.
+    for (const client of [remote, meshB]) {
+      const socket = await connectTransparent({
+        netns: nodeNetns,
+        localAddress: client.ip,
+        remoteAddress: meshA.ip,
+        remotePort: echo.port,
+        timeoutMs: 5000,
+      });
+      const sourcePort = socket.localPort;
+      const reply = await new Promise<string>((resolve, reject) => {
+        let data = '';
+        socket.on('data', (d: Buffer) => {
+          data += d.toString();
+        });
+        socket.on('end', () => resolve(data));
+        socket.on('error', reject);
+        socket.end('GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n');
+      });
+      expect(reply).toContain(`"peer":"${client.ip}:${sourcePort}"`);
+    }
+    await echo.stop();
+    await c.stop();
+    // Without capture's policy routing the same connect cannot complete.
+    await expect(
+      connectTransparent({
+        netns: nodeNetns,
+        localAddress: remote.ip,
+        remoteAddress: meshA.ip,
+        remotePort: 7001,
+        timeoutMs: 300,
+      }),
+    ).rejects.toMatchObject({ code: 'CONNECT_TIMEOUT' });
   });
 
   it('explains a missing nft binary with the install command', async () => {
