@@ -525,6 +525,7 @@ class WaypointProxy implements Waypoint {
       const replayable = body === null || Buffer.isBuffer(body);
       const maxTries = 1 + (retry !== undefined && replayable ? retry.attempts : 0);
       let lastFailure: ProxyFailureCode = 'NO_HEALTHY_UPSTREAM';
+      let tries = 0;
       for (let attempt = 0; attempt < maxTries; attempt++) {
         if (attempt > 0) {
           await sleep(backoff(retry!.backoffMs, attempt), st.abort.signal);
@@ -541,6 +542,7 @@ class WaypointProxy implements Waypoint {
           break;
         }
         st.endpoint = ep;
+        tries++;
         const upstream: UpstreamEndpoint = { ip: ep.ip, port: epPort, workload: ep.info.workload };
         const last = attempt === maxTries - 1;
         ep.active++;
@@ -567,9 +569,10 @@ class WaypointProxy implements Waypoint {
         // ep.active is given back in finish, when the response is done.
         return void result.respond(res);
       }
-      if (maxTries > 1) st.flags.push('URX');
       st.endpoint = undefined;
-      return void this.#fail(res, st, lastFailure);
+      this.#fail(res, st, lastFailure);
+      if (tries > 1) st.flags.push('URX');
+      return;
     } finally {
       clearTimeout(requestTimer);
     }
