@@ -5,6 +5,8 @@
 // - A file whose YAML does not parse keeps contributing the objects it last contributed (a
 //   half-written file never wipes state). An invalid object whose kind/namespace/name can still be
 //   read keeps its last good version from the same file; one never seen valid is skipped.
+// - A file truncated to nothing within the last 2 s keeps its objects until it has stayed empty
+//   past that window (a save in progress writes after truncating).
 // - A file that disappears is dropped only if it is still missing on the next scan one debounce
 //   period later (editors that delete-then-write, ConfigMap symlink swaps).
 // - Loads never overlap: a change that arrives during a load triggers one more load after it.
@@ -90,8 +92,10 @@ class WatchedFileSource implements FileSource {
   #watcher: FSWatcher | undefined;
   #debounce: NodeJS.Timeout | undefined;
   #poll: NodeJS.Timeout | undefined;
+  #recheck: NodeJS.Timeout | undefined;
   #closed = false;
   #duplicateErrors: ConfigError[] = [];
+  #rootMissing = false;
 
   constructor(options: FileSourceOptions) {
     this.#root = resolve(options.path);
@@ -159,6 +163,7 @@ class WatchedFileSource implements FileSource {
     this.#watcher = undefined;
     clearTimeout(this.#debounce);
     clearInterval(this.#poll);
+    clearTimeout(this.#recheck);
     await this.#loading;
   }
 
@@ -188,6 +193,15 @@ class WatchedFileSource implements FileSource {
         `cannot watch ${target}; polling every ${this.#pollMs} ms instead`,
       );
     }
+  }
+
+  #recheckLater(): void {
+    if (this.#closed || this.#recheck !== undefined) return;
+    this.#recheck = setTimeout(() => {
+      this.#recheck = undefined;
+      void this.reload();
+    }, RACY_MS + 50);
+    this.#recheck.unref();
   }
 
   #schedule(): void {
@@ -272,11 +286,22 @@ class WatchedFileSource implements FileSource {
     try {
       await stat(this.#root);
     } catch {
-      this.#log.error(
-        { code: 'PATH_NOT_FOUND', source: this.#root },
-        `${this.#root}: config path disappeared; keeping the last loaded state until it returns`,
-      );
+      if (!this.#rootMissing) {
+        this.#rootMissing = true;
+        this.#log.error(
+          { code: 'PATH_NOT_FOUND', source: this.#root },
+          `${this.#root}: config path disappeared; keeping the last loaded state until it returns`,
+        );
+        // The inotify watch died with the path; a new one is set up once the path is back.
+        this.#watcher?.close();
+        this.#watcher = undefined;
+      }
       return undefined;
+    }
+    if (this.#rootMissing) {
+      this.#rootMissing = false;
+      this.#log.info({ source: this.#root }, `${this.#root}: config path is back`);
+      this.#startWatcher();
     }
     await visit(this.#root, 0);
     return out;
@@ -306,6 +331,12 @@ class WatchedFileSource implements FileSource {
     const hash = createHash('sha1').update(text).digest('hex');
     if (previous !== undefined && previous.hash === hash) {
       previous.signature = signature;
+      return previous;
+    }
+    if (text.trim() === '' && (previous?.objects.length ?? 0) > 0 && isRacy(signature, Date.now())) {
+      // Truncated a moment ago: most likely a save in progress (open with O_TRUNC, then write).
+      // Keep the previous objects and look again once the file has been quiet for a while.
+      this.#recheckLater();
       return previous;
     }
     const docs = parseAllDocuments(text);

@@ -216,6 +216,37 @@ spec:
     expect(lines.find((l) => l.level === 50)).toMatchObject({ code: 'PARSE_ERROR' });
   });
 
+  it('keeps the state when the whole directory disappears, says so once, and resumes when it returns', async () => {
+    const cfg = join(dir, 'cfg');
+    await mkdir(cfg);
+    await writeFile(join(cfg, 'p.yaml'), podYaml('a', '10.1.0.1'));
+    const s = open(cfg, { pollIntervalMs: 40 });
+    await s.start();
+    await rm(cfg, { recursive: true });
+    await waitFor('missing path reported', () => errorLines().length > 0);
+    await new Promise((r) => setTimeout(r, 200)); // several polls
+    expect(errorLines()).toEqual([
+      `${cfg}: config path disappeared; keeping the last loaded state until it returns`,
+    ]);
+    expect(s.state.findWorkloadByIp('10.1.0.1')?.name).toBe('a');
+    await mkdir(cfg);
+    await writeFile(join(cfg, 'p.yaml'), podYaml('a', '10.1.0.2'));
+    await waitFor('new content', () => s.state.findWorkloadByIp('10.1.0.2')?.name === 'a');
+    // Watching works again after the path came back.
+    await writeFile(join(cfg, 'q.yaml'), podYaml('q', '10.1.0.3'));
+    await waitFor('edit after return', () => s.state.findWorkloadByIp('10.1.0.3') !== undefined);
+  });
+
+  it('does not withdraw objects when a file is truncated for a moment, but does once it stays empty', async () => {
+    await writeFile(join(dir, 'p.yaml'), podYaml('a', '10.1.0.1'));
+    const s = open(dir);
+    await s.start();
+    await writeFile(join(dir, 'p.yaml'), '');
+    await new Promise((r) => setTimeout(r, 500));
+    expect(s.state.findWorkloadByIp('10.1.0.1')?.name).toBe('a');
+    await waitFor('empty file accepted', () => s.state.findWorkloadByIp('10.1.0.1') === undefined, 8000);
+  });
+
   it('watches a single file (also across rename-over saves)', async () => {
     const file = join(dir, 'cluster.yaml');
     await writeFile(file, [NAMESPACES, podYaml('a', '10.1.0.1')].join('---\n'));
