@@ -165,7 +165,23 @@ export function readObjectMeta(kind: string, raw: unknown): { meta: ObjectMeta; 
       'name and namespace are required',
     );
   }
-  return { meta, spec: obj.spec };
+  return { meta, spec: recordSpec(kind, obj) };
+}
+
+/**
+ * The config model's translated records carry validated refs beside the raw spec (`refs`), and an
+ * AuthorizationPolicy record has its spec fields at the top level; rebuild the spec shape here.
+ */
+function recordSpec(kind: string, obj: Record<string, unknown>): unknown {
+  const refs = Array.isArray(obj.refs) ? obj.refs : undefined;
+  if (obj.spec === undefined && kind === 'AuthorizationPolicy' && obj.metadata === undefined) {
+    const { action, targetRefs, rules, selector } = obj;
+    return { action, targetRefs, rules, selector };
+  }
+  if (refs === undefined || typeof obj.spec !== 'object' || obj.spec === null) return obj.spec;
+  const spec = obj.spec as Record<string, unknown>;
+  const field = kind === 'TrafficPolicy' ? 'targetRefs' : 'parentRefs';
+  return spec[field] === undefined ? { ...spec, [field]: refs } : spec;
 }
 
 const H2_PROTOCOLS = new Set(['grpc', 'http2', 'h2c', 'kubernetes.io/h2c', 'grpc-web']);

@@ -4,7 +4,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type Backend,
   send,
-  sendMany,
   service,
   startBackend,
   startWaypoint,

@@ -241,3 +241,30 @@ describe('validation', () => {
     expect(errors[0]?.field).toBe('vips[0]');
   });
 });
+
+describe('records from the config model', () => {
+  it('accepts translated route records (refs beside the spec) and AuthorizationPolicy records', () => {
+    const record = {
+      kind: 'HTTPRoute',
+      name: 'rec',
+      namespace: 'shop',
+      labels: {},
+      refs: [{ group: '', kind: 'Service', name: 'reviews', namespace: undefined }],
+      spec: { rules: [{ matches: [{ path: { type: 'Exact', value: '/rec' } }] }] },
+    };
+    const ap = {
+      kind: 'AuthorizationPolicy',
+      name: 'deny',
+      namespace: 'shop',
+      labels: {},
+      action: 'DENY',
+      selector: undefined,
+      targetRefs: [{ group: '', kind: 'Service', name: 'reviews', namespace: undefined }],
+      rules: [{ to: [{ operation: { paths: ['/rec'] } }] }],
+    };
+    const { snapshot, errors } = buildSnapshot({ ...config([record]), authorizationPolicies: [ap] });
+    expect(errors).toEqual([]);
+    expect(findRoute(snapshot.routes, 'shop/reviews', req('/rec'))?.routeName).toBe('rec');
+    expect(snapshot.policies.get('shop/reviews')?.deny.map((p) => p.key)).toEqual(['shop/deny']);
+  });
+});
