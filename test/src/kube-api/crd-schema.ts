@@ -118,7 +118,10 @@ function celRules(schema: Schema, value: unknown, path: string, causes: StatusCa
       celRules(schema.additionalProperties, v, `${path}[${k}]`, causes);
   }
   if (Array.isArray(value) && isObj(schema.items)) {
-    value.forEach((v, i) => celRules(schema.items as Schema, v, `${path}[${i}]`, causes));
+    const items = schema.items;
+    value.forEach((v, i) => {
+      celRules(items, v, `${path}[${i}]`, causes);
+    });
   }
 }
 

@@ -103,6 +103,30 @@ export function resourceKey(type: ResourceType): string {
   return `${type.group}/${type.version}/${type.plural}`;
 }
 
+const SHORT_NAMES: Record<string, readonly string[]> = {
+  namespaces: ['ns'],
+  nodes: ['no'],
+  pods: ['po'],
+  services: ['svc'],
+  endpoints: ['ep'],
+  serviceaccounts: ['sa'],
+  configmaps: ['cm'],
+  events: ['ev'],
+  daemonsets: ['ds'],
+  deployments: ['deploy'],
+  networkpolicies: ['netpol'],
+  customresourcedefinitions: ['crd', 'crds'],
+  gatewayclasses: ['gc'],
+  gateways: ['gtw'],
+  authorizationpolicies: ['ap'],
+  trafficpolicies: ['tp'],
+};
+
+/** kubectl's short names (`kubectl get ns`), as discovery reports them. */
+export function shortNamesOf(type: ResourceType): readonly string[] {
+  return type.shortNames ?? (type.group === 'events.k8s.io' ? [] : (SHORT_NAMES[type.plural] ?? []));
+}
+
 /** Verbs a type supports; TokenReview is create-only, as in a real cluster. */
 export function verbsOf(type: ResourceType): readonly string[] {
   if (type.verbs) return type.verbs;

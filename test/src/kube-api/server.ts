@@ -21,7 +21,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jsonPatch, mergePatch, PatchError, strategicMergePatch } from './patch.js';
-import { apiVersionOf, type ResourceType, verbsOf } from './resources.js';
+import { apiVersionOf, type ResourceType, shortNamesOf, verbsOf } from './resources.js';
 import {
   type FieldMatcher,
   type LabelMatcher,
@@ -294,6 +294,7 @@ export async function createKubeApiServer(options: KubeApiServerOptions = {}): P
         namespaced: t.namespaced,
         kind: t.kind,
         verbs: verbsOf(t),
+        ...(shortNamesOf(t).length > 0 ? { shortNames: shortNamesOf(t) } : {}),
       });
       if (t.status) {
         resources.push({
