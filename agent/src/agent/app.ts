@@ -26,6 +26,8 @@ import { ConnectionTracker } from './connections.js';
 import { type Endpoints, startEndpoints } from './endpoints.js';
 import { Inbound, stripV4Mapped } from './inbound.js';
 import { Outbound } from './outbound.js';
+import { PolicyMetrics } from './policy-metrics.js';
+import { WaypointGuard } from './waypoint-guard.js';
 
 const TRANSPARENT_MARK = 0x111;
 const REVOCATION_POLL_MS = 30_000;
@@ -46,6 +48,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const l4 = new L4Metrics(registry);
+  const policyMetrics = new PolicyMetrics(registry);
   const tracker = new ConnectionTracker({ metrics: l4, accessLog: logger.child({ component: 'access' }) });
 
   // 1. Configuration.
@@ -126,12 +129,16 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   };
 
   // 4. Data path.
+  const waypointGuard = new WaypointGuard();
+  waypointGuard.rebuild(state);
   const inbound = new Inbound({
     state,
     nodeName: config.nodeName,
     tracker,
+    waypointGuard,
     logger,
     transparent: config.capture === 'node',
+    policyMetrics,
   });
   const pool: HbonePool = createHbonePool({ logger });
   const originalDestination = (socket: Socket): { ip: string; port: number } => {
@@ -170,6 +177,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
 
   // Live re-evaluation: a policy or mode change re-checks every inbound connection.
   state.onChange((change) => {
+    waypointGuard.rebuild(state);
     if (
       change.workloads.added.length + change.workloads.removed.length + change.workloads.updated.length >
       0
@@ -180,19 +188,22 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
       change.authorizationPolicies.added.length +
         change.authorizationPolicies.removed.length +
         change.authorizationPolicies.updated.length +
-        change.namespaces.updated.length >
+        change.namespaces.updated.length +
+        change.services.updated.length +
+        change.waypoints.added.length +
+        change.waypoints.removed.length >
       0;
     if (policyChanged) {
       const closed = tracker.abortWhere((c) => {
         if (c.direction !== 'inbound' && c.direction !== 'inbound_plaintext') return undefined;
         const peer = c.source.identity && c.mutualTls ? tryParseSpiffeId(c.source.identity) : undefined;
-        const a = inbound.admit({
-          destinationIp: c.destination.ip,
-          port: c.destination.port,
-          peer,
-          sourceIp: c.source.ip,
-        });
-        return a.ok ? undefined : a.reason;
+        const a = inbound.admit(
+          { destinationIp: c.destination.ip, port: c.destination.port, peer, sourceIp: c.source.ip },
+          'recheck',
+        );
+        if (a.ok) return undefined;
+        if (a.kind !== undefined) policyMetrics.recordClosedByPolicy(a.policy, a.kind);
+        return { reason: `closed on re-evaluation: ${a.reason}`, responseFlags: a.flag, policy: a.policy };
       });
       if (closed > 0) log.info({ closed }, 'closed live connections that policy now denies');
     }
@@ -370,6 +381,14 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
       this.set({ kind: 'service' }, s.services);
       this.set({ kind: 'authorization_policy' }, s.authorizationPolicies);
       this.set({ kind: 'waypoint' }, s.waypoints);
+    },
+  });
+  new Gauge({
+    name: 'hypha_agent_capture_active',
+    help: 'Whether the node capture rules are installed (1) or not (0: --capture none, or stopped)',
+    registers: [registry],
+    collect() {
+      this.set(capture?.findState().started ? 1 : 0);
     },
   });
   new Gauge({

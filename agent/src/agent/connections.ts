@@ -40,6 +40,15 @@ export interface FinishInfo {
   policy?: string | undefined;
 }
 
+/** Why a live connection is being cut; the fields override what its end would otherwise log. */
+export interface AbortInfo {
+  reason: string;
+  /** Response flag for the metrics and access log, e.g. DENY when a policy change closed it. */
+  responseFlags?: string;
+  /** The policy that decided. */
+  policy?: string | undefined;
+}
+
 export function peerLabels(w: Workload | undefined, principal: string | undefined): PeerLabels {
   if (w === undefined) return { principal };
   return {
@@ -54,7 +63,10 @@ export function peerLabels(w: Workload | undefined, principal: string | undefine
 export class ConnectionTracker {
   readonly #metrics: L4Metrics;
   readonly #accessLog: Logger;
-  readonly #live = new Map<number, { conn: TrackedConnection; finish: (info?: FinishInfo) => void }>();
+  readonly #live = new Map<
+    number,
+    { conn: TrackedConnection; finish: (info?: FinishInfo) => void; aborted?: AbortInfo }
+  >();
   #nextId = 1;
   readonly #cluster: string;
 
@@ -76,15 +88,22 @@ export class ConnectionTracker {
     const recorder = this.#metrics.open(meta, bytes);
     const conn: TrackedConnection = { ...start, id: this.#nextId++, startedAt: Date.now(), bytes };
     let done = false;
-    const finish = (info: FinishInfo = {}): void => {
+    const finish = (given: FinishInfo = {}): void => {
       if (done) return;
       done = true;
       this.#live.delete(conn.id);
+      // A connection cut for a reason with a flag (policy now denies it) ends with that flag,
+      // whatever error the torn-down copy loop reported.
+      const cut = entry.aborted;
+      const info: FinishInfo =
+        cut?.responseFlags !== undefined
+          ? { responseFlags: cut.responseFlags, error: cut.reason, policy: cut.policy }
+          : given;
       const flags = info.responseFlags ?? '-';
       recorder.close(flags);
       this.#log(conn, flags, info);
     };
-    const entry = { conn, finish };
+    const entry: { conn: TrackedConnection; finish: typeof finish; aborted?: AbortInfo } = { conn, finish };
     this.#live.set(conn.id, entry);
     return entry;
   }
@@ -107,14 +126,21 @@ export class ConnectionTracker {
     return this.#live.size;
   }
 
-  /** Aborts every live connection for which `predicate` returns a reason; returns how many. */
-  abortWhere(predicate: (c: TrackedConnection) => string | undefined): number {
+  /**
+   * Aborts every live connection for which `predicate` returns a reason (or an AbortInfo, whose
+   * flag and policy then appear in its metrics and access-log line); returns how many.
+   */
+  abortWhere(predicate: (c: TrackedConnection) => string | AbortInfo | undefined): number {
     let n = 0;
-    for (const { conn } of [...this.#live.values()]) {
-      const reason = predicate(conn);
-      if (reason !== undefined) {
-        n++;
-        conn.abort(reason);
+    for (const entry of [...this.#live.values()]) {
+      const verdict = predicate(entry.conn);
+      if (verdict === undefined) continue;
+      n++;
+      if (typeof verdict === 'string') {
+        entry.conn.abort(verdict);
+      } else {
+        entry.aborted = verdict;
+        entry.conn.abort(verdict.reason);
       }
     }
     return n;

@@ -25,15 +25,20 @@ import type { SpiffeId } from '@hypha/shared/identity';
 import { evaluateL4, type L4Decision } from '@hypha/shared/policy';
 import { connectTransparent } from '../native/index.js';
 import type { ConnectionTracker } from './connections.js';
+import type { DenyKind, PolicyMetrics } from './policy-metrics.js';
+import type { WaypointGuard } from './waypoint-guard.js';
 
 export interface InboundOptions {
   state: ConfigState;
   nodeName: string;
   tracker: ConnectionTracker;
+  waypointGuard: WaypointGuard;
   logger: Logger;
   /** Connect to pods from the client's IP (needs capture's policy routing and CAP_NET_ADMIN). */
   transparent: boolean;
   connectTimeoutMs?: number;
+  /** Denial and AUDIT counters (optional so unit tests can leave them out). */
+  policyMetrics?: PolicyMetrics;
 }
 
 export type Admission =
@@ -44,8 +49,56 @@ export type Admission =
       flag: string;
       reason: string;
       workload?: Workload;
-      policy?: string;
+      policy?: string | undefined;
+      /** Set for policy and mTLS-mode refusals. */
+      kind?: DenyKind;
     };
+
+/** What an inbound connection's policy check concluded; see decideInbound. */
+export type InboundVerdict =
+  | { ok: true; decision: L4Decision }
+  | {
+      ok: false;
+      kind: DenyKind;
+      reason: string;
+      /** `namespace/name` of the deciding policy, when one policy decided. */
+      policy: string | undefined;
+      /** Absent when the mTLS mode refused before any policy was evaluated. */
+      decision: L4Decision | undefined;
+    };
+
+/**
+ * The policy half of admission, pure (no logging, no metrics): mTLS mode first, then L4
+ * authorization. `Inbound.admit` and `hypha policy explain` both call it, so they cannot disagree.
+ */
+export function decideInbound(
+  state: ConfigState,
+  workload: Workload,
+  req: { port: number; peer: SpiffeId | undefined; sourceIp: string },
+): InboundVerdict {
+  if (req.peer === undefined && workload.mtlsMode === 'strict') {
+    return {
+      ok: false,
+      kind: 'strict_mtls',
+      reason: `plaintext refused: namespace ${workload.namespace} is in STRICT mTLS mode`,
+      policy: undefined,
+      decision: undefined,
+    };
+  }
+  const decision = evaluateL4(state.findPoliciesFor(workload), {
+    source: { identity: req.peer, ip: req.sourceIp },
+    destination: { workload, port: req.port },
+  });
+  if (decision.decision === 'allow') return { ok: true, decision };
+  const policy = decision.policy ? `${decision.policy.namespace}/${decision.policy.name}` : undefined;
+  return {
+    ok: false,
+    kind: decision.failClosed ? 'fail_closed' : policy !== undefined ? 'deny_policy' : 'no_allow_match',
+    reason: decision.reason,
+    policy,
+    decision,
+  };
+}
 
 export interface AdmitRequest {
   /** The pod IP the client wanted. */
@@ -66,8 +119,12 @@ export class Inbound {
     this.#log = options.logger.child({ component: 'inbound' });
   }
 
-  /** The single admission decision for traffic to a local pod. */
-  admit(req: AdmitRequest): Admission {
+  /**
+   * The single admission decision for traffic to a local pod. `recheck` is live re-evaluation of a
+   * connection admitted earlier: same decision, but AUDIT matches and denials are not logged or
+   * counted again (the caller counts what it closes).
+   */
+  admit(req: AdmitRequest, mode: 'admit' | 'recheck' = 'admit'): Admission {
     const workload = this.#o.state.findWorkloadByIp(req.destinationIp);
     if (workload === undefined || workload.node !== this.#o.nodeName || !workload.inMesh) {
       return {
@@ -77,34 +134,35 @@ export class Inbound {
         reason: `${req.destinationIp} is not a mesh pod on node ${this.#o.nodeName}`,
       };
     }
-    if (req.peer === undefined && workload.mtlsMode === 'strict') {
+    const verdict = decideInbound(this.#o.state, workload, req);
+    if (mode === 'admit' && verdict.decision !== undefined) {
+      for (const a of verdict.decision.audit) {
+        const audit = `${a.namespace}/${a.name}`;
+        this.#o.policyMetrics?.recordAudit(audit);
+        this.#log.info(
+          { audit, rule: a.rule, peer: req.peer?.toString(), src: req.sourceIp },
+          'AUDIT policy matched',
+        );
+      }
+    }
+    if (!verdict.ok) {
+      const policy = verdict.policy;
+      if (verdict.kind === 'fail_closed' && policy && !this.#failClosedLogged.has(policy)) {
+        this.#failClosedLogged.add(policy);
+        this.#log.warn({ policy }, verdict.reason);
+      }
+      if (mode === 'admit') this.#o.policyMetrics?.recordDenied(policy, verdict.kind);
       return {
         ok: false,
         status: 401,
         flag: 'DENY',
         workload,
-        reason: `plaintext refused: namespace ${workload.namespace} is in STRICT mTLS mode`,
+        reason: verdict.reason,
+        policy,
+        kind: verdict.kind,
       };
     }
-    const decision = evaluateL4(this.#o.state.findPoliciesFor(workload), {
-      source: { identity: req.peer, ip: req.sourceIp },
-      destination: { workload, port: req.port },
-    });
-    for (const a of decision.audit) {
-      this.#log.info(
-        { audit: `${a.namespace}/${a.name}`, rule: a.rule, peer: req.peer?.toString(), src: req.sourceIp },
-        'AUDIT policy matched',
-      );
-    }
-    if (decision.decision === 'deny') {
-      const policy = decision.policy ? `${decision.policy.namespace}/${decision.policy.name}` : undefined;
-      if (decision.failClosed && policy && !this.#failClosedLogged.has(policy)) {
-        this.#failClosedLogged.add(policy);
-        this.#log.warn({ policy }, decision.reason);
-      }
-      return { ok: false, status: 401, flag: 'DENY', workload, reason: decision.reason, policy };
-    }
-    return { ok: true, workload, port: req.port, decision };
+    return { ok: true, workload, port: req.port, decision: verdict.decision };
   }
 
   /** HBONE CONNECT stream handler (port 15008). */

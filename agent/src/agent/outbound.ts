@@ -160,9 +160,8 @@ export class Outbound {
     }
     const workload = state.findWorkloadByIp(ip);
     if (workload !== undefined) {
-      if (workload.inMesh && workload.waypoint !== undefined) {
-        return this.#viaWaypoint(workload.waypoint, undefined, `${ip}:${port}`, port);
-      }
+      const bound = workload.inMesh ? state.findWaypointFor(workload) : undefined;
+      if (bound !== undefined) return this.#viaWaypoint(bound.ref, undefined, `${ip}:${port}`, port);
       return this.#toWorkload(ip, port, workload, undefined);
     }
     if (this.#o.outboundPolicy === 'registry-only') {
