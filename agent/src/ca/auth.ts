@@ -149,21 +149,26 @@ export function podPlacementsFromYaml(text: string, source = 'pods file'): PodPl
 
 /**
  * Authorizes from a YAML file (or a directory of *.yaml/*.yml files) of Pods. The file is re-read
- * when its modification time or size changes, so pods added by the demo or tests count at once.
+ * when its modification time or size changes (looked at once a second by default), so pods added by
+ * the demo or tests count almost at once.
  */
 export class PodFileNodeAuthorizer implements NodeAuthorizer {
   readonly #path: string;
+  readonly #recheckMs: number;
   #stamp = '';
+  #checkedAt = 0;
   #index = new Map<string, Set<string>>();
   #loading: Promise<void> | undefined;
 
-  private constructor(path: string) {
+  private constructor(path: string, recheckMs: number) {
     this.#path = path;
+    this.#recheckMs = recheckMs;
   }
 
-  static async fromPath(path: string): Promise<PodFileNodeAuthorizer> {
-    const a = new PodFileNodeAuthorizer(path);
-    await a.refresh();
+  /** `recheckMs`: how often to look at the files for changes (default 1 s; 0 = on every request). */
+  static async fromPath(path: string, opts: { recheckMs?: number } = {}): Promise<PodFileNodeAuthorizer> {
+    const a = new PodFileNodeAuthorizer(path, opts.recheckMs ?? 1000);
+    await a.refresh(true);
     return a;
   }
 
@@ -180,7 +185,8 @@ export class PodFileNodeAuthorizer implements NodeAuthorizer {
   }
 
   /** Re-reads the pods if the file(s) changed. Concurrent callers share one read. */
-  async refresh(): Promise<void> {
+  async refresh(force = false): Promise<void> {
+    if (!force && Date.now() - this.#checkedAt < this.#recheckMs) return;
     if (this.#loading) return this.#loading;
     this.#loading = this.#reload().finally(() => {
       this.#loading = undefined;
@@ -189,6 +195,7 @@ export class PodFileNodeAuthorizer implements NodeAuthorizer {
   }
 
   async #reload(): Promise<void> {
+    this.#checkedAt = Date.now();
     const files = await this.#files();
     const stats = await Promise.all(files.map(async (f) => ({ f, s: await stat(f) })));
     const stamp = stats.map(({ f, s }) => `${f}:${s.mtimeMs}:${s.size}`).join('|');

@@ -1,7 +1,7 @@
 // Revoked serials and identities, kept as revocations.json in the CA directory.
 //
 // `hypha ca revoke` writes the file (atomically, via rename) and the running server notices the
-// change on the next request (mtime/size check), so no restart or signal is needed. The version
+// change within a second (mtime/size check), so no restart or signal is needed. The version
 // grows by one with every change, letting agents poll cheaply and apply only newer lists.
 import { randomBytes } from 'node:crypto';
 import { readFile, rename, stat, writeFile } from 'node:fs/promises';
@@ -97,15 +97,22 @@ export async function recordRevocation(
 /** The server's view: re-reads the file when it changed. */
 export class RevocationList {
   readonly #path: string;
+  readonly #recheckMs: number;
   #stamp = '';
+  #checkedAt = 0;
   #current: RevocationSnapshot = { version: 0, serials: [], ids: [] };
   #ids = new Set<string>();
 
-  constructor(dir: string) {
+  /** `recheckMs`: how often to look at the file for changes (default 1 s; 0 = on every request). */
+  constructor(dir: string, opts: { recheckMs?: number } = {}) {
     this.#path = join(dir, REVOCATIONS_FILE);
+    this.#recheckMs = opts.recheckMs ?? 1000;
   }
 
   async fetchSnapshot(): Promise<RevocationSnapshot> {
+    const now = Date.now();
+    if (this.#stamp !== '' && now - this.#checkedAt < this.#recheckMs) return this.#current;
+    this.#checkedAt = now;
     let stamp = 'absent';
     try {
       const s = await stat(this.#path);

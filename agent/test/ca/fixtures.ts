@@ -53,8 +53,8 @@ export async function startCaFixture(
   const server = await CaServer.create({
     ca,
     authenticator: await StaticTokenAuthenticator.fromFile(tokensFile),
-    authorizer: await PodFileNodeAuthorizer.fromPath(podsFile),
-    revocations: new RevocationList(join(dir, 'ca')),
+    authorizer: await PodFileNodeAuthorizer.fromPath(podsFile, { recheckMs: 0 }),
+    revocations: new RevocationList(join(dir, 'ca'), { recheckMs: 0 }),
     host: '127.0.0.1',
     port: 0,
     ...(opts.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: opts.requestTimeoutMs }),

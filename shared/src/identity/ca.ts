@@ -18,9 +18,19 @@ import {
 } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { joinPem, normalizeSerial, splitPemCertificates, walkToRoot } from './certificate.js';
+import { derToPem, joinPem, normalizeSerial, splitPemCertificates, walkToRoot } from './certificate.js';
+import { DerError } from './der.js';
 import { CaError } from './errors.js';
 import { createCsr, EC_P256_SIGNING, generateKeyPair } from './keys.js';
+import {
+  buildLeafCertificate,
+  certificateFields,
+  type ParsedCsr,
+  parseCsrDer,
+  parseIp,
+  type SignerSpec,
+  signerFor,
+} from './pkix.js';
 import { DEFAULT_TRUST_DOMAIN, parseSpiffeId, type SpiffeId } from './spiffe.js';
 import { type WebCrypto, x509 } from './x509.js';
 
@@ -60,7 +70,8 @@ export interface WorkloadCertificate extends IssuedCertificate {
 /** A CSR whose signature verified and whose single SPIFFE URI SAN was accepted. */
 export interface VerifiedCsr {
   readonly id: SpiffeId;
-  readonly publicKey: x509.PublicKey;
+  /** DER SubjectPublicKeyInfo from the CSR, copied into the certificate as is. */
+  readonly spki: Buffer;
   readonly keyKind: 'ec' | 'rsa';
 }
 
@@ -98,6 +109,9 @@ interface SigningMaterial {
   chain: x509.X509Certificate[];
   roots: x509.X509Certificate[];
   authorityKeyId: string;
+  /** Hot-path signing: node:crypto key, raw issuer name DER. */
+  signer: SignerSpec;
+  issuerName: Buffer;
 }
 
 export class CertificateAuthority {
@@ -271,29 +285,22 @@ export class CertificateAuthority {
           : 'expected exactly one CSR PEM block',
       );
     }
-    let csr: x509.Pkcs10CertificateRequest;
+    let csr: ParsedCsr;
     try {
-      csr = new x509.Pkcs10CertificateRequest(
-        csrPem.replace(/NEW CERTIFICATE REQUEST/g, 'CERTIFICATE REQUEST'),
-      );
-      void csr.publicKey.algorithm;
+      const b64 = csrPem.replace(/-----(BEGIN|END) (NEW )?CERTIFICATE REQUEST-----/g, '').replace(/\s+/g, '');
+      if (!/^[A-Za-z0-9+/]+=*$/.test(b64)) throw new DerError('PEM body is not base64');
+      csr = parseCsrDer(Buffer.from(b64, 'base64'));
     } catch (err) {
       throw new CaError('CSR_MALFORMED', `CSR cannot be parsed as PKCS#10: ${(err as Error).message}`, {
         cause: err,
       });
     }
     const keyKind = checkCsrKey(csr.publicKey);
-    let signatureOk = false;
-    try {
-      signatureOk = await csr.verify();
-    } catch {
-      signatureOk = false;
-    }
-    if (!signatureOk) {
+    if (!csr.signatureValid) {
       throw new CaError('CSR_BAD_SIGNATURE', 'CSR signature does not verify with the public key it contains');
     }
     const id = this.#csrIdentity(csr);
-    return { id, publicKey: csr.publicKey, keyKind };
+    return { id, spki: csr.spki, keyKind };
   }
 
   /** verifyCsr + sign. `expectedId` refuses a CSR for any other identity. */
@@ -317,7 +324,7 @@ export class CertificateAuthority {
   /** Signs a CSR that verifyCsr accepted (lets a server authorize the identity in between). */
   async signVerifiedCsr(csr: VerifiedCsr, opts: { ttlSeconds?: number } = {}): Promise<IssuedCertificate> {
     const ttl = this.clampTtlSeconds(opts.ttlSeconds);
-    return this.#sign(csr.id, csr.publicKey, csr.keyKind, ttl, [], []);
+    return this.#sign(csr.id, csr.spki, csr.keyKind, ttl, [], []);
   }
 
   /**
@@ -335,14 +342,7 @@ export class CertificateAuthority {
     const ttl = opts.ttlSeconds === undefined ? this.defaultTtlSeconds : checkTtl(opts.ttlSeconds);
     const keys = await generateKeyPair();
     const csr = await this.verifyCsr(await createCsr(id, keys));
-    const issued = await this.#sign(
-      id,
-      csr.publicKey,
-      'ec',
-      ttl,
-      opts.dnsNames ?? [],
-      opts.ipAddresses ?? [],
-    );
+    const issued = await this.#sign(id, csr.spki, 'ec', ttl, opts.dnsNames ?? [], opts.ipAddresses ?? []);
     return { ...issued, keyPem: keys.privateKeyPem };
   }
 
@@ -382,29 +382,20 @@ export class CertificateAuthority {
     return Math.min(checkTtl(requested), this.maxTtlSeconds);
   }
 
-  #csrIdentity(csr: x509.Pkcs10CertificateRequest): SpiffeId {
-    const sans = csr.extensions.filter((e) => e.type === '2.5.29.17');
-    if (sans.length === 0) {
+  #csrIdentity(csr: ParsedCsr): SpiffeId {
+    if (csr.sanExtensionCount === 0 || !csr.sans) {
       throw new CaError(
         'CSR_SAN_REJECTED',
         `CSR has no subjectAltName: ask for exactly one URI SAN spiffe://${this.trustDomain}/ns/<ns>/sa/<sa>`,
       );
     }
-    if (sans.length > 1)
+    if (csr.sanExtensionCount > 1) {
       throw new CaError('CSR_SAN_REJECTED', 'CSR has more than one subjectAltName extension');
-    let names: x509.GeneralName[];
-    try {
-      names = [...new x509.SubjectAlternativeNameExtension(sans[0]!.rawData).names.items];
-    } catch (err) {
-      throw new CaError(
-        'CSR_SAN_REJECTED',
-        `CSR subjectAltName holds a name type the CA does not accept (${(err as Error).message})`,
-        { cause: err },
-      );
     }
-    const others = names.filter((n) => n.type !== 'url');
+    const names = csr.sans;
+    const others = names.filter((n) => n.kind !== 'URI');
     if (others.length > 0) {
-      const what = others.map((n) => `${sanLabel(n.type)}:${n.value}`).join(', ');
+      const what = others.map((n) => `${n.kind}:${n.value}`).join(', ');
       throw new CaError(
         'CSR_SAN_REJECTED',
         `CSR asks for ${what}; workload certificates carry only a SPIFFE URI SAN`,
@@ -434,7 +425,7 @@ export class CertificateAuthority {
 
   async #sign(
     id: SpiffeId,
-    publicKey: x509.PublicKey,
+    spki: Buffer,
     keyKind: 'ec' | 'rsa',
     ttlSeconds: number,
     dnsNames: readonly string[],
@@ -442,64 +433,55 @@ export class CertificateAuthority {
   ): Promise<IssuedCertificate> {
     const m = this.#m;
     const now = Date.now();
-    const notBefore = new Date(now - CLOCK_SKEW_BACKDATE_MS);
-    const notAfter = new Date(Math.min(now + ttlSeconds * 1000, m.cert.notAfter.getTime()));
+    // Whole seconds: DER times carry no fractions, and the returned dates must match the certificate.
+    const notBefore = new Date(Math.floor((now - CLOCK_SKEW_BACKDATE_MS) / 1000) * 1000);
+    const notAfter = new Date(
+      Math.floor(Math.min(now + ttlSeconds * 1000, m.cert.notAfter.getTime()) / 1000) * 1000,
+    );
     if (notAfter.getTime() <= now) {
       throw new CaError(
         'CA_INVALID',
         `the CA certificate expired at ${m.cert.notAfter.toISOString()}; rotate the CA`,
       );
     }
-    const usage =
-      keyKind === 'ec'
-        ? x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyAgreement
-        : x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment;
-    const serialHex = randomSerialHex();
-    const cert = await x509.X509CertificateGenerator.create({
-      serialNumber: serialHex,
-      subject: '',
-      issuer: m.cert.subjectName,
-      notBefore,
-      notAfter,
-      publicKey,
-      signingKey: m.key,
-      signingAlgorithm: m.algorithm,
-      extensions: [
-        new x509.BasicConstraintsExtension(false, undefined, true),
-        new x509.KeyUsagesExtension(usage, true),
-        new x509.ExtendedKeyUsageExtension([
-          x509.ExtendedKeyUsage.serverAuth,
-          x509.ExtendedKeyUsage.clientAuth,
-        ]),
-        new x509.AuthorityKeyIdentifierExtension(m.authorityKeyId),
-        // Empty subject → the SAN must be critical (RFC 5280 4.2.1.6).
-        new x509.SubjectAlternativeNameExtension(
-          [
-            { type: 'url', value: id.toString() },
-            ...dnsNames.map((value) => ({ type: 'dns' as const, value })),
-            ...ipAddresses.map((value) => ({ type: 'ip' as const, value })),
-          ],
-          true,
-        ),
-      ],
-    });
+    const serial = randomSerial();
+    const der = buildLeafCertificate(
+      {
+        serial,
+        issuerName: m.issuerName,
+        notBefore,
+        notAfter,
+        spki,
+        keyKind,
+        authorityKeyId: Buffer.from(m.authorityKeyId, 'hex'),
+        uri: id.toString(),
+        dnsNames,
+        ipAddresses: ipAddresses.map(parseIp),
+      },
+      m.signer,
+    );
     return {
       id,
-      serial: normalizeSerial(serialHex),
-      notBefore: cert.notBefore,
-      notAfter: cert.notAfter,
-      certChainPem: joinPem([cert.toString('pem'), this.#chainPem]),
+      serial: normalizeSerial(serial.toString('hex')),
+      notBefore,
+      notAfter,
+      certChainPem: joinPem([derToPem(der), this.#chainPem]),
       trustBundlePem: this.#bundlePem,
     };
   }
 }
 
-/** 128 random bits as a positive DER INTEGER (a leading 00 byte when the top bit is set). */
-function randomSerialHex(): string {
+/** 128 random bits; uint() adds the 00 sign byte when the top bit is set, so it stays positive. */
+function randomSerial(): Buffer {
   const bytes = randomBytes(16);
-  if (bytes[0] === 0) bytes[0] = 1; // keep it 16 significant bytes: no encoder strips it
-  const hex = bytes.toString('hex');
-  return (bytes[0]! & 0x80) !== 0 ? `00${hex}` : hex;
+  if (bytes[0] === 0) bytes[0] = 1; // keep 16 significant bytes
+  return bytes;
+}
+
+/** Hex serial for @peculiar/x509 (roots and intermediates). */
+function randomSerialHex(): string {
+  const bytes = randomSerial();
+  return (bytes[0]! & 0x80) !== 0 ? `00${bytes.toString('hex')}` : bytes.toString('hex');
 }
 
 function checkTtl(ttlSeconds: number): number {
@@ -528,42 +510,25 @@ function validateTrustDomain(td: string): string {
   }
 }
 
-function checkCsrKey(key: x509.PublicKey): 'ec' | 'rsa' {
-  const alg = key.algorithm as { name?: string; namedCurve?: string; modulusLength?: number };
-  if (alg.name === 'ECDSA' || alg.name === 'ECDH') {
-    if (alg.namedCurve === 'P-256' || alg.namedCurve === 'P-384') return 'ec';
+function checkCsrKey(key: KeyObject): 'ec' | 'rsa' {
+  const d = key.asymmetricKeyDetails ?? {};
+  if (key.asymmetricKeyType === 'ec') {
+    if (d.namedCurve === 'prime256v1' || d.namedCurve === 'secp384r1') return 'ec';
     throw new CaError(
       'CSR_KEY_REJECTED',
-      `CSR key is EC on curve ${alg.namedCurve ?? 'unknown'}; use P-256 (or P-384)`,
+      `CSR key is EC on curve ${d.namedCurve ?? 'unknown'}; use P-256 (or P-384)`,
     );
   }
-  if (alg.name === 'RSASSA-PKCS1-v1_5' || alg.name === 'RSA-PSS' || alg.name === 'RSA-OAEP') {
-    if ((alg.modulusLength ?? 0) >= 2048) return 'rsa';
+  if (key.asymmetricKeyType === 'rsa') {
+    if ((d.modulusLength ?? 0) >= 2048) return 'rsa';
     throw new CaError(
       'CSR_KEY_REJECTED',
-      `CSR key is RSA-${alg.modulusLength ?? '?'}; use ECDSA P-256 (or RSA >= 2048)`,
+      `CSR key is RSA-${d.modulusLength ?? '?'}; use ECDSA P-256 (or RSA >= 2048)`,
     );
   }
   throw new CaError(
     'CSR_KEY_REJECTED',
-    `CSR key algorithm ${alg.name ?? 'unknown'} is not accepted; use ECDSA P-256`,
-  );
-}
-
-function sanLabel(type: string): string {
-  return (
-    (
-      {
-        dns: 'DNS',
-        ip: 'IP',
-        email: 'email',
-        url: 'URI',
-        dn: 'dirName',
-        guid: 'GUID',
-        upn: 'UPN',
-        id: 'RID',
-      } as Record<string, string>
-    )[type] ?? type
+    `CSR key type ${key.asymmetricKeyType} is not accepted; use ECDSA P-256`,
   );
 }
 
@@ -635,7 +600,18 @@ async function materialFrom(
   const authorityKeyId = ski?.keyId ?? Buffer.from(await cert.publicKey.getKeyIdentifier()).toString('hex');
   // Roots are not repeated in the chain even if cert-chain.pem ends with one.
   const intermediates = chain.filter((c) => !roots.some((r) => r.equal(c)));
-  return { key, keyPem: pkcs8Pem, algorithm, cert, chain: intermediates, roots, authorityKeyId };
+  const { subjectName } = certificateFields(new Uint8Array(cert.rawData));
+  return {
+    key,
+    keyPem: pkcs8Pem,
+    algorithm,
+    cert,
+    chain: intermediates,
+    roots,
+    authorityKeyId,
+    signer: signerFor(keyObject),
+    issuerName: subjectName,
+  };
 }
 
 async function readOptional(path: string): Promise<string | undefined> {

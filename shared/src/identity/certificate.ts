@@ -8,13 +8,13 @@
 //   It walks the chain in the order given (leaf first), and stops at the first certificate that is
 //   either in the trust bundle or signed by a root in it.
 import { X509Certificate as NodeX509Certificate } from 'node:crypto';
+import { DerError } from './der.js';
 import { IdentityError } from './errors.js';
+import { certificateFields } from './pkix.js';
 import { parseSpiffeId, type SpiffeId, SpiffeIdError } from './spiffe.js';
-import { x509 } from './x509.js';
 
 const PEM_CERT = /-----BEGIN CERTIFICATE-----[\r\n]+([A-Za-z0-9+/=\r\n]+?)-----END CERTIFICATE-----/g;
 const MAX_CHAIN_LENGTH = 8;
-const OID_SUBJECT_ALT_NAME = '2.5.29.17';
 
 /** Splits concatenated PEM into the DER of each CERTIFICATE block (other block types are skipped). */
 export function splitPemCertificates(pem: string): Buffer[] {
@@ -53,31 +53,19 @@ export function normalizeSerial(serial: string): string {
  */
 export function identityFromCertificate(cert: NodeX509Certificate | Uint8Array): SpiffeId {
   const der = cert instanceof NodeX509Certificate ? cert.raw : cert;
-  let parsed: x509.X509Certificate;
+  let fields: ReturnType<typeof certificateFields>;
   try {
-    parsed = new x509.X509Certificate(der);
+    fields = certificateFields(der);
   } catch (err) {
-    throw new IdentityError(`certificate is not valid DER X.509: ${(err as Error).message}`, { cause: err });
+    const what = err instanceof DerError ? err.message : String(err);
+    throw new IdentityError(`certificate is not valid DER X.509: ${what}`, { cause: err });
   }
-  return identityFromParsed(parsed);
-}
-
-/** @internal shared with the CA, which already holds parsed certificates. */
-export function identityFromParsed(cert: x509.X509Certificate): SpiffeId {
-  let uris: string[];
-  try {
-    const exts = cert.extensions.filter((e) => e.type === OID_SUBJECT_ALT_NAME);
-    if (exts.length === 0)
-      throw new IdentityError('certificate has no subjectAltName: expected one spiffe:// URI');
-    if (exts.length > 1) throw new IdentityError('certificate has more than one subjectAltName extension');
-    const san = new x509.SubjectAlternativeNameExtension(exts[0]!.rawData);
-    uris = san.names.items.filter((n) => n.type === 'url').map((n) => n.value);
-  } catch (err) {
-    if (err instanceof IdentityError) throw err;
-    throw new IdentityError(`certificate subjectAltName cannot be read: ${(err as Error).message}`, {
-      cause: err,
-    });
+  if (fields.sanExtensionCount === 0) {
+    throw new IdentityError('certificate has no subjectAltName: expected one spiffe:// URI');
   }
+  if (fields.sanExtensionCount > 1)
+    throw new IdentityError('certificate has more than one subjectAltName extension');
+  const uris = (fields.sans ?? []).filter((n) => n.kind === 'URI').map((n) => n.value);
   if (uris.length === 0) throw new IdentityError('certificate has no URI SAN: expected one spiffe:// URI');
   if (uris.length > 1) {
     throw new IdentityError(
