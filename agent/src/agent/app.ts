@@ -14,7 +14,8 @@
 import { readFile } from 'node:fs/promises';
 import net, { type Server, type Socket } from 'node:net';
 import type { Logger } from '@hypha/shared';
-import { type ConfigState, createFileSource, type FileSource, type Workload } from '@hypha/shared/config';
+import { type ConfigState, createFileSource, type Workload } from '@hypha/shared/config';
+import { createKubeSource } from '@hypha/shared/kube';
 import { createHbonePool, createHboneServer, type HbonePool, type HboneServer } from '@hypha/shared/hbone';
 import { CaClient, CertManager, type SpiffeId, tryParseSpiffeId } from '@hypha/shared/identity';
 import { L4Metrics } from '@hypha/shared/telemetry';
@@ -31,6 +32,14 @@ import { WaypointGuard } from './waypoint-guard.js';
 
 const TRANSPARENT_MARK = 0x111;
 const REVOCATION_POLL_MS = 30_000;
+
+/** What the agent needs of a config source (file or Kubernetes). */
+interface ConfigSourceHandle {
+  readonly state: ConfigState;
+  readonly ready: Promise<void>;
+  start(): Promise<void>;
+  close(): Promise<void>;
+}
 
 export interface Agent {
   readonly state: ConfigState;
@@ -51,15 +60,18 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   const policyMetrics = new PolicyMetrics(registry);
   const tracker = new ConnectionTracker({ metrics: l4, accessLog: logger.child({ component: 'access' }) });
 
-  // 1. Configuration.
-  if (config.source.kind !== 'file') {
-    throw new Error('the kubernetes config source is not wired into the agent yet; use --config file:PATH');
-  }
-  const source: FileSource = createFileSource({
-    path: config.source.path,
-    trustDomain: config.trustDomain,
-    logger,
-  });
+  // 1. Configuration: a YAML file (demo, tests, laptops) or the Kubernetes API; both feed the
+  // same translation into the same state.
+  const source: ConfigSourceHandle =
+    config.source.kind === 'file'
+      ? createFileSource({ path: config.source.path, trustDomain: config.trustDomain, logger })
+      : createKubeSource({
+          ...(config.source.kubeconfig ? { kubeconfig: config.source.kubeconfig } : {}),
+          trustDomain: config.trustDomain,
+          nodeName: config.nodeName,
+          logger,
+        });
+  log.info({ source: config.source }, 'loading config');
   await source.start();
   const state = source.state;
 
