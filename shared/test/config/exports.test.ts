@@ -1,0 +1,48 @@
+// Pins the runtime surface of @hypha/shared/config and @hypha/shared/policy: other packages build on
+// these names, so a rename or removal must be a deliberate change to this list.
+import * as config from '@hypha/shared/config';
+import * as policy from '@hypha/shared/policy';
+import { expect, it } from 'vitest';
+
+it('@hypha/shared/config exports exactly these values', () => {
+  expect(Object.keys(config).sort()).toEqual([
+    'ConfigError',
+    'DEFAULT_ROOT_NAMESPACE',
+    'DEMO_DEFAULTS',
+    'LABEL_DATAPLANE_MODE',
+    'LABEL_GATEWAY_NAME',
+    'LABEL_MTLS_MODE',
+    'LABEL_SERVICE_NAME',
+    'LABEL_USE_WAYPOINT',
+    'LABEL_USE_WAYPOINT_NAMESPACE',
+    'LABEL_WAYPOINT_FOR',
+    'WAYPOINT_GATEWAY_CLASS',
+    'canonicalIp',
+    'cidrContains',
+    'configObjectKey',
+    'createConfigState',
+    'createFileSource',
+    'demoConfigObjects',
+    'demoConfigYaml',
+    'flattenLists',
+    'formatIp',
+    'isConfigKind',
+    'parseCidr',
+    'parseIp',
+    'translateObject',
+  ]);
+});
+
+it('@hypha/shared/policy exports exactly these values', () => {
+  expect(Object.keys(policy).sort()).toEqual([
+    'ExplainError',
+    'compileAuthorizationPolicy',
+    'compileStringMatcher',
+    'evaluateL4',
+    'explainConnection',
+    'explainL4',
+    'matchString',
+    'policyAppliesTo',
+    'selectorMatches',
+  ]);
+});
