@@ -14,7 +14,7 @@
 import { readFile } from 'node:fs/promises';
 import net, { type Server, type Socket } from 'node:net';
 import type { Logger } from '@hypha/shared';
-import { type ConfigState, createFileSource, type Workload } from '@hypha/shared/config';
+import { type ConfigState, createFileSource, LABEL_GATEWAY_NAME, type Workload } from '@hypha/shared/config';
 import { createKubeSource } from '@hypha/shared/kube';
 import { createHbonePool, createHboneServer, type HbonePool, type HboneServer } from '@hypha/shared/hbone';
 import { CaClient, CertManager, type SpiffeId, tryParseSpiffeId } from '@hypha/shared/identity';
@@ -109,6 +109,9 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     const ids = new Map<string, SpiffeId>();
     for (const w of state.findWorkloadsOnNode(config.nodeName)) {
       if (!w.inMesh || w.hostNetwork || w.ips.length === 0) continue;
+      // Waypoint pods terminate HBONE themselves and dial endpoints over HBONE: never capture them.
+      const gateway = w.labels[LABEL_GATEWAY_NAME];
+      if (gateway !== undefined && state.findWaypoint(w.namespace, gateway) !== undefined) continue;
       localMesh.set(w.uid, w);
       ids.set(w.identity.toString(), w.identity);
     }
