@@ -19,4 +19,4 @@ export type {
   KubeObject,
   ServiceAccountTokenSpec,
 } from './kube-api/index.js';
-export { createKubeApiServer } from './kube-api/index.js';
+export { createKubeApiServer, DEFAULT_API_AUDIENCE } from './kube-api/index.js';

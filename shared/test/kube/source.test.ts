@@ -1,9 +1,12 @@
 // The Kubernetes source against the stand-in API server: what an operator would notice is whether
 // the mesh's view of the cluster matches the cluster, after watches break, expire or lag.
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import type { Logger } from '@hypha/shared';
 import { createKubeSource, type KubeSource } from '@hypha/shared/kube';
-import { createKubeApiServer, type KubeApiServer, type KubeObject } from '@hypha/test';
+import { createKubeApiServer, DEFAULT_API_AUDIENCE, type KubeApiServer, type KubeObject } from '@hypha/test';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 
@@ -143,7 +146,7 @@ function listsOf(server: KubeApiServer, path: string): number {
 }
 
 describe('Kubernetes source', () => {
-  it('syncs the whole cluster before it reports ready, and trims what the mesh never reads', async () => {
+  it('syncs the whole cluster in one commit before it reports ready', async () => {
     const server = await startServer();
     seed(server);
     const src = source(server);
@@ -350,6 +353,66 @@ describe('Kubernetes source', () => {
     const pages = server.requests.filter((r) => r.path === '/api/v1/pods' && !r.watch);
     expect(pages).toHaveLength(3);
     expect(pages[1]?.query.continue).toBeTruthy();
+  });
+
+  it('runs in a pod: in-cluster service host, mounted CA and ServiceAccount token', async () => {
+    const server = await startServer();
+    seed(server);
+    const root = await mkdtemp(join(tmpdir(), 'hypha-incluster-'));
+    const saDir = join(root, 'var/run/secrets/kubernetes.io/serviceaccount');
+    await mkdir(saDir, { recursive: true });
+    const token = server.issueToken({
+      namespace: 'hypha-system',
+      serviceAccount: 'hypha-agent',
+      audiences: [DEFAULT_API_AUDIENCE],
+    });
+    await writeFile(join(saDir, 'token'), token);
+    await writeFile(join(saDir, 'ca.crt'), server.caPem ?? '');
+    await writeFile(join(saDir, 'namespace'), 'hypha-system');
+    const saved = { host: process.env.KUBERNETES_SERVICE_HOST, port: process.env.KUBERNETES_SERVICE_PORT };
+    process.env.KUBERNETES_SERVICE_HOST = '127.0.0.1';
+    process.env.KUBERNETES_SERVICE_PORT = new URL(server.url).port;
+    try {
+      const src = source(server, { kubeconfig: { inCluster: true, pathPrefix: root } });
+      await src.start();
+      expect(src.state.findWorkloadByIp('10.1.0.10')?.name).toBe('web');
+      const auth = server.requests.filter((r) => r.path === '/api/v1/pods' && !r.watch);
+      expect(auth.every((r) => r.status === 200)).toBe(true);
+    } finally {
+      for (const [k, v] of [
+        ['KUBERNETES_SERVICE_HOST', saved.host],
+        ['KUBERNETES_SERVICE_PORT', saved.port],
+      ] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it('keeps retrying with backoff while the API refuses its credentials', async () => {
+    const server = await startServer();
+    seed(server);
+    const dir = await mkdtemp(join(tmpdir(), 'hypha-kubeconfig-'));
+    const config = JSON.parse(await readFile(server.kubeconfigPath, 'utf8')) as {
+      users: Array<{ user: { token: string } }>;
+    };
+    config.users[0]!.user.token = 'revoked';
+    await writeFile(join(dir, 'kubeconfig'), JSON.stringify(config));
+    const { logger, lines } = capturingLogger();
+    const src = source(server, {
+      kubeconfig: join(dir, 'kubeconfig'),
+      logger,
+      kinds: [{ kind: 'Pod', apiVersion: 'v1', path: '/api/v1/pods' }],
+    });
+    void src.start();
+    await waitFor('three refused lists', () => server.requests.filter((r) => r.status === 401).length >= 3);
+    expect(src.isReady).toBe(false);
+    const failure = lines.find((l) => String(l.msg).includes('401'));
+    expect(String(failure?.msg)).toContain('credentials');
+    const delays = lines.filter((l) => typeof l.retryInMs === 'number').map((l) => Number(l.retryInMs));
+    expect(Math.max(...delays)).toBeGreaterThan(Math.min(...delays));
+    await rm(dir, { recursive: true, force: true });
   });
 
   it('says which kubeconfig failed to load', () => {
