@@ -11,6 +11,7 @@ import {
   verifyChain,
   type WorkloadCertificate,
 } from '../../src/identity/index.js';
+import { certWithSans } from './helpers.js';
 
 const WEB = parseSpiffeId('spiffe://cluster.local/ns/shop/sa/web');
 
@@ -71,6 +72,36 @@ describe('identityFromCertificate', () => {
     expect(() => identityFromCertificate(root)).toThrow(IdentityError);
     expect(() => identityFromCertificate(root)).toThrow(/no subjectAltName/);
     expect(() => identityFromCertificate(Buffer.from('nope'))).toThrow(/not valid DER/);
+  });
+});
+
+describe('identityFromCertificate is strict', () => {
+  it.each([
+    [
+      'two URI SANs',
+      [
+        { type: 'url', value: 'spiffe://cluster.local/ns/a/sa/b' },
+        { type: 'url', value: 'spiffe://cluster.local/ns/a/sa/c' },
+      ],
+      /2 URI SANs/,
+    ],
+    ['a non-SPIFFE URI', [{ type: 'url', value: 'https://example.com/' }], /scheme must be "spiffe"/],
+    ['a SPIFFE URI with a bad path', [{ type: 'url', value: 'spiffe://cluster.local/ns/a' }], /path must be/],
+    ['only a DNS name', [{ type: 'dns', value: 'web.example.com' }], /no URI SAN/],
+    ['no SAN', [], /no subjectAltName/],
+  ] as const)('rejects a certificate with %s', async (_n, sans, reason) => {
+    const der = await certWithSans([...sans]);
+    expect(() => identityFromCertificate(der)).toThrow(IdentityError);
+    expect(() => identityFromCertificate(der)).toThrow(reason);
+  });
+
+  it('reads IPv4 and IPv6 SANs next to the URI without confusing them', async () => {
+    const der = await certWithSans([
+      { type: 'ip', value: '10.1.2.3' },
+      { type: 'ip', value: '2001:db8::1' },
+      { type: 'url', value: 'spiffe://cluster.local/ns/a/sa/b' },
+    ]);
+    expect(identityFromCertificate(der).toString()).toBe('spiffe://cluster.local/ns/a/sa/b');
   });
 });
 

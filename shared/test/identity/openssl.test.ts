@@ -5,7 +5,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CertificateAuthority, createCsr, generateKeyPair, parseSpiffeId } from '../../src/identity/index.js';
+import {
+  CertificateAuthority,
+  createCsr,
+  generateKeyPair,
+  parseSpiffeId,
+  verifyChain,
+} from '../../src/identity/index.js';
+import { cat } from './helpers.js';
 
 const run = promisify(execFile);
 const WEB = parseSpiffeId('spiffe://cluster.local/ns/shop/sa/web');
@@ -121,5 +128,83 @@ describe('issued certificates under openssl', () => {
     // Without the intermediate, openssl cannot build the path.
     const missing = await openssl(['verify', '-CAfile', join(dir, 'i-root.pem'), join(dir, 'i-leaf.pem')]);
     expect(missing.code).not.toBe(0);
+  });
+
+  it('loads an Istio-style cacerts directory made by openssl (EC root, RSA intermediate) and signs with it', async () => {
+    const d = join(dir, 'cacerts');
+    const ext = join(dir, 'ca.ext');
+    await run('mkdir', ['-p', d]);
+    await writeFile(
+      ext,
+      'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n',
+    );
+    const steps: string[][] = [
+      ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', join(d, 'root-key.pem')],
+      [
+        'req',
+        '-x509',
+        '-new',
+        '-key',
+        join(d, 'root-key.pem'),
+        '-subj',
+        '/O=Istio/CN=Root CA',
+        '-days',
+        '3650',
+        '-addext',
+        'basicConstraints=critical,CA:TRUE',
+        '-addext',
+        'keyUsage=critical,keyCertSign,cRLSign',
+        '-out',
+        join(d, 'root-cert.pem'),
+      ],
+      ['genrsa', '-out', join(d, 'ca-key.pem'), '2048'],
+      [
+        'req',
+        '-new',
+        '-key',
+        join(d, 'ca-key.pem'),
+        '-subj',
+        '/O=Istio/CN=Intermediate CA',
+        '-out',
+        join(d, 'ca.csr'),
+      ],
+      [
+        'x509',
+        '-req',
+        '-in',
+        join(d, 'ca.csr'),
+        '-CA',
+        join(d, 'root-cert.pem'),
+        '-CAkey',
+        join(d, 'root-key.pem'),
+        '-CAcreateserial',
+        '-days',
+        '730',
+        '-extfile',
+        ext,
+        '-out',
+        join(d, 'ca-cert.pem'),
+      ],
+    ];
+    for (const args of steps) expect((await openssl(args)).code).toBe(0);
+    await writeFile(join(d, 'cert-chain.pem'), await cat(join(d, 'ca-cert.pem'), join(d, 'root-cert.pem')));
+    const ca = await CertificateAuthority.load(d);
+    expect(ca.isRoot).toBe(false);
+    const cert = await ca.signCsr(await createCsr(WEB, await generateKeyPair()));
+    expect(verifyChain(cert.certChainPem, cert.trustBundlePem)).toEqual({ ok: true, id: WEB });
+    await writeFile(join(d, 'leaf.pem'), firstPem(cert.certChainPem));
+    await writeFile(join(d, 'chain.pem'), cert.certChainPem);
+    const ok = await openssl([
+      'verify',
+      '-CAfile',
+      join(d, 'root-cert.pem'),
+      '-untrusted',
+      join(d, 'chain.pem'),
+      join(d, 'leaf.pem'),
+    ]);
+    expect(ok.out).toMatch(/: OK/);
+    const text = await openssl(['x509', '-in', join(d, 'leaf.pem'), '-noout', '-text']);
+    expect(text.out).toMatch(/Signature Algorithm: sha256WithRSAEncryption/);
+    expect(text.out).toMatch(/Issuer: O = Istio, CN = Intermediate CA/);
   });
 });
