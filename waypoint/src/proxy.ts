@@ -101,6 +101,8 @@ const HOP_BY_HOP = new Set([
   'trailer',
   'http2-settings',
   'host',
+  // The waypoint answers 100-continue itself, and undici refuses to send `expect`.
+  'expect',
 ]);
 
 interface RequestState {
@@ -109,6 +111,8 @@ interface RequestState {
   service: ServiceEntry | undefined;
   cluster: Cluster | undefined;
   endpoint: EndpointState | undefined;
+  /** The endpoint whose in-flight count this request holds (given back once). */
+  activeOn: EndpointState | undefined;
   routeName: string;
   flags: string[];
   grpc: boolean;
@@ -173,7 +177,10 @@ class WaypointProxy implements Waypoint {
     this.#h1.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       const ctx = this.#streamCtx.get(socket);
       if (ctx === undefined) return void socket.destroy();
-      this.#handleUpgrade(req, socket, head, ctx);
+      this.#handleUpgrade(req, socket, head, ctx).catch((err: unknown) => {
+        this.#log.warn({ err }, 'upgrade failed unexpectedly');
+        socket.destroy();
+      });
     });
     this.#h1.on('clientError', (_err, socket: Duplex) => socket.destroy());
     this.#h2 = http2.createServer({ settings: { initialWindowSize: 4 << 20 } }, (req, res) => {
@@ -256,7 +263,10 @@ class WaypointProxy implements Waypoint {
     this.#open.add(stream);
     stream.once('close', () => this.#open.delete(stream));
     const found = this.#snapshot.byAddress.get(addressKey(ctx.authority.host, ctx.authority.port));
-    if (found?.port.tcp) return void this.#forwardTcp(stream, ctx);
+    if (found?.port.tcp) {
+      this.#forwardTcp(stream, ctx).catch(() => stream.destroy());
+      return;
+    }
     sniffProtocol(stream, this.#sniffTimeoutMs).then((proto) => {
       if (stream.destroyed) return;
       switch (proto) {
@@ -273,7 +283,7 @@ class WaypointProxy implements Waypoint {
           }
           break;
         case 'tcp':
-          void this.#forwardTcp(stream, ctx);
+          this.#forwardTcp(stream, ctx).catch(() => stream.destroy());
           break;
         case 'closed':
           stream.destroy();
@@ -357,6 +367,7 @@ class WaypointProxy implements Waypoint {
       service: undefined,
       cluster: undefined,
       endpoint: undefined,
+      activeOn: undefined,
       routeName: '-',
       flags: [],
       grpc,
@@ -451,7 +462,7 @@ class WaypointProxy implements Waypoint {
     if (targetPort === undefined) return void this.#fail(res, st, 'NO_CLUSTER');
     st.span?.inject(out);
 
-    void this.#proxy(req, res, st, {
+    this.#proxy(req, res, st, {
       action,
       backend,
       target,
@@ -464,6 +475,12 @@ class WaypointProxy implements Waypoint {
       hashKey: headerValue(headers, cluster.settings.hashHeader),
       destination: service,
       h2Upstream: (grpc && h2) || (target.ports.get(targetPort)?.http2 ?? false),
+    }).catch((err: unknown) => {
+      // Only unexpected errors land here (a client body that failed while buffering, a bug):
+      // answer if still possible, never crash the process.
+      this.#log.warn({ err, service: service.key }, 'request failed unexpectedly');
+      if (!res.headersSent && !res.destroyed) this.#fail(res, st, 'UPSTREAM_RESET');
+      else res.destroy();
     });
   }
 
@@ -519,8 +536,11 @@ class WaypointProxy implements Waypoint {
           return void this.#failFromAbort(res, st);
         }
       }
+      if (st.finished || res.destroyed) {
+        p.cluster.release();
+        return;
+      }
       st.slot = true;
-      if (res.destroyed) return;
 
       const replayable = body === null || Buffer.isBuffer(body);
       const maxTries = 1 + (retry !== undefined && replayable ? retry.attempts : 0);
@@ -546,11 +566,12 @@ class WaypointProxy implements Waypoint {
         const upstream: UpstreamEndpoint = { ip: ep.ip, port: epPort, workload: ep.info.workload };
         const last = attempt === maxTries - 1;
         ep.active++;
+        st.activeOn = ep;
         const result = p.h2Upstream
           ? await this.#tryHttp2(req, upstream, p, body, st)
           : await this.#tryHttp1(upstream, p, body, st);
         if (result.kind === 'failure') {
-          ep.active--;
+          releaseActive(st);
           p.cluster.recordOutcome(ep, result.code !== 'TIMEOUT' || !st.abort.signal.aborted);
           if (st.abort.signal.aborted) return void this.#failFromAbort(res, st);
           lastFailure = result.code;
@@ -559,7 +580,7 @@ class WaypointProxy implements Waypoint {
         const status = result.status;
         p.cluster.recordOutcome(ep, status >= 500);
         if (!last && retry !== undefined && retry.codes.has(status)) {
-          ep.active--;
+          releaseActive(st);
           result.discard();
           continue;
         }
@@ -959,7 +980,7 @@ class WaypointProxy implements Waypoint {
       if (!st.flags.includes('DC')) st.flags.push('DC');
     }
     if (st.slot) st.cluster?.release();
-    if (st.endpoint !== undefined && st.slot) st.endpoint.active = Math.max(0, st.endpoint.active - 1);
+    releaseActive(st);
     const durationMs = performance.now() - st.start;
     const code = res.headersSent ? res.statusCode : 0;
     const flags = st.flags.length === 0 ? '-' : st.flags.join(',');
@@ -1193,4 +1214,12 @@ function relay(src: Readable, dst: Writable): void {
   dst.once('close', () => {
     if (!src.readableEnded) src.destroy();
   });
+}
+
+/** Gives back the in-flight count a request holds on an endpoint (idempotent). */
+function releaseActive(st: RequestState): void {
+  if (st.activeOn !== undefined) {
+    st.activeOn.active--;
+    st.activeOn = undefined;
+  }
 }

@@ -143,5 +143,27 @@ describe('upstream failures', () => {
     sock.destroy();
     await expect.poll(() => lineFor('dc')?.response_flags, { timeout: 3000 }).toBe('DC');
     expect(lineFor('dc')?.response_code).toBe(0);
+    // Nothing leaks: no request counted as in flight, no circuit-breaker slot held.
+    const cluster = tw.wp.findCluster('shop/hang')!;
+    expect(cluster.activeRequests).toBe(0);
+    expect(cluster.endpoints.map((e) => e.active)).toEqual([0]);
+  });
+
+  it('answers Expect: 100-continue itself and forwards the body', async () => {
+    const l = await tw.listen({ host: '10.96.6.2', port: 80 });
+    const sock = net.connect(l.port, '127.0.0.1');
+    await new Promise<void>((resolve) => sock.once('connect', () => resolve()));
+    let got = '';
+    sock.on('data', (d: Buffer) => {
+      got += d.toString();
+      if (got.startsWith('HTTP/1.1 100')) {
+        got = '';
+        sock.write('hello');
+      }
+    });
+    sock.write('POST /upload HTTP/1.1\r\nhost: live\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n');
+    await expect.poll(() => got, { timeout: 3000 }).toMatch(/^HTTP\/1\.1 200/);
+    sock.destroy();
+    expect(live.requests.find((r) => r.url === '/upload')?.body).toBe('hello');
   });
 });

@@ -1,14 +1,7 @@
 // Routing through the waypoint over real loopback sockets: splits, matches, filters, mirroring.
 import http2 from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  type Backend,
-  send,
-  service,
-  startBackend,
-  startWaypoint,
-  type TestWaypoint,
-} from '../helpers.js';
+import { type Backend, send, service, startBackend, startWaypoint, type TestWaypoint } from '../helpers.js';
 
 const VIP = '10.96.0.10';
 let v1: Backend;
