@@ -100,7 +100,7 @@ interface Facts {
 }
 
 export function evaluateL4(
-  policies: Iterable<CompiledAuthorizationPolicy>,
+  policies: readonly CompiledAuthorizationPolicy[],
   request: L4Request,
   options: EvaluateOptions = {},
 ): L4Decision {
@@ -109,7 +109,7 @@ export function evaluateL4(
   const facts = factsOf(request);
   let audit: AuditMatch[] | undefined;
   let deny: L4Decision | undefined;
-  let allows: CompiledAuthorizationPolicy[] | undefined;
+  let hasAllow = false;
   for (const p of policies) {
     if (!policyAppliesTo(p, workload, root)) continue;
     if (p.action === 'AUDIT') {
@@ -122,57 +122,84 @@ export function evaluateL4(
     }
     if (deny !== undefined) continue;
     if (p.failClosed) {
-      deny = {
-        decision: 'deny',
-        policy: { namespace: p.namespace, name: p.name },
-        reason: failClosedReason(p),
-        audit: NO_AUDIT,
-        failClosed: true,
-      };
+      deny = failClosedDecision(p);
     } else if (p.action === 'DENY') {
       const rule = firstMatchingRule(p, facts);
-      if (rule !== undefined) {
-        deny = {
-          decision: 'deny',
-          policy: { namespace: p.namespace, name: p.name },
-          rule: rule.index,
-          reason: `denied by DENY policy ${p.namespace}/${p.name} rules[${rule.index}]`,
-          audit: NO_AUDIT,
-        };
-      }
+      if (rule !== undefined) deny = ruleDecision(p, rule);
     } else {
-      allows ??= [];
-      allows.push(p);
+      hasAllow = true;
     }
   }
   const auditOut = audit ?? NO_AUDIT;
-  if (deny !== undefined) return auditOut === NO_AUDIT ? deny : { ...deny, audit: auditOut };
-  if (allows === undefined) {
-    return {
-      decision: 'allow',
-      reason: `allowed: no ALLOW policy applies to ${workload.namespace}/${workload.name}`,
-      audit: auditOut,
-    };
-  }
-  for (const p of allows) {
+  if (deny !== undefined) return withAudit(deny, auditOut);
+  if (!hasAllow) return withAudit(noAllowDecision(workload), auditOut);
+  for (const p of policies) {
+    if (p.action !== 'ALLOW' || p.failClosed || !policyAppliesTo(p, workload, root)) continue;
     const rule = firstMatchingRule(p, facts);
-    if (rule !== undefined) {
-      return {
-        decision: 'allow',
-        policy: { namespace: p.namespace, name: p.name },
-        rule: rule.index,
-        reason: `allowed by ALLOW policy ${p.namespace}/${p.name} rules[${rule.index}]`,
-        audit: auditOut,
-      };
-    }
+    if (rule !== undefined) return withAudit(ruleDecision(p, rule), auditOut);
   }
+  const names = policies
+    .filter((p) => p.action === 'ALLOW' && policyAppliesTo(p, workload, root))
+    .map((p) => `${p.namespace}/${p.name}`);
   return {
     decision: 'deny',
-    reason: `denied: ALLOW policies apply to ${workload.namespace}/${workload.name} (${allows
-      .map((p) => `${p.namespace}/${p.name}`)
-      .join(', ')}) but none matched`,
+    reason: `denied: ALLOW policies apply to ${workload.namespace}/${workload.name} (${names.join(', ')}) but none matched`,
     audit: auditOut,
   };
+}
+
+// Decisions that depend only on the policy/rule (or the workload) are built once and shared, so the
+// common outcomes cost no allocation per connection. They are frozen: callers must not mutate them.
+const ruleDecisions = new WeakMap<CompiledRule, L4Decision>();
+const failClosedDecisions = new WeakMap<CompiledAuthorizationPolicy, L4Decision>();
+const noAllowDecisions = new WeakMap<Workload, L4Decision>();
+
+function ruleDecision(p: CompiledAuthorizationPolicy, rule: CompiledRule): L4Decision {
+  let d = ruleDecisions.get(rule);
+  if (d === undefined) {
+    const allow = p.action === 'ALLOW';
+    d = Object.freeze({
+      decision: allow ? 'allow' : 'deny',
+      policy: Object.freeze({ namespace: p.namespace, name: p.name }),
+      rule: rule.index,
+      reason: `${allow ? 'allowed' : 'denied'} by ${p.action} policy ${p.namespace}/${p.name} rules[${rule.index}]`,
+      audit: NO_AUDIT,
+    } as const);
+    ruleDecisions.set(rule, d);
+  }
+  return d;
+}
+
+function failClosedDecision(p: CompiledAuthorizationPolicy): L4Decision {
+  let d = failClosedDecisions.get(p);
+  if (d === undefined) {
+    d = Object.freeze({
+      decision: 'deny',
+      policy: Object.freeze({ namespace: p.namespace, name: p.name }),
+      reason: failClosedReason(p),
+      audit: NO_AUDIT,
+      failClosed: true,
+    } as const);
+    failClosedDecisions.set(p, d);
+  }
+  return d;
+}
+
+function noAllowDecision(w: Workload): L4Decision {
+  let d = noAllowDecisions.get(w);
+  if (d === undefined) {
+    d = Object.freeze({
+      decision: 'allow',
+      reason: `allowed: no ALLOW policy applies to ${w.namespace}/${w.name}`,
+      audit: NO_AUDIT,
+    } as const);
+    noAllowDecisions.set(w, d);
+  }
+  return d;
+}
+
+function withAudit(d: L4Decision, audit: readonly AuditMatch[]): L4Decision {
+  return audit === NO_AUDIT ? d : { ...d, audit };
 }
 
 function factsOf(request: L4Request): Facts {
@@ -305,12 +332,12 @@ export interface L4Explanation {
 
 /** The same decision as evaluateL4, with a line per policy for `hypha policy explain`. */
 export function explainL4(
-  policies: Iterable<CompiledAuthorizationPolicy>,
+  policies: readonly CompiledAuthorizationPolicy[],
   request: L4Request,
   options: EvaluateOptions = {},
 ): L4Explanation {
   const root = options.rootNamespace ?? DEFAULT_ROOT_NAMESPACE;
-  const list = [...policies];
+  const list = policies;
   const decision = evaluateL4(list, request, options);
   const facts = factsOf(request);
   const w = request.destination.workload;
