@@ -273,6 +273,26 @@ export class HboneServer {
     }
   }
 
+  /**
+   * Re-checks every live connection against `isRevoked` (call it when the CA publishes a new
+   * revocation list) and closes those whose client certificate is now revoked. Returns how many.
+   */
+  enforceRevocations(): number {
+    let closed = 0;
+    for (const state of this.#sessions) {
+      if (this.#opts.isRevoked?.(state.peer)) {
+        this.#refuse(
+          'TLS_FAILURE',
+          `closing connection of ${state.peer.id}: serial ${state.peer.serial} was revoked`,
+          state.connection,
+        );
+        state.session.destroy();
+        closed += 1;
+      }
+    }
+    return closed;
+  }
+
   /** Immediate close: every connection is destroyed (streams reset). */
   async close(): Promise<void> {
     await this.drain(0);

@@ -146,6 +146,28 @@ describe('server-side client checks', () => {
     expect(lastRefusal()).toContain('revoked');
   });
 
+  test('revoking a serial closes live connections that used it', async () => {
+    const cert = await mesh.ca.issue(mesh.clientId);
+    const pool = newPool();
+    try {
+      const t = await pool.connect({
+        source: cert,
+        destination: { ip: '127.0.0.1', port: hbone.port },
+        expectedIdentities: [mesh.serverId],
+        authority: `127.0.0.1:${echo.port}`,
+      });
+      t.stream.on('error', () => {});
+      const closed = new Promise((r) => t.stream.once('close', r));
+      expect(hbone.server.enforceRevocations()).toBe(0);
+      revoked.add(cert.serial);
+      expect(hbone.server.enforceRevocations()).toBe(1);
+      await closed;
+      expect(t.stream.rstCode).not.toBe(0);
+    } finally {
+      pool.close();
+    }
+  });
+
   test('a client without a certificate gets no HTTP/2 session', async () => {
     const before = hbone.server.stats().handshakesCompleted;
     const socket = tlsConnect({
