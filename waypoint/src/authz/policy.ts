@@ -10,6 +10,11 @@
 // - For plain TCP (no request) an ALLOW rule that needs request attributes does not match and a
 //   DENY rule matches on its L4 part alone: missing L7 data never widens access.
 import { BlockList, isIPv4, isIPv6 } from 'node:net';
+import {
+  compileStringMatcher,
+  matchString,
+  type StringMatcher as SharedStringMatcher,
+} from '@hypha/shared/policy';
 import { z } from 'zod';
 import { WaypointConfigError } from '../errors.js';
 import { type ObjectMeta, parseWith, readObjectMeta } from '../model.js';
@@ -76,31 +81,33 @@ const specSchema = z.object({
   rules: z.array(ruleSchema).optional(),
 });
 
-type StringMatcher = (v: string) => boolean;
+// String matching is the L4 evaluator's (one set lookup for exact values, then prefixes/suffixes),
+// so a principal or namespace pattern means the same at L4 and L7.
+type StringMatcher = SharedStringMatcher;
 
 interface CompiledSource {
-  principals?: StringMatcher[];
-  notPrincipals?: StringMatcher[];
-  namespaces?: StringMatcher[];
-  notNamespaces?: StringMatcher[];
+  principals?: StringMatcher;
+  notPrincipals?: StringMatcher;
+  namespaces?: StringMatcher;
+  notNamespaces?: StringMatcher;
   ipBlocks?: BlockList;
   notIpBlocks?: BlockList;
 }
 interface CompiledOperation {
-  hosts?: StringMatcher[];
-  notHosts?: StringMatcher[];
+  hosts?: StringMatcher;
+  notHosts?: StringMatcher;
   ports?: Set<number>;
   notPorts?: Set<number>;
-  methods?: StringMatcher[];
-  notMethods?: StringMatcher[];
-  paths?: StringMatcher[];
-  notPaths?: StringMatcher[];
+  methods?: StringMatcher;
+  notMethods?: StringMatcher;
+  paths?: StringMatcher;
+  notPaths?: StringMatcher;
 }
 interface CompiledCondition {
   key: string;
   header: string | undefined;
-  values?: StringMatcher[];
-  notValues?: StringMatcher[];
+  values?: StringMatcher;
+  notValues?: StringMatcher;
   blocks?: BlockList;
   notBlocks?: BlockList;
 }
@@ -204,22 +211,9 @@ export function compileAuthorizationPolicy(
   };
 }
 
-function matcher(pattern: string, lower = false): StringMatcher {
-  const p = lower ? pattern.toLowerCase() : pattern;
-  if (p === '*') return (v) => v.length > 0;
-  if (p.endsWith('*')) {
-    const pre = p.slice(0, -1);
-    return lower ? (v) => v.toLowerCase().startsWith(pre) : (v) => v.startsWith(pre);
-  }
-  if (p.startsWith('*')) {
-    const suf = p.slice(1);
-    return lower ? (v) => v.toLowerCase().endsWith(suf) : (v) => v.endsWith(suf);
-  }
-  return lower ? (v) => v.toLowerCase() === p : (v) => v === p;
-}
-
-function matchers(list: string[] | undefined, lower = false): StringMatcher[] | undefined {
-  return list === undefined ? undefined : list.map((p) => matcher(p, lower));
+function matchers(list: string[] | undefined, lower = false): StringMatcher | undefined {
+  if (list === undefined) return undefined;
+  return compileStringMatcher(lower ? list.map((p) => p.toLowerCase()) : list);
 }
 
 function blocks(list: string[] | undefined, meta: ObjectMeta, field: string): BlockList | undefined {
@@ -314,7 +308,7 @@ function omitUndefined<T extends object>(o: T): T {
   return o;
 }
 
-const any = (ms: StringMatcher[], v: string | undefined): boolean => v !== undefined && ms.some((m) => m(v));
+const any = (m: StringMatcher, v: string | undefined): boolean => v !== undefined && matchString(m, v);
 
 function ipFamily(ip: string): 'ipv4' | 'ipv6' {
   return isIPv4(ip) ? 'ipv4' : 'ipv6';
@@ -354,8 +348,9 @@ function operationMatches(o: CompiledOperation, a: AuthzAttributes, forDeny: boo
   if (o.paths && !any(o.paths, r.path)) return false;
   if (o.notPaths && any(o.notPaths, r.path)) return false;
   if (o.hosts || o.notHosts) {
-    const bare = stripPort(r.host);
-    const hostIn = (ms: StringMatcher[]) => any(ms, r.host) || any(ms, bare);
+    const bare = stripPort(r.host).toLowerCase();
+    const host = r.host.toLowerCase();
+    const hostIn = (m: StringMatcher) => any(m, host) || any(m, bare);
     if (o.hosts && !hostIn(o.hosts)) return false;
     if (o.notHosts && hostIn(o.notHosts)) return false;
   }
