@@ -4,7 +4,7 @@ import { execFile } from 'node:child_process';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { createKubeApiServer, type KubeApiServer } from '@hypha/test';
+import { createKubeApiServer, DEFAULT_API_AUDIENCE, type KubeApiServer } from '@hypha/test';
 import {
   AuthenticationV1Api,
   CoreV1Api,
@@ -358,6 +358,10 @@ describe('stand-in Kubernetes API server', () => {
       });
     expect(await status('wrong')).toBe(401);
     expect(await status(server.adminToken)).toBe(200);
+    // A ServiceAccount token is an API credential only for the API server's audience.
+    const sa = { namespace: 'shop', serviceAccount: 'web' };
+    expect(await status(server.issueToken({ ...sa, audiences: ['hypha-ca'] }))).toBe(401);
+    expect(await status(server.issueToken({ ...sa, audiences: [DEFAULT_API_AUDIENCE] }))).toBe(200);
     server.injectFailure({ method: 'GET', path: '/api/v1/pods', status: 503, times: 1 });
     const failed = await apiError(core.listPodForAllNamespaces());
     expect(failed).toMatchObject({ code: 503, status: { reason: 'ServiceUnavailable' } });

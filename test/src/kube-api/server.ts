@@ -266,7 +266,12 @@ export async function createKubeApiServer(options: KubeApiServerOptions = {}): P
     const token = match[1]?.trim() ?? '';
     if (token === adminToken) return true;
     const entry = tokens.get(token);
-    return entry !== undefined && entry.expiresAt > Date.now();
+    // Like the real server: a token minted for another audience (e.g. hypha-ca) is not an API credential.
+    return (
+      entry !== undefined &&
+      entry.expiresAt > Date.now() &&
+      entry.spec.audiences.some((a) => apiAudiences.includes(a))
+    );
   }
 
   function matchFailure(method: string, path: string, watch: boolean): FailureInjection | undefined {
