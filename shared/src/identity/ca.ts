@@ -287,7 +287,13 @@ export class CertificateAuthority {
     }
     let csr: ParsedCsr;
     try {
-      const b64 = csrPem.replace(/-----(BEGIN|END) (NEW )?CERTIFICATE REQUEST-----/g, '').replace(/\s+/g, '');
+      // Text around the block (e.g. `openssl req -text` output) is ignored.
+      const body =
+        /-----BEGIN (?:NEW )?CERTIFICATE REQUEST-----([\s\S]*?)-----END (?:NEW )?CERTIFICATE REQUEST-----/.exec(
+          csrPem,
+        );
+      if (!body) throw new DerError('PEM block has no END line');
+      const b64 = body[1]!.replace(/\s+/g, '');
       if (!/^[A-Za-z0-9+/]+=*$/.test(b64)) throw new DerError('PEM body is not base64');
       csr = parseCsrDer(Buffer.from(b64, 'base64'));
     } catch (err) {

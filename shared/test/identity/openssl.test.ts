@@ -207,4 +207,39 @@ describe('issued certificates under openssl', () => {
     expect(text.out).toMatch(/Signature Algorithm: sha256WithRSAEncryption/);
     expect(text.out).toMatch(/Issuer: O = Istio, CN = Intermediate CA/);
   });
+
+  it('signs a CSR made by openssl req (EC P-256 key, URI SAN), with text around the PEM block', async () => {
+    const ca = await CertificateAuthority.init();
+    const key = join(dir, 'o-key.pem');
+    const req = join(dir, 'o-req.pem');
+    expect((await openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', key])).code).toBe(
+      0,
+    );
+    const made = await openssl([
+      'req',
+      '-new',
+      '-key',
+      key,
+      '-subj',
+      '/O=ignored',
+      '-addext',
+      `subjectAltName=URI:${WEB}`,
+      '-text',
+      '-out',
+      req,
+    ]);
+    expect(made.code).toBe(0);
+    const { readFile } = await import('node:fs/promises');
+    const pem = await readFile(req, 'utf8');
+    expect(pem).toMatch(/^Certificate Request:/);
+    const cert = await ca.signCsr(pem);
+    expect(cert.id.equals(WEB)).toBe(true);
+    await writeFile(join(dir, 'o-leaf.pem'), firstPem(cert.certChainPem));
+    const text = await openssl(['x509', '-in', join(dir, 'o-leaf.pem'), '-noout', '-text']);
+    expect(text.out).not.toMatch(/O\s*=\s*ignored/);
+    // The certificate certifies the openssl key.
+    const pub = await openssl(['pkey', '-in', key, '-pubout']);
+    const leafPub = await openssl(['x509', '-in', join(dir, 'o-leaf.pem'), '-noout', '-pubkey']);
+    expect(leafPub.out).toBe(pub.out);
+  });
 });
