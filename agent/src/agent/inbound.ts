@@ -68,19 +68,36 @@ export type InboundVerdict =
     };
 
 /**
- * The policy half of admission, pure (no logging, no metrics): mTLS mode first, then L4
- * authorization. `Inbound.admit` and `hypha policy explain` both call it, so they cannot disagree.
+ * The policy half of admission, pure (no logging, no metrics): mTLS mode, then waypoint-only
+ * (pods behind a waypoint accept only the waypoint's identity; a missing waypoint refuses all),
+ * then L4 authorization. `Inbound.admit` and `hypha policy explain` both call it, so they cannot
+ * disagree.
  */
 export function decideInbound(
   state: ConfigState,
   workload: Workload,
   req: { port: number; peer: SpiffeId | undefined; sourceIp: string },
+  guard: WaypointGuard | undefined,
 ): InboundVerdict {
   if (req.peer === undefined && workload.mtlsMode === 'strict') {
     return {
       ok: false,
       kind: 'strict_mtls',
       reason: `plaintext refused: namespace ${workload.namespace} is in STRICT mTLS mode`,
+      policy: undefined,
+      decision: undefined,
+    };
+  }
+  const bound = guard?.find(workload.uid);
+  if (bound !== undefined && (req.peer === undefined || !bound.allowed.has(req.peer.toString()))) {
+    const via = bound.waypoints.join(', ');
+    return {
+      ok: false,
+      kind: 'waypoint_only',
+      reason:
+        bound.allowed.size === 0
+          ? `${workload.namespace}/${workload.name} is bound to waypoint ${via}, which does not exist: refused (fail closed)`
+          : `${workload.namespace}/${workload.name} accepts connections only from its waypoint ${via}, not from ${req.peer?.toString() ?? 'a plaintext client'}`,
       policy: undefined,
       decision: undefined,
     };
@@ -134,7 +151,7 @@ export class Inbound {
         reason: `${req.destinationIp} is not a mesh pod on node ${this.#o.nodeName}`,
       };
     }
-    const verdict = decideInbound(this.#o.state, workload, req);
+    const verdict = decideInbound(this.#o.state, workload, req, this.#o.waypointGuard);
     if (mode === 'admit' && verdict.decision !== undefined) {
       for (const a of verdict.decision.audit) {
         const audit = `${a.namespace}/${a.name}`;

@@ -5,7 +5,7 @@
 import { Counter, type Registry } from 'prom-client';
 
 /** Why a connection was refused: the fixed set of `reason` label values. */
-export type DenyKind = 'strict_mtls' | 'deny_policy' | 'no_allow_match' | 'fail_closed';
+export type DenyKind = 'strict_mtls' | 'waypoint_only' | 'deny_policy' | 'no_allow_match' | 'fail_closed';
 
 /** `policy` label value when no single policy decided (no ALLOW matched, STRICT mode). */
 export const NO_POLICY = '-';

@@ -7,6 +7,8 @@ import { register as registerAgent } from './commands/agent.js';
 import { register as registerCa } from './commands/ca.js';
 import { register as registerCert } from './commands/cert.js';
 import { register as registerDemo } from './commands/demo.js';
+import { register as registerPolicy } from './commands/policy.js';
+import { register as registerStatus } from './commands/status.js';
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
@@ -43,5 +45,7 @@ Examples:
   registerCa(program);
   registerCert(program);
   registerDemo(program);
+  registerPolicy(program);
+  registerStatus(program);
   return program;
 }

@@ -1,0 +1,379 @@
+// `hypha policy explain`: the L4 decision a connection would get, and which policy and rule took it.
+//
+// It loads the same YAML the agents read (same file source, same translation), turns the operator's
+// words (`--from demo/client --to demo/echo:80`) into the request the destination agent would see
+// (peer identity or none, source IP, destination pod, resolved target port), and asks the data
+// path's own decision function (`decideInbound`, what `Inbound.admit` calls) for the verdict;
+// `explainL4` adds one line per applicable policy. A Service fans out to its endpoints, each
+// evaluated on its own pod with its own target port, as the agents would.
+import type { ConfigState, Service, Workload } from '@hypha/shared/config';
+import type { SpiffeId } from '@hypha/shared/identity';
+import { type Command, Option } from 'commander';
+import { UsageError } from '../errors.js';
+
+/** Exit codes an operator can script against (documented in --help and docs/operations.md). */
+export const EXPLAIN_EXIT = { allow: 0, error: 1, usage: 2, deny: 3, mixed: 4 } as const;
+
+interface ExplainFlags {
+  from?: string;
+  fromIp?: string;
+  plaintext: boolean;
+  to?: string;
+  config?: string;
+  trustDomain: string;
+  json: boolean;
+}
+
+export interface ExplainSource {
+  /** What the operator named, for display. */
+  label: string;
+  identity: SpiffeId | undefined;
+  /** '' when unknown: then no ipBlocks rule can match it. */
+  ip: string;
+  workload: Workload | undefined;
+  notes: string[];
+}
+
+export interface ExplainTarget {
+  workload: Workload;
+  ip: string;
+  port: number;
+  decision: 'allow' | 'deny';
+  /** strict_mtls | deny_policy | no_allow_match | fail_closed, for denials. */
+  kind: string | undefined;
+  policy: string | undefined;
+  rule: number | undefined;
+  reason: string;
+  lines: string[];
+}
+
+export function register(program: Command): void {
+  const policy = program.command('policy').description('inspect L4 authorization decisions');
+  policy
+    .command('explain')
+    .description('show whether a connection would be allowed at L4, and which policy and rule decided it')
+    .option(
+      '--from <source>',
+      'source: <ns>/<pod>, <ns>/<service-account>, or a SPIFFE ID (spiffe://<td>/ns/<ns>/sa/<sa>)',
+    )
+    .option('--from-ip <ip>', 'source IP (for ipBlocks rules); alone, a plaintext source outside the mesh')
+    .option(
+      '--plaintext',
+      'the connection arrives without mTLS (no peer identity), as from outside the mesh',
+      false,
+    )
+    .option('--to <destination>', 'destination: <ns>/<pod>:<port> or <ns>/<service>:<service port>')
+    .option('--config <path>', 'mesh config file or directory the agents read (default: $HYPHA_CONFIG)')
+    .addOption(
+      new Option('--trust-domain <domain>', 'SPIFFE trust domain')
+        .env('HYPHA_TRUST_DOMAIN')
+        .default('cluster.local'),
+    )
+    .option('--json', 'print JSON instead of text', false)
+    .addHelpText(
+      'after',
+      `
+The decision is the one the destination node agent takes, with the same code: STRICT mTLS refuses
+plaintext before any policy; a pod behind a waypoint accepts only the waypoint's identity;
+then any matching DENY (or an L4 policy that fails closed on L7
+attributes) denies; with no ALLOW policy the connection is allowed; else an ALLOW rule must match.
+A pod source outside the mesh connects in plaintext (no identity). A Service destination is
+evaluated on each endpoint pod at its resolved target port. Names are looked up as a pod first,
+then as a service account (--from) or a Service (--to).
+
+Exit codes (for scripts):
+  0  allowed (every endpoint, for a Service)
+  3  denied (every endpoint)
+  4  mixed: some endpoints of the Service allow it, others deny it
+  1  error (config not found, unknown destination, Service without endpoints)
+  2  usage error
+
+Examples:
+  hypha policy explain --config mesh.yaml --from demo/client --to demo/echo:80
+  hypha policy explain --from demo/client --to demo/echo-v1:8080 --json       (HYPHA_CONFIG=file:mesh.yaml)
+  hypha policy explain --from outside/plain --to demo/echo:80                 (a pod outside the mesh)
+  hypha policy explain --from-ip 10.0.0.7 --to demo/echo-v2:8080              (plaintext from an address)`,
+    )
+    .action(async (flags: ExplainFlags) => {
+      const path = configPath(flags.config, process.env.HYPHA_CONFIG);
+      if (flags.to === undefined) throw new UsageError('--to <ns>/<pod-or-service>:<port> is required');
+      if (flags.from === undefined && flags.fromIp === undefined) {
+        throw new UsageError('--from <ns>/<pod-or-service-account> (or --from-ip <ip>) is required');
+      }
+      const to = parseTo(flags.to);
+      const { canonicalIp, createFileSource } = await import('@hypha/shared/config');
+      let fromIp: string | undefined;
+      if (flags.fromIp !== undefined) {
+        fromIp = canonicalIp(flags.fromIp);
+        if (fromIp === undefined) throw new UsageError(`--from-ip "${flags.fromIp}" is not an IP address`);
+      }
+      if (flags.from !== undefined) parseFrom(flags.from); // usage errors before reading any file
+
+      const source = createFileSource({ path, trustDomain: flags.trustDomain, watch: false });
+      try {
+        await source.start();
+      } catch (err) {
+        throw new Error(`cannot read the mesh config ${path}: ${(err as Error).message}`);
+      } finally {
+        await source.close();
+      }
+      for (const e of source.errors) process.stderr.write(`hypha: warning: config: ${e.message}\n`);
+      const state = source.state;
+
+      const from = await resolveSource(state, flags, fromIp);
+      const { header, targets } = resolveTargets(state, to);
+      const evaluated = await Promise.all(
+        targets.map((t) => evaluate(state, from, t.workload, t.ip, t.port)),
+      );
+      const allows = evaluated.filter((t) => t.decision === 'allow').length;
+      const decision = allows === evaluated.length ? 'allow' : allows === 0 ? 'deny' : 'mixed';
+
+      if (flags.json) {
+        process.stdout.write(
+          `${JSON.stringify(
+            {
+              decision,
+              from: {
+                label: from.label,
+                identity: from.identity?.toString() ?? null,
+                ip: from.ip || null,
+                workload: from.workload ? `${from.workload.namespace}/${from.workload.name}` : null,
+                mutualTls: from.identity !== undefined,
+                notes: from.notes,
+              },
+              to: { label: flags.to, description: header },
+              targets: evaluated.map((t) => ({
+                workload: `${t.workload.namespace}/${t.workload.name}`,
+                node: t.workload.node,
+                ip: t.ip,
+                port: t.port,
+                inMesh: t.workload.inMesh,
+                mtlsMode: t.workload.mtlsMode,
+                decision: t.decision,
+                kind: t.kind ?? null,
+                policy: t.policy ?? null,
+                rule: t.rule ?? null,
+                reason: t.reason,
+                lines: t.lines,
+              })),
+            },
+            null,
+            2,
+          )}\n`,
+        );
+      } else {
+        const out: string[] = [];
+        const who = from.identity ? `identity ${from.identity.toString()} (mTLS)` : 'no identity (plaintext)';
+        out.push(`from: ${from.label}  ${who}  ip ${from.ip || 'unknown'}`);
+        for (const n of from.notes) out.push(`      ${n}`);
+        out.push(`to:   ${header}`);
+        for (const t of evaluated) {
+          out.push('');
+          out.push(
+            `${t.workload.namespace}/${t.workload.name} ${t.ip}:${t.port} (node ${t.workload.node}): ${t.decision.toUpperCase()}`,
+          );
+          for (const l of t.lines) out.push(`  ${l}`);
+        }
+        out.push('');
+        out.push(`result: ${decision.toUpperCase()}`);
+        process.stdout.write(`${out.join('\n')}\n`);
+      }
+      process.exitCode = EXPLAIN_EXIT[decision];
+    });
+}
+
+/** `--config PATH` (or `file:PATH`), else `$HYPHA_CONFIG` when it names a file source. */
+export function configPath(flag: string | undefined, env: string | undefined): string {
+  const raw = flag ?? env;
+  if (raw === undefined || raw === '') {
+    throw new UsageError(
+      '--config <path> is required (the mesh YAML the agents read), or set HYPHA_CONFIG=file:<path>',
+    );
+  }
+  if (raw === 'kubernetes' || raw.startsWith('kubernetes:')) {
+    throw new UsageError(
+      `${flag !== undefined ? '--config' : 'HYPHA_CONFIG'} is "${raw}": policy explain reads a config file; pass --config <path>`,
+    );
+  }
+  const path = raw.startsWith('file:') ? raw.slice('file:'.length) : raw;
+  if (path === '')
+    throw new UsageError('--config file: needs a path, e.g. --config file:/etc/hypha/mesh.yaml');
+  return path;
+}
+
+const NAME = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
+
+/** `<ns>/<name>` or a SPIFFE ID. */
+export function parseFrom(value: string): { spiffe: string } | { namespace: string; name: string } {
+  if (value.startsWith('spiffe://')) return { spiffe: value };
+  const parts = value.split('/');
+  if (parts.length !== 2 || !NAME.test(parts[0]!) || !NAME.test(parts[1]!)) {
+    throw new UsageError(
+      `--from "${value}" must be <namespace>/<pod or service account> (e.g. demo/client) or a SPIFFE ID`,
+    );
+  }
+  return { namespace: parts[0]!, name: parts[1]! };
+}
+
+/** `<ns>/<name>:<port>`. */
+export function parseTo(value: string): { namespace: string; name: string; port: number } {
+  const m = /^([^/:]+)\/([^/:]+):(\d{1,5})$/.exec(value);
+  if (m === null || !NAME.test(m[1]!) || !NAME.test(m[2]!)) {
+    throw new UsageError(`--to "${value}" must be <namespace>/<pod or service>:<port> (e.g. demo/echo:80)`);
+  }
+  const port = Number(m[3]);
+  if (port < 1 || port > 65535) throw new UsageError(`--to port must be 1-65535, got ${m[3]}`);
+  return { namespace: m[1]!, name: m[2]!, port };
+}
+
+async function resolveSource(
+  state: ConfigState,
+  flags: ExplainFlags,
+  fromIp: string | undefined,
+): Promise<ExplainSource> {
+  const { parseSpiffeId, SpiffeId } = await import('@hypha/shared/identity');
+  const notes: string[] = [];
+  if (flags.from === undefined) {
+    // Only an address: a client outside the mesh (or a mesh pod seen as plaintext).
+    const w = state.findWorkloadByIp(fromIp!);
+    if (w !== undefined) notes.push(`${fromIp} is pod ${w.namespace}/${w.name}`);
+    notes.push('a source given only by IP connects in plaintext (no peer identity)');
+    return { label: fromIp!, identity: undefined, ip: fromIp!, workload: w, notes };
+  }
+  const parsed = parseFrom(flags.from);
+  let identity: SpiffeId | undefined;
+  let workload: Workload | undefined;
+  let ip = fromIp ?? '';
+  if ('spiffe' in parsed) {
+    try {
+      identity = parseSpiffeId(parsed.spiffe);
+    } catch (err) {
+      throw new UsageError(`--from: ${(err as Error).message}`);
+    }
+  } else {
+    workload = state.findWorkloadByName(parsed.namespace, parsed.name);
+    if (workload !== undefined) {
+      identity = workload.identity;
+      if (fromIp === undefined) ip = workload.ips[0] ?? '';
+      notes.push(`pod ${parsed.namespace}/${parsed.name} runs as service account ${workload.serviceAccount}`);
+      if (!workload.inMesh) {
+        // Its node agent does not capture it: its connections reach the destination as plaintext.
+        identity = undefined;
+        notes.push(
+          `${parsed.namespace}/${parsed.name} is not in the mesh: it connects in plaintext (no peer identity)`,
+        );
+      }
+    } else {
+      try {
+        identity = SpiffeId.of(flags.trustDomain, parsed.namespace, parsed.name);
+      } catch (err) {
+        throw new UsageError(`--from: ${(err as Error).message}`);
+      }
+      notes.push(`no pod ${parsed.namespace}/${parsed.name}: taken as service account ${parsed.name}`);
+    }
+  }
+  if (flags.plaintext && identity !== undefined) {
+    identity = undefined;
+    notes.push('--plaintext: evaluated without a peer identity');
+  }
+  if (ip === '') notes.push('source IP unknown (give --from-ip): no ipBlocks rule can match it');
+  return { label: flags.from, identity, ip, workload, notes };
+}
+
+function resolveTargets(
+  state: ConfigState,
+  to: { namespace: string; name: string; port: number },
+): { header: string; targets: { workload: Workload; ip: string; port: number }[] } {
+  const pod = state.findWorkloadByName(to.namespace, to.name);
+  if (pod !== undefined) {
+    return {
+      header: `pod ${to.namespace}/${to.name} port ${to.port}`,
+      targets: [{ workload: pod, ip: pod.ips[0] ?? '', port: to.port }],
+    };
+  }
+  const svc: Service | undefined = state.findServiceByName(to.namespace, to.name);
+  if (svc === undefined) {
+    throw new Error(`no pod or service ${to.namespace}/${to.name} in the mesh config`);
+  }
+  const sp = svc.ports.find((p) => p.port === to.port);
+  if (sp === undefined) {
+    const ports = svc.ports.map((p) => p.port).join(', ') || 'none';
+    throw new Error(`service ${to.namespace}/${to.name} has no port ${to.port} (ports: ${ports})`);
+  }
+  const targets: { workload: Workload; ip: string; port: number }[] = [];
+  for (const ep of svc.endpoints) {
+    const w = ep.workloadUid !== undefined ? state.findWorkloadByUid(ep.workloadUid) : undefined;
+    const port = ep.targetPorts.get(to.port);
+    if (w === undefined || port === undefined) continue;
+    targets.push({ workload: w, ip: ep.ip, port });
+  }
+  if (targets.length === 0) {
+    throw new Error(
+      `service ${to.namespace}/${to.name} has no endpoint pods for port ${to.port}: nothing would receive the connection`,
+    );
+  }
+  return {
+    header: `service ${to.namespace}/${to.name} port ${to.port} → ${targets.length} endpoint${targets.length === 1 ? '' : 's'}`,
+    targets,
+  };
+}
+
+async function evaluate(
+  state: ConfigState,
+  from: ExplainSource,
+  workload: Workload,
+  ip: string,
+  port: number,
+): Promise<ExplainTarget> {
+  const { decideInbound } = await import('../../agent/inbound.js');
+  const { explainL4 } = await import('@hypha/shared/policy');
+  const base = { workload, ip, port, rule: undefined };
+  if (!workload.inMesh) {
+    const reason = `${workload.namespace}/${workload.name} is not in the mesh: no agent enforces policy there, connections pass as plain TCP`;
+    return { ...base, decision: 'allow', kind: undefined, policy: undefined, reason, lines: [reason] };
+  }
+  const { WaypointGuard } = await import('../../agent/waypoint-guard.js');
+  const guard = new WaypointGuard();
+  guard.rebuild(state);
+  const verdict = decideInbound(state, workload, { port, peer: from.identity, sourceIp: from.ip }, guard);
+  const lines: string[] = [];
+  if (verdict.decision !== undefined) {
+    // explainL4 runs the same evaluator over the same policies, adding a line per policy.
+    const ex = explainL4(state.findPoliciesFor(workload), {
+      source: { identity: from.identity, ip: from.ip },
+      destination: { workload, port },
+    });
+    lines.push(...ex.lines);
+  } else if (!verdict.ok) {
+    const who = from.identity?.principal ?? `${from.ip || 'an unknown address'} (no identity)`;
+    lines.push(
+      `connection from ${who} to ${workload.namespace}/${workload.name} port ${port}`,
+      verdict.kind === 'strict_mtls'
+        ? `  namespace ${workload.namespace} is in STRICT mTLS mode (label hypha.dev/mtls-mode=strict): plaintext is refused before any policy`
+        : '  the pod is behind a waypoint: its agent admits only the waypoint identity, before any L4 policy',
+      `decision: DENY: ${verdict.reason}`,
+    );
+  }
+  if (verdict.ok) {
+    return {
+      ...base,
+      decision: 'allow',
+      kind: undefined,
+      policy: verdict.decision.policy
+        ? `${verdict.decision.policy.namespace}/${verdict.decision.policy.name}`
+        : undefined,
+      rule: verdict.decision.rule,
+      reason: verdict.decision.reason,
+      lines,
+    };
+  }
+  return {
+    ...base,
+    decision: 'deny',
+    kind: verdict.kind,
+    policy: verdict.policy,
+    rule: verdict.decision?.rule,
+    reason: verdict.reason,
+    lines,
+  };
+}
