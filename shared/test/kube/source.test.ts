@@ -222,6 +222,59 @@ describe('Kubernetes source', () => {
     await waitFor('deleted policy', () => [...state.authorizationPolicies()].length === 0);
   });
 
+  it('follows waypoints, routes and traffic policies; a Gateway leaving the waypoint class is forgotten', async () => {
+    const server = await startServer();
+    seed(server);
+    const gateway = (className: string): KubeObject => ({
+      apiVersion: 'gateway.networking.k8s.io/v1',
+      kind: 'Gateway',
+      metadata: { name: 'waypoint', namespace: 'shop', labels: { 'hypha.dev/waypoint-for': 'service' } },
+      spec: { gatewayClassName: className, listeners: [{ name: 'mesh', port: 15008, protocol: 'HBONE' }] },
+    });
+    server.put(gateway('hypha-waypoint'));
+    const src = source(server);
+    await src.start();
+    const { state } = src;
+    expect(state.findWaypoint('shop', 'waypoint')?.name).toBe('waypoint');
+
+    server.put({
+      apiVersion: 'gateway.networking.k8s.io/v1',
+      kind: 'HTTPRoute',
+      metadata: { name: 'web', namespace: 'shop' },
+      spec: {
+        parentRefs: [{ group: '', kind: 'Service', name: 'web' }],
+        rules: [{ backendRefs: [{ name: 'web', port: 80 }] }],
+      },
+    });
+    server.put({
+      apiVersion: 'gateway.networking.k8s.io/v1',
+      kind: 'GRPCRoute',
+      metadata: { name: 'api', namespace: 'shop' },
+      spec: { parentRefs: [{ group: '', kind: 'Service', name: 'api' }] },
+    });
+    server.put({
+      apiVersion: 'traffic.hypha.dev/v1alpha1',
+      kind: 'TrafficPolicy',
+      metadata: { name: 'web', namespace: 'shop' },
+      spec: { targetRefs: [{ kind: 'Service', name: 'web' }], loadBalancer: { simple: 'LEAST_REQUEST' } },
+    });
+    await waitFor(
+      'routes and traffic policy',
+      () =>
+        state.findHttpRoutes('shop').length === 1 &&
+        state.findGrpcRoutes('shop').length === 1 &&
+        state.findTrafficPolicies('shop').length === 1,
+    );
+
+    server.put(gateway('some-other-gateway'));
+    await waitFor(
+      'the re-classed Gateway to be dropped',
+      () => state.findWaypoint('shop', 'waypoint') === undefined,
+    );
+    server.remove('gateway.networking.k8s.io/v1', 'HTTPRoute', 'web', 'shop');
+    await waitFor('route deleted', () => state.findHttpRoutes('shop').length === 0);
+  });
+
   it('resumes a watch dropped mid-stream from its resourceVersion, without relisting', async () => {
     const server = await startServer();
     seed(server);
