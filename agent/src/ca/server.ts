@@ -92,7 +92,14 @@ export class CaServer {
     this.serverId = serverId;
     const timeout = opts.requestTimeoutMs ?? 10_000;
     this.#server = createServer(
-      { key: serving.keyPem, cert: serving.certChainPem, minVersion: 'TLSv1.2' },
+      {
+        key: serving.keyPem,
+        cert: serving.certChainPem,
+        minVersion: 'TLSv1.2',
+        // Node checks request/header deadlines on this interval (default 30 s): check every second
+        // so a slow or stalled client is cut off close to its deadline.
+        connectionsCheckingInterval: 1000,
+      },
       (req, res) => void this.#handle(req, res),
     );
     this.#server.requestTimeout = timeout;

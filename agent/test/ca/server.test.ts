@@ -3,6 +3,7 @@
 import { appendFile } from 'node:fs/promises';
 import { request } from 'node:https';
 import { join } from 'node:path';
+import { connect } from 'node:tls';
 import {
   CaClientError,
   CertificateAuthority,
@@ -260,6 +261,30 @@ describe('CA client failures', () => {
     expect((err as CaClientError).code).toBe('CA_UNREACHABLE');
     expect((err as CaClientError).retryable).toBe(true);
     expect((err as Error).message).toMatch(/cannot reach the CA/);
+  });
+
+  it('cuts off a client that never finishes its request headers', async () => {
+    const f = await startCaFixture({ requestTimeoutMs: 1000 });
+    try {
+      const closedAfter = await new Promise<number>((resolve, reject) => {
+        const sock = connect({
+          host: '127.0.0.1',
+          port: f.server.address.port,
+          ca: f.ca.trustBundlePem,
+          servername: 'localhost',
+        });
+        const t0 = Date.now();
+        sock.on('secureConnect', () => sock.write('POST /v1/certificates HTTP/1.1\r\nHost: x\r\n'));
+        sock.on('data', () => {});
+        sock.on('close', () => resolve(Date.now() - t0));
+        sock.on('error', reject);
+        setTimeout(() => reject(new Error('server kept the stalled connection open')), 8000).unref();
+      });
+      expect(closedAfter).toBeGreaterThanOrEqual(900);
+      expect(closedAfter).toBeLessThan(5000);
+    } finally {
+      await f.close();
+    }
   });
 
   it('closes gracefully while idle keep-alive connections are open', async () => {
