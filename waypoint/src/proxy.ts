@@ -25,7 +25,7 @@ import http2, {
   type Http2Session,
   type IncomingHttpHeaders,
 } from 'node:http2';
-import type { Socket } from 'node:net';
+import { Socket } from 'node:net';
 import { type Duplex, Readable, type Writable } from 'node:stream';
 import { createSilentLogger, type Logger, type SpiffeId } from '@hypha/shared';
 import { Registry } from 'prom-client';
@@ -259,6 +259,7 @@ class WaypointProxy implements Waypoint {
     // Emitted connections skip the listener's noDelay: without it, a response written in two parts
     // waits out the client's delayed ACK (~40 ms) under Nagle.
     (stream as Partial<Socket>).setNoDelay?.(true);
+    if (!(stream instanceof Socket)) writeStringsAsBuffers(stream);
     if (this.#closed) return void stream.destroy();
     this.#open.add(stream);
     stream.once('close', () => this.#open.delete(stream));
@@ -1222,4 +1223,24 @@ function releaseActive(st: RequestState): void {
     st.activeOn.active--;
     st.activeOn = undefined;
   }
+}
+
+/**
+ * node:http writes its status line and headers as a latin1 string, corked together with the first
+ * body Buffer. An Http2Stream (the HBONE CONNECT stream) takes strings without copying them
+ * (decodeStrings: false) and, in mixed string/Buffer writev batches, we saw the status line arrive
+ * as garbage bytes. Encoding strings to Buffers before they reach the stream avoids that path.
+ */
+function writeStringsAsBuffers(stream: Duplex): void {
+  const write = stream.write as (...args: unknown[]) => boolean;
+  stream.write = function (this: Duplex, chunk: unknown, ...rest: unknown[]): boolean {
+    if (typeof chunk === 'string') {
+      const enc = typeof rest[0] === 'string' ? (rest[0] as BufferEncoding) : 'utf8';
+      const cb = rest.find((r) => typeof r === 'function');
+      return cb === undefined
+        ? write.call(this, Buffer.from(chunk, enc))
+        : write.call(this, Buffer.from(chunk, enc), cb);
+    }
+    return write.call(this, chunk, ...rest);
+  } as Duplex['write'];
 }
