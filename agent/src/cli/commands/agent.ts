@@ -2,7 +2,6 @@
 
 import { createLogger, type LogLevel } from '@hypha/shared';
 import { type Command, Option } from 'commander';
-import { startAgent } from '../../agent/app.js';
 import { type AgentConfig, AgentConfigError, DEFAULT_PORTS, parseConfigSource } from '../../agent/config.js';
 import { DurationError, parseDurationMs } from '../../ca/duration.js';
 import { UsageError } from '../errors.js';
@@ -128,6 +127,9 @@ Example (outside Kubernetes):
         throw err;
       }
       const logger = createLogger({ level: globals.logLevel, base: { node: config.nodeName } });
+      // Loaded here, not at the top: the agent pulls in the Kubernetes client (seconds to import),
+      // which every other verb of the CLI would otherwise pay for.
+      const { startAgent } = await import('../../agent/app.js');
       const agent = await startAgent(config, logger);
       await new Promise<void>((resolve) => {
         const stop = (signal: string) => {
