@@ -206,8 +206,8 @@ async function startStunnel(
   for (const [i, target] of targets.entries()) {
     const [a, b] = [await freePort(), await freePort()];
     front.push(a);
-    clientConf += `[c${i}]\nclient = yes\naccept = 127.0.0.1:${a}\nconnect = 127.0.0.1:${b}\ncert = ${files.clientCert}\nkey = ${files.clientKey}\nCAfile = ${files.bundle}\nverifyChain = yes\nsslVersionMin = TLSv1.3\n`;
-    serverConf += `[s${i}]\naccept = 127.0.0.1:${b}\nconnect = 127.0.0.1:${target}\ncert = ${files.serverCert}\nkey = ${files.serverKey}\nCAfile = ${files.bundle}\nverifyChain = yes\nrequireCert = yes\nsslVersionMin = TLSv1.3\n`;
+    clientConf += `[c${i}]\nclient = yes\naccept = 127.0.0.1:${a}\nconnect = 127.0.0.1:${b}\ncert = ${files.clientCert}\nkey = ${files.clientKey}\nCAfile = ${files.bundle}\nverifyChain = yes\nsslVersionMin = TLSv1.3\nciphersuites = TLS_AES_128_GCM_SHA256\n`;
+    serverConf += `[s${i}]\naccept = 127.0.0.1:${b}\nconnect = 127.0.0.1:${target}\ncert = ${files.serverCert}\nkey = ${files.serverKey}\nCAfile = ${files.bundle}\nverifyChain = yes\nrequireCert = yes\nsslVersionMin = TLSv1.3\nciphersuites = TLS_AES_128_GCM_SHA256\n`;
   }
   await writeFile(join(dir, 'stunnel-client.conf'), clientConf);
   await writeFile(join(dir, 'stunnel-server.conf'), serverConf);

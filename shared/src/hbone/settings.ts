@@ -119,8 +119,13 @@ export function serverSessionOptions(flow: FlowControlOptions, limits: HboneLimi
   };
 }
 
-/** TLS 1.3 only; ECDSA P-256 keys. Shared by both ends. */
+/**
+ * TLS 1.3 only; ECDSA P-256 keys. Shared by both ends. AES-128-GCM is listed first (OpenSSL
+ * prefers AES-256-GCM): with AES-NI it costs noticeably less CPU per byte, and the tunnel is
+ * CPU-bound; the others stay for peers (ztunnel/rustls) that only offer them.
+ */
 export const TLS_BASE: Readonly<SecureContextOptions> = {
   minVersion: 'TLSv1.3',
   maxVersion: 'TLSv1.3',
+  ciphers: 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256',
 };
