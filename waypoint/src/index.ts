@@ -11,6 +11,8 @@ export { buildSnapshot } from './config.js';
 export { parseDuration } from './duration.js';
 export type { ProxyFailureCode, WaypointConfigErrorCode } from './errors.js';
 export { FAILURES, ProxyFailure, WaypointConfigError } from './errors.js';
+export type { HboneUpstreamOptions } from './hbone-upstream.js';
+export { hboneConnectUpstream } from './hbone-upstream.js';
 export type {
   EndpointInput,
   ServiceEntry,

@@ -805,7 +805,7 @@ class WaypointProxy implements Waypoint {
     }
     // Fire and forget: the client never waits for, or sees, the mirror's answer.
     this.#pools
-      .findHttp1({ ip: ep.ip, port: epPort })
+      .findHttp1({ ip: ep.ip, port: epPort, workload: ep.info.workload })
       .request({
         path: p.path,
         method: p.method as Dispatcher.HttpMethod,

@@ -47,8 +47,18 @@ function noDelay(stream: Duplex): Duplex {
   return stream;
 }
 
+/**
+ * Pools are keyed by address and the identity the endpoint must prove: a connection verified for
+ * one identity is never reused for a request that expects another (config changes, impostors).
+ */
 function endpointKey(ep: UpstreamEndpoint): string {
-  return ep.ip.includes(':') ? `[${ep.ip}]:${ep.port}` : `${ep.ip}:${ep.port}`;
+  const addr = ep.ip.includes(':') ? `[${ep.ip}]:${ep.port}` : `${ep.ip}:${ep.port}`;
+  const w = ep.workload;
+  return w === undefined ? addr : `${addr}|${w.namespace}/${w.serviceAccount ?? ''}`;
+}
+
+function originOf(ep: UpstreamEndpoint): string {
+  return ep.ip.includes(':') ? `http://[${ep.ip}]:${ep.port}` : `http://${ep.ip}:${ep.port}`;
 }
 
 export interface UpstreamPoolsOptions {
@@ -83,7 +93,7 @@ export class UpstreamPools {
     let pool = this.#h1.get(key);
     if (pool === undefined) {
       const connect = this.#connect;
-      pool = new Pool(`http://${key}`, {
+      pool = new Pool(originOf(ep), {
         pipelining: 1,
         keepAliveTimeout: this.#keepAliveMs,
         // The proxy enforces its own timeouts (route and per-try) and aborts requests itself.
@@ -122,7 +132,7 @@ export class UpstreamPools {
     } catch (err) {
       throw tagConnectFailure(err);
     }
-    const session = http2.connect(`http://${key}`, { createConnection: () => stream });
+    const session = http2.connect(originOf(ep), { createConnection: () => stream });
     const cached = this.#h2.get(key);
     const forget = () => {
       if (this.#h2.get(key) === cached) this.#h2.delete(key);

@@ -1,0 +1,101 @@
+// The production upstream: the waypoint reaches endpoints through mTLS HBONE (the shared pool and
+// server), presenting its own certificate and verifying the endpoint's identity.
+
+import net from 'node:net';
+import { createHbonePool, createHboneServer, type HbonePool, type HboneServer } from '@hypha/shared/hbone';
+import { CertificateAuthority, SpiffeId } from '@hypha/shared/identity';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hboneConnectUpstream } from '../../src/index.js';
+import {
+  type Backend,
+  captureLog,
+  send,
+  startBackend,
+  startWaypoint,
+  type TestWaypoint,
+} from '../helpers.js';
+
+let backend: Backend;
+let hbone: HboneServer;
+let pool: HbonePool;
+let tw: TestWaypoint;
+const access = captureLog();
+const peers: string[] = [];
+
+beforeAll(async () => {
+  backend = await startBackend('db');
+  const ca = await CertificateAuthority.init({ trustDomain: 'cluster.local' });
+  const [waypointCert, dbCert] = await Promise.all([
+    ca.issue(SpiffeId.of('cluster.local', 'shop', 'waypoint')),
+    ca.issue(SpiffeId.of('cluster.local', 'shop', 'db')),
+  ]);
+  hbone = createHboneServer({
+    findCertificate: () => dbCert,
+    handler: (req) =>
+      new Promise((resolve) => {
+        peers.push(String(req.peer));
+        const upstream = net.connect({ host: req.authority.host, port: req.authority.port, noDelay: true });
+        upstream.once('connect', () => resolve({ status: 200, upstream }));
+        upstream.once('error', () => resolve({ status: 503, reason: 'upstream_connect_failure' }));
+      }),
+  });
+  // The node agent listens on the endpoint's address (HBONE goes to podIP:15008).
+  const addr = await hbone.listen(0, backend.ip);
+  pool = createHbonePool();
+  const endpoint = (ip: string, sa: string) => ({
+    ip,
+    targetPorts: { '80': backend.port },
+    workload: { name: sa, namespace: 'shop', serviceAccount: sa },
+  });
+  tw = await startWaypoint(
+    {
+      services: [
+        {
+          name: 'db',
+          namespace: 'shop',
+          vips: ['10.96.8.1'],
+          ports: [{ port: 80, name: 'http' }],
+          endpoints: [endpoint(backend.ip, 'db')],
+        },
+        // Same endpoint, but the config claims another identity: the waypoint must refuse it.
+        {
+          name: 'impostor',
+          namespace: 'shop',
+          vips: ['10.96.8.2'],
+          ports: [{ port: 80, name: 'http' }],
+          endpoints: [endpoint(backend.ip, 'payments')],
+        },
+      ],
+    },
+    { host: '10.96.8.1', port: 80 },
+    {
+      connectUpstream: hboneConnectUpstream({ pool, certificate: () => waypointCert, hbonePort: addr.port }),
+      accessLog: access.logger,
+    },
+  );
+});
+
+afterAll(async () => {
+  await tw.close();
+  await pool.close();
+  await hbone.close();
+  await backend.close();
+});
+
+describe('upstream over HBONE', () => {
+  it('reaches the endpoint with the waypoint identity', async () => {
+    for (let i = 0; i < 3; i++) {
+      const r = await send(tw.pool, `/q/${i}`, { method: 'POST', body: `row ${i}` });
+      expect(r.json()).toMatchObject({ instance: 'db', url: `/q/${i}`, body: `row ${i}` });
+    }
+    expect(peers.length).toBeGreaterThan(0);
+    expect(new Set(peers)).toEqual(new Set(['spiffe://cluster.local/ns/shop/sa/waypoint']));
+  });
+
+  it('refuses an endpoint that proves a different identity (503 UF)', async () => {
+    const c = await tw.listen({ host: '10.96.8.2', port: 80 });
+    const r = await send(c.pool, '/', { headers: { 'x-request-id': 'impostor' } });
+    expect(r.status).toBe(503);
+    expect(access.lines.find((l) => l.x_request_id === 'impostor')?.response_flags).toBe('UF');
+  });
+});
