@@ -6,6 +6,7 @@ import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { CertificateAuthority } from '@hypha/shared/identity';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const BIN = fileURLToPath(new URL('../../bin/hypha.js', import.meta.url));
@@ -27,6 +28,11 @@ function hypha(...args: string[]): Promise<Run> {
       resolve({ code, stdout, stderr });
     });
   });
+}
+
+/** Set-up CAs come from the library: the CLI's init is tested once, the rest need not pay a process each. */
+async function newCa(dir: string): Promise<void> {
+  await (await CertificateAuthority.init()).save(dir);
 }
 
 function openssl(...args: string[]): Promise<Run> {
@@ -108,8 +114,8 @@ describe('hypha ca / hypha cert (built CLI)', () => {
   it('inspect fails with exit 1 under a different root, and for a missing or non-PEM file', async () => {
     const ca = join(dir, 'ca3');
     const other = join(dir, 'other');
-    await hypha('ca', 'init', '--dir', ca);
-    await hypha('ca', 'init', '--dir', other);
+    await newCa(ca);
+    await newCa(other);
     const out = join(dir, 'api');
     await hypha('ca', 'issue', '--dir', ca, '--id', 'spiffe://cluster.local/ns/shop/sa/api', '--out', out);
     const wrong = await hypha(
@@ -193,7 +199,7 @@ describe('hypha ca / hypha cert (built CLI)', () => {
 
   it('revoke records a serial and an identity', async () => {
     const ca = join(dir, 'ca4');
-    await hypha('ca', 'init', '--dir', ca);
+    await newCa(ca);
     const r1 = await hypha('ca', 'revoke', '--dir', ca, '--serial', '0A:BC');
     expect(r1.code).toBe(0);
     expect(r1.stdout).toMatch(/Revoked serial abc \(revocation list version 1\)/);
@@ -228,7 +234,7 @@ describe('hypha ca / hypha cert (built CLI)', () => {
 
   it('serve answers over HTTPS and stops cleanly on SIGTERM', async () => {
     const ca = join(dir, 'ca5');
-    await hypha('ca', 'init', '--dir', ca);
+    await newCa(ca);
     await writeFile(
       join(dir, 'tokens.yaml'),
       'tokens:\n  - token: 0123456789abcdef0123456789abcdef\n    node: node-1\n',
