@@ -11,6 +11,7 @@ export { buildSnapshot } from './config.js';
 export { parseDuration } from './duration.js';
 export type { ProxyFailureCode, WaypointConfigErrorCode } from './errors.js';
 export { FAILURES, ProxyFailure, WaypointConfigError } from './errors.js';
+export { hboneIngressHandler } from './hbone-ingress.js';
 export type { HboneUpstreamOptions } from './hbone-upstream.js';
 export { hboneConnectUpstream } from './hbone-upstream.js';
 export type {

@@ -76,6 +76,8 @@ export interface WaypointOptions {
 export interface Waypoint {
   /** Serves one client stream (HTTP/1.1, HTTP/2 prior knowledge, or TCP). Never throws. */
   handleStream(stream: Duplex, ctx: StreamContext): void;
+  /** True when a service VIP:port of this waypoint matches (HBONE authority check). */
+  servesAddress(host: string, port: number): boolean;
   /** Replaces the configuration; returns the objects that were rejected (the rest applies). */
   updateConfig(config: WaypointConfigInput): WaypointConfigError[];
   /** Problems found in the current configuration. */
@@ -211,6 +213,10 @@ class WaypointProxy implements Waypoint {
 
   findCluster(serviceKey: string): Cluster | undefined {
     return this.#clusters.get(serviceKey);
+  }
+
+  servesAddress(host: string, port: number): boolean {
+    return this.#snapshot.byAddress.has(addressKey(host, port));
   }
 
   flushTraces(): Promise<void> {

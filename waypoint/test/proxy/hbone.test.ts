@@ -1,11 +1,13 @@
-// The production upstream: the waypoint reaches endpoints through mTLS HBONE (the shared pool and
-// server), presenting its own certificate and verifying the endpoint's identity.
+// The waypoint on real mTLS HBONE (the shared pool and server), both ways: clients arrive over
+// HBONE with their identity; the waypoint reaches endpoints over HBONE with its own certificate and
+// verifies the endpoint's identity.
 
 import net from 'node:net';
 import { createHbonePool, createHboneServer, type HbonePool, type HboneServer } from '@hypha/shared/hbone';
 import { CertificateAuthority, SpiffeId } from '@hypha/shared/identity';
+import { Client } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hboneConnectUpstream } from '../../src/index.js';
+import { hboneConnectUpstream, hboneIngressHandler } from '../../src/index.js';
 import {
   type Backend,
   captureLog,
@@ -17,6 +19,10 @@ import {
 
 let backend: Backend;
 let hbone: HboneServer;
+let ingress: HboneServer;
+let ingressPort = 0;
+let webCert: Awaited<ReturnType<CertificateAuthority['issue']>>;
+let waypointId: SpiffeId;
 let pool: HbonePool;
 let tw: TestWaypoint;
 const access = captureLog();
@@ -25,10 +31,13 @@ const peers: string[] = [];
 beforeAll(async () => {
   backend = await startBackend('db');
   const ca = await CertificateAuthority.init({ trustDomain: 'cluster.local' });
-  const [waypointCert, dbCert] = await Promise.all([
-    ca.issue(SpiffeId.of('cluster.local', 'shop', 'waypoint')),
+  waypointId = SpiffeId.of('cluster.local', 'shop', 'waypoint');
+  const [waypointCert, dbCert, web] = await Promise.all([
+    ca.issue(waypointId),
     ca.issue(SpiffeId.of('cluster.local', 'shop', 'db')),
+    ca.issue(SpiffeId.of('cluster.local', 'shop', 'web')),
   ]);
+  webCert = web;
   hbone = createHboneServer({
     findCertificate: () => dbCert,
     handler: (req) =>
@@ -73,9 +82,12 @@ beforeAll(async () => {
       accessLog: access.logger,
     },
   );
+  ingress = createHboneServer({ findCertificate: () => waypointCert, handler: hboneIngressHandler(tw.wp) });
+  ingressPort = (await ingress.listen(0, '127.0.0.1')).port;
 });
 
 afterAll(async () => {
+  await ingress.close();
   await tw.close();
   await pool.close();
   await hbone.close();
@@ -97,5 +109,46 @@ describe('upstream over HBONE', () => {
     const r = await send(c.pool, '/', { headers: { 'x-request-id': 'impostor' } });
     expect(r.status).toBe(503);
     expect(access.lines.find((l) => l.x_request_id === 'impostor')?.response_flags).toBe('UF');
+  });
+
+  it('serves clients that arrive over HBONE, with their identity', async () => {
+    const client = new Client('http://db.shop.svc.cluster.local', {
+      connect: (_opts, cb) => {
+        pool
+          .connect({
+            source: webCert,
+            destination: { ip: '127.0.0.1', port: ingressPort },
+            expectedIdentities: [waypointId],
+            authority: '10.96.8.1:80',
+          })
+          .then(
+            (t) => cb(null, t.stream as unknown as net.Socket),
+            (err: Error) => cb(err, null),
+          );
+      },
+    });
+    for (let i = 0; i < 3; i++) {
+      const r = await client.request({
+        path: `/via-hbone/${i}`,
+        method: 'GET',
+        headers: { 'x-request-id': `hb-${i}` },
+      });
+      expect(((await r.body.json()) as { instance: string }).instance).toBe('db');
+    }
+    await client.close();
+    expect(access.lines.find((l) => l.x_request_id === 'hb-2')?.downstream_peer).toBe(
+      'spiffe://cluster.local/ns/shop/sa/web',
+    );
+  });
+
+  it('refuses a CONNECT to an address the waypoint does not serve', async () => {
+    await expect(
+      pool.connect({
+        source: webCert,
+        destination: { ip: '127.0.0.1', port: ingressPort },
+        expectedIdentities: [waypointId],
+        authority: '10.99.9.9:80',
+      }),
+    ).rejects.toThrow(/400/);
   });
 });

@@ -1,0 +1,28 @@
+// The production ingress: an HBONE server handler that hands each CONNECT stream to the waypoint.
+// The authority (VIP:port) must name a service this waypoint serves, else 400 (as the HBONE spec
+// says for a bad authority). The client address comes from `forwarded: for=` (the source agent
+// knows the real client), else the TCP peer.
+//
+// The stream reaches the waypoint through an in-memory duplex pair: the HBONE server keeps its own
+// copy loop (byte counters, half-close, reset), and the HTTP servers inside the waypoint read a
+// plain Duplex rather than an Http2Stream.
+import { duplexPair } from 'node:stream';
+import type { HboneHandler } from '@hypha/shared/hbone';
+import type { Waypoint } from './proxy.js';
+
+export function hboneIngressHandler(waypoint: Waypoint): HboneHandler {
+  return (req) => {
+    const authority = { host: req.authority.host, port: req.authority.port };
+    if (!waypoint.servesAddress(authority.host, authority.port)) {
+      return { status: 400, reason: `waypoint serves no service at ${authority.host}:${authority.port}` };
+    }
+    const [outer, inner] = duplexPair();
+    const source = req.forwardedFor ?? { ip: req.connection.remoteAddress, port: req.connection.remotePort };
+    waypoint.handleStream(inner, {
+      peer: req.peer,
+      authority,
+      source: { ip: source.ip, port: source.port ?? 0 },
+    });
+    return { status: 200, upstream: outer };
+  };
+}
