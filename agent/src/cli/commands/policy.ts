@@ -113,7 +113,11 @@ Examples:
       try {
         await source.start();
       } catch (err) {
-        throw new Error(`cannot read the mesh config ${path}: ${(err as Error).message}`);
+        const why =
+          (err as { code?: string }).code === 'PATH_NOT_FOUND'
+            ? 'no such file or directory (pass the YAML file or directory the agents read)'
+            : (err as Error).message;
+        throw new Error(`cannot read the mesh config ${path}: ${why}`);
       } finally {
         await source.close();
       }

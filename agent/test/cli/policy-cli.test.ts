@@ -1,0 +1,224 @@
+// `hypha policy explain` as an operator runs it (the built CLI): argument errors exit 2 with one
+// clear line, decisions exit 0 (allow) / 3 (deny) / 4 (mixed), failures exit 1.
+// Needs a build first (`npx turbo run build`; `npm test` does it).
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { demoConfigObjects } from '@hypha/shared/config';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+
+const BIN = fileURLToPath(new URL('../../bin/hypha.js', import.meta.url));
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function hypha(args: string[], env: Record<string, string> = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    const { HYPHA_CONFIG: _drop, ...inherited } = process.env;
+    execFile(
+      process.execPath,
+      [BIN, ...args],
+      { timeout: 30_000, env: { ...inherited, ...env } },
+      (err, stdout, stderr) => {
+        const code = err ? Number((err as { code?: unknown }).code ?? 1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+let dir: string;
+let config: string;
+let strictConfig: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'hypha-policy-cli-'));
+  const deny = {
+    apiVersion: 'security.hypha.dev/v1',
+    kind: 'AuthorizationPolicy',
+    metadata: { name: 'no-client-to-v2', namespace: 'demo' },
+    spec: {
+      selector: { matchLabels: { app: 'echo', version: 'v2' } },
+      action: 'DENY',
+      rules: [{ from: [{ source: { principals: ['cluster.local/ns/demo/sa/client'] } }] }],
+    },
+  };
+  const yaml = (objects: object[]) => objects.map((o) => stringify(o)).join('---\n');
+  config = join(dir, 'mesh.yaml');
+  await writeFile(config, yaml([...demoConfigObjects(), deny]));
+  strictConfig = join(dir, 'strict.yaml');
+  await writeFile(
+    strictConfig,
+    yaml(
+      demoConfigObjects().map((o) =>
+        o.kind === 'Namespace' && (o.metadata as { name: string }).name === 'demo'
+          ? {
+              ...o,
+              metadata: {
+                name: 'demo',
+                labels: { 'hypha.dev/dataplane-mode': 'ambient', 'hypha.dev/mtls-mode': 'strict' },
+              },
+            }
+          : o,
+      ),
+    ),
+  );
+});
+
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+const explain = (...args: string[]) => hypha(['policy', 'explain', ...args]);
+
+describe('hypha policy explain: usage errors exit 2 with one clear line', () => {
+  it.each([
+    [['--from', 'demo/client', '--to', 'demo/echo:80'], /--config <path> is required.*HYPHA_CONFIG/],
+    [['--config', 'CFG', '--to', 'demo/echo:80'], /--from .* is required/],
+    [['--config', 'CFG', '--from', 'demo/client'], /--to .* is required/],
+    [
+      ['--config', 'CFG', '--from', 'demo/client', '--to', 'demo/echo'],
+      /--to "demo\/echo" must be <namespace>/,
+    ],
+    [['--config', 'CFG', '--from', 'demo/client', '--to', 'demo/echo:0'], /--to port must be 1-65535/],
+    [['--config', 'CFG', '--from', 'demo/client', '--to', 'demo/echo:70000'], /--to port must be 1-65535/],
+    [['--config', 'CFG', '--from', 'client', '--to', 'demo/echo:80'], /--from "client" must be <namespace>/],
+    [['--config', 'CFG', '--from', 'spiffe://x/y', '--to', 'demo/echo:80'], /--from: .*path/],
+    [
+      ['--config', 'CFG', '--from-ip', '10.0.0.300', '--to', 'demo/echo:80'],
+      /--from-ip "10\.0\.0\.300" is not an IP/,
+    ],
+    [['--config', 'kubernetes', '--from', 'demo/client', '--to', 'demo/echo:80'], /reads a config file/],
+  ])('%j', async (args, message) => {
+    const r = await explain(...args.map((a) => (a === 'CFG' ? config : a)));
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/^hypha: usage error: /);
+    expect(r.stderr.split('\n')[0]).toMatch(message);
+  });
+
+  it('an unknown flag is a usage error too', async () => {
+    const r = await explain(
+      '--config',
+      config,
+      '--from',
+      'demo/client',
+      '--to',
+      'demo/echo:80',
+      '--frm',
+      'x',
+    );
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/unknown option '--frm'/);
+  });
+});
+
+describe('hypha policy explain: decisions and failures', () => {
+  it('allows (exit 0), denies (exit 3) and names the deciding policy and rule', async () => {
+    const ok = await explain('--config', config, '--from', 'demo/client', '--to', 'demo/echo-v1:8080');
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toMatch(/decision: ALLOW: allowed: no ALLOW policy applies to demo\/echo-v1/);
+    expect(ok.stdout).toMatch(/^result: ALLOW$/m);
+    const no = await explain('--config', config, '--from', 'demo/client', '--to', 'demo/echo-v2:8080');
+    expect(no.code).toBe(3);
+    expect(no.stdout).toMatch(/DENY demo\/no-client-to-v2: rules\[0\] matches/);
+    expect(no.stdout).toMatch(/^result: DENY$/m);
+  });
+
+  it('fans a Service out to its endpoints at their target ports: mixed is exit 4', async () => {
+    const r = await explain('--config', config, '--from', 'demo/client', '--to', 'demo/echo:80', '--json');
+    expect(r.code).toBe(4);
+    const j = JSON.parse(r.stdout) as {
+      decision: string;
+      targets: { workload: string; port: number; decision: string }[];
+    };
+    expect(j.decision).toBe('mixed');
+    expect(j.targets.map((t) => [t.workload, t.port, t.decision]).sort()).toEqual([
+      ['demo/echo-v1', 8080, 'allow'],
+      ['demo/echo-v2', 8080, 'deny'],
+    ]);
+  });
+
+  it('reads $HYPHA_CONFIG (file:PATH) when --config is absent; a service account works as --from', async () => {
+    const r = await explain('--from', 'demo/other', '--to', 'demo/echo-v2:8080', '--json');
+    expect(r.code).toBe(2); // no config at all
+    const withEnv = await hypha(
+      ['policy', 'explain', '--from', 'demo/other', '--to', 'demo/echo-v2:8080', '--json'],
+      {
+        HYPHA_CONFIG: `file:${config}`,
+      },
+    );
+    expect(withEnv.code).toBe(0);
+    const j = JSON.parse(withEnv.stdout) as { from: { identity: string } };
+    expect(j.from.identity).toBe('spiffe://cluster.local/ns/demo/sa/other');
+  });
+
+  it('STRICT refuses plaintext from a pod outside the mesh before any policy; mesh pods still pass', async () => {
+    const plain = await explain(
+      '--config',
+      strictConfig,
+      '--from',
+      'outside/plain',
+      '--to',
+      'demo/echo-v1:8080',
+    );
+    expect(plain.code).toBe(3);
+    expect(plain.stdout).toMatch(/no identity \(plaintext\)/);
+    expect(plain.stdout).toMatch(/STRICT mTLS mode/);
+    const byIp = await explain(
+      '--config',
+      strictConfig,
+      '--from-ip',
+      '10.9.9.9',
+      '--to',
+      'demo/echo-v1:8080',
+    );
+    expect(byIp.code).toBe(3);
+    const mesh = await explain(
+      '--config',
+      strictConfig,
+      '--from',
+      'demo/client',
+      '--to',
+      'demo/echo-v1:8080',
+    );
+    expect(mesh.code).toBe(0);
+    const forced = await explain(
+      '--config',
+      strictConfig,
+      '--from',
+      'demo/client',
+      '--plaintext',
+      '--to',
+      'demo/echo-v1:8080',
+    );
+    expect(forced.code).toBe(3);
+  });
+
+  it('failures exit 1 with one line: missing config, unknown destination, unknown service port', async () => {
+    const missing = await explain(
+      '--config',
+      join(dir, 'nope.yaml'),
+      '--from',
+      'demo/client',
+      '--to',
+      'demo/echo:80',
+    );
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(
+      /^hypha: error: cannot read the mesh config .*nope\.yaml: no such file or directory \(pass the YAML/,
+    );
+    const unknown = await explain('--config', config, '--from', 'demo/client', '--to', 'demo/nothing:80');
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toBe('hypha: error: no pod or service demo/nothing in the mesh config\n');
+    const port = await explain('--config', config, '--from', 'demo/client', '--to', 'demo/echo:81');
+    expect(port.code).toBe(1);
+    expect(port.stderr).toBe('hypha: error: service demo/echo has no port 81 (ports: 80)\n');
+  });
+});
