@@ -14,6 +14,14 @@ import { parseAllDocuments } from 'yaml';
 export interface Caller {
   /** The node the calling agent runs on. */
   node: string;
+  /**
+   * Who authenticated (Kubernetes callers). `agent`: a node agent, may obtain identities of pods
+   * on its node. `workload`: any other pod, may obtain only its own identity.
+   */
+  role?: 'agent' | 'workload';
+  serviceAccount?: { namespace: string; name: string };
+  /** The pod a bound token belongs to. */
+  pod?: { name: string; uid?: string };
 }
 
 export interface Authenticator {
@@ -22,7 +30,8 @@ export interface Authenticator {
 }
 
 export interface NodeAuthorizer {
-  authorize(node: string, id: SpiffeId): boolean | Promise<boolean>;
+  /** `caller` is the whole authenticated caller (role, service account, pod) when known. */
+  authorize(node: string, id: SpiffeId, caller?: Caller): boolean | Promise<boolean>;
 }
 
 export class AuthConfigError extends Error {

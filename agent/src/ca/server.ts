@@ -301,11 +301,13 @@ export class CaServer {
     if (await this.#opts.revocations?.isIdentityRevoked(id)) {
       throw new HttpError(403, 'IDENTITY_REVOKED', `${id} is revoked; the CA issues no certificates for it`);
     }
-    if (!(await this.#opts.authorizer.authorize(caller.node, id))) {
+    if (!(await this.#opts.authorizer.authorize(caller.node, id, caller))) {
       throw new HttpError(
         403,
         'FORBIDDEN',
-        `node "${caller.node}" runs no pod with service account ${id.namespace}/${id.serviceAccount}; an agent may only obtain identities of pods on its own node`,
+        caller.role === 'workload'
+          ? `${caller.serviceAccount?.namespace}/${caller.serviceAccount?.name} (pod ${caller.pod?.name ?? '?'}) may obtain only its own identity with a token bound to a running pod, not ${id}`
+          : `node "${caller.node}" runs no pod with service account ${id.namespace}/${id.serviceAccount}; an agent may only obtain identities of pods on its own node`,
       );
     }
     const issued = await ca.signVerifiedCsr(verified, ttlSeconds === undefined ? {} : { ttlSeconds });

@@ -115,12 +115,55 @@ Example:
 
   ca.command('serve')
     .description(`run the CA API over HTTPS (default port ${CA_PORT}) until SIGTERM/SIGINT`)
-    .requiredOption('--dir <dir>', 'CA directory')
-    .requiredOption(
-      '--tokens <file>',
-      'YAML file of bootstrap tokens: tokens: [{token: <secret>, node: <node name>}]',
+    .addOption(
+      new Option('--config <source>', 'who may ask for what: file (--tokens, --pods) or kubernetes')
+        .choices(['file', 'kubernetes'])
+        .default('file'),
     )
-    .requiredOption('--pods <path>', 'YAML file (or directory of YAML files) of Pods with spec.nodeName')
+    .option('--dir <dir>', 'CA directory (file mode: required; kubernetes: an optional plug-in cacerts dir)')
+    .option(
+      '--tokens <file>',
+      'file mode: YAML file of bootstrap tokens: tokens: [{token: <secret>, node: <node name>}]',
+    )
+    .option('--pods <path>', 'file mode: YAML file (or directory of YAML files) of Pods with spec.nodeName')
+    .option(
+      '--kubeconfig <path>',
+      'kubernetes mode: kubeconfig (default: in-cluster, $KUBECONFIG, ~/.kube/config)',
+    )
+    .addOption(
+      new Option(
+        '--namespace <ns>',
+        "kubernetes mode: the CA's namespace (root Secret, trust bundle ConfigMap)",
+      )
+        .env('POD_NAMESPACE')
+        .default('hypha-system'),
+    )
+    .addOption(
+      new Option('--trust-domain <domain>', 'kubernetes mode: trust domain of a generated root')
+        .env('HYPHA_TRUST_DOMAIN')
+        .default('cluster.local'),
+    )
+    .addOption(
+      new Option('--audience <aud>', "kubernetes mode: audience agents' tokens must carry")
+        .env('HYPHA_CA_TOKEN_AUDIENCE')
+        .default('hypha-ca'),
+    )
+    .addOption(
+      new Option(
+        '--agent-service-account <ns/name>',
+        'kubernetes mode: ServiceAccount of node agents (repeatable; default <namespace>/hypha-agent)',
+      )
+        .argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v])
+        .default(undefined),
+    )
+    .addOption(
+      new Option(
+        '--publish-namespace <ns>',
+        'kubernetes mode: also publish the trust bundle there (repeatable)',
+      )
+        .argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v])
+        .default(undefined),
+    )
     .option('--listen <host:port>', 'address to listen on', `0.0.0.0:${CA_PORT}`)
     .option(
       '--max-ttl <duration>',
@@ -139,56 +182,117 @@ API (JSON over HTTPS; the server's certificate carries spiffe://<td>/ns/hypha-sy
   POST /v1/certificates  Authorization: Bearer <token>  {"csr": "<PEM>", "ttlSeconds": 86400}
                          → {"certChain": ["<PEM>"...], "trustBundle": ["<PEM>"...], "serial", "notAfter"}
   GET  /v1/revocations   → {"version": n, "serials": [...], "ids": [...]}
-An agent may obtain only identities of pods that the pods file places on its node.
+File mode: an agent may obtain only identities of pods that the pods file places on its node.
+Kubernetes mode: tokens are checked by TokenReview (audience hypha-ca); a node agent may obtain
+identities of pods on its node, any other pod only its own identity. The root comes from --dir
+(mounted cacerts), the Secret cacerts, or the Secret hypha-ca-root (created once); the trust
+bundle is published to ConfigMap hypha-ca-root-cert (key root-cert.pem).
 
-Example:
-  hypha ca serve --dir ./ca --tokens tokens.yaml --pods pods.yaml --listen 127.0.0.1:15012 --max-ttl 12h`,
+Examples:
+  hypha ca serve --dir ./ca --tokens tokens.yaml --pods pods.yaml --listen 127.0.0.1:15012 --max-ttl 12h
+  hypha ca serve --config kubernetes --dir /etc/cacerts`,
     )
     .action(
       async (
-        opts: { dir: string; tokens: string; pods: string; listen: string; maxTtl: string; san?: string[] },
+        opts: {
+          config: 'file' | 'kubernetes';
+          dir?: string;
+          tokens?: string;
+          pods?: string;
+          kubeconfig?: string;
+          namespace: string;
+          trustDomain: string;
+          audience: string;
+          agentServiceAccount?: string[];
+          publishNamespace?: string[];
+          listen: string;
+          maxTtl: string;
+          san?: string[];
+        },
         cmd: Command,
       ) => {
         const { host, port } = parseListen(opts.listen);
         const maxTtlSeconds = parseDurationFlag('--max-ttl', opts.maxTtl);
+        if (opts.config === 'file') {
+          const missing = (['dir', 'tokens', 'pods'] as const).filter((k) => opts[k] === undefined);
+          if (missing.length > 0) {
+            throw new UsageError(
+              `file mode needs ${missing.map((m) => `--${m}`).join(', ')} (or use --config kubernetes)`,
+            );
+          }
+        } else {
+          checkTrustDomain(opts.trustDomain);
+        }
         const level = String(cmd.optsWithGlobals().logLevel ?? 'info');
         const logger = createLogger({
           level: isLogLevel(level) ? level : 'info',
           base: { pid: process.pid, role: 'ca' },
         });
-        const { CertificateAuthority } = await identity();
-        const { PodFileNodeAuthorizer, StaticTokenAuthenticator } = await import('../../ca/auth.js');
-        const { RevocationList } = await import('../../ca/revocations.js');
-        const { CaServer } = await import('../../ca/server.js');
-        const authority = await CertificateAuthority.load(opts.dir, { maxTtlSeconds });
-        const authenticator = await StaticTokenAuthenticator.fromFile(opts.tokens);
-        const authorizer = await PodFileNodeAuthorizer.fromPath(opts.pods);
         const sans = opts.san ?? [];
         const isIp = (s: string) => /^[\d.]+$/.test(s) || s.includes(':');
-        const server = await CaServer.create({
-          ca: authority,
-          authenticator,
-          authorizer,
-          revocations: new RevocationList(opts.dir),
-          host,
-          port,
-          serverDnsNames: [
-            'localhost',
-            'hypha-ca',
-            'hypha-ca.hypha-system',
-            'hypha-ca.hypha-system.svc',
-            ...sans.filter((s) => !isIp(s)),
-          ],
-          serverIpAddresses: ['127.0.0.1', '::1', ...sans.filter(isIp)],
-          logger,
-        });
+        const serverDnsNames = [
+          'localhost',
+          'hypha-ca',
+          `hypha-ca.${opts.config === 'kubernetes' ? opts.namespace : 'hypha-system'}`,
+          `hypha-ca.${opts.config === 'kubernetes' ? opts.namespace : 'hypha-system'}.svc`,
+          ...sans.filter((s) => !isIp(s)),
+        ];
+        const serverIpAddresses = ['127.0.0.1', '::1', ...sans.filter(isIp)];
+        let server: import('../../ca/server.js').CaServer;
+        let closeExtra = async (): Promise<void> => {};
+        let ready: Record<string, unknown>;
+        if (opts.config === 'kubernetes') {
+          const { createKubeCa } = await import('../../ca/kube.js');
+          const kube = await createKubeCa({
+            ...(opts.kubeconfig !== undefined ? { kubeconfig: opts.kubeconfig } : {}),
+            namespace: opts.namespace,
+            trustDomain: opts.trustDomain,
+            maxTtlSeconds,
+            audience: opts.audience,
+            ...(opts.agentServiceAccount ? { agentServiceAccounts: opts.agentServiceAccount } : {}),
+            ...(opts.publishNamespace ? { publishNamespaces: opts.publishNamespace } : {}),
+            ...(opts.dir !== undefined ? { pluginDir: opts.dir } : {}),
+            host,
+            port,
+            serverDnsNames,
+            serverIpAddresses,
+            logger,
+          });
+          server = kube.server;
+          closeExtra = () => kube.pods.close();
+          ready = { trustDomain: kube.ca.trustDomain, root: kube.rootSource, mode: 'kubernetes' };
+        } else {
+          const { CertificateAuthority } = await identity();
+          const { PodFileNodeAuthorizer, StaticTokenAuthenticator } = await import('../../ca/auth.js');
+          const { RevocationList } = await import('../../ca/revocations.js');
+          const { CaServer } = await import('../../ca/server.js');
+          const dir = opts.dir as string;
+          const authority = await CertificateAuthority.load(dir, { maxTtlSeconds });
+          const authenticator = await StaticTokenAuthenticator.fromFile(opts.tokens as string);
+          const authorizer = await PodFileNodeAuthorizer.fromPath(opts.pods as string);
+          server = await CaServer.create({
+            ca: authority,
+            authenticator,
+            authorizer,
+            revocations: new RevocationList(dir),
+            host,
+            port,
+            serverDnsNames,
+            serverIpAddresses,
+            logger,
+          });
+          ready = {
+            trustDomain: authority.trustDomain,
+            tokens: authenticator.size,
+            pods: authorizer.podCount,
+            mode: 'file',
+          };
+        }
         const addr = await server.start();
         logger.info(
           {
             url: `https://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`,
-            trustDomain: authority.trustDomain,
-            tokens: authenticator.size,
-            pods: authorizer.podCount,
+            ...ready,
             maxTtl: formatDurationSeconds(maxTtlSeconds),
           },
           'hypha CA ready',
@@ -198,7 +302,7 @@ Example:
             logger.info({ signal }, 'shutting down');
             process.off('SIGTERM', onTerm);
             process.off('SIGINT', onInt);
-            void server.close(5000).then(done);
+            void server.close(5000).then(closeExtra).then(done);
           };
           const onTerm = () => stop('SIGTERM');
           const onInt = () => stop('SIGINT');

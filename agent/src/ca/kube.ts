@@ -1,0 +1,104 @@
+// The CA as it runs in a cluster (`hypha ca serve --config kubernetes`), wired in one place:
+//
+//   signing key ◀── plug-in dir | Secret cacerts | Secret hypha-ca-root (created once)   (kube-root.ts)
+//   trust bundle ──▶ ConfigMap hypha-ca-root-cert in hypha-system (+ extra namespaces)
+//   token ──▶ TokenReview (audience hypha-ca) ──▶ caller {node, role, serviceAccount, pod} (kube-auth.ts)
+//   Pods informer ──▶ ConfigState ──▶ node authorization                                (kube-auth.ts)
+//   CaServer (HTTPS :15012), unchanged from file mode
+import { createSilentLogger, type Logger } from '@hypha/shared';
+import type { CertificateAuthority } from '@hypha/shared/identity';
+import {
+  createKubeSource,
+  type KubeconfigOption,
+  type KubeSource,
+  loadKubeConfig,
+  WATCHED_KINDS,
+} from '@hypha/shared/kube';
+import { CA_TOKEN_AUDIENCE, KubeNodeAuthorizer, TokenReviewAuthenticator } from './kube-auth.js';
+import { fetchKubeCaRoot, type KubeRootSource, publishTrustBundle } from './kube-root.js';
+import { RevocationList } from './revocations.js';
+import { CaServer } from './server.js';
+
+export interface KubeCaOptions {
+  kubeconfig?: KubeconfigOption;
+  namespace?: string;
+  trustDomain?: string;
+  maxTtlSeconds?: number;
+  audience?: string;
+  /** `namespace/name` of node-agent ServiceAccounts. Default `<namespace>/hypha-agent`. */
+  agentServiceAccounts?: readonly string[];
+  /** Namespaces that get the trust-bundle ConfigMap besides the CA's own. */
+  publishNamespaces?: readonly string[];
+  /** Plug-in directory (mounted cacerts Secret); also where revocations.json is read from. */
+  pluginDir?: string;
+  host?: string;
+  port?: number;
+  serverDnsNames?: string[];
+  serverIpAddresses?: string[];
+  logger?: Logger;
+}
+
+export interface KubeCa {
+  readonly ca: CertificateAuthority;
+  readonly rootSource: KubeRootSource;
+  readonly server: CaServer;
+  readonly pods: KubeSource;
+  close(graceMs?: number): Promise<void>;
+}
+
+/** Loads the root, publishes the trust bundle, syncs Pods and builds the server (not yet listening). */
+export async function createKubeCa(opts: KubeCaOptions): Promise<KubeCa> {
+  const logger = opts.logger ?? createSilentLogger();
+  const namespace = opts.namespace ?? 'hypha-system';
+  const kc = loadKubeConfig(opts.kubeconfig);
+  const { ca, source } = await fetchKubeCaRoot({
+    kubeconfig: kc,
+    namespace,
+    logger,
+    ...(opts.trustDomain !== undefined ? { trustDomain: opts.trustDomain } : {}),
+    ...(opts.maxTtlSeconds !== undefined ? { maxTtlSeconds: opts.maxTtlSeconds } : {}),
+    ...(opts.pluginDir !== undefined ? { pluginDir: opts.pluginDir } : {}),
+  });
+  const targets = [...new Set([namespace, ...(opts.publishNamespaces ?? [])])];
+  const changed = await publishTrustBundle(kc, ca.trustBundlePem, targets);
+  logger.info({ namespaces: targets, changed }, 'trust bundle published to ConfigMap hypha-ca-root-cert');
+
+  const pods = createKubeSource({
+    kubeconfig: kc,
+    kinds: WATCHED_KINDS.filter((k) => k.kind === 'Pod'),
+    trustDomain: ca.trustDomain,
+    logger,
+  });
+  try {
+    await pods.start();
+  } catch (err) {
+    await pods.close();
+    throw err;
+  }
+  const server = await CaServer.create({
+    ca,
+    authenticator: new TokenReviewAuthenticator({
+      kubeconfig: kc,
+      audience: opts.audience ?? CA_TOKEN_AUDIENCE,
+      agentServiceAccounts: opts.agentServiceAccounts ?? [`${namespace}/hypha-agent`],
+      logger,
+    }),
+    authorizer: new KubeNodeAuthorizer(pods.state),
+    ...(opts.pluginDir !== undefined ? { revocations: new RevocationList(opts.pluginDir) } : {}),
+    ...(opts.host !== undefined ? { host: opts.host } : {}),
+    ...(opts.port !== undefined ? { port: opts.port } : {}),
+    ...(opts.serverDnsNames ? { serverDnsNames: opts.serverDnsNames } : {}),
+    ...(opts.serverIpAddresses ? { serverIpAddresses: opts.serverIpAddresses } : {}),
+    logger,
+  });
+  return {
+    ca,
+    rootSource: source,
+    server,
+    pods,
+    async close(graceMs = 5000) {
+      await server.close(graceMs);
+      await pods.close();
+    },
+  };
+}
