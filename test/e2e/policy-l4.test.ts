@@ -71,7 +71,7 @@ function objects(extra: object[], demoLabels: Record<string, string> = {}): obje
   return [...out, c2, ...extra];
 }
 
-function policy(name: string, action: 'ALLOW' | 'DENY', principals: string[]): object {
+function policy(name: string, action: 'ALLOW' | 'DENY' | 'AUDIT', principals: string[]): object {
   return {
     apiVersion: 'security.hypha.dev/v1',
     kind: 'AuthorizationPolicy',
@@ -173,9 +173,12 @@ async function metric(node: string, name: string, labels: Record<string, string>
 }
 
 describe('L4 authorization on the namespace cluster', () => {
-  it('a DENY policy blocks one client and not the other, on both nodes; explain and the access log agree', async () => {
+  it('a DENY policy blocks one client and not the other, on both nodes; explain and the access log agree; AUDIT only counts', async () => {
     const { pods } = demo;
-    await apply([policy('deny-client2', 'DENY', [principal('client2')])]);
+    await apply([
+      policy('deny-client2', 'DENY', [principal('client2')]),
+      policy('audit-client', 'AUDIT', [principal('client')]),
+    ]);
     const since = demo.mesh.agents.get('node-b')!.events.length;
     // echo-v2 is on the other node (HBONE 401), echo-v1 on the same node (in-process admit).
     expect(await roundTrip(pods.client, pods.echoV2)).toBe(true);
@@ -209,6 +212,14 @@ describe('L4 authorization on the namespace cluster', () => {
         policy: 'demo/deny-client2',
         reason: 'deny_policy',
       }),
+    ).toBeGreaterThanOrEqual(1);
+    // AUDIT matched the allowed client: logged with the policy and counted, never blocking.
+    const audited = await demo.mesh.agents
+      .get('node-b')!
+      .waitFor((e) => e.msg === 'AUDIT policy matched' && e.audit === 'demo/audit-client', 5000);
+    expect(audited.peer).toBe(`spiffe://${principal('client')}`);
+    expect(
+      await metric('node-b', 'hypha_policy_audit_total', { policy: 'demo/audit-client' }),
     ).toBeGreaterThanOrEqual(1);
 
     const ok = await explain('demo/client', `demo/echo-v2:${ECHO_PORT}`);
