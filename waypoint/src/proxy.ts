@@ -47,7 +47,14 @@ import { sniffProtocol } from './sniff.js';
 import { RequestMetrics } from './telemetry.js';
 import { createTracing, type RequestSpan, type Tracing, type TracingOptions } from './tracing.js';
 import { Cluster, type EndpointState } from './traffic/cluster.js';
-import { type ConnectUpstream, isConnectFailure, type UpstreamEndpoint, UpstreamPools } from './upstream.js';
+import {
+  CONNECTION_WINDOW,
+  type ConnectUpstream,
+  isConnectFailure,
+  STREAM_WINDOW,
+  type UpstreamEndpoint,
+  UpstreamPools,
+} from './upstream.js';
 
 export interface StreamContext {
   /** The client's identity from the HBONE mTLS handshake; undefined for plaintext. */
@@ -185,7 +192,7 @@ class WaypointProxy implements Waypoint {
       });
     });
     this.#h1.on('clientError', (_err, socket: Duplex) => socket.destroy());
-    this.#h2 = http2.createServer({ settings: { initialWindowSize: 4 << 20 } }, (req, res) => {
+    this.#h2 = http2.createServer({ settings: { initialWindowSize: STREAM_WINDOW } }, (req, res) => {
       const ctx = this.#streamCtx.get(req.stream.session as object);
       if (ctx === undefined) return void res.stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
       this.#handleRequest(req, res, ctx, true);
@@ -194,6 +201,7 @@ class WaypointProxy implements Waypoint {
     this.#h2.on('session', (session: Http2Session) => {
       if (this.#pendingH2Ctx !== undefined) this.#streamCtx.set(session, this.#pendingH2Ctx);
       session.on('error', () => {});
+      session.once('localSettings', () => session.setLocalWindowSize(CONNECTION_WINDOW));
     });
     this.#h2.on('sessionError', () => {});
   }

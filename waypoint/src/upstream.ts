@@ -22,6 +22,8 @@ export interface UpstreamEndpoint {
 export type ConnectUpstream = (endpoint: UpstreamEndpoint) => Promise<Duplex>;
 
 const CONNECT_FAILED = Symbol('hypha.connectFailed');
+export const STREAM_WINDOW = 4 << 20;
+export const CONNECTION_WINDOW = 16 << 20;
 
 export function isConnectFailure(err: unknown): boolean {
   if (typeof err !== 'object' || err === null) return false;
@@ -132,7 +134,12 @@ export class UpstreamPools {
     } catch (err) {
       throw tagConnectFailure(err);
     }
-    const session = http2.connect(originOf(ep), { createConnection: () => stream });
+    // Windows as HBONE's (ARCHITECTURE.md 3): node's 64 KiB defaults throttle streaming.
+    const session = http2.connect(originOf(ep), {
+      createConnection: () => stream,
+      settings: { initialWindowSize: STREAM_WINDOW },
+    });
+    session.once('connect', () => session.setLocalWindowSize(CONNECTION_WINDOW));
     const cached = this.#h2.get(key);
     const forget = () => {
       if (this.#h2.get(key) === cached) this.#h2.delete(key);
