@@ -2,12 +2,14 @@
 // HBONE with their identity; the waypoint reaches endpoints over HBONE with its own certificate and
 // verifies the endpoint's identity.
 
+import http2 from 'node:http2';
 import net from 'node:net';
 import { createHbonePool, createHboneServer, type HbonePool, type HboneServer } from '@hypha/shared/hbone';
 import { CertificateAuthority, SpiffeId } from '@hypha/shared/identity';
 import { Client } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hboneConnectUpstream, hboneIngressHandler } from '../../src/index.js';
+import { type GrpcServer, grpcCall, startGrpcServer } from '../grpc.js';
 import {
   type Backend,
   captureLog,
@@ -19,6 +21,7 @@ import {
 
 let backend: Backend;
 let hbone: HboneServer;
+let grpc: GrpcServer;
 let ingress: HboneServer;
 let ingressPort = 0;
 let webCert: Awaited<ReturnType<CertificateAuthority['issue']>>;
@@ -30,6 +33,13 @@ const peers: string[] = [];
 
 beforeAll(async () => {
   backend = await startBackend('db');
+  // A gRPC server on the same pod address (another port), behind the same node agent.
+  grpc = await startGrpcServer(backend.ip, {
+    '/echo.Echo/Say': async (req, send) => {
+      send(`echo ${req.toString()}`);
+      return { status: 0 };
+    },
+  });
   const ca = await CertificateAuthority.init({ trustDomain: 'cluster.local' });
   waypointId = SpiffeId.of('cluster.local', 'shop', 'waypoint');
   const [waypointCert, dbCert, web] = await Promise.all([
@@ -66,6 +76,13 @@ beforeAll(async () => {
           ports: [{ port: 80, name: 'http' }],
           endpoints: [endpoint(backend.ip, 'db')],
         },
+        {
+          name: 'echo',
+          namespace: 'shop',
+          vips: ['10.96.8.3'],
+          ports: [{ port: 50051, name: 'grpc', appProtocol: 'grpc' }],
+          endpoints: [{ ...endpoint(backend.ip, 'db'), targetPorts: { '50051': grpc.port } }],
+        },
         // Same endpoint, but the config claims another identity: the waypoint must refuse it.
         {
           name: 'impostor',
@@ -92,6 +109,7 @@ afterAll(async () => {
   await pool.close();
   await hbone.close();
   await backend.close();
+  await grpc.close();
 });
 
 describe('upstream over HBONE', () => {
@@ -150,5 +168,27 @@ describe('upstream over HBONE', () => {
         authority: '10.99.9.9:80',
       }),
     ).rejects.toThrow(/400/);
+  });
+
+  it('serves gRPC arriving over HBONE and sends it on over HBONE', async () => {
+    const tunnel = await pool.connect({
+      source: webCert,
+      destination: { ip: '127.0.0.1', port: ingressPort },
+      expectedIdentities: [waypointId],
+      authority: '10.96.8.3:50051',
+    });
+    const session = http2.connect('http://echo.shop.svc.cluster.local', {
+      createConnection: () => tunnel.stream,
+    });
+    session.on('error', () => {});
+    const results = await Promise.all([
+      grpcCall(session, '/echo.Echo/Say', 'a'),
+      grpcCall(session, '/echo.Echo/Say', 'b'),
+    ]);
+    expect(results.map((r) => [r.messages[0], r.status])).toEqual([
+      ['echo a', '0'],
+      ['echo b', '0'],
+    ]);
+    session.close();
   });
 });
