@@ -222,10 +222,13 @@ describe('L4 authorization on the namespace cluster', () => {
       await metric('node-b', 'hypha_policy_audit_total', { policy: 'demo/audit-client' }),
     ).toBeGreaterThanOrEqual(1);
 
-    const ok = await explain('demo/client', `demo/echo-v2:${ECHO_PORT}`);
+    const [ok, no, svc] = await Promise.all([
+      explain('demo/client', `demo/echo-v2:${ECHO_PORT}`),
+      explain('demo/client2', `demo/echo-v2:${ECHO_PORT}`),
+      explain('demo/client2', 'demo/echo:80'),
+    ]);
     expect(ok.code).toBe(0);
     expect(ok.json.decision).toBe('allow');
-    const no = await explain('demo/client2', `demo/echo-v2:${ECHO_PORT}`);
     expect(no.code).toBe(3);
     expect(no.json.targets[0]).toMatchObject({
       decision: 'deny',
@@ -233,7 +236,6 @@ describe('L4 authorization on the namespace cluster', () => {
       policy: 'demo/deny-client2',
     });
     // Through the Service, each endpoint is evaluated on its own pod at its target port.
-    const svc = await explain('demo/client2', 'demo/echo:80');
     expect(svc.code).toBe(3);
     expect(svc.json.targets).toHaveLength(2);
   });
@@ -256,9 +258,11 @@ describe('L4 authorization on the namespace cluster', () => {
       );
     expect(refused.error).toMatch(/ALLOW policies apply .*demo\/allow-client.* but none matched/);
 
-    const ok = await explain('demo/client', `demo/echo-v2:${ECHO_PORT}`);
+    const [ok, no] = await Promise.all([
+      explain('demo/client', `demo/echo-v2:${ECHO_PORT}`),
+      explain('demo/client2', `demo/echo-v2:${ECHO_PORT}`),
+    ]);
     expect([ok.code, ok.json.targets[0]?.policy]).toEqual([0, 'demo/allow-client']);
-    const no = await explain('demo/client2', `demo/echo-v2:${ECHO_PORT}`);
     expect([no.code, no.json.targets[0]?.kind]).toEqual([3, 'no_allow_match']);
   });
 
