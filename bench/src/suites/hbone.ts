@@ -71,6 +71,8 @@ function certFrom(s: SerializedCert): WorkloadCertificate {
 }
 
 async function childMain(role: string, configPath: string): Promise<void> {
+  // Exit through process.exit so --cpu-prof writes its profile.
+  process.once('SIGTERM', () => process.exit(0));
   const cfg = JSON.parse(await readFile(configPath, 'utf8')) as ChildConfig;
   const flow = cfg.flow ?? DEFAULT_FLOW_CONTROL;
   const report = (v: unknown): void => {
@@ -139,7 +141,10 @@ interface Spawned {
 }
 
 function spawnRole(role: string, configPath: string): Promise<Spawned> {
-  const proc = spawn(process.execPath, [SELF, '--hbone-role', role, configPath], {
+  // HYPHA_BENCH_HBONE_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/p" profiles the proxy processes.
+  const nodeArgs =
+    role === 'echo' ? [] : (process.env.HYPHA_BENCH_HBONE_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const proc = spawn(process.execPath, [...nodeArgs, SELF, '--hbone-role', role, configPath], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   return new Promise((resolve, reject) => {
