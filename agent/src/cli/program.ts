@@ -6,7 +6,9 @@ import { Command, Option } from 'commander';
 import { register as registerAgent } from './commands/agent.js';
 import { register as registerCa } from './commands/ca.js';
 import { register as registerCert } from './commands/cert.js';
+import { register as registerCheck } from './commands/check.js';
 import { register as registerDemo } from './commands/demo.js';
+import { register as registerInstall } from './commands/install.js';
 import { register as registerPolicy } from './commands/policy.js';
 import { register as registerStatus } from './commands/status.js';
 
@@ -44,7 +46,9 @@ Examples:
   registerAgent(program);
   registerCa(program);
   registerCert(program);
+  registerCheck(program);
   registerDemo(program);
+  registerInstall(program);
   registerPolicy(program);
   registerStatus(program);
   return program;
