@@ -523,7 +523,7 @@ class WaypointProxy implements Waypoint {
 
     const retry: RetryPolicy | undefined = p.action.retry ?? p.cluster.settings.retry;
     const needsReplay = (retry !== undefined && retry.attempts > 0) || p.action.mirrors.length > 0;
-    let body: Buffer | Readable | null = requestHasBody(req, p.method) ? (req as Readable) : null;
+    let body: Buffer | Readable | null = requestHasBody(req) ? (req as Readable) : null;
     if (body !== null && needsReplay) body = await this.#bufferBody(req as Readable, st);
     if (st.abort.signal.aborted || res.destroyed) return;
     if (Buffer.isBuffer(body)) st.requestBytes = body.length;
@@ -583,7 +583,7 @@ class WaypointProxy implements Waypoint {
         ep.active++;
         st.activeOn = ep;
         const result = p.h2Upstream
-          ? await this.#tryHttp2(req, upstream, p, body, st)
+          ? await this.#tryHttp2(upstream, p, body, st)
           : await this.#tryHttp1(upstream, p, body, st);
         if (result.kind === 'failure') {
           releaseActive(st);
@@ -710,7 +710,6 @@ class WaypointProxy implements Waypoint {
 
   /** One HTTP/2 try (gRPC and h2 services) on the endpoint's shared session. */
   async #tryHttp2(
-    req: DownReq,
     ep: UpstreamEndpoint,
     p: ProxyPlan,
     body: Buffer | Readable | null,
@@ -774,7 +773,6 @@ class WaypointProxy implements Waypoint {
     });
     if (typeof outcome === 'string') return { kind: 'failure', code: outcome };
     const status = Number(outcome.headers[':status'] ?? 502);
-    void req;
     return {
       kind: 'response',
       status,
@@ -1184,14 +1182,13 @@ function headerValue(headers: IncomingHttpHeaders, name: string | undefined): st
   return Array.isArray(v) ? v.join(',') : v;
 }
 
-function requestHasBody(req: DownReq, method: string): boolean {
+function requestHasBody(req: DownReq): boolean {
   if ('stream' in req) return !req.stream.endAfterHeaders && !req.readableEnded;
   const h = req.headers;
   if (h['transfer-encoding'] !== undefined) return true;
   const len = h['content-length'];
   if (len !== undefined) return len !== '0';
   // HTTP/1.1 without Content-Length or Transfer-Encoding has no body, whatever the method.
-  void method;
   return false;
 }
 

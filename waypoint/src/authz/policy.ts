@@ -115,8 +115,6 @@ interface CompiledRule {
   from: CompiledSource[] | undefined;
   to: CompiledOperation[] | undefined;
   when: CompiledCondition[];
-  /** Uses methods/paths/hosts/headers: cannot be decided without a request. */
-  needsRequest: boolean;
 }
 
 export interface CompiledAuthzPolicy {
@@ -246,7 +244,6 @@ function blocks(list: string[] | undefined, meta: ObjectMeta, field: string): Bl
 type RuleSpec = z.infer<typeof ruleSchema>;
 
 function compileRule(r: RuleSpec, meta: ObjectMeta, base: string): CompiledRule {
-  let needsRequest = false;
   const from = r.from?.map(({ source: s }, i): CompiledSource => {
     const f = `${base}.from[${i}].source`;
     const ipBlocks =
@@ -265,7 +262,6 @@ function compileRule(r: RuleSpec, meta: ObjectMeta, base: string): CompiledRule 
     });
   });
   const to = r.to?.map(({ operation: o }): CompiledOperation => {
-    if (o.hosts || o.notHosts || o.methods || o.notMethods || o.paths || o.notPaths) needsRequest = true;
     return omitUndefined({
       hosts: matchers(o.hosts, true),
       notHosts: matchers(o.notHosts, true),
@@ -279,7 +275,6 @@ function compileRule(r: RuleSpec, meta: ObjectMeta, base: string): CompiledRule 
   });
   const when = (r.when ?? []).map((c, i): CompiledCondition => {
     const header = /^request\.headers\[([^\]]+)\]$/.exec(c.key)?.[1]?.toLowerCase();
-    if (header !== undefined) needsRequest = true;
     const isIp = c.key === 'source.ip' || c.key === 'remote.ip';
     if (c.values === undefined && c.notValues === undefined) {
       throw new WaypointConfigError(
@@ -300,7 +295,7 @@ function compileRule(r: RuleSpec, meta: ObjectMeta, base: string): CompiledRule 
       notBlocks: isIp ? blocks(c.notValues, meta, `${base}.when[${i}].notValues`) : undefined,
     });
   });
-  return { from, to, when, needsRequest };
+  return { from, to, when };
 }
 
 function omitUndefined<T extends object>(o: T): T {
