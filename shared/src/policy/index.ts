@@ -18,10 +18,3 @@ export type {
   PolicyRef,
 } from './evaluate.js';
 export { evaluateL4, explainL4, policyAppliesTo, selectorMatches } from './evaluate.js';
-export type {
-  ConnectionExplanation,
-  ExplainConnectionInput,
-  ExplainErrorCode,
-  ExplainedTarget,
-} from './explain.js';
-export { ExplainError, explainConnection } from './explain.js';
