@@ -14,6 +14,7 @@ import {
   sleep,
   startEcho,
   startHboneServer,
+  startTcpServer,
   tcpHandler,
 } from './fixtures.js';
 
@@ -266,5 +267,43 @@ test('invalid arguments are refused before any connection', async () => {
     expect(pool.stats().handshakes).toBe(0);
   } finally {
     pool.close();
+  }
+});
+
+test('a connection whose PINGs go unanswered is closed and not reused', async () => {
+  const hbone = await startHboneServer(mesh.server);
+  // A relay we can freeze: it stops forwarding in both directions, like a dead path.
+  let frozen = false;
+  const relay = await startTcpServer((client) => {
+    const server = netConnect({ host: '127.0.0.1', port: hbone.port });
+    server.on('error', () => {});
+    client.on('data', (d: Buffer) => {
+      if (!frozen) server.write(d);
+    });
+    server.on('data', (d: Buffer) => {
+      if (!frozen) client.write(d);
+    });
+    client.on('close', () => server.destroy());
+  });
+  const pool = newPool({ pingIntervalMs: 100, pingTimeoutMs: 300 });
+  try {
+    const t = await pool.connect(request(relay.port));
+    t.stream.on('error', () => {});
+    const closed = new Promise((r) => t.stream.once('close', r));
+    await sleep(350);
+    expect(pool.stats().connections).toBe(1);
+    frozen = true;
+    const started = Date.now();
+    await closed;
+    expect(Date.now() - started).toBeLessThan(1500);
+    expect(pool.stats().connections).toBe(0);
+    frozen = false;
+    const again = await pool.connect(request(relay.port));
+    expect(again.connectionId).not.toBe(t.connectionId);
+    again.stream.end();
+  } finally {
+    pool.close();
+    await closeServer(relay.server);
+    await hbone.close();
   }
 });
