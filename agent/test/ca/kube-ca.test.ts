@@ -172,27 +172,34 @@ describe('CA with Kubernetes TokenReview and node authorization', () => {
 });
 
 describe('CA root in a Secret', () => {
-  it('two replicas racing to create the root end up with one root', async () => {
+  it('two CA replicas starting together end up with one root and one trust bundle', async () => {
     const api = await createKubeApiServer();
+    const started: KubeCa[] = [];
     try {
       api.put({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'hypha-system' } });
-      const kc = loadKubeConfig(api.kubeconfigPath);
-      const [a, b] = await Promise.all([
-        fetchKubeCaRoot({ kubeconfig: kc }),
-        fetchKubeCaRoot({ kubeconfig: kc }),
-      ]);
+      const replica = () =>
+        createKubeCa({ kubeconfig: api.kubeconfigPath, host: '127.0.0.1', port: 0 }).then((k) => {
+          started.push(k);
+          return k;
+        });
+      const [a, b] = await Promise.all([replica(), replica()]);
       expect(a.ca.trustBundlePem).toBe(b.ca.trustBundlePem);
-      expect([a.source, b.source].sort()).toEqual(['created', 'existing-secret']);
+      expect([a.rootSource, b.rootSource].sort()).toEqual(['created', 'existing-secret']);
       const creates = api.requests.filter((r) => r.method === 'POST' && r.path.endsWith('/secrets'));
       expect(creates.map((r) => r.status).sort()).toEqual([201, 409]);
+      const cm = api.find('v1', 'ConfigMap', 'hypha-ca-root-cert', 'hypha-system') as unknown as {
+        data: Record<string, string>;
+      };
+      expect(cm.data['root-cert.pem']).toBe(a.ca.trustBundlePem);
       // Both sign certificates that verify against the one root.
       const fromB = await b.ca.issue(WEB);
       expect(fromB.trustBundlePem).toBe(a.ca.trustBundlePem);
       // A later start reads the same root.
-      const later = await fetchKubeCaRoot({ kubeconfig: kc });
+      const later = await fetchKubeCaRoot({ kubeconfig: loadKubeConfig(api.kubeconfigPath) });
       expect(later.source).toBe('existing-secret');
       expect(later.ca.trustBundlePem).toBe(a.ca.trustBundlePem);
     } finally {
+      for (const k of started) await k.close(100);
       await api.close();
     }
   });
