@@ -1,0 +1,107 @@
+// `hypha ca serve --config kubernetes` as the CA Deployment runs it (the built CLI), against the
+// stand-in API server: it stores a root, publishes the trust bundle, issues through TokenReview and
+// stops cleanly on SIGTERM.
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { CaClient, type CaClientError, parseSpiffeId } from '@hypha/shared/identity';
+import { createKubeApiServer, type KubeApiServer } from '@hypha/test';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const BIN = fileURLToPath(new URL('../../bin/hypha.js', import.meta.url));
+const WEB = parseSpiffeId('spiffe://cluster.local/ns/shop/sa/web');
+
+describe('hypha ca serve --config kubernetes', () => {
+  let api: KubeApiServer;
+  beforeAll(async () => {
+    api = await createKubeApiServer();
+    for (const ns of ['hypha-system', 'shop'])
+      api.put({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } });
+    api.put({
+      apiVersion: 'v1',
+      kind: 'ServiceAccount',
+      metadata: { name: 'hypha-agent', namespace: 'hypha-system' },
+    });
+    for (const [name, ns, sa] of [
+      ['agent-1', 'hypha-system', 'hypha-agent'],
+      ['web-1', 'shop', 'web'],
+    ] as const) {
+      api.put({
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name, namespace: ns },
+        spec: { nodeName: 'node-1', serviceAccountName: sa, containers: [{ name: 'c', image: 'c' }] },
+      });
+    }
+  });
+  afterAll(async () => {
+    await api?.close();
+  });
+
+  it('serves certificates to agents and stops on SIGTERM', async () => {
+    const child = spawn(
+      process.execPath,
+      [
+        BIN,
+        'ca',
+        'serve',
+        '--config',
+        'kubernetes',
+        '--kubeconfig',
+        api.kubeconfigPath,
+        '--listen',
+        '127.0.0.1:0',
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, POD_NAMESPACE: 'hypha-system' } },
+    );
+    let log = '';
+    const url = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`CA did not become ready:\n${log}`)), 20_000);
+      child.stderr.on('data', (d: Buffer) => {
+        log += d.toString();
+        const m = /"url":"(https:\/\/127\.0\.0\.1:\d+)".*"msg":"hypha CA ready"/.exec(log);
+        if (m) {
+          clearTimeout(timer);
+          resolve(m[1]!);
+        }
+      });
+      child.once('exit', (code) => reject(new Error(`CA exited with ${code}:\n${log}`)));
+    });
+    expect(log).toMatch(/"root":"created"/);
+    const cm = api.find('v1', 'ConfigMap', 'hypha-ca-root-cert', 'hypha-system') as unknown as {
+      data: Record<string, string>;
+    };
+    const bundle = cm.data['root-cert.pem']!;
+    const token = api.issueToken({
+      namespace: 'hypha-system',
+      serviceAccount: 'hypha-agent',
+      audiences: ['hypha-ca'],
+      pod: 'agent-1',
+    });
+    const client = new CaClient({ url, token, caTrustBundlePem: bundle, timeoutMs: 5000 });
+    try {
+      expect((await client.fetchWorkloadCertificate(WEB)).id.equals(WEB)).toBe(true);
+      const other = new CaClient({ url, token: 'x'.repeat(40), caTrustBundlePem: bundle, timeoutMs: 5000 });
+      const err = await other.fetchWorkloadCertificate(WEB).catch((e: unknown) => e);
+      other.close();
+      expect((err as CaClientError).code).toBe('CA_UNAUTHENTICATED');
+    } finally {
+      client.close();
+    }
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+  });
+
+  it('file mode still requires its files, with a usage error naming them', async () => {
+    const child = spawn(process.execPath, [BIN, 'ca', 'serve', '--dir', '/nonexistent'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
+    const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+    expect(code).toBe(2);
+    expect(err).toMatch(/file mode needs --tokens, --pods/);
+  });
+});
