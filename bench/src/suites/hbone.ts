@@ -187,12 +187,26 @@ async function waitConnectable(port: number, timeoutMs = 10_000): Promise<void> 
   throw new Error(`nothing listens on 127.0.0.1:${port} after ${timeoutMs} ms`);
 }
 
-/** A stunnel client/server pair with mutual TLS 1.3; returns the client's plain port per target. */
-async function startStunnel(
+/** One tunneled route through a stunnel pair: `host:port` strings. */
+export interface StunnelRoute {
+  /** Where the stunnel client listens for plain TCP. */
+  clientAccept: string;
+  /** Where the stunnel server listens for TLS (the client connects here). */
+  serverAccept: string;
+  /** Where the stunnel server sends the plain TCP. */
+  serverConnect: string;
+}
+
+/**
+ * Writes the certificates and a client and a server config for a stunnel pair with mutual TLS 1.3
+ * (the same suite HBONE prefers) into `dir`; returns the two config paths. Run each with
+ * `stunnel4 <conf>` (foreground) wherever its addresses live.
+ */
+export async function writeStunnelConfigs(
   dir: string,
   mesh: { client: WorkloadCertificate; server: WorkloadCertificate },
-  targets: number[],
-) {
+  routes: readonly StunnelRoute[],
+): Promise<{ clientConf: string; serverConf: string }> {
   const files = {
     bundle: join(dir, 'bundle.pem'),
     clientCert: join(dir, 'client-chain.pem'),
@@ -205,19 +219,41 @@ async function startStunnel(
   await writeFile(files.clientKey, mesh.client.keyPem, { mode: 0o600 });
   await writeFile(files.serverCert, mesh.server.certChainPem);
   await writeFile(files.serverKey, mesh.server.keyPem, { mode: 0o600 });
-  const front: number[] = [];
   let clientConf = 'foreground = yes\npid =\ndebug = 3\n';
   let serverConf = 'foreground = yes\npid =\ndebug = 3\n';
-  for (const [i, target] of targets.entries()) {
+  for (const [i, r] of routes.entries()) {
+    clientConf += `[c${i}]\nclient = yes\naccept = ${r.clientAccept}\nconnect = ${r.serverAccept}\ncert = ${files.clientCert}\nkey = ${files.clientKey}\nCAfile = ${files.bundle}\nverifyChain = yes\nsslVersionMin = TLSv1.3\nciphersuites = TLS_AES_128_GCM_SHA256\n`;
+    serverConf += `[s${i}]\naccept = ${r.serverAccept}\nconnect = ${r.serverConnect}\ncert = ${files.serverCert}\nkey = ${files.serverKey}\nCAfile = ${files.bundle}\nverifyChain = yes\nrequireCert = yes\nsslVersionMin = TLSv1.3\nciphersuites = TLS_AES_128_GCM_SHA256\n`;
+  }
+  const paths = {
+    clientConf: join(dir, 'stunnel-client.conf'),
+    serverConf: join(dir, 'stunnel-server.conf'),
+  };
+  await writeFile(paths.clientConf, clientConf);
+  await writeFile(paths.serverConf, serverConf);
+  return paths;
+}
+
+/** A stunnel client/server pair with mutual TLS 1.3; returns the client's plain port per target. */
+async function startStunnel(
+  dir: string,
+  mesh: { client: WorkloadCertificate; server: WorkloadCertificate },
+  targets: number[],
+) {
+  const front: number[] = [];
+  const routes: StunnelRoute[] = [];
+  for (const target of targets) {
     const [a, b] = [await freePort(), await freePort()];
     front.push(a);
-    clientConf += `[c${i}]\nclient = yes\naccept = 127.0.0.1:${a}\nconnect = 127.0.0.1:${b}\ncert = ${files.clientCert}\nkey = ${files.clientKey}\nCAfile = ${files.bundle}\nverifyChain = yes\nsslVersionMin = TLSv1.3\nciphersuites = TLS_AES_128_GCM_SHA256\n`;
-    serverConf += `[s${i}]\naccept = 127.0.0.1:${b}\nconnect = 127.0.0.1:${target}\ncert = ${files.serverCert}\nkey = ${files.serverKey}\nCAfile = ${files.bundle}\nverifyChain = yes\nrequireCert = yes\nsslVersionMin = TLSv1.3\nciphersuites = TLS_AES_128_GCM_SHA256\n`;
+    routes.push({
+      clientAccept: `127.0.0.1:${a}`,
+      serverAccept: `127.0.0.1:${b}`,
+      serverConnect: `127.0.0.1:${target}`,
+    });
   }
-  await writeFile(join(dir, 'stunnel-client.conf'), clientConf);
-  await writeFile(join(dir, 'stunnel-server.conf'), serverConf);
-  const procs = ['stunnel-server.conf', 'stunnel-client.conf'].map((c) =>
-    spawn('stunnel4', [join(dir, c)], { stdio: ['ignore', 'ignore', 'ignore'] }),
+  const conf = await writeStunnelConfigs(dir, mesh, routes);
+  const procs = [conf.serverConf, conf.clientConf].map((c) =>
+    spawn('stunnel4', [c], { stdio: ['ignore', 'ignore', 'ignore'] }),
   );
   for (const p of front) await waitConnectable(p);
   return { front, procs };

@@ -1,0 +1,544 @@
+// `npm run bench -- l4 [--json] [--quick]`: the L4 data path through two real agents on the
+// network-namespace cluster of `hypha demo`, side by side with a stunnel pair and direct TCP on
+// the same path (a pod on node-a to a pod on node-b across the fabric), in one run.
+//
+//   mesh:    client (mesh pod, node-a) ─> agent node-a ══ HBONE mTLS ══> agent node-b ─> echo-v2
+//   stunnel: loadgen (non-mesh, node-a) ─> stunnel client (node-a ns) ══ mTLS ══> stunnel server
+//            (node-b ns) ─> plain (non-mesh, node-b)
+//   direct:  loadgen ─> node-a ─> fabric ─> node-b ─> plain
+//
+// Figures: single-stream throughput (iperf3), 1 KB request/response latency p50/p99 at a fixed
+// rate (open loop, from the due time), new connections per second (connect, 1 byte each way,
+// close), agent CPU per 1000 requests of 1 KB HTTP over keep-alive (both agents, from
+// /proc/<pid>/stat) and the agents' peak RSS (VmHWM). Budgets are ARCHITECTURE.md section 9;
+// they are reported met or not, never fail the run. Load tools run inside the pods' namespaces,
+// so their CPU is on the same two cores: figures from a busy machine are noisy.
+import { type ChildProcess, execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, readlink, realpath, rm } from 'node:fs/promises';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { type DemoResult, type LocalMesh, startDemo } from '@hypha/agent';
+import { CertificateAuthority, SpiffeId } from '@hypha/shared/identity';
+import type { BenchOptions, BenchResult, BenchSuiteResult } from '../types.js';
+import { writeStunnelConfigs } from './hbone.js';
+
+const APT_LINE = 'apt-get install -y iperf3 stunnel4';
+
+type Pod = DemoResult['pods']['client'];
+
+/** Ports inside the pods and nodes (fresh namespaces per run, so fixed numbers never collide). */
+const PORTS = {
+  iperf: 5201,
+  echo: 7000,
+  http: 8080,
+  stunnelIperf: { client: 20001, server: 20101 },
+  stunnelEcho: { client: 20002, server: 20102 },
+} as const;
+
+interface Phases {
+  /** iperf3 seconds per path per round. */
+  throughputSecs: number;
+  throughputRounds: number;
+  latencySecs: number;
+  connectSecs: number;
+  cpuSecs: number;
+}
+
+const FULL: Phases = { throughputSecs: 5, throughputRounds: 2, latencySecs: 10, connectSecs: 5, cpuSecs: 15 };
+const QUICK: Phases = { throughputSecs: 2, throughputRounds: 1, latencySecs: 2, connectSecs: 2, cpuSecs: 3 };
+const LATENCY = { rate: 1000, connections: 4, bytes: 1024 } as const;
+const CPU_LOAD = { rate: 1000, connections: 4, bytes: 1024 } as const;
+const CONNECT_CONCURRENCY = 16;
+
+export class L4BenchError extends Error {
+  readonly code: 'MISSING_TOOL' | 'LOAD_FAILED' | 'MESH_BYPASSED' | 'AGENT_PROCESS';
+  constructor(code: L4BenchError['code'], message: string) {
+    super(message);
+    this.name = 'L4BenchError';
+    this.code = code;
+  }
+}
+
+function requireTools(): void {
+  const missing = ['iperf3', 'stunnel4'].filter((bin) => {
+    try {
+      execFileSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' });
+      return false;
+    } catch {
+      return true;
+    }
+  });
+  if (missing.length > 0) {
+    process.stderr.write(`${APT_LINE}\n`);
+    throw new L4BenchError(
+      'MISSING_TOOL',
+      `${missing.join(' and ')} not installed; install the peers with: ${APT_LINE}`,
+    );
+  }
+}
+
+/** bench/src/apps/open-loop.ts from sources (vitest, Node type stripping), .js from dist. */
+function findLoadApp(): string {
+  const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
+  const path = fileURLToPath(new URL(`../apps/open-loop${ext}`, import.meta.url));
+  if (!existsSync(path)) {
+    throw new L4BenchError(
+      'LOAD_FAILED',
+      `load client not found at ${path}; build the bench (npx turbo run build)`,
+    );
+  }
+  return path;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Runs the open-loop client in a namespace; resolves with its JSON result line. */
+function runLoad(mesh: LocalMesh, netns: string, args: readonly string[], timeoutMs: number) {
+  const child = mesh.cluster.spawnNode(netns, findLoadApp(), args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout?.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr?.on('data', (d: Buffer) => {
+    err = (err + d.toString()).slice(-4000);
+  });
+  return new Promise<Record<string, unknown>>((resolve, reject) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      const line = out.trim().split('\n').pop() ?? '';
+      if (code === 0 && line.startsWith('{')) resolve(JSON.parse(line) as Record<string, unknown>);
+      else
+        reject(
+          new L4BenchError('LOAD_FAILED', `open-loop ${args.join(' ')} exited with ${code}: ${err.trim()}`),
+        );
+    });
+  });
+}
+
+/** One iperf3 run from a namespace; Gbit/s received. Retries: iperf3 -s refuses briefly between tests. */
+async function iperf3(
+  mesh: LocalMesh,
+  netns: string,
+  host: string,
+  port: number,
+  secs: number,
+): Promise<number> {
+  let last = '';
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    try {
+      const r = await mesh.cluster.exec(netns, 'iperf3', [
+        '-c',
+        host,
+        '-p',
+        String(port),
+        '-t',
+        String(secs),
+        '-J',
+      ]);
+      const j = JSON.parse(r.stdout) as {
+        error?: string;
+        end?: { sum_received?: { bits_per_second: number } };
+      };
+      const bps = j.end?.sum_received?.bits_per_second;
+      if (bps !== undefined && bps > 0) return bps / 1e9;
+      last = j.error ?? 'no result';
+    } catch (err) {
+      last = err instanceof Error ? err.message : String(err);
+    }
+    await sleep(1000);
+  }
+  throw new L4BenchError('LOAD_FAILED', `iperf3 to ${host}:${port} from ${netns}: ${last}`);
+}
+
+async function waitListening(
+  mesh: LocalMesh,
+  netns: string,
+  port: number,
+  timeoutMs = 10_000,
+): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    const r = await mesh.cluster
+      .exec(netns, 'ss', ['-Hltn', `sport = :${port}`])
+      .catch(() => ({ stdout: '' }));
+    if (r.stdout.trim() !== '') return;
+    await sleep(100);
+  }
+  throw new L4BenchError('LOAD_FAILED', `nothing listens on port ${port} in ${netns} after ${timeoutMs} ms`);
+}
+
+// /proc/<pid>/stat: fields after the ")" that ends the command name; utime and stime are the
+// 12th and 13th of those (fields 14 and 15 of the whole line), in clock ticks.
+const CLOCK_TICKS = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+async function fetchCpuSeconds(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+
+async function fetchPeakRssMb(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const kb = /^VmHWM:\s+(\d+)\s+kB/m.exec(status)?.[1];
+  if (kb === undefined) throw new L4BenchError('AGENT_PROCESS', `no VmHWM in /proc/${pid}/status`);
+  return Number(kb) / 1024;
+}
+
+/** The agents' node processes (ip netns exec execs, so the spawned pid is the agent itself). */
+async function findAgentPids(mesh: LocalMesh): Promise<Map<string, number>> {
+  const pids = new Map<string, number>();
+  const nodeExe = await realpath(process.execPath);
+  for (const [node, agent] of mesh.agents) {
+    const pid = agent.process.pid;
+    const exe = pid === undefined ? '' : await readlink(`/proc/${pid}/exe`).catch(() => '');
+    if (pid === undefined || exe !== nodeExe) {
+      throw new L4BenchError(
+        'AGENT_PROCESS',
+        `agent on ${node}: pid ${pid} runs "${exe}", expected ${nodeExe}`,
+      );
+    }
+    pids.set(node, pid);
+  }
+  return pids;
+}
+
+function num(v: unknown, what: string): number {
+  if (typeof v !== 'number' || !Number.isFinite(v)) {
+    throw new L4BenchError('LOAD_FAILED', `${what}: no figure in the load client's result`);
+  }
+  return v;
+}
+
+export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
+  requireTools();
+  findLoadApp();
+  const ph = opts.quick ? QUICK : FULL;
+  const dir = await mkdtemp(join(tmpdir(), 'hypha-bench-l4-'));
+  const startedAt = new Date();
+  const demo = await startDemo();
+  const { mesh } = demo;
+  const procs: ChildProcess[] = [];
+  try {
+    const [nodeA, nodeB] = [mesh.cluster.node('node-a'), mesh.cluster.node('node-b')];
+    const { client, echoV2, plain } = demo.pods;
+    // Not in the mesh config, so its traffic is never captured: the peers' client pod on node-a.
+    const loadgen: Pod = await mesh.addPod('node-a', 'loadgen', 'outside');
+
+    // Servers: iperf3 and a TCP echo in echo-v2 (mesh) and in plain (peers); http-echo already
+    // runs on 8080 in echo-v2 (the demo's).
+    for (const pod of [echoV2, plain]) {
+      procs.push(
+        mesh.cluster.spawn(pod.netns, 'iperf3', ['-s', '-p', String(PORTS.iperf)], { stdio: 'ignore' }),
+      );
+      await mesh.cluster.startApp(pod, 'tcp-echo', ['--port', String(PORTS.echo)]);
+    }
+
+    // Stunnel pair: client in node-a's namespace (reached by loadgen at its gateway), server in
+    // node-b's on the fabric address, forwarding to the plain pod.
+    const ca = await CertificateAuthority.init();
+    const [scert, ccert] = await Promise.all([
+      ca.issue(SpiffeId.of('cluster.local', 'bench', 'stunnel-server')),
+      ca.issue(SpiffeId.of('cluster.local', 'bench', 'stunnel-client')),
+    ]);
+    const route = (p: { client: number; server: number }, target: number) => ({
+      clientAccept: `${nodeA.podGateway}:${p.client}`,
+      serverAccept: `${nodeB.ip}:${p.server}`,
+      serverConnect: `${plain.ip}:${target}`,
+    });
+    const conf = await writeStunnelConfigs(dir, { client: ccert, server: scert }, [
+      route(PORTS.stunnelIperf, PORTS.iperf),
+      route(PORTS.stunnelEcho, PORTS.echo),
+    ]);
+    procs.push(mesh.cluster.spawn(nodeB.netns, 'stunnel4', [conf.serverConf], { stdio: 'ignore' }));
+    procs.push(mesh.cluster.spawn(nodeA.netns, 'stunnel4', [conf.clientConf], { stdio: 'ignore' }));
+    await Promise.all([
+      waitListening(mesh, nodeA.netns, PORTS.stunnelEcho.client),
+      waitListening(mesh, nodeB.netns, PORTS.stunnelEcho.server),
+      waitListening(mesh, echoV2.netns, PORTS.iperf),
+      waitListening(mesh, plain.netns, PORTS.iperf),
+    ]);
+
+    const paths = {
+      mesh: { netns: client.netns, host: echoV2.ip, iperf: PORTS.iperf, echo: PORTS.echo },
+      stunnel: {
+        netns: loadgen.netns,
+        host: nodeA.podGateway,
+        iperf: PORTS.stunnelIperf.client,
+        echo: PORTS.stunnelEcho.client,
+      },
+      direct: { netns: loadgen.netns, host: plain.ip, iperf: PORTS.iperf, echo: PORTS.echo },
+    };
+    type PathName = keyof typeof paths;
+    const order: PathName[] = ['direct', 'stunnel', 'mesh'];
+    const results: BenchResult[] = [];
+    const agentPids = await findAgentPids(mesh);
+
+    // 1. Throughput: best of the rounds (alternating order) so a burst elsewhere does not decide.
+    const logsBefore = mesh.accessLogs().length;
+    const tput: Record<PathName, number> = { direct: 0, stunnel: 0, mesh: 0 };
+    for (let round = 0; round < ph.throughputRounds; round++) {
+      for (const k of round % 2 === 0 ? order : [...order].reverse()) {
+        const p = paths[k];
+        tput[k] = Math.max(tput[k], await iperf3(mesh, p.netns, p.host, p.iperf, ph.throughputSecs));
+      }
+    }
+    // The mesh figure counts only if the bytes really crossed both agents over mTLS.
+    await sleep(300);
+    const meshBytes = mesh
+      .accessLogs()
+      .slice(logsBefore)
+      .filter((e) => e.direction === 'inbound' && e.dst_workload === 'echo-v2' && e.mtls === true)
+      .reduce((n, e) => n + Number(e.bytes_received ?? 0) + Number(e.bytes_sent ?? 0), 0);
+    if (meshBytes < 1e6) {
+      throw new L4BenchError(
+        'MESH_BYPASSED',
+        `node-b's agent logged ${meshBytes} bytes over mTLS to echo-v2 during the throughput run; the mesh path did not go through the agents`,
+      );
+    }
+    results.push(
+      {
+        name: 'single-stream throughput, direct TCP (pod to pod across the fabric)',
+        value: tput.direct,
+        unit: 'Gbit/s',
+      },
+      {
+        name: 'single-stream throughput, stunnel pair (mTLS) vs direct',
+        value: tput.stunnel,
+        unit: 'Gbit/s',
+        peer: 'direct TCP',
+        peerValue: tput.direct,
+        ratio: tput.stunnel / tput.direct,
+      },
+      {
+        name: 'single-stream throughput, mesh (two agents, HBONE) vs stunnel',
+        value: tput.mesh,
+        unit: 'Gbit/s',
+        peer: 'stunnel pair',
+        peerValue: tput.stunnel,
+        ratio: tput.mesh / tput.stunnel,
+        budget: 'ratio >= 1.0',
+        met: tput.mesh / tput.stunnel >= 1,
+      },
+      {
+        name: 'single-stream throughput, mesh vs direct TCP',
+        value: tput.mesh,
+        unit: 'Gbit/s',
+        peer: 'direct TCP',
+        peerValue: tput.direct,
+        ratio: tput.mesh / tput.direct,
+      },
+      {
+        name: 'bytes carried over mTLS by the agents during the throughput run',
+        value: meshBytes / 1e6,
+        unit: 'MB',
+      },
+    );
+
+    // 2. Latency: 1 KB round trips against tcp-echo, fixed rate, open loop.
+    const lat = {} as Record<PathName, { p50: number; p99: number }>;
+    for (const k of order) {
+      const p = paths[k];
+      const r = await runLoad(
+        mesh,
+        p.netns,
+        [
+          'tcp',
+          '--target',
+          `${p.host}:${p.echo}`,
+          '--rate',
+          String(LATENCY.rate),
+          '--connections',
+          String(LATENCY.connections),
+          '--seconds',
+          String(ph.latencySecs),
+          '--bytes',
+          String(LATENCY.bytes),
+        ],
+        (ph.latencySecs + 30) * 1000,
+      );
+      if (num(r.completed, `${k} latency`) < num(r.sent, `${k} latency`)) {
+        throw new L4BenchError(
+          'LOAD_FAILED',
+          `${k} latency: ${r.completed}/${r.sent} round trips completed (${JSON.stringify(r.errors)})`,
+        );
+      }
+      lat[k] = { p50: num(r.p50, `${k} p50`), p99: num(r.p99, `${k} p99`) };
+    }
+    const at = `1 KB req/resp at ${LATENCY.rate}/s over ${LATENCY.connections} conns`;
+    for (const q of ['p50', 'p99'] as const) {
+      results.push(
+        { name: `latency ${q}, ${at}, direct TCP`, value: lat.direct[q], unit: 'ms' },
+        {
+          name: `latency ${q}, ${at}, stunnel pair`,
+          value: lat.stunnel[q],
+          unit: 'ms',
+          peer: 'direct TCP',
+          peerValue: lat.direct[q],
+        },
+        {
+          name: `latency ${q}, ${at}, mesh (ratio = stunnel/mesh, higher is better)`,
+          value: lat.mesh[q],
+          unit: 'ms',
+          peer: 'stunnel pair',
+          peerValue: lat.stunnel[q],
+          ratio: lat.stunnel[q] / lat.mesh[q],
+          ...(q === 'p99' ? { budget: 'mesh p99 <= stunnel p99', met: lat.mesh.p99 <= lat.stunnel.p99 } : {}),
+        },
+      );
+    }
+
+    // 3. New connections per second: pooled HBONE streams vs a TLS handshake per stunnel connection.
+    const cps = {} as Record<PathName, number>;
+    for (const k of order) {
+      const p = paths[k];
+      const r = await runLoad(
+        mesh,
+        p.netns,
+        [
+          'connect',
+          '--target',
+          `${p.host}:${p.echo}`,
+          '--concurrency',
+          String(CONNECT_CONCURRENCY),
+          '--seconds',
+          String(ph.connectSecs),
+        ],
+        (ph.connectSecs + 30) * 1000,
+      );
+      const done = num(r.connections, `${k} connections`);
+      const failed = num(r.failed, `${k} failed connections`);
+      if (failed > done / 10) {
+        throw new L4BenchError(
+          'LOAD_FAILED',
+          `${k} connection rate: ${failed} failed of ${done + failed} (${JSON.stringify(r.errors)})`,
+        );
+      }
+      cps[k] = num(r.perSecond, `${k} connections/s`);
+    }
+    results.push(
+      {
+        name: `new connections/s (connect, 1 byte each way, close; ${CONNECT_CONCURRENCY} at a time), direct TCP`,
+        value: cps.direct,
+        unit: 'conn/s',
+      },
+      {
+        name: 'new connections/s, stunnel pair (TLS handshake per connection)',
+        value: cps.stunnel,
+        unit: 'conn/s',
+        peer: 'direct TCP',
+        peerValue: cps.direct,
+        ratio: cps.stunnel / cps.direct,
+      },
+      {
+        name: 'new connections/s, mesh (streams on a pooled HBONE connection) vs stunnel',
+        value: cps.mesh,
+        unit: 'conn/s',
+        peer: 'stunnel pair',
+        peerValue: cps.stunnel,
+        ratio: cps.mesh / cps.stunnel,
+        budget: 'ratio >= 3.0',
+        met: cps.mesh / cps.stunnel >= 3,
+      },
+    );
+
+    // 4. Agent CPU per 1000 requests: 1 KB HTTP POSTs over keep-alive, client → echo-v2:8080.
+    const cpuBefore = new Map<string, number>();
+    for (const [node, pid] of agentPids) cpuBefore.set(node, await fetchCpuSeconds(pid));
+    const r = await runLoad(
+      mesh,
+      client.netns,
+      [
+        'http',
+        '--target',
+        `${echoV2.ip}:${PORTS.http}`,
+        '--rate',
+        String(CPU_LOAD.rate),
+        '--connections',
+        String(CPU_LOAD.connections),
+        '--seconds',
+        String(ph.cpuSecs),
+        '--bytes',
+        String(CPU_LOAD.bytes),
+        '--warmup-ms',
+        '0',
+      ],
+      (ph.cpuSecs + 30) * 1000,
+    );
+    const requests = num(r.ok, 'HTTP requests');
+    const failedReq = num(r.failed, 'HTTP failures');
+    if (requests === 0 || failedReq > requests / 100) {
+      throw new L4BenchError(
+        'LOAD_FAILED',
+        `HTTP load through the mesh: ${requests} ok, ${failedReq} failed (${JSON.stringify(r.errors)})`,
+      );
+    }
+    results.push({
+      name: `HTTP requests through the mesh (1 KB POST, keep-alive, ${CPU_LOAD.rate}/s offered), p99 ${Number(r.p99).toFixed(2)} ms`,
+      value: requests / num(r.seconds, 'HTTP seconds'),
+      unit: 'req/s',
+    });
+    for (const [node, pid] of agentPids) {
+      const cpu = (await fetchCpuSeconds(pid)) - (cpuBefore.get(node) ?? 0);
+      // CPU-seconds per 1000 requests and vCPU per 1000 req/s are the same number: both are
+      // cpu / (requests / 1000); the second name is the handbook's.
+      const per1000 = (cpu * 1000) / requests;
+      results.push(
+        { name: `agent ${node}: CPU-seconds per 1000 requests`, value: per1000, unit: 'CPU-s' },
+        {
+          name: `agent ${node}: vCPU per 1000 req/s`,
+          value: per1000,
+          unit: 'vCPU',
+          budget: '<= 0.06 vCPU',
+          met: per1000 <= 0.06,
+        },
+      );
+    }
+    for (const [node, pid] of agentPids) {
+      const rss = await fetchPeakRssMb(pid);
+      results.push({
+        name: `agent ${node}: peak RSS (VmHWM) over the whole run`,
+        value: rss,
+        unit: 'MB',
+        budget: '<= 64 MB',
+        met: rss <= 64,
+      });
+    }
+
+    return {
+      suite: 'l4',
+      environment: {
+        command: `npm run bench -- l4${opts.json ? ' --json' : ''}${opts.quick ? ' --quick' : ''}`,
+        date: startedAt.toISOString(),
+        loadavg: loadavg()
+          .map((l) => l.toFixed(2))
+          .join(' '),
+        note: 'load clients, servers, agents and stunnel share the machine; compare ratios within one run',
+        phases: JSON.stringify(ph),
+        stunnel: (() => {
+          try {
+            return execFileSync('sh', ['-c', 'stunnel4 -version 2>&1 | head -1'], {
+              encoding: 'utf8',
+            }).trim();
+          } catch {
+            return '?';
+          }
+        })(),
+      },
+      results,
+    };
+  } finally {
+    for (const p of procs) p.kill('SIGTERM');
+    await mesh.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
