@@ -5,5 +5,11 @@ export type { AgentConfig, ConfigSource } from './agent/config.js';
 export { DEFAULT_PORTS, parseConfigSource } from './agent/config.js';
 export type { DemoCheck, DemoResult } from './mesh/demo.js';
 export { DEMO_NODES, runDemoTraffic, startDemo } from './mesh/demo.js';
-export type { AgentProcess, LocalMeshOptions, LogEvent } from './mesh/local-mesh.js';
+export type {
+  AgentProcess,
+  LocalMeshOptions,
+  LogEvent,
+  StartWaypointOptions,
+  WaypointProcess,
+} from './mesh/local-mesh.js';
 export { LocalMesh } from './mesh/local-mesh.js';

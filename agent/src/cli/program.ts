@@ -11,6 +11,7 @@ import { register as registerDemo } from './commands/demo.js';
 import { register as registerInstall } from './commands/install.js';
 import { register as registerPolicy } from './commands/policy.js';
 import { register as registerStatus } from './commands/status.js';
+import { register as registerWaypoint } from './commands/waypoint.js';
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
@@ -51,5 +52,6 @@ Examples:
   registerInstall(program);
   registerPolicy(program);
   registerStatus(program);
+  registerWaypoint(program);
   return program;
 }

@@ -41,6 +41,24 @@ export interface AgentProcess {
   readonly stderrText: () => string;
 }
 
+export interface WaypointProcess extends AgentProcess {
+  readonly namespace: string;
+  readonly name: string;
+  readonly pod: ClusterPod;
+}
+
+export interface StartWaypointOptions {
+  node: string;
+  namespace: string;
+  /** Gateway name (and the waypoint pod's service account). */
+  name: string;
+  /** `hypha.dev/waypoint-for` of the Gateway. Default service. */
+  for?: 'service' | 'workload' | 'all';
+  timeoutMs?: number;
+  /** Extra flags for `hypha waypoint`. */
+  args?: readonly string[];
+}
+
 const HYPHA_BIN = fileURLToPath(new URL('../../bin/hypha.js', import.meta.url));
 
 export class LocalMesh {
@@ -49,11 +67,14 @@ export class LocalMesh {
   readonly configPath: string;
   readonly trustDomain: string;
   readonly agents = new Map<string, AgentProcess>();
+  readonly waypoints = new Map<string, WaypointProcess>();
   readonly caAddress: string;
   readonly #opts: LocalMeshOptions;
   readonly #tokens = new Map<string, string>();
   #ca: ChildProcess | undefined;
   #stopped = false;
+  /** The last config written as objects (startWaypoint adds its objects to it). */
+  #objects: readonly unknown[] | undefined;
 
   private constructor(cluster: TestCluster, dir: string, opts: LocalMeshOptions) {
     this.cluster = cluster;
@@ -88,6 +109,7 @@ export class LocalMesh {
 
   /** Writes the mesh config (Kubernetes-shaped objects); running agents pick it up live. */
   async writeConfig(objects: readonly unknown[] | string): Promise<void> {
+    this.#objects = typeof objects === 'string' ? undefined : objects;
     const text = typeof objects === 'string' ? objects : objects.map((o) => stringify(o)).join('---\n');
     // Write-then-rename so an agent never reads a half-written file.
     const tmp = `${this.configPath}.tmp`;
@@ -175,6 +197,78 @@ export class LocalMesh {
     return agent;
   }
 
+  /**
+   * Adds a waypoint pod (its own network namespace on `node`) with its Gateway to the config, and
+   * starts `hypha waypoint` inside that pod's namespace (not the node's: the waypoint is a pod the
+   * agents do not capture). Resolves once it reports ready (config synced, certificate held).
+   * The CA authorizes by node, so the waypoint presents its node's token, as the node's agent does.
+   */
+  async startWaypoint(opts: StartWaypointOptions): Promise<WaypointProcess> {
+    const key = `${opts.namespace}/${opts.name}`;
+    if (this.#objects === undefined)
+      throw new Error('startWaypoint needs the config written as objects (writeConfig([...]))');
+    const pod = await this.addPod(
+      opts.node,
+      `${opts.name}-${randomBytes(2).toString('hex')}`,
+      opts.namespace,
+    );
+    await this.writeConfig([...this.#objects, ...waypointConfigObjects(opts, pod)]);
+    const child = this.cluster.spawnNode(
+      pod.netns,
+      HYPHA_BIN,
+      [
+        '--log-level',
+        this.#opts.agentLogLevel ?? 'info',
+        'waypoint',
+        '--name',
+        opts.name,
+        '--namespace',
+        opts.namespace,
+        '--config',
+        `file:${this.configPath}`,
+        '--ca-address',
+        this.caAddress,
+        '--ca-token-file',
+        join(this.dir, `token-${opts.node}`),
+        '--ca-root-file',
+        this.rootCertPath,
+        '--trust-domain',
+        this.trustDomain,
+        '--drain-timeout',
+        this.#opts.drainTimeout ?? '1s',
+        ...(opts.args ?? []),
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const wp: WaypointProcess = {
+      node: opts.node,
+      namespace: opts.namespace,
+      name: opts.name,
+      pod,
+      ...track(child, `waypoint ${key}`),
+    };
+    this.waypoints.set(key, wp);
+    await wp.waitFor((e) => e.msg === 'ready', opts.timeoutMs ?? 30_000);
+    return wp;
+  }
+
+  /** SIGTERM to the waypoint; resolves once it exited. Its pod and Gateway stay in the config. */
+  async stopWaypoint(namespace: string, name: string): Promise<void> {
+    const wp = this.waypoints.get(`${namespace}/${name}`);
+    if (wp === undefined) return;
+    this.waypoints.delete(`${namespace}/${name}`);
+    const p = wp.process;
+    if (p.exitCode !== null || p.signalCode !== null) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => p.kill('SIGKILL'), 10_000);
+      p.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      p.kill('SIGTERM');
+    });
+  }
+
   /** Access-log lines of every agent so far. */
   accessLogs(): LogEvent[] {
     return [...this.agents.values()].flatMap((a) => a.events.filter((e) => e.type === 'access'));
@@ -193,6 +287,43 @@ export class LocalMesh {
     await this.cluster.destroy();
     await rm(this.dir, { recursive: true, force: true });
   }
+}
+
+/** The waypoint's Gateway and pod, as `hypha waypoint apply` and the Deployment would create them. */
+function waypointConfigObjects(opts: StartWaypointOptions, pod: ClusterPod): Record<string, unknown>[] {
+  return [
+    {
+      apiVersion: 'gateway.networking.k8s.io/v1',
+      kind: 'Gateway',
+      metadata: {
+        name: opts.name,
+        namespace: opts.namespace,
+        labels: { 'hypha.dev/waypoint-for': opts.for ?? 'service' },
+      },
+      spec: {
+        gatewayClassName: 'hypha-waypoint',
+        listeners: [{ name: 'mesh', port: 15008, protocol: 'HBONE' }],
+      },
+    },
+    {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: {
+        name: pod.name,
+        namespace: opts.namespace,
+        labels: {
+          'gateway.networking.k8s.io/gateway-name': opts.name,
+          'hypha.dev/dataplane-mode': 'none',
+        },
+      },
+      spec: {
+        nodeName: opts.node,
+        serviceAccountName: opts.name,
+        containers: [{ name: 'waypoint', image: 'hypha', ports: [{ name: 'hbone', containerPort: 15008 }] }],
+      },
+      status: { podIP: pod.ip, conditions: [{ type: 'Ready', status: 'True' }] },
+    },
+  ];
 }
 
 function track(child: ChildProcess, name: string): Omit<AgentProcess, 'node'> {

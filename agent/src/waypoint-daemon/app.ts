@@ -1,0 +1,222 @@
+// The waypoint daemon (`hypha waypoint`): one Deployment per Gateway of class hypha-waypoint.
+//
+//   config source ─► ConfigState ─► buildWaypointInput ─► waypoint.updateConfig (on every change)
+//   CA ─► CertManager: spiffe://<td>/ns/<ns>/sa/<gateway> (renewed at half life)
+//   :15008 HBONE server (waypoint cert) ─► hboneIngressHandler ─► L7 engine
+//        ─► hboneConnectUpstream (shared pool, waypoint cert) ─► endpoint's node agent :15008
+//   :15000 admin (localhost), :15020 /metrics, :15021 /healthz/ready
+//
+// Invariants: the waypoint always presents its own identity, both as server and as client, so the
+// destination agents (which admit pods behind a waypoint only from that identity) can tell it apart
+// from a client dialing the pod directly. Readiness is green only once the config is synced, the
+// Gateway exists and the certificate is held.
+import { readFile } from 'node:fs/promises';
+import net, { type Server, type Socket } from 'node:net';
+import type { Logger } from '@hypha/shared';
+import { SpiffeId } from '@hypha/shared';
+import { type ConfigState, createFileSource } from '@hypha/shared/config';
+import { createHbonePool, createHboneServer } from '@hypha/shared/hbone';
+import { CaClient, CertManager, type WorkloadCertificate } from '@hypha/shared/identity';
+import { createKubeSource } from '@hypha/shared/kube';
+import { createWaypoint, hboneConnectUpstream, hboneIngressHandler, type Waypoint } from '@hypha/waypoint';
+import { collectDefaultMetrics, Registry } from 'prom-client';
+import { type Endpoints, startEndpoints } from '../agent/endpoints.js';
+import { type WaypointDaemonConfig, WaypointDaemonError } from './config.js';
+import { buildWaypointInput } from './input.js';
+
+export interface WaypointDaemon {
+  readonly state: ConfigState;
+  readonly waypoint: Waypoint;
+  readonly endpoints: Endpoints;
+  readonly hbonePort: number;
+  /** Resolves once config is synced, the Gateway exists and the certificate is held. */
+  readonly ready: Promise<void>;
+  findNotReadyReasons(): string[];
+  shutdown(reason?: string): Promise<void>;
+}
+
+export async function startWaypointDaemon(
+  config: WaypointDaemonConfig,
+  logger: Logger,
+): Promise<WaypointDaemon> {
+  const gw = config.gateway;
+  const log = logger.child({ component: 'waypoint-daemon', gateway: `${gw.namespace}/${gw.name}` });
+  const identity = SpiffeId.of(config.trustDomain, gw.namespace, gw.name);
+
+  const source =
+    config.source.kind === 'file'
+      ? createFileSource({ path: config.source.path, trustDomain: config.trustDomain, logger })
+      : createKubeSource({
+          ...(config.source.kubeconfig ? { kubeconfig: config.source.kubeconfig } : {}),
+          trustDomain: config.trustDomain,
+          logger,
+        });
+  log.info({ source: config.source }, 'loading config');
+  await source.start();
+  const state = source.state;
+
+  const caRoot = await readFile(config.ca.rootFile, 'utf8').catch((err: Error) => {
+    throw new WaypointDaemonError(
+      'WAYPOINT_START',
+      `cannot read the CA root certificate ${config.ca.rootFile}: ${err.message}`,
+    );
+  });
+  const caClient = new CaClient({
+    url: config.ca.address,
+    token: async () => (await readFile(config.ca.tokenFile, 'utf8')).trim(),
+    caTrustBundlePem: caRoot,
+  });
+  const certs = new CertManager({ provider: caClient });
+  certs.fetchCertificate(identity).then(
+    (c) =>
+      log.info(
+        { identity: identity.toString(), serial: c.serial, notAfter: c.notAfter },
+        'certificate ready',
+      ),
+    (err: Error) =>
+      log.warn(
+        { identity: identity.toString(), err: err.message },
+        'certificate request failed; retrying with backoff (check that this pod is known to the CA with serviceAccountName equal to the Gateway name)',
+      ),
+  );
+  const certificate = (): WorkloadCertificate => {
+    const c = certs.findCertificate(identity);
+    if (c === undefined)
+      throw new WaypointDaemonError('WAYPOINT_START', `no certificate yet for ${identity.toString()}`);
+    return c;
+  };
+
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const pool = createHbonePool({ logger });
+  const waypoint = await createWaypoint({
+    config: buildWaypointInput(state, gw),
+    connectUpstream: hboneConnectUpstream({
+      pool,
+      certificate,
+      trustDomain: config.trustDomain,
+      hbonePort: config.hbonePort,
+    }),
+    registry,
+    logger,
+    trustDomain: config.trustDomain,
+  });
+  const unsubscribe = state.onChange(() => {
+    const errors = waypoint.updateConfig(buildWaypointInput(state, gw));
+    log.info({ version: state.stats().version, rejected: errors.length }, 'config applied');
+  });
+
+  const hbone = createHboneServer({
+    findCertificate: () => certs.findCertificate(identity),
+    handler: hboneIngressHandler(waypoint),
+    trustDomain: config.trustDomain,
+    logger,
+  });
+  const listener: Server = await new Promise((resolve, reject) => {
+    const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (s: Socket) => {
+      s.on('error', () => {});
+      hbone.handleSocket(s, {});
+    });
+    server.once('error', (err) =>
+      reject(
+        new WaypointDaemonError(
+          'WAYPOINT_START',
+          `cannot listen on HBONE port ${config.hbonePort}: ${err.message}`,
+        ),
+      ),
+    );
+    server.listen(config.hbonePort, '0.0.0.0', () => resolve(server));
+  });
+  const hbonePort = (listener.address() as net.AddressInfo).port;
+
+  const findNotReadyReasons = (): string[] => {
+    const reasons: string[] = [];
+    if (state.findWaypoint(gw.namespace, gw.name) === undefined)
+      reasons.push(`Gateway ${gw.namespace}/${gw.name} (class hypha-waypoint) not found in the config`);
+    if (certs.findCertificate(identity) === undefined)
+      reasons.push(`no certificate yet for ${identity.toString()}`);
+    return reasons;
+  };
+
+  let shuttingDown: Promise<void> | undefined;
+  const shutdown = (reason = 'shutdown requested'): Promise<void> => {
+    shuttingDown ??= (async () => {
+      log.info({ reason, drainMs: config.drainMs }, 'draining');
+      listener.close();
+      unsubscribe();
+      await Promise.race([
+        hbone.drain(config.drainMs),
+        new Promise((r) => setTimeout(r, config.drainMs).unref()),
+      ]);
+      await hbone.close();
+      await waypoint.flushTraces().catch(() => {});
+      await waypoint.close();
+      pool.close();
+      certs.close();
+      caClient.close();
+      await source.close();
+      await endpoints.close();
+      log.info('stopped');
+    })();
+    return shuttingDown;
+  };
+
+  const endpoints = await startEndpoints({
+    logger,
+    registry,
+    readiness: { findNotReadyReasons },
+    adminAddress: config.adminAddress,
+    metricsAddress: config.metricsAddress,
+    readinessAddress: config.readinessAddress,
+    admin: {
+      configDump: () => {
+        const input = buildWaypointInput(state, gw);
+        return {
+          gateway: gw,
+          identity: identity.toString(),
+          version: state.stats().version,
+          services: input.services.map((s) => ({
+            ...s,
+            endpoints: s.endpoints.map((e) => ({
+              ...e,
+              targetPorts: e.targetPorts instanceof Map ? Object.fromEntries(e.targetPorts) : e.targetPorts,
+            })),
+          })),
+          httpRoutes: input.httpRoutes,
+          grpcRoutes: input.grpcRoutes,
+          authorizationPolicies: input.authorizationPolicies,
+          trafficPolicies: input.trafficPolicies,
+          configErrors: waypoint.configErrors.map((e) => e.message),
+        };
+      },
+      certs: () =>
+        certs.listCertificates().map((c) => ({
+          identity: c.id.toString(),
+          state: c.state,
+          serial: c.serial,
+          notBefore: c.notBefore,
+          notAfter: c.notAfter,
+          failures: c.failures,
+          lastError: c.lastError,
+        })),
+      connections: () => hbone.stats(),
+      quit: () => void shutdown('/quitquitquit').then(() => process.exit(0)),
+    },
+  });
+
+  const ready = (async () => {
+    await source.ready;
+    while (findNotReadyReasons().length > 0) {
+      if (shuttingDown) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  void ready.then(() => {
+    if (!shuttingDown) log.info({ services: buildWaypointInput(state, gw).services.length }, 'ready');
+  });
+  log.info(
+    { hbone: hbonePort, metrics: endpoints.metrics, readiness: endpoints.readiness },
+    'waypoint listening',
+  );
+  return { state, waypoint, endpoints, hbonePort, ready, findNotReadyReasons, shutdown };
+}

@@ -1,0 +1,129 @@
+// Turns the shared config state into the waypoint engine's input. The waypoint serves the Services
+// bound to its Gateway (Service label, else namespace label) and must also know every Service a
+// route of theirs sends traffic to (weighted backendRefs name other Services, e.g. echo-v1/echo-v2),
+// else those backends answer 500 NC. Routes, policies and traffic policies are passed raw: the
+// engine keeps only those whose parentRefs/targetRefs name one of its services or its Gateway.
+import type { ConfigState, Service, WaypointRef } from '@hypha/shared/config';
+import type { EndpointInput, ServiceInput, WaypointConfigInput } from '@hypha/waypoint';
+
+function sameRef(a: WaypointRef | undefined, b: WaypointRef): boolean {
+  return a !== undefined && a.name === b.name && a.namespace === b.namespace;
+}
+
+function toServiceInput(state: ConfigState, svc: Service): ServiceInput {
+  const endpoints: EndpointInput[] = svc.endpoints.map((ep) => {
+    const w = ep.workloadUid !== undefined ? state.findWorkloadByUid(ep.workloadUid) : undefined;
+    return {
+      ip: ep.ip,
+      ready: ep.ready,
+      targetPorts: ep.targetPorts,
+      ...(w
+        ? {
+            workload: {
+              name: w.name,
+              namespace: w.namespace,
+              serviceAccount: w.serviceAccount,
+              app: w.labels.app,
+              version: w.labels.version,
+            },
+          }
+        : {}),
+    };
+  });
+  return {
+    name: svc.name,
+    namespace: svc.namespace,
+    vips: svc.vips,
+    ports: svc.ports
+      .filter((p) => p.protocol === 'TCP')
+      .map((p) => ({
+        port: p.port,
+        // A named targetPort is resolved per endpoint (targetPorts); the service-level value is a fallback.
+        ...(typeof p.targetPort === 'number' ? { targetPort: p.targetPort } : {}),
+        ...(p.name !== undefined ? { name: p.name } : {}),
+        ...(p.appProtocol !== undefined ? { appProtocol: p.appProtocol } : {}),
+      })),
+    endpoints,
+  };
+}
+
+function backendRefsOf(
+  spec: Readonly<Record<string, unknown>>,
+  routeNs: string,
+): { ns: string; name: string }[] {
+  const out: { ns: string; name: string }[] = [];
+  const rules = Array.isArray(spec.rules) ? (spec.rules as unknown[]) : [];
+  const visit = (ref: unknown) => {
+    if (ref === null || typeof ref !== 'object') return;
+    const r = ref as { name?: unknown; namespace?: unknown; kind?: unknown };
+    if (typeof r.name !== 'string') return;
+    if (r.kind !== undefined && r.kind !== 'Service') return;
+    out.push({ ns: typeof r.namespace === 'string' ? r.namespace : routeNs, name: r.name });
+  };
+  for (const rule of rules) {
+    if (rule === null || typeof rule !== 'object') continue;
+    const r = rule as { backendRefs?: unknown; filters?: unknown };
+    if (Array.isArray(r.backendRefs)) r.backendRefs.forEach(visit);
+    const filters = [
+      ...(Array.isArray(r.filters) ? r.filters : []),
+      ...(Array.isArray(r.backendRefs)
+        ? r.backendRefs.flatMap((b) =>
+            Array.isArray((b as { filters?: unknown }).filters) ? (b as { filters: unknown[] }).filters : [],
+          )
+        : []),
+    ];
+    for (const f of filters)
+      visit((f as { requestMirror?: { backendRef?: unknown } } | null)?.requestMirror?.backendRef);
+  }
+  return out;
+}
+
+/** The waypoint engine's configuration for Gateway `gateway`, from the current state. */
+export function buildWaypointInput(
+  state: ConfigState,
+  gateway: WaypointRef,
+  clusterDomain = 'cluster.local',
+): WaypointConfigInput {
+  const bound = [...state.services()].filter((s) => sameRef(s.waypoint, gateway));
+  const namespaces = new Set<string>([gateway.namespace, ...bound.map((s) => s.namespace)]);
+  const httpRoutes = [...namespaces].flatMap((ns) => state.findHttpRoutes(ns));
+  const grpcRoutes = [...namespaces].flatMap((ns) => state.findGrpcRoutes(ns));
+  const services = new Map<string, Service>();
+  for (const s of bound) services.set(`${s.namespace}/${s.name}`, s);
+  for (const route of [...httpRoutes, ...grpcRoutes]) {
+    for (const ref of backendRefsOf(route.spec, route.namespace)) {
+      const key = `${ref.ns}/${ref.name}`;
+      if (services.has(key)) continue;
+      const svc = state.findServiceByName(ref.ns, ref.name);
+      if (svc) services.set(key, svc);
+    }
+  }
+  const backendNamespaces = new Set<string>([
+    ...namespaces,
+    ...[...services.values()].map((s) => s.namespace),
+  ]);
+  const workloads = [...state.workloads()].flatMap((w) =>
+    w.ips.map((ip) => ({
+      ip,
+      workload: {
+        name: w.name,
+        namespace: w.namespace,
+        serviceAccount: w.serviceAccount,
+        app: w.labels.app,
+        version: w.labels.version,
+      },
+    })),
+  );
+  return {
+    gateway: { name: gateway.name, namespace: gateway.namespace },
+    services: [...services.values()].map((s) => toServiceInput(state, s)),
+    httpRoutes,
+    grpcRoutes,
+    authorizationPolicies: [...state.authorizationPolicies()]
+      .filter((p) => p.object.targetRefs.length > 0 && namespaces.has(p.namespace))
+      .map((p) => p.object),
+    trafficPolicies: [...backendNamespaces].flatMap((ns) => state.findTrafficPolicies(ns)),
+    workloads,
+    clusterDomain,
+  };
+}
