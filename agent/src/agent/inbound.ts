@@ -24,7 +24,7 @@ import {
 import type { SpiffeId } from '@hypha/shared/identity';
 import { evaluateL4, type L4Decision } from '@hypha/shared/policy';
 import { connectTransparent } from '../native/index.js';
-import type { ConnectionTracker } from './connections.js';
+import type { ConnectionStart, ConnectionTracker } from './connections.js';
 import type { DenyKind, PolicyMetrics } from './policy-metrics.js';
 import type { WaypointGuard } from './waypoint-guard.js';
 
@@ -281,13 +281,27 @@ export class Inbound {
       socket.destroy();
       return;
     }
+    await this.pipeToPod(socket, base, sourceIp, destination.ip, destination.port);
+  }
+
+  /**
+   * Connects an accepted client socket to a local pod and copies bytes both ways until both
+   * sides end; tracked (metrics, access log, /connections) from the connect to the end.
+   */
+  async pipeToPod(
+    socket: Socket,
+    start: Omit<ConnectionStart, 'abort'>,
+    sourceIp: string,
+    podIp: string,
+    port: number,
+  ): Promise<void> {
     let upstream: Socket;
     try {
-      upstream = await this.connectToPod(sourceIp, destination.ip, destination.port);
+      upstream = await this.connectToPod(sourceIp, podIp, port);
     } catch (err) {
-      this.#o.tracker.recordRefused(base, {
+      this.#o.tracker.recordRefused(start, {
         responseFlags: 'UPSTREAM_CONNECT_FAILURE',
-        error: `connect to ${destination.ip}:${destination.port} failed: ${(err as Error).message}`,
+        error: `connect to ${podIp}:${port} failed: ${(err as Error).message}`,
       });
       socket.destroy();
       return;
@@ -298,7 +312,7 @@ export class Inbound {
     }
     const bytes = createByteCounters();
     const { finish } = this.#o.tracker.open(
-      { ...base, abort: (why) => upstream.destroy(new Error(why)) },
+      { ...start, abort: (why) => upstream.destroy(new Error(why)) },
       bytes,
     );
     const r = await copyBidirectional(socket, upstream, { counters: bytes });

@@ -292,29 +292,8 @@ export class Outbound {
       socket.destroy();
       return;
     }
-    let upstream: Socket;
-    try {
-      upstream = await this.#o.inbound.connectToPod(start.source.ip, podIp, port);
-    } catch (err) {
-      this.#o.tracker.recordRefused(start, {
-        responseFlags: 'UPSTREAM_CONNECT_FAILURE',
-        error: `connect to ${workload.namespace}/${workload.name} ${podIp}:${port}: ${(err as Error).message}`,
-      });
-      socket.destroy();
-      return;
-    }
-    if (socket.destroyed) {
-      upstream.destroy();
-      return;
-    }
-    const bytes = createByteCounters();
     // Same node: one tracked connection, reported from the destination's side like an inbound one.
-    const { finish } = this.#o.tracker.open(
-      { ...start, direction: 'inbound', abort: (why) => upstream.destroy(new Error(why)) },
-      bytes,
-    );
-    const r = await copyBidirectional(socket, upstream, { counters: bytes });
-    finish({ responseFlags: '-', ...(r.error ? { error: r.error.message } : {}) });
+    await this.#o.inbound.pipeToPod(socket, { ...start, direction: 'inbound' }, start.source.ip, podIp, port);
   }
 
   async #tunnel(
