@@ -47,7 +47,7 @@ interface Phases {
 }
 
 const FULL: Phases = { throughputSecs: 5, throughputRounds: 2, latencySecs: 10, connectSecs: 5, cpuSecs: 15 };
-const QUICK: Phases = { throughputSecs: 2, throughputRounds: 1, latencySecs: 2, connectSecs: 2, cpuSecs: 3 };
+const QUICK: Phases = { throughputSecs: 2, throughputRounds: 1, latencySecs: 2, connectSecs: 1, cpuSecs: 2 };
 const LATENCY = { rate: 1000, connections: 4, bytes: 1024 } as const;
 const CPU_LOAD = { rate: 1000, connections: 4, bytes: 1024 } as const;
 const CONNECT_CONCURRENCY = 16;
@@ -187,10 +187,17 @@ async function fetchCpuSeconds(pid: number): Promise<number> {
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
 }
 
-async function fetchPeakRssMb(pid: number): Promise<number> {
+async function fetchAgentsCpu(pids: ReadonlyMap<string, number>): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (const [node, pid] of pids) out.set(node, await fetchCpuSeconds(pid));
+  return out;
+}
+
+/** VmHWM is the peak resident set since the process started, VmRSS the current one; in MB. */
+async function fetchRssMb(pid: number, field: 'VmHWM' | 'VmRSS'): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  const kb = /^VmHWM:\s+(\d+)\s+kB/m.exec(status)?.[1];
-  if (kb === undefined) throw new L4BenchError('AGENT_PROCESS', `no VmHWM in /proc/${pid}/status`);
+  const kb = new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm').exec(status)?.[1];
+  if (kb === undefined) throw new L4BenchError('AGENT_PROCESS', `no ${field} in /proc/${pid}/status`);
   return Number(kb) / 1024;
 }
 
@@ -282,16 +289,36 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
     const order: PathName[] = ['direct', 'stunnel', 'mesh'];
     const results: BenchResult[] = [];
     const agentPids = await findAgentPids(mesh);
+    const idleRss = new Map<string, number>();
+    for (const [node, pid] of agentPids) idleRss.set(node, await fetchRssMb(pid, 'VmRSS'));
+    const timings: string[] = [`setup ${((Date.now() - startedAt.getTime()) / 1000).toFixed(1)}s`];
+    let phaseStart = Date.now();
+    const endPhase = (name: string): void => {
+      timings.push(`${name} ${((Date.now() - phaseStart) / 1000).toFixed(1)}s`);
+      phaseStart = Date.now();
+    };
 
     // 1. Throughput: best of the rounds (alternating order) so a burst elsewhere does not decide.
     const logsBefore = mesh.accessLogs().length;
     const tput: Record<PathName, number> = { direct: 0, stunnel: 0, mesh: 0 };
+    const streamCpu = new Map<string, number>();
     for (let round = 0; round < ph.throughputRounds; round++) {
       for (const k of round % 2 === 0 ? order : [...order].reverse()) {
         const p = paths[k];
+        // Agent CPU while the mesh stream runs tells whether the agents are CPU-bound (~1 vCPU).
+        const cpu0 = k === 'mesh' ? await fetchAgentsCpu(agentPids) : undefined;
+        const t0 = performance.now();
         tput[k] = Math.max(tput[k], await iperf3(mesh, p.netns, p.host, p.iperf, ph.throughputSecs));
+        if (cpu0) {
+          const cpu1 = await fetchAgentsCpu(agentPids);
+          const secs = (performance.now() - t0) / 1000;
+          for (const [node, c] of cpu1) {
+            streamCpu.set(node, Math.max(streamCpu.get(node) ?? 0, (c - (cpu0.get(node) ?? 0)) / secs));
+          }
+        }
       }
     }
+    endPhase('throughput');
     // The mesh figure counts only if the bytes really crossed both agents over mTLS.
     await sleep(300);
     const meshBytes = mesh
@@ -342,6 +369,11 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
         value: meshBytes / 1e6,
         unit: 'MB',
       },
+      ...[...streamCpu].map(([node, v]) => ({
+        name: `agent ${node}: vCPU used while carrying the single mesh stream (iperf3 run incl. its start)`,
+        value: v,
+        unit: 'vCPU',
+      })),
     );
 
     // 2. Latency: 1 KB round trips against tcp-echo, fixed rate, open loop.
@@ -374,6 +406,7 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
       }
       lat[k] = { p50: num(r.p50, `${k} p50`), p99: num(r.p99, `${k} p99`) };
     }
+    endPhase('latency');
     const at = `1 KB req/resp at ${LATENCY.rate}/s over ${LATENCY.connections} conns`;
     for (const q of ['p50', 'p99'] as const) {
       results.push(
@@ -451,6 +484,8 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
       },
     );
 
+    endPhase('connection rate');
+
     // 4. Agent CPU per 1000 requests: 1 KB HTTP POSTs over keep-alive, client → echo-v2:8080.
     const cpuBefore = new Map<string, number>();
     for (const [node, pid] of agentPids) cpuBefore.set(node, await fetchCpuSeconds(pid));
@@ -504,7 +539,7 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
       );
     }
     for (const [node, pid] of agentPids) {
-      const rss = await fetchPeakRssMb(pid);
+      const rss = await fetchRssMb(pid, 'VmHWM');
       results.push({
         name: `agent ${node}: peak RSS (VmHWM) over the whole run`,
         value: rss,
@@ -513,6 +548,10 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
         met: rss <= 64,
       });
     }
+    for (const [node, rss] of idleRss) {
+      results.push({ name: `agent ${node}: RSS when ready, before any load`, value: rss, unit: 'MB' });
+    }
+    endPhase('agent CPU');
 
     return {
       suite: 'l4',
@@ -524,9 +563,10 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
           .join(' '),
         note: 'load clients, servers, agents and stunnel share the machine; compare ratios within one run',
         phases: JSON.stringify(ph),
+        elapsed: timings.join(', '),
         stunnel: (() => {
           try {
-            return execFileSync('sh', ['-c', 'stunnel4 -version 2>&1 | head -1'], {
+            return execFileSync('sh', ['-c', 'stunnel4 -version 2>&1 | grep -m1 ^stunnel'], {
               encoding: 'utf8',
             }).trim();
           } catch {

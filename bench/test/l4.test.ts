@@ -1,0 +1,49 @@
+// Smoke run of `npm run bench -- l4 --quick`: the suite builds the demo mesh, drives all three
+// paths and reports every figure it promises. Figures from a busy machine are noisy, so this checks
+// that each one was measured (positive, finite) and that the mesh path really went through the
+// agents, not the values themselves.
+import { describe, expect, it } from 'vitest';
+import { run } from '../src/suites/l4.js';
+
+describe('bench l4 --quick', () => {
+  it('reports every figure with a positive value, and the mesh carried the bytes over mTLS', async () => {
+    const res = await run({ quick: true, json: true });
+    expect(res.suite).toBe('l4');
+    const byName = new Map(res.results.map((r) => [r.name, r]));
+    const find = (pattern: RegExp) => {
+      const hits = res.results.filter((r) => pattern.test(r.name));
+      expect(hits, `figure matching ${pattern}`).not.toHaveLength(0);
+      return hits;
+    };
+
+    for (const r of res.results) {
+      expect(Number.isFinite(r.value) && r.value > 0, `${r.name} = ${r.value}`).toBe(true);
+      if (r.ratio !== undefined)
+        expect(Number.isFinite(r.ratio) && r.ratio > 0, `${r.name} ratio`).toBe(true);
+      if (r.budget !== undefined) expect(typeof r.met, `${r.name} met`).toBe('boolean');
+    }
+    expect(byName.size).toBe(res.results.length);
+
+    for (const path of ['direct TCP', 'stunnel pair', 'mesh']) {
+      find(new RegExp(`^single-stream throughput, ${path}`));
+      for (const q of ['p50', 'p99']) find(new RegExp(`^latency ${q}, .*, ${path}`));
+    }
+    find(/^new connections\/s, stunnel pair/);
+    const meshConns = find(/^new connections\/s, mesh/)[0]!;
+    expect(meshConns.budget).toBe('ratio >= 3.0');
+
+    // The mesh throughput figure stands on bytes the node-b agent logged as inbound mTLS.
+    const carried = find(/^bytes carried over mTLS by the agents/)[0]!;
+    expect(carried.value).toBeGreaterThan(1);
+
+    for (const node of ['node-a', 'node-b']) {
+      const cpu = find(new RegExp(`^agent ${node}: vCPU per 1000 req/s`))[0]!;
+      expect(cpu.budget).toBe('<= 0.06 vCPU');
+      const rss = find(new RegExp(`^agent ${node}: peak RSS`))[0]!;
+      expect(rss.unit).toBe('MB');
+      expect(rss.budget).toBe('<= 64 MB');
+    }
+    const http = find(/^HTTP requests through the mesh/)[0]!;
+    expect(http.unit).toBe('req/s');
+  }, 150_000);
+});
