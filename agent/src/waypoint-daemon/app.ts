@@ -12,8 +12,7 @@
 // Gateway exists and the certificate is held.
 import { readFile } from 'node:fs/promises';
 import net, { type Server, type Socket } from 'node:net';
-import type { Logger } from '@hypha/shared';
-import { SpiffeId } from '@hypha/shared';
+import { createSilentLogger, type Logger, SpiffeId } from '@hypha/shared';
 import { type ConfigState, createFileSource } from '@hypha/shared/config';
 import { createHbonePool, createHboneServer } from '@hypha/shared/hbone';
 import { CaClient, CertManager, type WorkloadCertificate } from '@hypha/shared/identity';
@@ -99,6 +98,7 @@ export async function startWaypointDaemon(
     }),
     registry,
     logger,
+    accessLog: config.accessLog ? logger.child({ component: 'access' }) : createSilentLogger(),
     trustDomain: config.trustDomain,
   });
   const unsubscribe = state.onChange(() => {

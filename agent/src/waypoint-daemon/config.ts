@@ -14,6 +14,8 @@ export interface WaypointDaemonConfig {
   readinessAddress: string;
   /** How long SIGTERM lets in-flight streams finish. */
   drainMs: number;
+  /** One JSON access-log line per request on stderr (Istio's waypoint logs none by default). */
+  accessLog: boolean;
 }
 
 export class WaypointDaemonError extends Error {

@@ -35,6 +35,7 @@ interface DaemonFlags {
   metricsAddress: string;
   readinessAddress: string;
   drainTimeout: string;
+  accessLog: 'on' | 'off';
 }
 
 interface ApplyFlags {
@@ -95,6 +96,12 @@ export function register(program: Command): void {
     .option('--metrics-address <host:port>', 'Prometheus /metrics', '0.0.0.0:15020')
     .option('--readiness-address <host:port>', '/healthz/ready', '0.0.0.0:15021')
     .option('--drain-timeout <duration>', 'how long SIGTERM lets in-flight streams finish', '30s')
+    .addOption(
+      new Option('--access-log <on|off>', 'one JSON access-log line per request on stderr')
+        .choices(['on', 'off'])
+        .env('HYPHA_ACCESS_LOG')
+        .default('on'),
+    )
     .addHelpText(
       'after',
       `
@@ -124,6 +131,7 @@ Examples:
           metricsAddress: flags.metricsAddress,
           readinessAddress: flags.readinessAddress,
           drainMs: parseDurationMs(flags.drainTimeout),
+          accessLog: flags.accessLog === 'on',
         };
       } catch (err) {
         if (err instanceof AgentConfigError || err instanceof DurationError)
