@@ -198,9 +198,21 @@ Examples:
         );
         return;
       }
-      const { loadKubeConfig } = await import('@hypha/shared/kube');
+      const { fetchKube, KubeError, loadKubeConfig } = await import('@hypha/shared/kube');
       const { applyManifests } = await import('./install.js');
       const kc = loadKubeConfig(flags.kubeconfig);
+      try {
+        await fetchKube(kc, `/api/v1/namespaces/${namespace}`, { timeoutMs: 15_000 });
+      } catch (err) {
+        if (err instanceof KubeError && err.status === 404) {
+          process.stderr.write(
+            `hypha: namespace ${namespace} does not exist; create it first: kubectl create namespace ${namespace}\n`,
+          );
+          process.exitCode = 1;
+          return;
+        }
+        throw err;
+      }
       const results = await applyManifests(kc, objects);
       for (const r of results)
         process.stdout.write(`${r.object}  ${r.action}${r.error ? `: ${r.error}` : ''}\n`);
