@@ -146,4 +146,24 @@ describe('hypha waypoint apply', () => {
     const gw = api.find('gateway.networking.k8s.io/v1', 'Gateway', 'waypoint', 'shop') as unknown as Obj;
     expect(gw.metadata.labels?.['hypha.dev/waypoint-for']).toBe('all');
   });
+
+  it('status lists the waypoint, its readiness and bindings, and flags a binding to a missing Gateway', async () => {
+    // Runs after the API test above: waypoint exists in shop.
+    api.put({
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'reviews', namespace: 'shop', labels: { 'hypha.dev/use-waypoint': 'waypoint' } },
+      spec: { ports: [{ port: 80 }] },
+    });
+    api.put({
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'orders', namespace: 'shop', labels: { 'hypha.dev/use-waypoint': 'ghost' } },
+      spec: { ports: [{ port: 80 }] },
+    });
+    const r = await run(['waypoint', 'status', '-n', 'shop', '--kubeconfig', api.kubeconfigPath]);
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stdout).toMatch(/^ghost\s+-\s+MISSING \(bound traffic fails closed\)\s+service\/orders$/m);
+    expect(r.stdout).toMatch(/^waypoint\s+all\s+0\/1\s+service\/reviews$/m);
+  });
 });

@@ -227,4 +227,21 @@ Examples:
           `Bind a service: kubectl -n ${namespace} label service <svc> hypha.dev/use-waypoint=${name}\n`,
       );
     });
+
+  waypoint
+    .command('status')
+    .description("a namespace's waypoints: Gateway, Deployment readiness, and what is bound to each")
+    .option('--kubeconfig <path>', 'kubeconfig (default: $KUBECONFIG, in-cluster, ~/.kube/config)')
+    .option('--json', 'print JSON')
+    .action(async (_own: { kubeconfig?: string; json?: boolean }, cmd: Command) => {
+      const flags = cmd.optsWithGlobals() as { namespace?: string; kubeconfig?: string; json?: boolean };
+      if (!flags.namespace) throw new UsageError('-n/--namespace is required');
+      const { loadKubeConfig } = await import('@hypha/shared/kube');
+      const { fetchWaypointStatus, formatWaypointStatus } = await import('../../waypoint-daemon/status.js');
+      const rows = await fetchWaypointStatus(loadKubeConfig(flags.kubeconfig), flags.namespace);
+      process.stdout.write(
+        flags.json ? `${JSON.stringify(rows, null, 2)}\n` : formatWaypointStatus(flags.namespace, rows),
+      );
+      if (rows.some((r) => !r.exists)) process.exitCode = 1;
+    });
 }
