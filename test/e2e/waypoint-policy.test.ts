@@ -64,6 +64,29 @@ describe('waypoint policy in the mesh', () => {
     expect(refusals.length).toBeGreaterThan(0);
   });
 
+  it('a TrafficPolicy fault abort answers from the waypoint (flag FI) until it is removed', async () => {
+    const { vips, setExtra, waypoint } = s;
+    const fault = {
+      apiVersion: 'traffic.hypha.dev/v1alpha1',
+      kind: 'TrafficPolicy',
+      metadata: { name: 'echo-fault', namespace: 'demo' },
+      spec: {
+        targetRefs: [{ kind: 'Service', name: 'echo' }],
+        fault: { abort: { httpStatus: 418, percentage: 100 } },
+      },
+    };
+    await setExtra([denyAdmin, fault]);
+    await until(async () => (await get(`http://${vips.echo}/public`)).status === 418, 15_000);
+    const r = await get(`http://${vips.echo}/public`);
+    expect(r).toEqual({ status: 418, body: 'fault filter abort' });
+    await until(
+      () => waypoint.events.some((e) => e.response_flags === 'FI' || String(e.response_flags).includes('FI')),
+      5000,
+    );
+    await setExtra([denyAdmin]);
+    await until(async () => (await get(`http://${vips.echo}/public`)).status === 200, 15_000);
+  }, 60_000);
+
   it('a stopped waypoint fails closed: requests fail, none reach the pods', async () => {
     const { mesh, vips } = s;
     await mesh.stopWaypoint('demo', 'waypoint');
