@@ -15,7 +15,6 @@ import { readFile } from 'node:fs/promises';
 import net, { type Server, type Socket } from 'node:net';
 import type { Logger } from '@hypha/shared';
 import { type ConfigState, createFileSource, LABEL_GATEWAY_NAME, type Workload } from '@hypha/shared/config';
-import { createKubeSource } from '@hypha/shared/kube';
 import { createHbonePool, createHboneServer, type HbonePool, type HboneServer } from '@hypha/shared/hbone';
 import { CaClient, CertManager, type SpiffeId, tryParseSpiffeId } from '@hypha/shared/identity';
 import { L4Metrics } from '@hypha/shared/telemetry';
@@ -65,7 +64,8 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   const source: ConfigSourceHandle =
     config.source.kind === 'file'
       ? createFileSource({ path: config.source.path, trustDomain: config.trustDomain, logger })
-      : createKubeSource({
+      : // Loaded only when used: the Kubernetes client costs ~80 MB of heap and seconds of start-up.
+        (await import('@hypha/shared/kube')).createKubeSource({
           ...(config.source.kubeconfig ? { kubeconfig: config.source.kubeconfig } : {}),
           trustDomain: config.trustDomain,
           nodeName: config.nodeName,
