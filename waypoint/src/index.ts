@@ -30,6 +30,25 @@ export { buildRouteTable } from './routing/translate.js';
 export type { RouteAction, RouteEntry, RouteTable } from './routing/types.js';
 export type { SniffedProtocol } from './sniff.js';
 export { sniffProtocol } from './sniff.js';
+export type {
+  RouteStatusReporter,
+  RouteStatusReporterOptions,
+  RouteStatusReporterStats,
+} from './status/reporter.js';
+export { createRouteStatusReporter } from './status/reporter.js';
+export type {
+  ComputeRouteStatusOptions,
+  GatewayListener,
+  ObservedRoute,
+  RouteCondition,
+  RouteConditionReason,
+  RouteConditionType,
+  RouteKind,
+  RouteParentRef,
+  RouteParentStatus,
+  RouteStatusResult,
+} from './status/route-status.js';
+export { computeRouteStatus, DEFAULT_CONTROLLER_NAME } from './status/route-status.js';
 export type { HttpLabelName, HttpLabels, RequestOutcome } from './telemetry.js';
 export { HTTP_LABEL_NAMES, httpLabels, RequestMetrics } from './telemetry.js';
 export type { RequestSpan, Tracing, TracingOptions } from './tracing.js';

@@ -28,6 +28,9 @@ it('exports exactly the documented runtime API', () => {
       'indexPolicies',
       'parseDuration',
       'sniffProtocol',
+      'computeRouteStatus',
+      'DEFAULT_CONTROLLER_NAME',
+      'createRouteStatusReporter',
     ].sort(),
   );
 });
