@@ -69,7 +69,9 @@ interface LiveObject {
   spec?: { listeners?: { name?: unknown; port?: unknown }[] };
 }
 
-type Outcome = 'unchanged' | 'patched' | 'gone';
+/** `refused`: an answer retrying cannot change (403 RBAC, 422 invalid); tried again only when the
+ * route or its verdict changes, so a missing RoleBinding costs one warning, not a retry loop. */
+type Outcome = 'unchanged' | 'patched' | 'gone' | 'refused';
 
 export function createRouteStatusReporter(options: RouteStatusReporterOptions): RouteStatusReporter {
   return new Reporter(options);
@@ -253,13 +255,16 @@ class Reporter implements RouteStatusReporter {
         if (status === 409) this.stats.conflicts++;
         if (!retriable || attempt === this.#maxAttempts) {
           this.stats.failures++;
+          const outcome = retriable ? undefined : 'refused';
           this.#log.warn(
             { route: `${kind} ${namespace}/${name}`, err: (err as Error).message, attempts: attempt },
             status === 403
               ? 'cannot write route status: grant the waypoint ServiceAccount get and patch on httproutes/status and grpcroutes/status'
-              : 'cannot write route status; will retry on a later pass',
+              : retriable
+                ? 'cannot write route status; will retry on a later pass'
+                : 'route status refused by the API server; not retried until the route changes',
           );
-          return undefined;
+          return outcome;
         }
         // Conflicts clear as soon as we re-read; server errors need room.
         await sleep(status === 409 ? Math.min(delay, 50) : delay, this.#abort.signal);

@@ -4,6 +4,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { createKubeSource, fetchKube, type KubeSource, loadKubeConfig } from '@hypha/shared/kube';
 import { createKubeApiServer, type KubeApiServer } from '@hypha/test';
+import { pino } from 'pino';
 import { afterEach, expect, it } from 'vitest';
 import {
   createRouteStatusReporter,
@@ -220,3 +221,65 @@ it('writes Accepted/ResolvedRefs to the route, flips them when a backend breaks,
   });
   expect(detached.status?.parents).toEqual([foreign]);
 }, 30_000);
+
+it('warns once on a refused write (RBAC) instead of retrying, and writes after the route changes', async () => {
+  const server: KubeApiServer = await createKubeApiServer({ bookmarkIntervalMs: 100 });
+  cleanups.push(() => server.close());
+  const kc = loadKubeConfig(server.kubeconfigPath);
+  const post = (path: string, body: unknown) => fetchKube(kc, path, { method: 'POST', body });
+  await post('/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'blog' } });
+  await post(`${GW_API}/blog/gateways`, {
+    apiVersion: 'gateway.networking.k8s.io/v1',
+    kind: 'Gateway',
+    metadata: { name: 'wp', namespace: 'blog' },
+    spec: {
+      gatewayClassName: 'hypha-waypoint',
+      listeners: [{ name: 'mesh', port: 15008, protocol: 'HBONE' }],
+    },
+  });
+  await post(`${GW_API}/blog/httproutes`, {
+    apiVersion: 'gateway.networking.k8s.io/v1',
+    kind: 'HTTPRoute',
+    metadata: { name: 'posts', namespace: 'blog' },
+    spec: { parentRefs: [{ name: 'wp' }], rules: [{ backendRefs: [{ name: 'nowhere', port: 80 }] }] },
+  });
+  const source = createKubeSource({
+    kubeconfig: server.kubeconfigPath,
+    backoff: { initialMs: 20, maxMs: 200 },
+  });
+  cleanups.push(() => source.close());
+  await source.start();
+
+  server.injectFailure({ method: 'PATCH', path: '/httproutes/posts/status', status: 403, times: 1 });
+  const lines: string[] = [];
+  const logger = pino({ level: 'warn' }, { write: (l: string) => void lines.push(l) });
+  const reporter = createRouteStatusReporter({
+    kubeconfig: server.kubeconfigPath,
+    state: source.state,
+    waypoint: { namespace: 'blog', name: 'wp' },
+    logger,
+    debounceMs: 20,
+    backoff: { initialMs: 20, maxMs: 100 },
+  });
+  cleanups.push(() => reporter.close());
+  await waitFor('the refused write', async () => (reporter.stats.failures === 1 ? true : undefined));
+  await new Promise((r) => setTimeout(r, 400)); // several retry periods
+  const patches = () =>
+    server.requests.filter((q) => q.method === 'PATCH' && q.path.endsWith('/httproutes/posts/status')).length;
+  expect(patches()).toBe(1);
+  expect(lines.join('\n')).toContain('grant the waypoint ServiceAccount get and patch on httproutes/status');
+
+  // The user edits the route (e.g. after fixing RBAC): the status is written.
+  await fetchKube(kc, `${GW_API}/blog/httproutes/posts`, {
+    method: 'PATCH',
+    contentType: 'application/merge-patch+json',
+    body: { spec: { rules: [{ backendRefs: [{ name: 'still-nowhere', port: 80 }] }] } },
+  });
+  const live = await waitFor('status written', async () => {
+    const r = (await fetchKube(kc, `${GW_API}/blog/httproutes/posts`)) as LiveRoute;
+    return r.status?.parents?.length === 1 ? r : undefined;
+  });
+  expect(cond(live.status?.parents?.[0], 'ResolvedRefs')?.message).toContain(
+    'Service blog/still-nowhere not found',
+  );
+}, 20_000);
