@@ -31,8 +31,11 @@ import {
 } from './route-status.js';
 
 export interface RouteStatusReporterOptions {
-  /** Path, KubeConfig, or `{ inCluster: true }` (as createKubeSource). */
-  kubeconfig: KubeconfigOption;
+  /**
+   * Path, KubeConfig, or `{ inCluster: true }`. Default as createKubeSource: $KUBECONFIG, else
+   * in-cluster, else ~/.kube/config.
+   */
+  kubeconfig?: KubeconfigOption | undefined;
   state: ConfigState;
   /** This waypoint's Gateway. */
   waypoint: WaypointRef;
