@@ -10,6 +10,7 @@ import {
 } from './authz/policy.js';
 import { WaypointConfigError } from './errors.js';
 import {
+  buildPodEntry,
   buildService,
   type ServiceEntry,
   type ServicePort,
@@ -27,6 +28,8 @@ export interface WaypointSnapshot {
   byAddress: ReadonlyMap<string, { service: ServiceEntry; port: ServicePort }>;
   /** Lowercase hostnames (name, name.ns, name.ns.svc, FQDN) → service. */
   byHostname: ReadonlyMap<string, ServiceEntry>;
+  /** Pods bound to the waypoint by IP (entries with `pod: true`, key `pod:<ip>`). */
+  pods: ReadonlyMap<string, ServiceEntry>;
   routes: RouteTable;
   policies: ReadonlyMap<string, PolicySet>;
   traffic: ReadonlyMap<string, TrafficSettings>;
@@ -75,6 +78,12 @@ export function buildSnapshot(input: WaypointConfigInput): {
     }
   }
 
+  const pods = new Map<string, ServiceEntry>();
+  for (const raw of input.boundWorkloads ?? []) {
+    const pod = collect(errors, () => buildPodEntry(raw));
+    if (pod !== undefined) pods.set(pod.endpoints[0]!.ip, pod);
+  }
+
   const traffic = new Map<string, TrafficSettings>();
   for (const raw of input.trafficPolicies ?? []) {
     const r = collect(errors, () => compileTrafficPolicy(raw));
@@ -115,11 +124,12 @@ export function buildSnapshot(input: WaypointConfigInput): {
     const p = collect(errors, () => compileAuthorizationPolicy(raw, input.gateway));
     if (p !== undefined) compiled.push(p);
   }
-  const policies = indexPolicies(compiled, services.keys());
+  // Pods get the Gateway-targeted policies only (policies targeting a Service name no pod key).
+  const policies = indexPolicies(compiled, [...services.keys(), ...[...pods.values()].map((p) => p.key)]);
 
   const workloadsByIp = new Map<string, WorkloadInfo>();
   for (const w of input.workloads ?? []) workloadsByIp.set(w.ip, w.workload);
-  for (const svc of services.values()) {
+  for (const svc of [...services.values(), ...pods.values()]) {
     for (const ep of svc.endpoints)
       if (ep.workload && !workloadsByIp.has(ep.ip)) workloadsByIp.set(ep.ip, ep.workload);
   }
@@ -130,6 +140,7 @@ export function buildSnapshot(input: WaypointConfigInput): {
       services,
       byAddress,
       byHostname,
+      pods,
       routes,
       policies,
       traffic,

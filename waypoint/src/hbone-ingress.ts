@@ -1,6 +1,6 @@
 // The production ingress: an HBONE server handler that hands each CONNECT stream to the waypoint.
-// The authority (VIP:port) must name a service this waypoint serves, else 400 (as the HBONE spec
-// says for a bad authority). The client address comes from `forwarded: for=` (the source agent
+// The authority (VIP:port, or podIP:port of a pod bound to this waypoint) must name something this
+// waypoint serves, else 400 (as the HBONE spec says for a bad authority). The client address comes from `forwarded: for=` (the source agent
 // knows the real client), else the TCP peer.
 //
 // The stream reaches the waypoint through an in-memory duplex pair: the HBONE server keeps its own
@@ -14,7 +14,10 @@ export function hboneIngressHandler(waypoint: Waypoint): HboneHandler {
   return (req) => {
     const authority = { host: req.authority.host, port: req.authority.port };
     if (!waypoint.servesAddress(authority.host, authority.port)) {
-      return { status: 400, reason: `waypoint serves no service at ${authority.host}:${authority.port}` };
+      return {
+        status: 400,
+        reason: `waypoint serves no service or bound pod at ${authority.host}:${authority.port}`,
+      };
     }
     const [outer, inner] = duplexPair();
     const source = req.forwardedFor ?? { ip: req.connection.remoteAddress, port: req.connection.remotePort };

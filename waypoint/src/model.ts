@@ -39,6 +39,11 @@ export interface ServiceInput {
   endpoints: readonly EndpointInput[];
 }
 
+export interface BoundWorkloadInput {
+  ip: string;
+  workload: WorkloadInfo;
+}
+
 export interface WaypointConfigInput {
   /** The waypoint's own Gateway (class hypha-waypoint): routes and policies may target it. */
   gateway: { name: string; namespace: string };
@@ -50,6 +55,11 @@ export interface WaypointConfigInput {
   trafficPolicies?: readonly unknown[];
   /** Known workloads by IP, for the source labels of metrics and the access log. */
   workloads?: readonly { ip: string; workload: WorkloadInfo }[];
+  /**
+   * Pods bound to this waypoint themselves (`hypha.dev/use-waypoint` on the pod or its namespace,
+   * Gateway `waypoint-for: workload|all`): authority podIP:port names one, on any port.
+   */
+  boundWorkloads?: readonly BoundWorkloadInput[];
   clusterDomain?: string;
 }
 
@@ -82,6 +92,11 @@ export interface ServiceEntry {
   vips: readonly string[];
   ports: ReadonlyMap<number, ServicePort>;
   endpoints: readonly EndpointInfo[];
+  /**
+   * Set on the entry standing for one pod bound to the waypoint (key `pod:<ip>`): every port is
+   * served, on the same port of the pod; no routes attach to it.
+   */
+  pod?: true | undefined;
 }
 
 export interface ObjectMeta {
@@ -232,7 +247,46 @@ export function buildService(input: ServiceInput, clusterDomain: string): Servic
   };
 }
 
+const boundWorkloadSchema = z.object({ ip: z.ipv4().or(z.ipv6()), workload: workloadSchema });
+
+/**
+ * A pod bound to the waypoint as a one-endpoint entry, so the data path (authz, clusters, upstream
+ * identity, telemetry) treats it like a service without routes. `ports` starts empty: the proxy
+ * asks `podPort` for the port a client dialed.
+ */
+export function buildPodEntry(input: BoundWorkloadInput): ServiceEntry {
+  const meta = {
+    name: String(input?.workload?.name ?? '?'),
+    namespace: String(input?.workload?.namespace ?? '?'),
+    creationTimestamp: '',
+  };
+  const w = parseWith(boundWorkloadSchema, input, 'Pod', meta, '');
+  return {
+    key: `pod:${w.ip}`,
+    name: w.workload.name,
+    namespace: w.workload.namespace,
+    hostname: w.ip,
+    vips: [],
+    ports: new Map(),
+    endpoints: [{ ip: w.ip, ready: true, targetPorts: new Map(), workload: w.workload }],
+    pod: true,
+  };
+}
+
+/** The (memoized, plain HTTP-or-sniffed) port entry of a pod entry for a dialed port. */
+export function podPort(pod: ServiceEntry, port: number): ServicePort {
+  const ports = pod.ports as Map<number, ServicePort>;
+  let p = ports.get(port);
+  if (p === undefined) {
+    p = { port, targetPort: port, name: undefined, appProtocol: undefined, http2: false, tcp: false };
+    // Bounded: one entry per port clients actually dialed on this pod (at most 65535).
+    ports.set(port, p);
+  }
+  return p;
+}
+
 /** The port an endpoint serves a service port on. */
 export function endpointPort(svc: ServiceEntry, ep: EndpointInfo, servicePort: number): number | undefined {
+  if (svc.pod) return servicePort;
   return ep.targetPorts.get(servicePort) ?? svc.ports.get(servicePort)?.targetPort;
 }

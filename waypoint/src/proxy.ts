@@ -1,6 +1,8 @@
 // The waypoint's L7 engine. A stream (an HBONE CONNECT stream in production, any Duplex in tests)
 // arrives with the service address the client dialed (authority VIP:port); the waypoint serves the
 // HTTP inside it and sends each request on to one endpoint of the chosen backend.
+// A pod bound to the waypoint itself (workload binding) is dialed as podIP:port: it is a one-endpoint
+// entry (`pod: true`) without routes, so requests get authz and telemetry and go to that pod only.
 //
 //   stream ─ sniff ─┬─ HTTP/1.1 ─► http.Server ──┐
 //                   ├─ HTTP/2 ───► http2 server ─┼─► handleRequest: route → authz → redirect/rewrite
@@ -35,6 +37,7 @@ import { addressKey, buildSnapshot, trafficFor, type WaypointSnapshot } from './
 import { FAILURES, ProxyFailure, type ProxyFailureCode, type WaypointConfigError } from './errors.js';
 import {
   endpointPort,
+  podPort,
   type ServiceEntry,
   type ServicePort,
   type WaypointConfigInput,
@@ -59,7 +62,7 @@ import {
 export interface StreamContext {
   /** The client's identity from the HBONE mTLS handshake; undefined for plaintext. */
   peer?: SpiffeId | undefined;
-  /** What the client dialed: the service VIP and port. */
+  /** What the client dialed: the service VIP and port, or a bound pod's IP and port. */
   authority: { host: string; port: number };
   /** The client's address (HBONE `forwarded: for=`). */
   source: { ip: string; port: number };
@@ -83,7 +86,7 @@ export interface WaypointOptions {
 export interface Waypoint {
   /** Serves one client stream (HTTP/1.1, HTTP/2 prior knowledge, or TCP). Never throws. */
   handleStream(stream: Duplex, ctx: StreamContext): void;
-  /** True when a service VIP:port of this waypoint matches (HBONE authority check). */
+  /** True when a service VIP:port, or the IP of a pod bound to this waypoint, matches (HBONE authority check). */
   servesAddress(host: string, port: number): boolean;
   /** Replaces the configuration; returns the objects that were rejected (the rest applies). */
   updateConfig(config: WaypointConfigInput): WaypointConfigError[];
@@ -224,7 +227,7 @@ class WaypointProxy implements Waypoint {
   }
 
   servesAddress(host: string, port: number): boolean {
-    return this.#snapshot.byAddress.has(addressKey(host, port));
+    return this.#snapshot.byAddress.has(addressKey(host, port)) || this.#snapshot.pods.has(host);
   }
 
   flushTraces(): Promise<void> {
@@ -263,7 +266,14 @@ class WaypointProxy implements Waypoint {
         this.#clusters.set(key, cluster);
       } else c.update(svc, settings);
     }
-    for (const key of this.#clusters.keys()) if (!snap.services.has(key)) this.#clusters.delete(key);
+    for (const pod of snap.pods.values()) {
+      const c = this.#clusters.get(pod.key);
+      if (c === undefined) this.#clusters.set(pod.key, new Cluster(pod, trafficFor(snap, pod.key)));
+      else c.update(pod, trafficFor(snap, pod.key));
+    }
+    for (const [key, c] of this.#clusters)
+      if (c.service.pod ? !snap.pods.has(c.service.endpoints[0]!.ip) : !snap.services.has(key))
+        this.#clusters.delete(key);
   }
 
   // ---- ingress ----
@@ -311,7 +321,7 @@ class WaypointProxy implements Waypoint {
 
   async #forwardTcp(stream: Duplex, ctx: StreamContext): Promise<void> {
     const snap = this.#snapshot;
-    const found = snap.byAddress.get(addressKey(ctx.authority.host, ctx.authority.port));
+    const found = this.#findTarget(ctx);
     if (found === undefined) return void stream.destroy();
     const decision = evaluateAuthz(
       snap.policies.get(found.service.key) ?? EMPTY_POLICY_SET,
@@ -352,10 +362,22 @@ class WaypointProxy implements Waypoint {
     };
   }
 
-  /** Finds the service for a request: by the dialed address, else by Host (same port). */
-  #findService(ctx: StreamContext, host: string): { service: ServiceEntry; port: ServicePort } | undefined {
+  /** What the dialed address names: a service VIP:port, else a bound pod (any port). */
+  #findTarget(ctx: StreamContext): { service: ServiceEntry; port: ServicePort } | undefined {
     const snap = this.#snapshot;
     const byAddr = snap.byAddress.get(addressKey(ctx.authority.host, ctx.authority.port));
+    if (byAddr !== undefined) return byAddr;
+    const pod = snap.pods.get(ctx.authority.host);
+    return pod === undefined ? undefined : { service: pod, port: podPort(pod, ctx.authority.port) };
+  }
+
+  /**
+   * Finds the service for a request: by the dialed address (a pod dialed by IP is served as that
+   * pod whatever the Host header says), else by Host (same port).
+   */
+  #findService(ctx: StreamContext, host: string): { service: ServiceEntry; port: ServicePort } | undefined {
+    const snap = this.#snapshot;
+    const byAddr = this.#findTarget(ctx);
     if (byAddr !== undefined) return byAddr;
     const svc = snap.byHostname.get(host);
     const port = svc?.ports.get(ctx.authority.port);
@@ -467,7 +489,8 @@ class WaypointProxy implements Waypoint {
     // A rule without backendRefs (only filters, timeouts, retries) forwards to the service itself.
     const backend =
       action.backends.length === 0 ? defaultAction(service, port).backends[0]! : pickBackend(action);
-    const target = snap.services.get(backend.service);
+    // A bound pod is its own (only) backend; it is not in `services`.
+    const target = service.pod ? service : snap.services.get(backend.service);
     const cluster = this.#clusters.get(backend.service);
     if (target === undefined || cluster === undefined) return void this.#fail(res, st, 'NO_CLUSTER');
     st.cluster = cluster;
@@ -1047,7 +1070,11 @@ class WaypointProxy implements Waypoint {
     outcome: Parameters<RequestMetrics['recordRequest']>[1],
   ): void {
     const src = this.#snapshot.workloadsByIp.get(ctx.source.ip);
-    const dst: WorkloadInfo | undefined = endpoint?.info.workload;
+    // A pod dialed by IP is the destination even when no request reached it (403); it has no
+    // destination service (Istio reports "unknown").
+    const dst: WorkloadInfo | undefined =
+      endpoint?.info.workload ?? (service?.pod ? service.endpoints[0]?.workload : undefined);
+    const svc = service?.pod ? undefined : service;
     this.#metrics.recordRequest(
       {
         source: {
@@ -1059,16 +1086,16 @@ class WaypointProxy implements Waypoint {
         },
         destination: {
           workload: dst?.name,
-          namespace: dst?.namespace ?? service?.namespace,
+          namespace: dst?.namespace ?? svc?.namespace,
           principal:
             dst?.serviceAccount === undefined
               ? undefined
               : `spiffe://${this.#trustDomain}/ns/${dst.namespace}/sa/${dst.serviceAccount}`,
           app: dst?.app,
           version: dst?.version,
-          service: service?.hostname,
-          serviceName: service?.name,
-          serviceNamespace: service?.namespace,
+          service: svc?.hostname,
+          serviceName: svc?.name,
+          serviceNamespace: svc?.namespace,
         },
         mutualTls: ctx.peer !== undefined,
       },

@@ -3,6 +3,8 @@
 // route of theirs sends traffic to (weighted backendRefs name other Services, e.g. echo-v1/echo-v2),
 // else those backends answer 500 NC. Routes, policies and traffic policies are passed raw: the
 // engine keeps only those whose parentRefs/targetRefs name one of its services or its Gateway.
+// Pods bound to the Gateway themselves (waypoint-for workload|all) are passed as `boundWorkloads`:
+// agents send traffic addressed to their IPs here, authority podIP:port.
 import type { ConfigState, Service, WaypointRef } from '@hypha/shared/config';
 import type { EndpointInput, ServiceInput, WaypointConfigInput } from '@hypha/waypoint';
 
@@ -102,6 +104,20 @@ export function buildWaypointInput(
     ...namespaces,
     ...[...services.values()].map((s) => s.namespace),
   ]);
+  const boundWorkloads = [...state.workloads()]
+    .filter((w) => w.inMesh && w.ips.length > 0 && sameRef(state.findWaypointFor(w)?.ref, gateway))
+    .flatMap((w) =>
+      w.ips.map((ip) => ({
+        ip,
+        workload: {
+          name: w.name,
+          namespace: w.namespace,
+          serviceAccount: w.serviceAccount,
+          app: w.labels.app,
+          version: w.labels.version,
+        },
+      })),
+    );
   const workloads = [...state.workloads()].flatMap((w) =>
     w.ips.map((ip) => ({
       ip,
@@ -124,6 +140,7 @@ export function buildWaypointInput(
       .map((p) => p.object),
     trafficPolicies: [...backendNamespaces].flatMap((ns) => state.findTrafficPolicies(ns)),
     workloads,
+    boundWorkloads,
     clusterDomain,
   };
 }
