@@ -52,9 +52,11 @@ describe('CertManager with a real CA server', () => {
       const c = manager!.findCertificate(WEB);
       return c && c.serial !== first.serial ? c : undefined;
     });
-    const renewedAfter = Date.now() - t0;
-    expect(renewedAfter).toBeGreaterThan(1500);
-    expect(renewedAfter).toBeLessThan(3500);
+    // Half of the life left at receipt (jittered), so well after the start and before expiry. The
+    // bounds are loose because a loaded machine delays both the issuing and the timers.
+    const renewedAt = Date.now();
+    expect(renewedAt - t0).toBeGreaterThan(1000);
+    expect(renewedAt).toBeLessThan(first.notAfter.getTime());
 
     // CA down: renewal fails, the current certificate stays in use.
     await f.server.close(200);
