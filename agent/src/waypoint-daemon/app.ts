@@ -17,7 +17,13 @@ import { type ConfigState, createFileSource } from '@hypha/shared/config';
 import { createHbonePool, createHboneServer } from '@hypha/shared/hbone';
 import { CaClient, CertManager, type WorkloadCertificate } from '@hypha/shared/identity';
 import { createKubeSource } from '@hypha/shared/kube';
-import { createWaypoint, hboneConnectUpstream, hboneIngressHandler, type Waypoint } from '@hypha/waypoint';
+import {
+  createRouteStatusReporter,
+  createWaypoint,
+  hboneConnectUpstream,
+  hboneIngressHandler,
+  type Waypoint,
+} from '@hypha/waypoint';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { type Endpoints, startEndpoints } from '../agent/endpoints.js';
 import { type WaypointDaemonConfig, WaypointDaemonError } from './config.js';
@@ -53,6 +59,17 @@ export async function startWaypointDaemon(
   log.info({ source: config.source }, 'loading config');
   await source.start();
   const state = source.state;
+  // In Kubernetes, tell route authors whether their routes attached and resolved (route status);
+  // started only after the first full sync so a half-synced state never reports BackendNotFound.
+  const routeStatus =
+    config.source.kind === 'kubernetes'
+      ? createRouteStatusReporter({
+          ...(config.source.kubeconfig ? { kubeconfig: config.source.kubeconfig } : {}),
+          state,
+          waypoint: gw,
+          logger,
+        })
+      : undefined;
 
   const caRoot = await readFile(config.ca.rootFile, 'utf8').catch((err: Error) => {
     throw new WaypointDaemonError(
@@ -154,6 +171,7 @@ export async function startWaypointDaemon(
       pool.close();
       certs.close();
       caClient.close();
+      await routeStatus?.close();
       await source.close();
       await endpoints.close();
       log.info('stopped');
