@@ -15,6 +15,7 @@ export { hboneIngressHandler } from './hbone-ingress.js';
 export type { HboneUpstreamOptions } from './hbone-upstream.js';
 export { hboneConnectUpstream } from './hbone-upstream.js';
 export type {
+  BoundWorkloadInput,
   EndpointInput,
   ServiceEntry,
   ServiceInput,
