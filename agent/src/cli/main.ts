@@ -34,6 +34,12 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+// `hypha ... | head` closes our stdout early: that is the reader's choice, not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw err;
+});
+
 const code = await main(process.argv);
 // Daemons keep the event loop alive themselves; one-shot verbs end here.
 process.exitCode = code;

@@ -4,6 +4,7 @@ import { createLogger, type LogLevel } from '@hypha/shared';
 import { type Command, Option } from 'commander';
 import { type AgentConfig, AgentConfigError, DEFAULT_PORTS, parseConfigSource } from '../../agent/config.js';
 import { DurationError, parseDurationMs } from '../../ca/duration.js';
+import { addMeshDaemonOptions } from '../daemon-options.js';
 import { UsageError } from '../errors.js';
 
 interface AgentFlags {
@@ -32,41 +33,13 @@ function port(value: string, flag: string): number {
 }
 
 export function register(program: Command): void {
-  program
-    .command('agent')
+  const agentCmd = addMeshDaemonOptions(program.command('agent'));
+  agentCmd
     .description('run the node agent: capture local mesh pods, HBONE mTLS tunnels, L4 policy, metrics')
     .addOption(
       new Option('--node <name>', "this node's name (pods with spec.nodeName equal to it are captured)").env(
         'NODE_NAME',
       ),
-    )
-    .addOption(
-      new Option(
-        '--config <source>',
-        'config source: file:PATH (YAML of Namespaces, Pods, Services, policies) or kubernetes',
-      )
-        .env('HYPHA_CONFIG')
-        .default('kubernetes'),
-    )
-    .addOption(
-      new Option('--ca-address <url>', 'certificate authority URL')
-        .env('HYPHA_CA_ADDRESS')
-        .default('https://hypha-ca.hypha-system.svc:15012'),
-    )
-    .addOption(
-      new Option('--ca-token-file <path>', 'bearer token presented to the CA (re-read on every request)')
-        .env('HYPHA_CA_TOKEN_FILE')
-        .default('/var/run/secrets/tokens/hypha-ca-token'),
-    )
-    .addOption(
-      new Option('--ca-root-file <path>', 'root certificate(s) the CA server must chain to')
-        .env('HYPHA_CA_ROOT_FILE')
-        .default('/var/run/hypha/root-cert.pem'),
-    )
-    .addOption(
-      new Option('--trust-domain <domain>', 'SPIFFE trust domain')
-        .env('HYPHA_TRUST_DOMAIN')
-        .default('cluster.local'),
     )
     .addOption(
       new Option('--capture <mode>', 'traffic capture: node (nftables in this network namespace) or none')

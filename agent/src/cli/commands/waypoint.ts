@@ -19,6 +19,7 @@ import {
   validateName,
   type WaypointFor,
 } from '../../waypoint-daemon/render.js';
+import { addMeshDaemonOptions } from '../daemon-options.js';
 import { UsageError } from '../errors.js';
 import { findManifestsDir } from './install.js';
 
@@ -61,36 +62,10 @@ async function template(): Promise<Record<string, unknown>[]> {
 }
 
 export function register(program: Command): void {
-  const waypoint = program
-    .command('waypoint')
+  const waypoint = addMeshDaemonOptions(program.command('waypoint'))
     .description('run a waypoint (L7 proxy for the services bound to a Gateway); apply/status manage them')
     .addOption(new Option('--name <gateway>', 'the Gateway this waypoint serves').env('GATEWAY_NAME'))
     .addOption(new Option('-n, --namespace <ns>', "the Gateway's namespace").env('POD_NAMESPACE'))
-    .addOption(
-      new Option('--config <source>', 'config source: file:PATH or kubernetes[:KUBECONFIG]')
-        .env('HYPHA_CONFIG')
-        .default('kubernetes'),
-    )
-    .addOption(
-      new Option('--ca-address <url>', 'certificate authority URL')
-        .env('HYPHA_CA_ADDRESS')
-        .default('https://hypha-ca.hypha-system.svc:15012'),
-    )
-    .addOption(
-      new Option('--ca-token-file <path>', 'bearer token presented to the CA (re-read on every request)')
-        .env('HYPHA_CA_TOKEN_FILE')
-        .default('/var/run/secrets/tokens/hypha-ca-token'),
-    )
-    .addOption(
-      new Option('--ca-root-file <path>', 'root certificate(s) the CA server must chain to')
-        .env('HYPHA_CA_ROOT_FILE')
-        .default('/var/run/hypha/root-cert.pem'),
-    )
-    .addOption(
-      new Option('--trust-domain <domain>', 'SPIFFE trust domain')
-        .env('HYPHA_TRUST_DOMAIN')
-        .default('cluster.local'),
-    )
     .option('--hbone-port <port>', 'HBONE listener, and the node agents’ HBONE port', '15008')
     .option('--admin-address <host:port>', 'admin endpoint (keep it on localhost)', '127.0.0.1:15000')
     .option('--metrics-address <host:port>', 'Prometheus /metrics', '0.0.0.0:15020')
