@@ -63,9 +63,12 @@ export async function createKubeCa(opts: KubeCaOptions): Promise<KubeCa> {
   const changed = await publishTrustBundle(kc, ca.trustBundlePem, targets);
   logger.info({ namespaces: targets, changed }, 'trust bundle published to ConfigMap hypha-ca-root-cert');
 
+  // Pods for node authorization; Namespaces so every mesh namespace gets the trust bundle
+  // (waypoints and workloads there mount ConfigMap hypha-ca-root-cert, as with Istio's
+  // istio-ca-root-cert).
   const pods = createKubeSource({
     kubeconfig: kc,
-    kinds: WATCHED_KINDS.filter((k) => k.kind === 'Pod'),
+    kinds: WATCHED_KINDS.filter((k) => k.kind === 'Pod' || k.kind === 'Namespace'),
     trustDomain: ca.trustDomain,
     logger,
   });
@@ -75,6 +78,32 @@ export async function createKubeCa(opts: KubeCaOptions): Promise<KubeCa> {
     await pods.close();
     throw err;
   }
+  const published = new Set(targets);
+  let publishing = Promise.resolve();
+  const publishToMeshNamespaces = () => {
+    const fresh = [...pods.state.namespaces()]
+      .filter((n) => n.dataplaneMode === 'ambient' && !published.has(n.name))
+      .map((n) => n.name);
+    if (fresh.length === 0) return;
+    for (const n of fresh) published.add(n);
+    publishing = publishing
+      .then(() => publishTrustBundle(kc, ca.trustBundlePem, fresh))
+      .then(
+        (done) =>
+          logger.info({ namespaces: fresh, changed: done }, 'trust bundle published to mesh namespaces'),
+        (err: Error) => {
+          for (const n of fresh) published.delete(n);
+          logger.warn(
+            { namespaces: fresh, err: err.message },
+            'publishing the trust bundle failed; will retry on the next change',
+          );
+        },
+      );
+  };
+  publishToMeshNamespaces();
+  const unsubscribe = pods.state.onChange((change) => {
+    if (change.namespaces.added.length + change.namespaces.updated.length > 0) publishToMeshNamespaces();
+  });
   const server = await CaServer.create({
     ca,
     authenticator: new TokenReviewAuthenticator({
@@ -97,7 +126,9 @@ export async function createKubeCa(opts: KubeCaOptions): Promise<KubeCa> {
     server,
     pods,
     async close(graceMs = 5000) {
+      unsubscribe();
       await server.close(graceMs);
+      await publishing;
       await pods.close();
     },
   };

@@ -85,6 +85,24 @@ describe('CA with Kubernetes TokenReview and node authorization', () => {
     expect(cm.data['root-cert.pem']).toBe(kca.ca.trustBundlePem);
   });
 
+  it('publishes the trust bundle into every namespace that joins the mesh, and only those', async () => {
+    api.put({
+      apiVersion: 'v1',
+      kind: 'Namespace',
+      metadata: { name: 'mesh-ns', labels: { 'hypha.dev/dataplane-mode': 'ambient' } },
+    });
+    api.put({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'not-mesh' } });
+    const deadline = Date.now() + 5000;
+    let cm: { data: Record<string, string> } | undefined;
+    while (Date.now() < deadline) {
+      cm = api.find('v1', 'ConfigMap', 'hypha-ca-root-cert', 'mesh-ns') as unknown as typeof cm;
+      if (cm) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(cm?.data['root-cert.pem']).toBe(kca.ca.trustBundlePem);
+    expect(api.find('v1', 'ConfigMap', 'hypha-ca-root-cert', 'not-mesh')).toBeUndefined();
+  });
+
   it('issues to an agent (token bound to its pod) an identity of a pod on its node', async () => {
     const cert = await client(agentToken('agent-1')).fetchWorkloadCertificate(WEB);
     expect(cert.id.equals(WEB)).toBe(true);
