@@ -331,7 +331,9 @@ export class Inbound {
   ): Promise<Socket> {
     const timeoutMs = this.#o.connectTimeoutMs ?? 10_000;
     if (this.#o.transparent && sourceIp !== undefined && sourceIp !== podIp) {
-      return connectTransparent({
+      // Nagle off on every pod-side socket: we relay whatever arrives at once, and a small write
+      // held back for an ACK (delayed ACK, up to 40 ms) would show up as tail latency.
+      const s = await connectTransparent({
         localAddress: sourceIp,
         remoteAddress: podIp,
         remotePort: port,
@@ -341,9 +343,11 @@ export class Inbound {
         allowHalfOpen: true,
         ...(signal ? { signal } : {}),
       });
+      s.setNoDelay(true);
+      return s;
     }
     return new Promise<Socket>((resolve, reject) => {
-      const s = net.connect({ host: podIp, port, allowHalfOpen: true });
+      const s = net.connect({ host: podIp, port, allowHalfOpen: true, noDelay: true });
       const timer = setTimeout(() => s.destroy(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
       const onAbort = () => s.destroy(new Error('cancelled'));
       signal?.addEventListener('abort', onAbort, { once: true });

@@ -251,7 +251,7 @@ export class Outbound {
   }
 
   #plain(socket: Socket, start: Omit<ConnectionStart, 'abort'>, ip: string, port: number): void {
-    const upstream = net.connect({ host: ip, port, allowHalfOpen: true });
+    const upstream = net.connect({ host: ip, port, allowHalfOpen: true, noDelay: true });
     const bytes = createByteCounters();
     let finish: ((info?: { responseFlags?: string; error?: string }) => void) | undefined;
     upstream.once('connect', () => {
