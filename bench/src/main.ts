@@ -7,7 +7,10 @@ import type { BenchOptions, BenchSuite, BenchSuiteResult } from './types.js';
 // peer tool does not stop the others from loading.
 const SUITE_NAMES = ['ca', 'hbone', 'l4', 'waypoint'] as const;
 const SUITES: Record<string, () => Promise<BenchSuite>> = Object.fromEntries(
-  SUITE_NAMES.map((name) => [name, async () => ((await import(`./suites/${name}.js`)) as { run: BenchSuite }).run]),
+  SUITE_NAMES.map((name) => [
+    name,
+    async () => ((await import(`./suites/${name}.js`)) as { run: BenchSuite }).run,
+  ]),
 );
 
 function usage(): string {
@@ -27,7 +30,11 @@ function formatTable(res: BenchSuiteResult): string {
   ]);
   const head = ['figure', 'hypha', 'peer', 'ratio', 'budget'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd();
   return [`== ${res.suite}`, line(head), ...rows.map(line)].join('\n');
 }
 
@@ -62,7 +69,12 @@ async function main(argv: string[]): Promise<number> {
     try {
       const run = await SUITES[n]!();
       const res = await run(opts);
-      res.environment = { node: process.version, cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? '?', ...res.environment };
+      res.environment = {
+        node: process.version,
+        cpus: os.cpus().length,
+        cpu: os.cpus()[0]?.model ?? '?',
+        ...res.environment,
+      };
       process.stdout.write(opts.json ? `${JSON.stringify(res)}\n` : `${formatTable(res)}\n\n`);
     } catch (err) {
       failed++;

@@ -14,13 +14,12 @@
 // they are reported met or not, never fail the run. Load tools run inside the pods' namespaces,
 // so their CPU is on the same two cores: figures from a busy machine are noisy.
 import { type ChildProcess, execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, readlink, realpath, rm } from 'node:fs/promises';
+import { mkdtemp, readlink, realpath, rm } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { type DemoResult, type LocalMesh, startDemo } from '@hypha/agent';
 import { CertificateAuthority, SpiffeId } from '@hypha/shared/identity';
+import { fetchCpuSeconds, fetchRssMb, findLoadApp, runLoad, sleep } from '../mesh-load.js';
 import type { BenchOptions, BenchResult, BenchSuiteResult } from '../types.js';
 import { writeStunnelConfigs } from './hbone.js';
 
@@ -79,46 +78,6 @@ function requireTools(): void {
   }
 }
 
-/** bench/src/apps/open-loop.ts from sources (vitest, Node type stripping), .js from dist. */
-function findLoadApp(): string {
-  const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
-  const path = fileURLToPath(new URL(`../apps/open-loop${ext}`, import.meta.url));
-  if (!existsSync(path)) {
-    throw new L4BenchError(
-      'LOAD_FAILED',
-      `load client not found at ${path}; build the bench (npx turbo run build)`,
-    );
-  }
-  return path;
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Runs the open-loop client in a namespace; resolves with its JSON result line. */
-function runLoad(mesh: LocalMesh, netns: string, args: readonly string[], timeoutMs: number) {
-  const child = mesh.cluster.spawnNode(netns, findLoadApp(), args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout?.on('data', (d: Buffer) => {
-    out += d.toString();
-  });
-  child.stderr?.on('data', (d: Buffer) => {
-    err = (err + d.toString()).slice(-4000);
-  });
-  return new Promise<Record<string, unknown>>((resolve, reject) => {
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      const line = out.trim().split('\n').pop() ?? '';
-      if (code === 0 && line.startsWith('{')) resolve(JSON.parse(line) as Record<string, unknown>);
-      else
-        reject(
-          new L4BenchError('LOAD_FAILED', `open-loop ${args.join(' ')} exited with ${code}: ${err.trim()}`),
-        );
-    });
-  });
-}
-
 /** One iperf3 run from a namespace; Gbit/s received. Retries: iperf3 -s refuses briefly between tests. */
 async function iperf3(
   mesh: LocalMesh,
@@ -171,34 +130,10 @@ async function waitListening(
   throw new L4BenchError('LOAD_FAILED', `nothing listens on port ${port} in ${netns} after ${timeoutMs} ms`);
 }
 
-// /proc/<pid>/stat: fields after the ")" that ends the command name; utime and stime are the
-// 12th and 13th of those (fields 14 and 15 of the whole line), in clock ticks.
-const CLOCK_TICKS = (() => {
-  try {
-    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-  } catch {
-    return 100;
-  }
-})();
-
-async function fetchCpuSeconds(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-}
-
 async function fetchAgentsCpu(pids: ReadonlyMap<string, number>): Promise<Map<string, number>> {
   const out = new Map<string, number>();
   for (const [node, pid] of pids) out.set(node, await fetchCpuSeconds(pid));
   return out;
-}
-
-/** VmHWM is the peak resident set since the process started, VmRSS the current one; in MB. */
-async function fetchRssMb(pid: number, field: 'VmHWM' | 'VmRSS'): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  const kb = new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm').exec(status)?.[1];
-  if (kb === undefined) throw new L4BenchError('AGENT_PROCESS', `no ${field} in /proc/${pid}/status`);
-  return Number(kb) / 1024;
 }
 
 /** The agents' node processes (ip netns exec execs, so the spawned pid is the agent itself). */

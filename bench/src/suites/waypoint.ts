@@ -1,23 +1,9 @@
-// `npm run bench -- waypoint [--json] [--quick]`: the waypoint on the namespace cluster, side by
-// side with an nginx reverse proxy in the same position, in one run.
-//
-//   mesh:  client (mesh pod, node-a) ─> agent a ══HBONE══> waypoint pod (node-b, `hypha waypoint`)
-//          ══HBONE══> agent b ─> echo (mesh pod, node-b, http-echo)
-//   nginx: loadgen (non-mesh, node-a) ─> nginx pod (non-mesh, node-b, 1 worker, upstream
-//          keep-alive) ─> plain echo (non-mesh, node-b, http-echo)
-//
-// Figures: saturated request rate (open loop at a rate above what either path carries; 1 KB
-// POSTs, keep-alive), p50/p99 at a fixed rate, waypoint CPU-seconds per 1000 requests (from
-// /proc/<pid>/stat during the fixed-rate phase, which is also vCPU per 1000 req/s) and its peak
-// RSS. Budgets are ARCHITECTURE.md section 9, reported met or not. The mesh path also crosses two
-// agents (mTLS both hops), which nginx does not: the comparison is deliberately the user's view.
-import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { LocalMesh } from '@hypha/agent';
+import { fetchCpuSeconds, fetchRssMb, findLoadApp, runLoad, sleep } from '../mesh-load.js';
 import type { BenchOptions, BenchResult, BenchSuiteResult } from '../types.js';
 
 const APT_LINE = 'apt-get install -y nginx';
@@ -46,65 +32,6 @@ function findNginx(): string {
   for (const p of ['/usr/sbin/nginx', '/usr/bin/nginx']) if (existsSync(p)) return p;
   process.stderr.write(`${APT_LINE}\n`);
   throw new WaypointBenchError('MISSING_TOOL', `nginx is not installed; install the peer with: ${APT_LINE}`);
-}
-
-function findLoadApp(): string {
-  const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
-  const path = fileURLToPath(new URL(`../apps/open-loop${ext}`, import.meta.url));
-  if (!existsSync(path))
-    throw new WaypointBenchError(
-      'LOAD_FAILED',
-      `load client not found at ${path}; build the bench (npx turbo run build)`,
-    );
-  return path;
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-function runLoad(mesh: LocalMesh, netns: string, args: readonly string[], timeoutMs: number) {
-  const child = mesh.cluster.spawnNode(netns, findLoadApp(), args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout?.on('data', (d: Buffer) => {
-    out += d.toString();
-  });
-  child.stderr?.on('data', (d: Buffer) => {
-    err = (err + d.toString()).slice(-4000);
-  });
-  return new Promise<Record<string, unknown>>((resolve, reject) => {
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      const line = out.trim().split('\n').pop() ?? '';
-      if (code === 0 && line.startsWith('{')) resolve(JSON.parse(line) as Record<string, unknown>);
-      else
-        reject(
-          new WaypointBenchError(
-            'LOAD_FAILED',
-            `open-loop ${args.join(' ')} exited with ${code}: ${err.trim()}`,
-          ),
-        );
-    });
-  });
-}
-
-const CLOCK_TICKS = (() => {
-  try {
-    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-  } catch {
-    return 100;
-  }
-})();
-
-async function fetchCpuSeconds(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-}
-
-async function fetchPeakRssMb(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  return Number(/^VmHWM:\s+(\d+)\s+kB/m.exec(status)?.[1] ?? Number.NaN) / 1024;
 }
 
 function num(v: unknown, what: string): number {
@@ -267,7 +194,7 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
       if (k === 'waypoint') cpuPer1000 = ((await fetchCpuSeconds(wpPid)) - cpu0) / (ok / 1000);
       lat[k] = { p50: num(r.p50, `${k} p50`), p99: num(r.p99, `${k} p99`), ok };
     }
-    const rss = await fetchPeakRssMb(wpPid);
+    const rss = await fetchRssMb(wpPid, 'VmHWM');
     // The waypoint figures count only if the waypoint really served the requests.
     const metrics = await mesh.fetchInNode('node-b', `http://${wp.pod.ip}:15020/metrics`);
     const served = metrics
