@@ -1,6 +1,6 @@
 // JSON logs for the daemons (one object per line on stderr), readable by any log pipeline.
 // Components take a child logger once (`logger.child({ component: 'hbone' })`), never per packet.
-import { pino, type Logger as PinoLogger } from 'pino';
+import { type Logger as PinoLogger, pino } from 'pino';
 
 export type Logger = PinoLogger;
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;

@@ -1,10 +1,15 @@
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { L4Metrics, type ConnectionMeta } from '../../src/telemetry/index.js';
+import { type ConnectionMeta, L4Metrics } from '../../src/telemetry/index.js';
 
 const meta: ConnectionMeta = {
   reporter: 'destination',
-  source: { workload: 'client', namespace: 'demo', principal: 'spiffe://cluster.local/ns/demo/sa/client', app: 'client' },
+  source: {
+    workload: 'client',
+    namespace: 'demo',
+    principal: 'spiffe://cluster.local/ns/demo/sa/client',
+    app: 'client',
+  },
   destination: {
     workload: 'echo-v2',
     namespace: 'demo',
@@ -22,7 +27,8 @@ function sample(text: string, name: string, match: Record<string, string> = {}):
   let total = 0;
   for (const line of text.split('\n')) {
     if (!line.startsWith(`${name}{`)) continue;
-    if (Object.entries(match).every(([k, v]) => line.includes(`${k}="${v}"`))) total += Number(line.split(' ').at(-1));
+    if (Object.entries(match).every(([k, v]) => line.includes(`${k}="${v}"`)))
+      total += Number(line.split(' ').at(-1));
   }
   return total;
 }
