@@ -1,16 +1,3 @@
-// A Hypha mesh driven by a (stand-in) Kubernetes API server, on one Linux machine: the namespace
-// cluster from @hypha/test, the stand-in API server, the Kubernetes-mode CA (TokenReview, Pods
-// informer, root in a Secret, trust bundle in a ConfigMap) and one real `hypha agent --config
-// kubernetes:<kubeconfig>` process per node. Tests change the cluster only through the API.
-//
-//   test process (root netns): API server 127.0.0.1:A, CA 127.0.0.1:C
-//   node netns N: 127.0.0.1:A and 127.0.0.1:C are forwarders (sockets made inside N, see
-//                 TestCluster.listenIn) to the two servers, so agents use the same addresses
-//                 and the API server's certificate (127.0.0.1) verifies unchanged.
-//   agent pod per node: hypha-system/hypha-agent-<node> (hostNetwork), whose bound tokens the
-//                       agent presents: one for the API (its kubeconfig), one for the CA (hypha-ca).
-// Nothing is added to the root namespace: both servers listen on loopback.
-import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net, { type Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -27,7 +14,7 @@ import {
   TestCluster,
 } from '@hypha/test';
 import { createKubeCa, type KubeCa } from '../ca/kube.js';
-import type { AgentProcess, LogEvent } from './local-mesh.js';
+import { type AgentProcess, type LogEvent, trackProcess } from './local-mesh.js';
 
 const HYPHA_BIN = fileURLToPath(new URL('../../bin/hypha.js', import.meta.url));
 const SYSTEM_NS = 'hypha-system';
@@ -274,70 +261,4 @@ export class KubeMesh {
     });
     this.#forwarders.push(server);
   }
-}
-
-/** Collects a child's JSON log lines; waitFor resolves on the first matching line, past or future. */
-function trackProcess(child: ChildProcess, name: string): Omit<AgentProcess, 'node'> {
-  const events: LogEvent[] = [];
-  const waiters = new Set<{ p: (e: LogEvent) => boolean; done: (e?: LogEvent, why?: string) => void }>();
-  let stderr = '';
-  let buf = '';
-  let exited: string | undefined;
-  const feed = (d: Buffer) => {
-    buf += d.toString();
-    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      let e: LogEvent | undefined;
-      try {
-        e = line.startsWith('{') ? (JSON.parse(line) as LogEvent) : undefined;
-      } catch {
-        e = undefined;
-      }
-      if (!e) {
-        stderr = `${stderr}${line}\n`.slice(-8192);
-        continue;
-      }
-      events.push(e);
-      for (const w of waiters) if (w.p(e)) w.done(e);
-    }
-  };
-  child.stdout?.on('data', feed);
-  child.stderr?.on('data', feed);
-  child.once('exit', (code, signal) => {
-    exited = `${name} exited (code ${code}, signal ${signal})`;
-    for (const w of waiters) w.done(undefined, exited);
-  });
-  return {
-    process: child,
-    events,
-    stderrText: () => stderr,
-    waitFor(p, timeoutMs = 10_000) {
-      const seen = events.find(p);
-      if (seen) return Promise.resolve(seen);
-      return new Promise((resolve, reject) => {
-        const w = {
-          p,
-          done: (e?: LogEvent, why?: string) => {
-            clearTimeout(timer);
-            waiters.delete(w);
-            if (e) resolve(e);
-            else {
-              const last = events
-                .slice(-5)
-                .map((x) => JSON.stringify(x))
-                .join('\n');
-              reject(new Error(`${why}\nlast log lines:\n${last}\n${stderr.slice(-2000)}`));
-            }
-          },
-        };
-        const timer = setTimeout(
-          () => w.done(undefined, `timed out after ${timeoutMs} ms waiting for ${name}`),
-          timeoutMs,
-        );
-        waiters.add(w);
-        if (exited) w.done(undefined, exited);
-      });
-    },
-  };
 }

@@ -151,7 +151,7 @@ export class LocalMesh {
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
-    const proc = track(this.#ca, 'ca');
+    const proc = trackProcess(this.#ca, 'ca');
     await proc.waitFor((e) => typeof e.msg === 'string' && /listening/i.test(e.msg), 20_000);
   }
 
@@ -191,7 +191,7 @@ export class LocalMesh {
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
-    const agent: AgentProcess = { node, ...track(child, `agent ${node}`) };
+    const agent: AgentProcess = { node, ...trackProcess(child, `agent ${node}`) };
     this.agents.set(node, agent);
     await agent.waitFor((e) => e.msg === 'ready', timeoutMs);
     return agent;
@@ -245,7 +245,7 @@ export class LocalMesh {
       namespace: opts.namespace,
       name: opts.name,
       pod,
-      ...track(child, `waypoint ${key}`),
+      ...trackProcess(child, `waypoint ${key}`),
     };
     this.waypoints.set(key, wp);
     await wp.waitFor((e) => e.msg === 'ready', opts.timeoutMs ?? 30_000);
@@ -326,7 +326,8 @@ function waypointConfigObjects(opts: StartWaypointOptions, pod: ClusterPod): Rec
   ];
 }
 
-function track(child: ChildProcess, name: string): Omit<AgentProcess, 'node'> {
+/** Collects a child's JSON log lines; waitFor resolves on the first matching line, past or future. */
+export function trackProcess(child: ChildProcess, name: string): Omit<AgentProcess, 'node'> {
   const events: LogEvent[] = [];
   const waiters = new Set<{ p: (e: LogEvent) => boolean; resolve: (e: LogEvent) => void }>();
   let stderr = '';
