@@ -181,11 +181,10 @@ export class CertificateAuthority {
         throw new CaError('CA_LOAD_FAILED', msg, { cause: err });
       }
     };
-    const [caCertPem, caKeyPem, rootPem] = await Promise.all([
-      read(CA_FILES.caCert),
-      read(CA_FILES.caKey),
-      read(CA_FILES.rootCert),
-    ]);
+    // One file at a time, so a directory missing several files always names the same one first.
+    const caCertPem = await read(CA_FILES.caCert);
+    const caKeyPem = await read(CA_FILES.caKey);
+    const rootPem = await read(CA_FILES.rootCert);
     const chainPem = await readOptional(join(dir, CA_FILES.certChain));
     let trustDomain = opts.trustDomain;
     if (trustDomain === undefined) {
