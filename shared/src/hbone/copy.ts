@@ -166,20 +166,38 @@ export function copyBidirectional(
 /**
  * One direction of the copy: like `pipe`, plus byte counting in the same listener.
  *
- * Plain backpressure on purpose: pause the source as soon as the destination refuses a write,
- * resume on 'drain'. An earlier version corked writes until setImmediate and paused only above
- * 256 KiB buffered (~20% less CPU per byte), but under heavy CPU contention a bidirectional
- * 100 MiB transfer through two agents stalled for good with both HTTP/2 windows full
- * (reproduced 2 of 3 times with two CPU burners; 0 of 8 with this version).
+ * Backpressure is plain and strict: pause the source as soon as the destination refuses a write,
+ * resume on 'drain' (which Node emits exactly once after a refused write has been flushed).
+ *
+ * Writes into a plain TCP socket are corked until the end of this event-loop turn. An HTTP/2
+ * stream hands us its DATA in pieces cut at TLS record boundaries (16 KiB), each piece in its own
+ * callback, so without corking every piece costs one write(2): measured 11.6k writes/s of ~8 KiB
+ * on the receiving agent at 1.9 Gbit/s. Uncorking in setImmediate turns one socket read's worth of
+ * pieces into one writev. Only sockets are corked: the earlier version also corked HTTP/2 streams
+ * and paused only above 256 KiB buffered, and that stalled bidirectional bulk transfers under CPU
+ * contention (docs/hbone.md, "Copy loop").
  */
 function pump(src: Duplex, dst: Duplex, count: (n: number) => void): void {
+  const corkable = dst instanceof Socket;
+  let corked = false;
+  const uncork = (): void => {
+    corked = false;
+    dst.uncork();
+  };
   src.on('data', (chunk: Buffer) => {
     count(chunk.length);
     if (dst.destroyed || dst.writableEnded) return;
+    if (corkable && !corked) {
+      corked = true;
+      dst.cork();
+      setImmediate(uncork);
+    }
     if (!dst.write(chunk)) src.pause();
   });
   dst.on('drain', () => src.resume());
   src.once('end', () => {
-    if (!dst.destroyed && !dst.writableEnded) dst.end();
+    if (dst.destroyed || dst.writableEnded) return;
+    if (corked) uncork();
+    dst.end();
   });
 }
