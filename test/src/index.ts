@@ -14,9 +14,24 @@ export { ClusterError, listNetns, runCommand } from './cluster/run.js';
 export type { CleanupStaleOptions, CleanupStaleResult } from './cluster/stale.js';
 export { cleanupStale } from './cluster/stale.js';
 export type {
+  AuthorizationDecision,
   KubeApiServer,
   KubeApiServerOptions,
   KubeObject,
+  PolicyRule,
+  RequestRecord,
+  ResourceAttributes,
   ServiceAccountTokenSpec,
+  UserInfo,
 } from './kube-api/index.js';
-export { createKubeApiServer, DEFAULT_API_AUDIENCE } from './kube-api/index.js';
+export {
+  authorize,
+  createKubeApiServer,
+  DEFAULT_API_AUDIENCE,
+  describeDenials,
+  forbiddenStatus,
+  loadRbacObjects,
+  ruleAllows,
+  selectRbacObjects,
+  serviceAccountUser,
+} from './kube-api/index.js';

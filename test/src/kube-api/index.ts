@@ -1,6 +1,26 @@
 // Public surface of the stand-in Kubernetes API server (name every export; no `export *`).
 
 export { jsonPatch, mergePatch, PatchError, strategicMergePatch } from './patch.js';
+export type {
+  AuthorizationDecision,
+  PolicyRule,
+  RbacPolicySource,
+  ResourceAttributes,
+  UserInfo,
+  Verb,
+} from './rbac.js';
+export {
+  ADMIN_USER,
+  authorize,
+  describeDenials,
+  forbiddenStatus,
+  loadRbacObjects,
+  nameFromFieldSelector,
+  RBAC_API_VERSION,
+  ruleAllows,
+  selectRbacObjects,
+  serviceAccountUser,
+} from './rbac.js';
 export type { ResourceType } from './resources.js';
 export { apiVersionOf, DEFAULT_RESOURCES } from './resources.js';
 export { parseFieldSelector, parseLabelSelector, SelectorError } from './selectors.js';

@@ -21,6 +21,18 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jsonPatch, mergePatch, PatchError, strategicMergePatch } from './patch.js';
+import {
+  ADMIN_USER,
+  type AuthorizationDecision,
+  authorize,
+  forbiddenStatus,
+  nameFromFieldSelector,
+  type RbacPolicySource,
+  type ResourceAttributes,
+  serviceAccountUser,
+  type UserInfo,
+  type Verb,
+} from './rbac.js';
 import { apiVersionOf, type ResourceType, shortNamesOf, verbsOf } from './resources.js';
 import {
   type FieldMatcher,
@@ -45,6 +57,12 @@ export interface KubeApiServerOptions extends ObjectStoreOptions {
   apiAudiences?: string[];
   /** Check that a token's service account (and bound pod) still exist, as real TokenReview does. Default true. */
   checkTokenBindings?: boolean;
+  /**
+   * Authorize every resource request with RBAC, against the Roles, ClusterRoles and bindings stored
+   * in this server (see rbac.ts). The admin token (system:masters) is always allowed. Default false:
+   * any authenticated caller may do anything.
+   */
+  rbac?: boolean;
 }
 
 export interface ServiceAccountTokenSpec {
@@ -76,6 +94,10 @@ export interface RequestRecord {
   query: Record<string, string>;
   watch: boolean;
   status: number;
+  /** Who the bearer token authenticated as (unset for anonymous or refused tokens). */
+  user?: string;
+  /** The RBAC decision, when the server runs with `rbac: true` and the request named a resource. */
+  authorization?: AuthorizationDecision;
 }
 
 export interface KubeApiServer {
@@ -94,6 +116,11 @@ export interface KubeApiServer {
   /** Issue a service-account token (a JWT-shaped string) that TokenReview and API auth accept. */
   issueToken(spec: ServiceAccountTokenSpec): string;
   revokeToken(token: string): void;
+  /**
+   * A kubeconfig file whose user is a service account (an API-audience token from issueToken), for
+   * running a component as its own ServiceAccount: with `rbac: true` it gets exactly what RBAC grants.
+   */
+  writeServiceAccountKubeconfig(spec: Omit<ServiceAccountTokenSpec, 'audiences'>): Promise<string>;
   compactHistory(): void;
   /** Destroy every open watch connection abruptly, as a load balancer or server crash would. */
   dropWatches(): void;
@@ -259,19 +286,71 @@ export async function createKubeApiServer(options: KubeApiServerOptions = {}): P
     return type;
   }
 
-  function authenticate(req: IncomingMessage): boolean {
+  function authenticate(req: IncomingMessage): UserInfo | undefined {
     const header = req.headers.authorization ?? '';
     const match = /^Bearer\s+(.+)$/i.exec(header);
-    if (!match) return false;
+    if (!match) return undefined;
     const token = match[1]?.trim() ?? '';
-    if (token === adminToken) return true;
+    if (token === adminToken) return ADMIN_USER;
     const entry = tokens.get(token);
     // Like the real server: a token minted for another audience (e.g. hypha-ca) is not an API credential.
-    return (
-      entry !== undefined &&
-      entry.expiresAt > Date.now() &&
-      entry.spec.audiences.some((a) => apiAudiences.includes(a))
-    );
+    if (
+      entry === undefined ||
+      entry.expiresAt <= Date.now() ||
+      !entry.spec.audiences.some((a) => apiAudiences.includes(a))
+    )
+      return undefined;
+    return serviceAccountUser(entry.spec.namespace, entry.spec.serviceAccount);
+  }
+
+  const rbacSource: RbacPolicySource = {
+    list(kind, namespace) {
+      const type = store.findTypeByKind('rbac.authorization.k8s.io/v1', kind);
+      return type ? store.list(type, namespace) : [];
+    },
+  };
+
+  /** The request as RBAC sees it (the real server's RequestInfo); undefined for discovery paths. */
+  function attributesOf(
+    method: string,
+    parsed: ParsedPath,
+    query: URLSearchParams,
+    isWatch: boolean,
+  ): ResourceAttributes | undefined {
+    if (parsed.plural === undefined) return undefined;
+    let verb: Verb;
+    let name = parsed.name;
+    if (name === undefined) {
+      if (method === 'GET' || method === 'HEAD') {
+        verb = isWatch ? 'watch' : 'list';
+        name = nameFromFieldSelector(query.get('fieldSelector'));
+      } else if (method === 'POST') verb = 'create';
+      else if (method === 'DELETE') verb = 'deletecollection';
+      else return undefined;
+    } else {
+      const verbs: Record<string, Verb> = {
+        GET: isWatch ? 'watch' : 'get',
+        HEAD: 'get',
+        PUT: 'update',
+        PATCH: 'patch',
+        DELETE: 'delete',
+        POST: 'create',
+      };
+      const v = verbs[method];
+      if (!v) return undefined;
+      verb = v;
+    }
+    // A Namespace object is "in" itself: a RoleBinding in namespace x may grant `get namespaces/x`.
+    const namespace =
+      parsed.namespace ?? (parsed.group === '' && parsed.plural === 'namespaces' ? parsed.name : undefined);
+    return {
+      verb,
+      group: parsed.group,
+      resource: parsed.plural,
+      ...(parsed.subresource !== undefined ? { subresource: parsed.subresource } : {}),
+      ...(namespace !== undefined ? { namespace } : {}),
+      ...(name !== undefined ? { name } : {}),
+    };
   }
 
   function matchFailure(method: string, path: string, watch: boolean): FailureInjection | undefined {
@@ -811,7 +890,19 @@ export async function createKubeApiServer(options: KubeApiServerOptions = {}): P
         res.end('ok');
         return;
       }
-      if (!authenticate(req)) throw new ApiError(401, 'Unauthorized', 'Unauthorized');
+      const user = authenticate(req);
+      if (!user) throw new ApiError(401, 'Unauthorized', 'Unauthorized');
+      record.user = user.username;
+      const parsedForAuthz = options.rbac ? parsePath(path) : undefined;
+      const attrs = parsedForAuthz ? attributesOf(method, parsedForAuthz, query, isWatch) : undefined;
+      if (attrs) {
+        const decision = authorize(rbacSource, user, attrs);
+        record.authorization = decision;
+        if (!decision.allowed) {
+          sendJson(res, 403, forbiddenStatus(decision));
+          return;
+        }
+      }
       const failure = matchFailure(method, path, isWatch);
       if (failure) {
         throw new ApiError(
@@ -871,7 +962,7 @@ export async function createKubeApiServer(options: KubeApiServerOptions = {}): P
   const url = `${useTls ? 'https' : 'http'}://127.0.0.1:${port}`;
 
   const kubeconfigPath = join(dir, 'kubeconfig');
-  const kubeconfig = {
+  const kubeconfigFor = (user: string, token: string) => ({
     apiVersion: 'v1',
     kind: 'Config',
     clusters: [
@@ -883,11 +974,13 @@ export async function createKubeApiServer(options: KubeApiServerOptions = {}): P
         },
       },
     ],
-    users: [{ name: 'admin', user: { token: adminToken } }],
-    contexts: [{ name: 'stand-in', context: { cluster: 'stand-in', user: 'admin', namespace: 'default' } }],
+    users: [{ name: user, user: { token } }],
+    contexts: [{ name: 'stand-in', context: { cluster: 'stand-in', user, namespace: 'default' } }],
     'current-context': 'stand-in',
-  };
-  await writeFile(kubeconfigPath, JSON.stringify(kubeconfig, null, 2), { mode: 0o600 });
+  });
+  await writeFile(kubeconfigPath, JSON.stringify(kubeconfigFor('admin', adminToken), null, 2), {
+    mode: 0o600,
+  });
 
   return {
     url,
@@ -931,6 +1024,16 @@ export async function createKubeApiServer(options: KubeApiServerOptions = {}): P
     issueToken,
     revokeToken(token) {
       tokens.delete(token);
+    },
+    async writeServiceAccountKubeconfig(spec) {
+      const token = issueToken({ ...spec, audiences: [apiAudiences[0] ?? DEFAULT_API_AUDIENCE] });
+      const path = join(
+        dir,
+        `kubeconfig-${spec.namespace}-${spec.serviceAccount}-${randomBytes(4).toString('hex')}`,
+      );
+      const user = `system:serviceaccount:${spec.namespace}:${spec.serviceAccount}`;
+      await writeFile(path, JSON.stringify(kubeconfigFor(user, token), null, 2), { mode: 0o600 });
+      return path;
     },
     compactHistory() {
       store.compact();
