@@ -24,7 +24,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Agent, startAgent } from '../../agent/src/agent/app.js';
 import { createKubeCa, type KubeCa } from '../../agent/src/ca/kube.js';
 import { findManifestsDir, renderManifests } from '../../agent/src/cli/commands/install.js';
-import { readWaypointTemplate } from '../../agent/src/waypoint-daemon/render.js';
+import { readWaypointTemplate, renderWaypointObjects } from '../../agent/src/waypoint-daemon/render.js';
 
 const SYSTEM = 'hypha-system';
 const NODE = 'node-1';
@@ -52,20 +52,10 @@ async function waitFor<T>(what: string, probe: () => T | undefined, timeoutMs = 
   }
 }
 
-/** The waypoint template's bindings for Gateway `name` in `namespace` (what a namespaced render writes). */
-async function waypointBindings(namespace: string, name: string): Promise<KubeObject[]> {
+/** What `hypha waypoint apply -n <namespace> --name <name>` writes, as rendered from the template. */
+async function waypointObjects(namespace: string, name: string): Promise<KubeObject[]> {
   const template = await readWaypointTemplate(join(findManifestsDir(), 'waypoint', 'waypoint.yaml'));
-  return template
-    .filter((o) => o.kind === 'ClusterRoleBinding' || o.kind === 'RoleBinding')
-    .map((t) => {
-      const o = structuredClone(t) as unknown as KubeObject & {
-        subjects: { namespace?: string; name: string }[];
-      };
-      if (o.kind === 'ClusterRoleBinding') o.metadata.name = `hypha-waypoint-${namespace}-${name}`;
-      else o.metadata = { ...o.metadata, name: `hypha-waypoint-status-${name}`, namespace };
-      for (const s of o.subjects) Object.assign(s, { name, namespace });
-      return o;
-    });
+  return renderWaypointObjects({ namespace, name, for: 'service', template }) as unknown as KubeObject[];
 }
 
 const pod = (name: string, namespace: string, sa: string, ip: string): KubeObject => ({
@@ -150,7 +140,7 @@ beforeAll(async () => {
   const loaded = loadRbacObjects(api, objects as unknown as KubeObject[]);
   expect(loaded.filter((o) => o.kind === 'ClusterRoleBinding').length).toBeGreaterThanOrEqual(2);
   seedWorkloads();
-  loadRbacObjects(api, await waypointBindings('shop', 'waypoint'));
+  loadRbacObjects(api, await waypointObjects('shop', 'waypoint'));
 
   // CA first, as in a fresh cluster: it creates the root and publishes the trust bundle.
   const caKubeconfig = await api.writeServiceAccountKubeconfig({

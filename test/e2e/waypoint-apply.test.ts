@@ -52,11 +52,30 @@ describe('hypha waypoint apply', () => {
     const r = await run(['waypoint', 'apply', '-n', 'shop', '--name', 'gw', '--for', 'all', '--print']);
     expect(r.code, r.stderr).toBe(0);
     const objs = parse(r.stdout);
-    expect(objs.map((o) => o.kind).sort()).toEqual(['Deployment', 'Gateway', 'Service', 'ServiceAccount']);
-    for (const o of objs) {
+    expect(objs.map((o) => o.kind).sort()).toEqual([
+      'ClusterRoleBinding',
+      'Deployment',
+      'Gateway',
+      'RoleBinding',
+      'Service',
+      'ServiceAccount',
+    ]);
+    for (const o of objs.filter((x) => !x.kind.endsWith('Binding'))) {
       expect(o.metadata.name).toBe('gw');
       expect(o.metadata.namespace).toBe('shop');
     }
+    // Without the bindings the waypoint's ServiceAccount could read nothing in a real cluster.
+    const subject = [{ kind: 'ServiceAccount', name: 'gw', namespace: 'shop' }];
+    expect(objs.find((o) => o.kind === 'ClusterRoleBinding')).toMatchObject({
+      metadata: { name: 'hypha-waypoint-shop-gw' },
+      roleRef: { kind: 'ClusterRole', name: 'hypha-waypoint' },
+      subjects: subject,
+    });
+    expect(objs.find((o) => o.kind === 'RoleBinding')).toMatchObject({
+      metadata: { name: 'hypha-waypoint-status-gw', namespace: 'shop' },
+      roleRef: { kind: 'ClusterRole', name: 'hypha-waypoint-status' },
+      subjects: subject,
+    });
     const gw = objs.find((o) => o.kind === 'Gateway')!;
     expect(gw.spec.gatewayClassName).toBe('hypha-waypoint');
     expect(gw.spec.listeners).toEqual([{ name: 'mesh', port: 15008, protocol: 'HBONE' }]);
@@ -103,7 +122,7 @@ describe('hypha waypoint apply', () => {
       const r = await run(['waypoint', 'apply', '-n', 'shop', '--file', file]);
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout).toMatch(
-        i === 0 ? /4 object\(s\) added, 0 replaced/ : /0 object\(s\) added, 4 replaced/,
+        i === 0 ? /6 object\(s\) added, 0 replaced/ : /0 object\(s\) added, 6 replaced/,
       );
     }
     const text = await readFile(file, 'utf8');
@@ -114,6 +133,8 @@ describe('hypha waypoint apply', () => {
       'ServiceAccount',
       'Deployment',
       'Service',
+      'ClusterRoleBinding',
+      'RoleBinding',
     ]);
     const source = createFileSource({ path: file });
     await source.start();
@@ -138,6 +159,9 @@ describe('hypha waypoint apply', () => {
     expect(api.find('gateway.networking.k8s.io/v1', 'Gateway', 'waypoint', 'shop')).toBeDefined();
     expect(api.find('apps/v1', 'Deployment', 'waypoint', 'shop')).toBeDefined();
     expect(api.find('v1', 'ServiceAccount', 'waypoint', 'shop')).toBeDefined();
+    expect(
+      api.find('rbac.authorization.k8s.io/v1', 'RoleBinding', 'hypha-waypoint-status-waypoint', 'shop'),
+    ).toBeDefined();
     const again = await run(['waypoint', 'apply', '-n', 'shop', '--for', 'all'], {
       KUBECONFIG: api.kubeconfigPath,
     });

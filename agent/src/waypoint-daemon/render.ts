@@ -1,5 +1,7 @@
 // The objects `hypha waypoint apply` writes: Gateway (class hypha-waypoint, listener mesh 15008
-// HBONE), ServiceAccount, Deployment running `hypha waypoint` and its Service, built from the
+// HBONE), ServiceAccount, Deployment running `hypha waypoint` and its Service, and the two RBAC
+// bindings without which the waypoint's ServiceAccount can read nothing (ClusterRoleBinding to
+// hypha-waypoint; RoleBinding to hypha-waypoint-status in its own namespace), built from the
 // manifests/waypoint template so the template stays the single source of truth. Also the edit of
 // a config YAML file (the file source) that appends or replaces them.
 import { readFile } from 'node:fs/promises';
@@ -23,6 +25,8 @@ export interface KubeObject {
 }
 
 const KINDS = ['Gateway', 'ServiceAccount', 'Deployment', 'Service'] as const;
+/** Rendered when the template has them (it does; an older custom template may not). */
+const BINDING_KINDS = ['ClusterRoleBinding', 'RoleBinding'] as const;
 const NAME_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
 export function validateName(value: string, what: string): string | undefined {
@@ -31,7 +35,7 @@ export function validateName(value: string, what: string): string | undefined {
   return undefined;
 }
 
-/** The four objects for Gateway `name` in `namespace`, from the template (whose defaults are waypoint/default). */
+/** The objects for Gateway `name` in `namespace`, from the template (whose defaults are waypoint/default). */
 export function renderWaypointObjects(opts: RenderWaypointOptions): KubeObject[] {
   const { name, namespace } = opts;
   const out: KubeObject[] = [];
@@ -66,6 +70,26 @@ export function renderWaypointObjects(opts: RenderWaypointOptions): KubeObject[]
     if (kind === 'Service') {
       const spec = o.spec as { selector: Record<string, string> };
       spec.selector['gateway.networking.k8s.io/gateway-name'] = name;
+    }
+    out.push(o);
+  }
+  for (const kind of BINDING_KINDS) {
+    const t = opts.template.find((o) => o.kind === kind);
+    if (t === undefined) continue;
+    const o = structuredClone(t) as unknown as KubeObject & {
+      subjects?: { kind?: string; name?: string; namespace?: string }[];
+    };
+    if (kind === 'ClusterRoleBinding') {
+      // Cluster-scoped, so the name carries the namespace to stay unique per waypoint.
+      o.metadata.name = `hypha-waypoint-${namespace}-${name}`;
+    } else {
+      o.metadata.name = `hypha-waypoint-status-${name}`;
+      o.metadata.namespace = namespace;
+    }
+    for (const s of o.subjects ?? []) {
+      if (s.kind !== 'ServiceAccount') continue;
+      s.name = name;
+      s.namespace = namespace;
     }
     out.push(o);
   }

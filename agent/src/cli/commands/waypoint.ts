@@ -85,7 +85,7 @@ the service account named after the Gateway. Signals: SIGTERM/SIGINT drain (GOAW
 until --drain-timeout).
 
 Examples:
-  hypha waypoint apply -n shop                      create Gateway, Deployment, Service, ServiceAccount
+  hypha waypoint apply -n shop                      create Gateway, Deployment, Service, ServiceAccount, RBAC bindings
   hypha waypoint apply -n shop --print              print them as YAML
   hypha waypoint apply -n shop --file mesh.yaml     add them to a config file (file source)
   hypha waypoint --name waypoint -n shop --config file:mesh.yaml --ca-token-file token   run one`,
@@ -134,7 +134,9 @@ Examples:
 
   waypoint
     .command('apply')
-    .description('create or update a waypoint: Gateway, Deployment, Service and ServiceAccount')
+    .description(
+      'create or update a waypoint: Gateway, Deployment, Service, ServiceAccount and its RBAC bindings',
+    )
     .addOption(new Option('--for <kind>', 'traffic it handles').choices(['service', 'workload', 'all']))
     .option('--print', 'print the objects as YAML instead of applying them')
     .option('--file <path>', 'add (or replace) the objects in this config YAML file instead of the API')
