@@ -4,6 +4,8 @@
 //   trust bundle ──▶ ConfigMap hypha-ca-root-cert in hypha-system (+ extra namespaces)
 //   token ──▶ TokenReview (audience hypha-ca) ──▶ caller {node, role, serviceAccount, pod} (kube-auth.ts)
 //   Pods informer ──▶ ConfigState ──▶ node authorization                                (kube-auth.ts)
+//   ConfigMap hypha-ca-revocations ──watch──▶ revocation list (+ <plug-in dir>/revocations.json,
+//     union: an entry in either is revoked)                                      (kube-revocations.ts)
 //   CaServer (HTTPS :15012), unchanged from file mode
 import { createSilentLogger, type Logger } from '@hypha/shared';
 import type { CertificateAuthority } from '@hypha/shared/identity';
@@ -15,8 +17,9 @@ import {
   WATCHED_KINDS,
 } from '@hypha/shared/kube';
 import { CA_TOKEN_AUDIENCE, KubeNodeAuthorizer, TokenReviewAuthenticator } from './kube-auth.js';
+import { KubeRevocationList } from './kube-revocations.js';
 import { fetchKubeCaRoot, type KubeRootSource, publishTrustBundle } from './kube-root.js';
-import { RevocationList } from './revocations.js';
+import { mergeRevocationSources, RevocationList, type RevocationSource } from './revocations.js';
 import { CaServer } from './server.js';
 
 export interface KubeCaOptions {
@@ -29,7 +32,10 @@ export interface KubeCaOptions {
   agentServiceAccounts?: readonly string[];
   /** Namespaces that get the trust-bundle ConfigMap besides the CA's own. */
   publishNamespaces?: readonly string[];
-  /** Plug-in directory (mounted cacerts Secret); also where revocations.json is read from. */
+  /**
+   * Plug-in directory (mounted cacerts Secret). A revocations.json there stays in force next to
+   * the ConfigMap hypha-ca-revocations: an entry in either is revoked.
+   */
   pluginDir?: string;
   host?: string;
   port?: number;
@@ -43,6 +49,8 @@ export interface KubeCa {
   readonly rootSource: KubeRootSource;
   readonly server: CaServer;
   readonly pods: KubeSource;
+  /** ConfigMap hypha-ca-revocations, as watched. */
+  readonly revocations: KubeRevocationList;
   close(graceMs?: number): Promise<void>;
 }
 
@@ -72,12 +80,15 @@ export async function createKubeCa(opts: KubeCaOptions): Promise<KubeCa> {
     trustDomain: ca.trustDomain,
     logger,
   });
+  const revocations = new KubeRevocationList({ kubeconfig: kc, namespace, logger });
   try {
-    await pods.start();
+    await Promise.all([pods.start(), revocations.start()]);
   } catch (err) {
-    await pods.close();
+    await Promise.all([pods.close(), revocations.close()]);
     throw err;
   }
+  const revocationSources: RevocationSource[] = [revocations];
+  if (opts.pluginDir !== undefined) revocationSources.push(new RevocationList(opts.pluginDir));
   const published = new Set(targets);
   let publishing = Promise.resolve();
   const publishToMeshNamespaces = () => {
@@ -113,7 +124,7 @@ export async function createKubeCa(opts: KubeCaOptions): Promise<KubeCa> {
       logger,
     }),
     authorizer: new KubeNodeAuthorizer(pods.state),
-    ...(opts.pluginDir !== undefined ? { revocations: new RevocationList(opts.pluginDir) } : {}),
+    revocations: mergeRevocationSources(revocationSources),
     ...(opts.host !== undefined ? { host: opts.host } : {}),
     ...(opts.port !== undefined ? { port: opts.port } : {}),
     ...(opts.serverDnsNames ? { serverDnsNames: opts.serverDnsNames } : {}),
@@ -125,11 +136,12 @@ export async function createKubeCa(opts: KubeCaOptions): Promise<KubeCa> {
     rootSource: source,
     server,
     pods,
+    revocations,
     async close(graceMs = 5000) {
       unsubscribe();
       await server.close(graceMs);
       await publishing;
-      await pods.close();
+      await Promise.all([pods.close(), revocations.close()]);
     },
   };
 }

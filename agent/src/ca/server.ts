@@ -25,7 +25,7 @@ import {
   type WorkloadCertificate,
 } from '@hypha/shared/identity';
 import type { Authenticator, NodeAuthorizer } from './auth.js';
-import type { RevocationList } from './revocations.js';
+import type { RevocationSource } from './revocations.js';
 
 export const CA_PORT = 15012;
 export const CA_SERVER_NAMESPACE = 'hypha-system';
@@ -36,7 +36,8 @@ export interface CaServerOptions {
   ca: CertificateAuthority;
   authenticator: Authenticator;
   authorizer: NodeAuthorizer;
-  revocations?: RevocationList;
+  /** The revocation list in force: a file (RevocationList) or the ConfigMap (KubeRevocationList). */
+  revocations?: RevocationSource;
   host?: string;
   /** 0 picks a free port (tests). Default 15012. */
   port?: number;

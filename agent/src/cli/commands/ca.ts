@@ -30,7 +30,8 @@ Examples:
   hypha ca init --dir ./ca
   hypha ca issue --dir ./ca --id spiffe://cluster.local/ns/shop/sa/web --out ./web --ttl 24h
   hypha ca serve --dir ./ca --tokens tokens.yaml --pods pods.yaml --listen 127.0.0.1:15012
-  hypha ca revoke --dir ./ca --serial 3f9a...`,
+  hypha ca revoke --dir ./ca --serial 3f9a...
+  hypha ca revoke --kubernetes --id spiffe://cluster.local/ns/shop/sa/web`,
     );
 
   ca.command('init')
@@ -186,7 +187,9 @@ File mode: an agent may obtain only identities of pods that the pods file places
 Kubernetes mode: tokens are checked by TokenReview (audience hypha-ca); a node agent may obtain
 identities of pods on its node, any other pod only its own identity. The root comes from --dir
 (mounted cacerts), the Secret cacerts, or the Secret hypha-ca-root (created once); the trust
-bundle is published to ConfigMap hypha-ca-root-cert (key root-cert.pem).
+bundle is published to ConfigMap hypha-ca-root-cert (key root-cert.pem). Revocations come from
+ConfigMap hypha-ca-revocations (key revocations.json; "hypha ca revoke --kubernetes" writes it),
+watched, so a change is served within a second; a revocations.json in --dir counts too.
 
 Examples:
   hypha ca serve --dir ./ca --tokens tokens.yaml --pods pods.yaml --listen 127.0.0.1:15012 --max-ttl 12h
@@ -259,7 +262,7 @@ Examples:
             logger,
           });
           server = kube.server;
-          closeExtra = () => kube.pods.close();
+          closeExtra = () => kube.close(5000);
           ready = { trustDomain: kube.ca.trustDomain, root: kube.rootSource, mode: 'kubernetes' };
         } else {
           const { CertificateAuthority } = await identity();
@@ -314,8 +317,16 @@ Examples:
     );
 
   ca.command('revoke')
-    .description('revoke a certificate serial or a whole identity (recorded in <dir>/revocations.json)')
-    .requiredOption('--dir <dir>', 'CA directory')
+    .description(
+      'revoke a certificate serial or a whole identity (in <dir>/revocations.json, or with --kubernetes in ConfigMap hypha-ca-revocations)',
+    )
+    .option('--dir <dir>', 'file mode: CA directory')
+    .option('--kubernetes', 'record it in ConfigMap hypha-ca-revocations through the Kubernetes API', false)
+    .option(
+      '--kubeconfig <path>',
+      'kubernetes mode: kubeconfig (default: $KUBECONFIG, in-cluster, ~/.kube/config)',
+    )
+    .option('--namespace <ns>', "kubernetes mode: the CA's namespace", 'hypha-system')
     .option(
       '--serial <hex>',
       'serial number of the certificate to revoke (as printed by "hypha cert inspect")',
@@ -325,36 +336,86 @@ Examples:
     .addHelpText(
       'after',
       `
-A running "hypha ca serve" picks the change up at once and lists it on GET /v1/revocations.
+The list is {"version": n, "entries": [{serial|id, revokedAt, reason?}]}; the version grows by one per
+change and revoking something already revoked changes nothing.
+File mode: a running "hypha ca serve --dir" picks the change up within a second.
+Kubernetes mode: the ConfigMap (key revocations.json) is created if absent, else updated with a
+resourceVersion precondition (retried on conflict). Every CA replica watches it and serves it on
+GET /v1/revocations within a second, no restart; agents apply it at their next poll. Your
+kubeconfig's user needs get, create and update on configmaps/hypha-ca-revocations in the namespace.
 
 Examples:
   hypha ca revoke --dir ./ca --serial 5c1f0e9a7b3d4c2e8f10a2b4c6d8e0f1
-  hypha ca revoke --dir ./ca --id spiffe://cluster.local/ns/shop/sa/web --reason "key leaked"`,
+  hypha ca revoke --dir ./ca --id spiffe://cluster.local/ns/shop/sa/web --reason "key leaked"
+  hypha ca revoke --kubernetes --id spiffe://cluster.local/ns/shop/sa/web --reason "key leaked"
+  hypha ca revoke --kubernetes --kubeconfig ~/.kube/prod --namespace hypha-system --serial 5c1f0e9a`,
     )
-    .action(async (opts: { dir: string; serial?: string; id?: string; reason?: string }) => {
-      if ((opts.serial === undefined) === (opts.id === undefined)) {
-        throw new UsageError('give exactly one of --serial <hex> or --id <spiffe-id>');
-      }
-      if (opts.serial !== undefined && !/^(0x)?[0-9a-fA-F:]+$/.test(opts.serial)) {
-        throw new UsageError(`--serial must be hexadecimal, got "${opts.serial}"`);
-      }
-      const what: { serial?: string; id?: string; reason?: string } = {};
-      if (opts.serial !== undefined) what.serial = opts.serial;
-      if (opts.id !== undefined) what.id = parseIdFlag(opts.id).toString();
-      if (opts.reason !== undefined) what.reason = opts.reason;
-      // Fail early on a directory that is not a CA.
-      const { CertificateAuthority, normalizeSerial } = await identity();
-      const { recordRevocation } = await import('../../ca/revocations.js');
-      await CertificateAuthority.load(opts.dir);
-      const { snapshot, changed } = await recordRevocation(opts.dir, what);
-      const subject =
-        what.serial !== undefined ? `serial ${normalizeSerial(what.serial)}` : `identity ${what.id}`;
-      process.stdout.write(
-        changed
-          ? `Revoked ${subject} (revocation list version ${snapshot.version})\n`
-          : `${subject} was already revoked (revocation list version ${snapshot.version})\n`,
-      );
-    });
+    .action(
+      async (
+        opts: {
+          dir?: string;
+          kubernetes: boolean;
+          kubeconfig?: string;
+          namespace: string;
+          serial?: string;
+          id?: string;
+          reason?: string;
+        },
+        cmd: Command,
+      ) => {
+        if ((opts.dir === undefined) === !opts.kubernetes) {
+          throw new UsageError(
+            'give exactly one of --dir <dir> (file mode) or --kubernetes (ConfigMap hypha-ca-revocations)',
+          );
+        }
+        if (!opts.kubernetes) {
+          for (const flag of ['kubeconfig', 'namespace'] as const) {
+            if (cmd.getOptionValueSource(flag) === 'cli')
+              throw new UsageError(`--${flag} applies only with --kubernetes`);
+          }
+        }
+        if ((opts.serial === undefined) === (opts.id === undefined)) {
+          throw new UsageError('give exactly one of --serial <hex> or --id <spiffe-id>');
+        }
+        if (opts.serial !== undefined && !/^(0x)?[0-9a-fA-F:]+$/.test(opts.serial)) {
+          throw new UsageError(`--serial must be hexadecimal, got "${opts.serial}"`);
+        }
+        const what: { serial?: string; id?: string; reason?: string } = {};
+        if (opts.serial !== undefined) what.serial = opts.serial;
+        if (opts.id !== undefined) what.id = parseIdFlag(opts.id).toString();
+        if (opts.reason !== undefined) what.reason = opts.reason;
+        const { normalizeSerial } = await identity();
+        const subject =
+          what.serial !== undefined ? `serial ${normalizeSerial(what.serial)}` : `identity ${what.id}`;
+        if (opts.kubernetes) {
+          if (opts.namespace === '' || !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(opts.namespace)) {
+            throw new UsageError(`--namespace must be a Kubernetes namespace name, got "${opts.namespace}"`);
+          }
+          const { recordKubeRevocation, REVOCATIONS_CONFIGMAP } = await import(
+            '../../ca/kube-revocations.js'
+          );
+          const where = `ConfigMap ${opts.namespace}/${REVOCATIONS_CONFIGMAP}`;
+          const r = await recordKubeRevocation(opts.kubeconfig, what, { namespace: opts.namespace });
+          process.stdout.write(
+            r.changed
+              ? `Revoked ${subject} in ${where}${r.created ? ' (created it)' : ''} (revocation list version ${r.snapshot.version})\n`
+              : `${subject} was already revoked in ${where} (revocation list version ${r.snapshot.version})\n`,
+          );
+          return;
+        }
+        const dir = opts.dir as string;
+        // Fail early on a directory that is not a CA.
+        const { CertificateAuthority } = await identity();
+        const { recordRevocation } = await import('../../ca/revocations.js');
+        await CertificateAuthority.load(dir);
+        const { snapshot, changed } = await recordRevocation(dir, what);
+        process.stdout.write(
+          changed
+            ? `Revoked ${subject} (revocation list version ${snapshot.version})\n`
+            : `${subject} was already revoked (revocation list version ${snapshot.version})\n`,
+        );
+      },
+    );
 }
 
 function checkTrustDomain(td: string): string {
