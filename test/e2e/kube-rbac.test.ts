@@ -18,6 +18,9 @@ import {
   type KubeApiServer,
   type KubeObject,
   loadRbacObjects,
+  serviceAccountUser,
+  storePolicySource,
+  unusedGrants,
 } from '@hypha/test';
 import { createRouteStatusReporter, type RouteStatusReporter } from '@hypha/waypoint';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -113,6 +116,12 @@ function seedWorkloads(): void {
     apiVersion: 'gateway.networking.k8s.io/v1',
     kind: 'HTTPRoute',
     metadata: { name: 'checkout', namespace: 'shop' },
+    spec: { parentRefs: [{ name: 'waypoint' }], rules: [{ backendRefs: [{ name: 'web', port: 80 }] }] },
+  });
+  api.put({
+    apiVersion: 'gateway.networking.k8s.io/v1',
+    kind: 'GRPCRoute',
+    metadata: { name: 'grpc', namespace: 'shop' },
     spec: { parentRefs: [{ name: 'waypoint' }], rules: [{ backendRefs: [{ name: 'web', port: 80 }] }] },
   });
   api.put({
@@ -262,15 +271,26 @@ describe('manifests RBAC against an RBAC-enforcing API server', () => {
     ).toBe(true);
 
     // A watch that drops is resumed, and the policy change after it still reaches the agent under RBAC.
+    // A stale trust bundle left in a namespace that joins later is rewritten (get + update).
+    api.put({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'late' } });
+    api.put({
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: { name: 'hypha-ca-root-cert', namespace: 'late' },
+      data: { 'root-cert.pem': 'stale' },
+    });
     api.dropWatches();
     api.put({
       apiVersion: 'v1',
       kind: 'Namespace',
       metadata: { name: 'late', labels: { 'hypha.dev/dataplane-mode': 'ambient' } },
     });
-    await waitFor('trust bundle in a namespace that joined later', () =>
-      api.find('v1', 'ConfigMap', 'hypha-ca-root-cert', 'late'),
-    );
+    await waitFor('trust bundle rewritten in a namespace that joined later', () => {
+      const cm = api.find('v1', 'ConfigMap', 'hypha-ca-root-cert', 'late') as {
+        data?: Record<string, string>;
+      };
+      return cm.data?.['root-cert.pem'] === ca.ca.trustBundlePem ? cm : undefined;
+    });
 
     for (const user of Object.values(users)) expect(api.requests.some((r) => r.user === user)).toBe(true);
     const denied = denials();
@@ -280,6 +300,27 @@ describe('manifests RBAC against an RBAC-enforcing API server', () => {
       (r) => r.user?.startsWith('system:serviceaccount:') && r.authorization,
     );
     expect(serviceAccountRequests.length).toBeGreaterThan(20);
+
+    // And no more than enough: every write permission the roles hold was used by these flows,
+    // except Events (only for the opt-in `reportEvents`, which no daemon enables yet) and the CA's
+    // own-namespace Role on its two ConfigMaps (the revocation list is written by operators).
+    const source = storePolicySource(api.store);
+    const unusedWrites = (namespace: string, name: string) =>
+      unusedGrants(source, serviceAccountUser(namespace, name), api.requests).filter(
+        (g) => !/^(get|list|watch) /.test(g),
+      );
+    const what = (g: string) => g.split(' (')[0];
+    expect(unusedWrites(SYSTEM, 'hypha-agent').map(what)).toEqual(['create events', 'patch events']);
+    expect(unusedWrites('shop', 'waypoint').map(what)).toEqual(['create events', 'patch events']);
+    const caUnused = unusedWrites(SYSTEM, 'hypha-ca');
+    expect(
+      caUnused.filter(
+        (g) =>
+          !/^(update|patch) configmaps\/hypha-ca-(root-cert|revocations) in hypha-system \(Role hypha-ca /.test(
+            g,
+          ),
+      ),
+    ).toEqual([]);
   });
 
   it('refuses what the roles do not need: Secrets to the agent, other Secrets to the CA, other namespaces to the waypoint', async () => {

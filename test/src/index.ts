@@ -30,8 +30,11 @@ export {
   DEFAULT_API_AUDIENCE,
   describeDenials,
   forbiddenStatus,
+  grantsOf,
   loadRbacObjects,
   ruleAllows,
   selectRbacObjects,
   serviceAccountUser,
+  storePolicySource,
+  unusedGrants,
 } from './kube-api/index.js';

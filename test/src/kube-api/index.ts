@@ -3,6 +3,7 @@
 export { jsonPatch, mergePatch, PatchError, strategicMergePatch } from './patch.js';
 export type {
   AuthorizationDecision,
+  Grant,
   PolicyRule,
   RbacPolicySource,
   ResourceAttributes,
@@ -14,12 +15,15 @@ export {
   authorize,
   describeDenials,
   forbiddenStatus,
+  grantsOf,
   loadRbacObjects,
   nameFromFieldSelector,
   RBAC_API_VERSION,
   ruleAllows,
   selectRbacObjects,
   serviceAccountUser,
+  storePolicySource,
+  unusedGrants,
 } from './rbac.js';
 export type { ResourceType } from './resources.js';
 export { apiVersionOf, DEFAULT_RESOURCES } from './resources.js';

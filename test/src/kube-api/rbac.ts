@@ -17,6 +17,7 @@
 //   authenticated user, as the default system:discovery binding makes them.
 // Not modelled: aggregated ClusterRoles, escalation checks on writing Roles/bindings, impersonation,
 // non-resource URL rules, Node/ABAC/webhook authorizers.
+import type { ResourceType as ResourceTypeLike } from './resources.js';
 import type { KubeObject } from './store.js';
 
 export const RBAC_API_VERSION = 'rbac.authorization.k8s.io/v1';
@@ -256,4 +257,104 @@ export function loadRbacObjects(
   objects: readonly KubeObject[],
 ): KubeObject[] {
   return selectRbacObjects(objects).map((o) => server.put(o));
+}
+
+/** One permission a user holds: a verb on a resource (optionally one name), and where it came from. */
+export interface Grant {
+  verb: string;
+  group: string;
+  resource: string;
+  resourceName?: string;
+  /** Undefined: granted cluster-wide (ClusterRoleBinding); else only in this namespace. */
+  namespace?: string;
+  /** `ClusterRole hypha-ca via ClusterRoleBinding hypha-ca`. */
+  via: string;
+}
+
+/** Everything the bindings give a user, one entry per verb × group × resource × name. */
+export function grantsOf(source: RbacPolicySource, user: UserInfo): Grant[] {
+  const out: Grant[] = [];
+  const expand = (rules: PolicyRule[], via: string, namespace: string | undefined) => {
+    for (const rule of rules) {
+      const names = rule.resourceNames && rule.resourceNames.length > 0 ? rule.resourceNames : [undefined];
+      for (const verb of rule.verbs ?? [])
+        for (const group of rule.apiGroups ?? [])
+          for (const resource of rule.resources ?? [])
+            for (const resourceName of names)
+              out.push({
+                verb,
+                group,
+                resource,
+                ...(resourceName !== undefined ? { resourceName } : {}),
+                ...(namespace !== undefined ? { namespace } : {}),
+                via,
+              });
+    }
+  };
+  for (const b of source.list('ClusterRoleBinding')) {
+    const ref = (b.roleRef ?? {}) as RoleRef;
+    if (ref.kind !== 'ClusterRole') continue;
+    if (!((b.subjects as Subject[] | undefined) ?? []).some((s) => appliesTo(user, s, ''))) continue;
+    expand(
+      rulesOf(source, ref, ''),
+      `ClusterRole ${ref.name} via ClusterRoleBinding ${b.metadata.name}`,
+      undefined,
+    );
+  }
+  for (const b of source.list('RoleBinding')) {
+    const ns = b.metadata.namespace ?? '';
+    const ref = (b.roleRef ?? {}) as RoleRef;
+    if (!((b.subjects as Subject[] | undefined) ?? []).some((s) => appliesTo(user, s, ns))) continue;
+    expand(rulesOf(source, ref, ns), `${ref.kind} ${ref.name} via RoleBinding ${ns}/${b.metadata.name}`, ns);
+  }
+  return out;
+}
+
+/**
+ * The grants no allowed request of the user needed: a list of what its role could lose. Requests
+ * are the server's log (their recorded decisions), so run the component's flows first.
+ */
+export function unusedGrants(
+  source: RbacPolicySource,
+  user: UserInfo,
+  requests: readonly { authorization?: AuthorizationDecision }[],
+): string[] {
+  const used = requests
+    .map((r) => r.authorization)
+    .filter((d): d is AuthorizationDecision => d !== undefined && d.allowed && d.user === user.username)
+    .map((d) => d.attributes);
+  return grantsOf(source, user)
+    .filter(
+      (g) =>
+        !used.some(
+          (a) =>
+            (g.namespace === undefined || g.namespace === a.namespace) &&
+            ruleAllows(
+              {
+                verbs: [g.verb],
+                apiGroups: [g.group],
+                resources: [g.resource],
+                ...(g.resourceName !== undefined ? { resourceNames: [g.resourceName] } : {}),
+              },
+              a,
+            ),
+        ),
+    )
+    .map(
+      (g) =>
+        `${g.verb} ${g.group ? `${g.resource}.${g.group}` : g.resource}${g.resourceName ? `/${g.resourceName}` : ''}${g.namespace ? ` in ${g.namespace}` : ''} (${g.via})`,
+    );
+}
+
+/** The RBAC objects of a stand-in server's store, for authorize/grantsOf/unusedGrants. */
+export function storePolicySource(store: {
+  findTypeByKind(apiVersion: string, kind: string): ResourceTypeLike | undefined;
+  list(type: ResourceTypeLike, namespace?: string): KubeObject[];
+}): RbacPolicySource {
+  return {
+    list(kind, namespace) {
+      const type = store.findTypeByKind(RBAC_API_VERSION, kind);
+      return type ? store.list(type, namespace) : [];
+    },
+  };
 }

@@ -30,6 +30,7 @@ import {
   type RbacPolicySource,
   type ResourceAttributes,
   serviceAccountUser,
+  storePolicySource,
   type UserInfo,
   type Verb,
 } from './rbac.js';
@@ -303,12 +304,7 @@ export async function createKubeApiServer(options: KubeApiServerOptions = {}): P
     return serviceAccountUser(entry.spec.namespace, entry.spec.serviceAccount);
   }
 
-  const rbacSource: RbacPolicySource = {
-    list(kind, namespace) {
-      const type = store.findTypeByKind('rbac.authorization.k8s.io/v1', kind);
-      return type ? store.list(type, namespace) : [];
-    },
-  };
+  const rbacSource: RbacPolicySource = storePolicySource(store);
 
   /** The request as RBAC sees it (the real server's RequestInfo); undefined for discovery paths. */
   function attributesOf(
