@@ -321,7 +321,7 @@ export function unusedGrants(
 ): string[] {
   const used = requests
     .map((r) => r.authorization)
-    .filter((d): d is AuthorizationDecision => d !== undefined && d.allowed && d.user === user.username)
+    .filter((d): d is AuthorizationDecision => d?.allowed === true && d.user === user.username)
     .map((d) => d.attributes);
   return grantsOf(source, user)
     .filter(
