@@ -398,7 +398,7 @@ Examples:
           const r = await recordKubeRevocation(opts.kubeconfig, what, { namespace: opts.namespace });
           process.stdout.write(
             r.changed
-              ? `Revoked ${subject} in ${where}${r.created ? ' (created it)' : ''} (revocation list version ${r.snapshot.version})\n`
+              ? `Revoked ${subject} in ${where} (revocation list version ${r.snapshot.version}${r.created ? '; created the ConfigMap' : ''})\n`
               : `${subject} was already revoked in ${where} (revocation list version ${r.snapshot.version})\n`,
           );
           return;
