@@ -9,6 +9,9 @@ import {
   type KubeObject,
   type ResourceAttributes,
   ruleAllows,
+  serviceAccountUser,
+  storePolicySource,
+  unusedGrants,
 } from '@hypha/test';
 import { CoreV1Api, CustomObjectsApi, KubeConfig, Watch } from '@kubernetes/client-node';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -336,6 +339,25 @@ describe('RBAC in the stand-in API server', () => {
     const discovery = kc.makeApiClient(CoreV1Api);
     expect(await statusOf(discovery.getAPIResources())).toBe(200);
     expect(await statusOf(adminCore.listSecretForAllNamespaces())).toBe(200);
+  });
+
+  it('lists the grants no request needed, scoped as the bindings scope them', async () => {
+    const { core, server } = await setup([
+      role('ClusterRole', 'cm', [
+        { apiGroups: [''], resources: ['configmaps'], verbs: ['list', 'delete'] },
+        { apiGroups: [''], resources: ['configmaps'], resourceNames: ['one'], verbs: ['get'] },
+      ]),
+      binding('RoleBinding', 'cm', { kind: 'ClusterRole', name: 'cm' }, [sa('reader', 'shop')], 'shop'),
+    ]);
+    await core.listNamespacedConfigMap({ namespace: 'shop' });
+    // Denied requests use nothing: the same verb in another namespace leaves `list` unused there only.
+    expect(await statusOf(core.readNamespacedConfigMap({ namespace: 'other', name: 'one' }))).toBe(403);
+    expect(
+      unusedGrants(storePolicySource(server.store), serviceAccountUser('shop', 'reader'), server.requests),
+    ).toEqual([
+      'delete configmaps in shop (ClusterRole cm via RoleBinding shop/cm)',
+      'get configmaps/one in shop (ClusterRole cm via RoleBinding shop/cm)',
+    ]);
   });
 
   it('kubectl reports a denial as a real cluster does', async () => {
