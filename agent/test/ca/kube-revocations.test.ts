@@ -467,6 +467,45 @@ describe('KubeRevocationList and recordKubeRevocation', () => {
     }
   });
 
+  it('follows the ConfigMap across dropped watches and an expired (410) watch', async () => {
+    const ns = 'watching';
+    api.put({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } });
+    const list = new KubeRevocationList({
+      kubeconfig: api.kubeconfigPath,
+      namespace: ns,
+      backoff: { initialMs: 20, maxMs: 200 },
+    });
+    const version = (v: number) =>
+      until(`version ${v}`, async () => (list.findSnapshot().version === v ? true : undefined));
+    try {
+      await list.start();
+      expect(list.findSnapshot()).toEqual({ version: 0, serials: [], ids: [] });
+      await recordKubeRevocation(api.kubeconfigPath, { serial: 'b1' }, { namespace: ns });
+      await version(1);
+      api.dropWatches();
+      await recordKubeRevocation(api.kubeconfigPath, { serial: 'b2' }, { namespace: ns });
+      await version(2);
+      // Watches held while the history is compacted: the resumed watch gets 410 and relists.
+      const release = api.holdWatches();
+      api.dropWatches();
+      await recordKubeRevocation(api.kubeconfigPath, { serial: 'b3' }, { namespace: ns });
+      api.compactHistory();
+      release();
+      await version(3);
+      expect(list.findSnapshot().serials).toEqual(['b1', 'b2', 'b3']);
+      const lists = api.requests.filter(
+        (r) => r.method === 'GET' && !r.watch && r.path === `/api/v1/namespaces/${ns}/configmaps`,
+      );
+      expect(lists.length).toBe(2);
+      expect(await list.isIdentityRevoked(WEB)).toBe(false);
+      await recordKubeRevocation(api.kubeconfigPath, { id: WEB }, { namespace: ns });
+      await version(4);
+      expect(await list.isIdentityRevoked(WEB)).toBe(true);
+    } finally {
+      await list.close();
+    }
+  });
+
   it('a list that closes before its first read rejects ready instead of hanging', async () => {
     const list = new KubeRevocationList({ kubeconfig: api.kubeconfigPath, namespace: NS });
     api.injectFailure({ method: 'GET', path: '/configmaps', status: 500, times: 1 });
