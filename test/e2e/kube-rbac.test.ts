@@ -302,8 +302,7 @@ describe('manifests RBAC against an RBAC-enforcing API server', () => {
     expect(serviceAccountRequests.length).toBeGreaterThan(20);
 
     // And no more than enough: every write permission the roles hold was used by these flows,
-    // except Events (only for the opt-in `reportEvents`, which no daemon enables yet) and the CA's
-    // own-namespace Role on its two ConfigMaps (the revocation list is written by operators).
+    // except Events (only for the opt-in `reportEvents`, which no daemon enables yet).
     const source = storePolicySource(api.store);
     const unusedWrites = (namespace: string, name: string) =>
       unusedGrants(source, serviceAccountUser(namespace, name), api.requests).filter(
@@ -312,15 +311,7 @@ describe('manifests RBAC against an RBAC-enforcing API server', () => {
     const what = (g: string) => g.split(' (')[0];
     expect(unusedWrites(SYSTEM, 'hypha-agent').map(what)).toEqual(['create events', 'patch events']);
     expect(unusedWrites('shop', 'waypoint').map(what)).toEqual(['create events', 'patch events']);
-    const caUnused = unusedWrites(SYSTEM, 'hypha-ca');
-    expect(
-      caUnused.filter(
-        (g) =>
-          !/^(update|patch) configmaps\/hypha-ca-(root-cert|revocations) in hypha-system \(Role hypha-ca /.test(
-            g,
-          ),
-      ),
-    ).toEqual([]);
+    expect(unusedWrites(SYSTEM, 'hypha-ca')).toEqual([]);
   });
 
   it('refuses what the roles do not need: Secrets to the agent, other Secrets to the CA, other namespaces to the waypoint', async () => {
