@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
 # One image for every Hypha role: `hypha agent`, `hypha ca`, `hypha waypoint` and the operator verbs.
 #   docker build -t hypha:dev .
+# NODE_IMAGE swaps the base for a local one with Node 24 in /usr/local (same layout as node:24-slim);
+# `bash manifests/image/build.sh` uses that on machines that cannot pull from a registry.
 #
 # builder: full npm install, the N-API addon (node-gyp against the image's own Node headers) and
 #          the TypeScript builds.
@@ -8,7 +10,9 @@
 #          two system tools node-mode capture calls (nft, ip). Runs as uid 10001 by default; the
 #          agent DaemonSet overrides to root with only NET_ADMIN (see manifests/base/agent.yaml).
 
-FROM node:24-slim AS builder
+ARG NODE_IMAGE=node:24-slim
+
+FROM ${NODE_IMAGE} AS builder
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
@@ -36,7 +40,7 @@ RUN npm run install -w @hypha/agent \
  && node_modules/.bin/tsc -p waypoint \
  && node_modules/.bin/tsc -p agent
 
-FROM node:24-slim AS deps
+FROM ${NODE_IMAGE} AS deps
 WORKDIR /app
 COPY package.json package-lock.json .npmrc ./
 COPY shared/package.json shared/
@@ -47,7 +51,7 @@ COPY bench/package.json bench/
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
  && npm cache clean --force
 
-FROM node:24-slim AS runtime
+FROM ${NODE_IMAGE} AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends nftables iproute2 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
