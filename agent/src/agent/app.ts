@@ -85,7 +85,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     caTrustBundlePem: caRoot,
   });
   const certs = new CertManager({ provider: caClient });
-  const revoked = { serials: new Set<string>(), ids: new Set<string>(), version: -1 };
+  const revoked = { serials: new Set<string>(), ids: new Set<string>(), version: -1, content: '' };
 
   // 3. Capture.
   const capture: NodeCapture | undefined =
@@ -154,6 +154,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     logger,
     transparent: config.capture === 'node',
     policyMetrics,
+    isIdentityRevoked: (id) => revoked.ids.has(id.toString()),
   });
   const pool: HbonePool = createHbonePool({ logger });
   const originalDestination = (socket: Socket): { ip: string; port: number } => {
@@ -273,8 +274,11 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   const pollRevocations = async () => {
     try {
       const snap = await caClient.fetchRevocations();
-      if (snap.version === revoked.version) return;
+      // Compare the content, not only the version: a re-created ConfigMap starts again at 1.
+      const content = JSON.stringify([snap.serials, snap.ids]);
+      if (snap.version === revoked.version && content === revoked.content) return;
       revoked.version = snap.version;
+      revoked.content = content;
       revoked.serials = new Set(snap.serials.map((s) => s.toLowerCase().replace(/^0+/, '')));
       revoked.ids = new Set(snap.ids);
       const cut = tracker.abortWhere((c) =>
@@ -282,8 +286,17 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
           ? 'peer identity revoked'
           : undefined,
       );
+      // Also close the HTTP/2 connections of revoked peers: a pooled connection would otherwise
+      // keep carrying new streams for a certificate that passed its handshake before the revocation.
+      const closedConnections = hbone.enforceRevocations();
       log.info(
-        { version: snap.version, serials: snap.serials.length, ids: snap.ids.length, cut },
+        {
+          version: snap.version,
+          serials: snap.serials.length,
+          ids: snap.ids.length,
+          cut,
+          closedConnections,
+        },
         'revocation list updated',
       );
     } catch (err) {
@@ -291,7 +304,10 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     }
   };
   void pollRevocations();
-  const revocationTimer = setInterval(() => void pollRevocations(), REVOCATION_POLL_MS);
+  const revocationTimer = setInterval(
+    () => void pollRevocations(),
+    config.revocationPollMs ?? REVOCATION_POLL_MS,
+  );
   revocationTimer.unref();
 
   // 7. Readiness and operator endpoints.

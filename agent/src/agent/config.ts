@@ -17,6 +17,8 @@ export interface AgentConfig {
   readinessAddress: string;
   /** How long SIGTERM waits for live connections before closing them. */
   drainMs: number;
+  /** How often the CA's revocation list is fetched (default 30 s). */
+  revocationPollMs?: number;
 }
 
 export const DEFAULT_PORTS = { outbound: 15001, inboundPlaintext: 15006, hbone: 15008 } as const;

@@ -39,6 +39,8 @@ export interface InboundOptions {
   connectTimeoutMs?: number;
   /** Denial and AUDIT counters (optional so unit tests can leave them out). */
   policyMetrics?: PolicyMetrics;
+  /** True for an identity on the CA's revocation list: refused here too, not only at handshakes. */
+  isIdentityRevoked?: (id: SpiffeId) => boolean;
 }
 
 export type Admission =
@@ -149,6 +151,16 @@ export class Inbound {
         status: 503,
         flag: 'NO_HEALTHY_UPSTREAM',
         reason: `${req.destinationIp} is not a mesh pod on node ${this.#o.nodeName}`,
+      };
+    }
+    // The same-node path has no TLS handshake at which a revoked certificate would fail.
+    if (req.peer !== undefined && this.#o.isIdentityRevoked?.(req.peer)) {
+      return {
+        ok: false,
+        status: 401,
+        flag: 'DENY',
+        workload,
+        reason: `peer identity ${req.peer} is revoked`,
       };
     }
     const verdict = decideInbound(this.#o.state, workload, req, this.#o.waypointGuard);
@@ -368,7 +380,7 @@ export class Inbound {
   #vouchedSourceIp(peer: SpiffeId, claimedIp: string | undefined): string | undefined {
     if (claimedIp === undefined) return undefined;
     const w = this.#o.state.findWorkloadByIp(claimedIp);
-    return w !== undefined && w.identity.equals(peer) ? claimedIp : undefined;
+    return w?.identity.equals(peer) ? claimedIp : undefined;
   }
 }
 

@@ -122,7 +122,7 @@ export class Outbound {
           identity: target.workload.identity.toString(),
         };
         start.mutualTls = true;
-        return this.#local(socket, start, source, target.workload, target.port);
+        return this.#local(socket, start, source, target.port);
       case 'hbone':
         start.destination = {
           ...start.destination,
@@ -274,7 +274,6 @@ export class Outbound {
     socket: Socket,
     start: Omit<ConnectionStart, 'abort'>,
     source: Workload,
-    workload: Workload,
     port: number,
   ): Promise<void> {
     const podIp = start.destination.ip;

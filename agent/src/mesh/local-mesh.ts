@@ -334,14 +334,14 @@ export function trackProcess(child: ChildProcess, name: string): Omit<AgentProce
   let buf = '';
   const onLine = (line: string) => {
     if (!line.startsWith('{')) {
-      stderr = (stderr + line + '\n').slice(-8192);
+      stderr = `${stderr + line}\n`.slice(-8192);
       return;
     }
     let e: LogEvent;
     try {
       e = JSON.parse(line) as LogEvent;
     } catch {
-      stderr = (stderr + line + '\n').slice(-8192);
+      stderr = `${stderr + line}\n`.slice(-8192);
       return;
     }
     events.push(e);

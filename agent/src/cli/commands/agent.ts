@@ -17,6 +17,7 @@ interface AgentFlags {
   capture: 'node' | 'none';
   outboundPolicy: 'passthrough' | 'registry-only';
   drainTimeout: string;
+  revocationPoll: string;
   adminAddress: string;
   metricsAddress: string;
   readinessAddress: string;
@@ -52,6 +53,14 @@ export function register(program: Command): void {
         .default('passthrough'),
     )
     .option('--drain-timeout <duration>', 'how long SIGTERM lets live connections finish', '30s')
+    .addOption(
+      new Option(
+        '--revocation-poll <duration>',
+        "how often to fetch the CA's revocation list (revoked peers are refused and their connections cut)",
+      )
+        .env('HYPHA_REVOCATION_POLL')
+        .default('30s'),
+    )
     .option('--admin-address <host:port>', 'admin endpoint (keep it on localhost)', '127.0.0.1:15000')
     .option('--metrics-address <host:port>', 'Prometheus /metrics', '0.0.0.0:15020')
     .option('--readiness-address <host:port>', '/healthz/ready', '0.0.0.0:15021')
@@ -92,7 +101,8 @@ Example (outside Kubernetes):
           adminAddress: flags.adminAddress,
           metricsAddress: flags.metricsAddress,
           readinessAddress: flags.readinessAddress,
-          drainMs: parseDurationMs(flags.drainTimeout),
+          drainMs: durationFlag(flags.drainTimeout, '--drain-timeout'),
+          revocationPollMs: durationFlag(flags.revocationPoll, '--revocation-poll'),
         };
       } catch (err) {
         if (err instanceof AgentConfigError || err instanceof DurationError)
@@ -116,4 +126,13 @@ Example (outside Kubernetes):
         process.on('SIGINT', onInt);
       });
     });
+}
+
+function durationFlag(value: string, flag: string): number {
+  try {
+    return parseDurationMs(value);
+  } catch (err) {
+    if (err instanceof DurationError) throw new UsageError(`${flag}: ${err.message}`);
+    throw err;
+  }
 }
