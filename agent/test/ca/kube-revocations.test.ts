@@ -2,11 +2,10 @@
 // hypha-ca-revocations, a running `hypha ca serve --config kubernetes` serves each change on
 // GET /v1/revocations within seconds and refuses certificates for revoked identities, a malformed
 // ConfigMap leaves the last good list in force (one log line, no crash), and writers retry on 409.
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { CaClient, type CaClientError, parseSpiffeId, type RevocationSnapshot } from '@hypha/shared/identity';
 import { createKubeApiServer, type KubeApiServer, type KubeObject } from '@hypha/test';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,25 +17,12 @@ import {
   recordKubeRevocation,
 } from '../../src/ca/kube-revocations.js';
 import { recordRevocation } from '../../src/ca/revocations.js';
+import { HYPHA_BIN, type HyphaRun, runHypha } from '../run-hypha.js';
 
-const BIN = fileURLToPath(new URL('../../bin/hypha.js', import.meta.url));
 const WEB = parseSpiffeId('spiffe://cluster.local/ns/shop/sa/web');
 const NS = 'hypha-system';
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function hypha(...args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const hypha = (...args: string[]): Promise<HyphaRun> => runHypha(args);
 
 interface ConfigMap {
   metadata: { resourceVersion: string };
@@ -261,7 +247,7 @@ describe('a running kube-mode CA and ConfigMap hypha-ca-revocations', () => {
     const child = spawn(
       process.execPath,
       [
-        BIN,
+        HYPHA_BIN,
         'ca',
         'serve',
         '--config',

@@ -5,37 +5,18 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { CertificateAuthority } from '@hypha/shared/identity';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { HYPHA_BIN, type HyphaRun, runHypha } from '../run-hypha.js';
 
-const BIN = fileURLToPath(new URL('../../bin/hypha.js', import.meta.url));
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function hypha(...args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
-      const code = err
-        ? typeof (err as { code?: unknown }).code === 'number'
-          ? (err as { code: number }).code
-          : 1
-        : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const hypha = (...args: string[]): Promise<HyphaRun> => runHypha(args);
 
 /** Set-up CAs come from the library: the CLI's init is tested once, the rest need not pay a process each. */
 async function newCa(dir: string): Promise<void> {
   await (await CertificateAuthority.init()).save(dir);
 }
 
-function openssl(...args: string[]): Promise<Run> {
+function openssl(...args: string[]): Promise<HyphaRun> {
   return new Promise((resolve) => {
     execFile('openssl', args, (err, stdout, stderr) => {
       resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
@@ -246,7 +227,7 @@ describe('hypha ca / hypha cert (built CLI)', () => {
     const child = spawn(
       process.execPath,
       [
-        BIN,
+        HYPHA_BIN,
         'ca',
         'serve',
         '--dir',

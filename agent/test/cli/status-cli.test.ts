@@ -1,27 +1,9 @@
-// `hypha status` (the built CLI) against a stand-in admin endpoint: argument errors exit 2, an
-// agent that is not there exits 1 with a hint, and a live agent's state becomes readable tables.
-// Needs a build first (`npx turbo run build`; `npm test` does it).
-import { execFile } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type HyphaRun, runHypha } from '../run-hypha.js';
 
-const BIN = fileURLToPath(new URL('../../bin/hypha.js', import.meta.url));
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function hypha(...args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? Number((err as { code?: unknown }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
+const hypha = (...args: string[]): Promise<HyphaRun> => runHypha(args);
 
 const CLIENT = 'spiffe://cluster.local/ns/demo/sa/client';
 const ECHO = 'spiffe://cluster.local/ns/demo/sa/echo';
