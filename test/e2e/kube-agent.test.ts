@@ -21,15 +21,9 @@ async function eventually<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeou
   return last;
 }
 
-/** One TCP round trip from a pod: true when the echo came back. */
-async function roundTrip(from: ClusterPod, to: ClusterPod): Promise<boolean> {
-  const script = `const s=require('net').connect(${PORT},${JSON.stringify(to.ip)});let got='';
-const done=(ok)=>{process.stdout.write(ok?'OK':'REFUSED');process.exit(0)};
-s.on('connect',()=>s.write('ping'));s.on('data',d=>{got+=d;if(got==='ping')done(true)});
-s.on('close',()=>done(false));s.on('error',()=>done(false));setTimeout(()=>done(false),5000);`;
-  const r = await mesh.cluster.exec(from.netns, process.execPath, ['-e', script]);
-  return r.stdout === 'OK';
-}
+/** One TCP round trip between pods: true when the echo came back. */
+const roundTrip = (from: ClusterPod, to: ClusterPod): Promise<boolean> =>
+  mesh.cluster.tcpRoundTrip(from.netns, to.ip, PORT);
 
 const label = (value: string | null) =>
   mesh.request('/api/v1/namespaces/shop', {

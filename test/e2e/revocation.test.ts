@@ -31,14 +31,8 @@ afterAll(async () => {
 });
 
 /** One TCP round trip between pods: true when the echo came back. */
-async function roundTrip(from: ClusterPod, to: ClusterPod): Promise<boolean> {
-  const script = `const s=require('net').connect(${ECHO_PORT},${JSON.stringify(to.ip)});let got='';
-const done=(ok)=>{process.stdout.write(ok?'OK':'REFUSED');process.exit(0)};
-s.on('connect',()=>s.write('ping'));s.on('data',d=>{got+=d;if(got==='ping')done(true)});
-s.on('close',()=>done(false));s.on('error',()=>done(false));setTimeout(()=>done(false),5000);`;
-  const r = await demo.mesh.cluster.exec(from.netns, process.execPath, ['-e', script]);
-  return r.stdout === 'OK';
-}
+const roundTrip = (from: ClusterPod, to: ClusterPod): Promise<boolean> =>
+  demo.mesh.cluster.tcpRoundTrip(from.netns, to.ip, ECHO_PORT);
 
 /**
  * A long-lived connection from `from` to `to` that echoes a ping every 100 ms; resolves with how it

@@ -306,6 +306,20 @@ export class TestCluster {
   }
 
   /**
+   * One TCP round trip from inside `netns` (a fresh process there): sends `ping` to ip:port and
+   * resolves true when the same bytes come back, false when the connection is refused, reset or
+   * silent for `timeoutMs`. Expects an echo server at the destination.
+   */
+  async tcpRoundTrip(netns: string, ip: string, port: number, timeoutMs = 5000): Promise<boolean> {
+    const script = `const s=require('net').connect(${port},${JSON.stringify(ip)});let got='';
+const done=(ok)=>{process.stdout.write(ok?'OK':'REFUSED');process.exit(0)};
+s.on('connect',()=>s.write('ping'));s.on('data',d=>{got+=d;if(got==='ping')done(true)});
+s.on('close',()=>done(false));s.on('error',()=>done(false));setTimeout(()=>done(false),${timeoutMs});`;
+    const r = await this.exec(netns, process.execPath, ['-e', script]);
+    return r.stdout === 'OK';
+  }
+
+  /**
    * A listening `net.Server` whose socket lives inside `netns`: a short-lived child listens there
    * and hands the socket over IPC. The caller's process stays in its own namespace.
    */
