@@ -284,17 +284,22 @@ export class TestCluster {
     return child;
   }
 
-  /** Starts a Node script with this process's Node (the project's Node 24) inside a namespace. */
+  /**
+   * Starts a Node script with this process's Node (the project's Node 24) inside a namespace.
+   * HYPHA_NODE_ARGS adds Node flags that NODE_OPTIONS refuses, for profiling the mesh's processes:
+   * HYPHA_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" npm run bench -- waypoint --quick
+   */
   spawnNode(
     netns: string,
     script: string,
     args: readonly string[] = [],
     options: SpawnOptions = {},
   ): ChildProcess {
+    const extra = (process.env.HYPHA_NODE_ARGS ?? '').split(' ').filter(Boolean);
     return this.spawn(
       netns,
       process.execPath,
-      ['--disable-warning=ExperimentalWarning', script, ...args],
+      ['--disable-warning=ExperimentalWarning', ...extra, script, ...args],
       options,
     );
   }
