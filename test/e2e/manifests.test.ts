@@ -208,7 +208,13 @@ describe('manifests', () => {
     for (const tp of tps) {
       expect(tpCrd.validate(tp), tp.metadata.name).toEqual([]);
       expect(translateObject(tp, { source: 'example' }).status).toBe('ok');
-      expect(compileTrafficPolicy(tp).services.length).toBe(1);
+      const compiled = compileTrafficPolicy(tp);
+      expect(compiled.services.length).toBe(1);
+      // Whichever spelling an example uses, the waypoint must act on it, not drop it.
+      const spec = (tp as unknown as { spec: Record<string, unknown> }).spec;
+      if (spec.retry !== undefined || spec.retries !== undefined) {
+        expect(compiled.settings.retry, tp.metadata.name).toBeDefined();
+      }
     }
   });
 

@@ -617,12 +617,16 @@ class WaypointProxy implements Waypoint {
         }
         const status = result.status;
         p.cluster.recordOutcome(ep, status >= 500);
-        if (!last && retry !== undefined && retry.codes.has(status)) {
+        const retriable =
+          retry !== undefined &&
+          (retry.codes.has(status) ||
+            (result.grpcStatus !== undefined && retry.grpcCodes.has(result.grpcStatus)));
+        if (!last && retriable) {
           releaseActive(st);
           result.discard();
           continue;
         }
-        if (attempt > 0 && retry !== undefined && retry.codes.has(status)) st.flags.push('URX');
+        if (attempt > 0 && retriable) st.flags.push('URX');
         clearTimeout(requestTimer);
         requestTimer = undefined;
         // ep.active is given back in finish, when the response is done.
@@ -672,7 +676,8 @@ class WaypointProxy implements Waypoint {
     const tryAbort = new AbortController();
     const onAbort = () => tryAbort.abort(st.abort.signal.reason);
     st.abort.signal.addEventListener('abort', onAbort, { once: true });
-    const perTry = p.action.backendRequestTimeoutMs;
+    const perTry =
+      p.action.backendRequestTimeoutMs ?? (p.action.retry ?? p.cluster.settings.retry)?.perTryTimeoutMs;
     let timedOut = false;
     const timer =
       perTry === undefined
@@ -769,7 +774,8 @@ class WaypointProxy implements Waypoint {
       });
       relay(body, stream);
     }
-    const perTry = p.action.backendRequestTimeoutMs;
+    const perTry =
+      p.action.backendRequestTimeoutMs ?? (p.action.retry ?? p.cluster.settings.retry)?.perTryTimeoutMs;
     const outcome = await new Promise<
       { headers: http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader } | ProxyFailureCode
     >((resolve) => {
@@ -796,9 +802,14 @@ class WaypointProxy implements Waypoint {
     });
     if (typeof outcome === 'string') return { kind: 'failure', code: outcome };
     const status = Number(outcome.headers[':status'] ?? 502);
+    // grpc-status among the response headers means a trailers-only answer: nothing was sent yet,
+    // so the call can be tried again.
+    const grpcHeader = outcome.headers['grpc-status'];
+    const grpcStatus = typeof grpcHeader === 'string' ? Number(grpcHeader) : undefined;
     return {
       kind: 'response',
       status,
+      ...(grpcStatus !== undefined && Number.isInteger(grpcStatus) ? { grpcStatus } : {}),
       discard: () => stream.close(http2.constants.NGHTTP2_CANCEL),
       respond: (res) => {
         const h: HeaderMap = {};
@@ -1121,7 +1132,14 @@ interface ProxyPlan {
 
 type TryResult =
   | { kind: 'failure'; code: ProxyFailureCode }
-  | { kind: 'response'; status: number; discard(): void; respond(res: DownRes): void };
+  | {
+      kind: 'response';
+      status: number;
+      /** grpc-status of a trailers-only answer (the call failed before any message). */
+      grpcStatus?: number;
+      discard(): void;
+      respond(res: DownRes): void;
+    };
 
 const defaultActions = new WeakMap<ServicePort, RouteAction>();
 

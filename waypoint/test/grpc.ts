@@ -113,6 +113,7 @@ export function grpcCall(
     st.on('response', (h) => {
       result.httpStatus = Number(h[':status']);
       if (h['grpc-status'] !== undefined) result.status = String(h['grpc-status']);
+      if (h['grpc-message'] !== undefined) result.message = String(h['grpc-message']);
     });
     st.on('data', (c: Buffer) => {
       buf = Buffer.concat([buf, c]);

@@ -278,6 +278,7 @@ export function compileRetry(r: RetrySpec): RetryPolicy {
   return {
     attempts: r.attempts ?? DEFAULT_RETRY_ATTEMPTS,
     codes: new Set(r.codes ?? DEFAULT_RETRY_CODES),
+    grpcCodes: new Set(),
     backoffMs:
       r.backoff === undefined ? DEFAULT_BACKOFF_MS : (parseDuration(r.backoff) ?? DEFAULT_BACKOFF_MS),
   };

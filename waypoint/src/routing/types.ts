@@ -44,8 +44,13 @@ export interface Mirror {
 export interface RetryPolicy {
   /** Retries after the first try (Gateway API `retry.attempts`). */
   attempts: number;
+  /** HTTP statuses that are retried. */
   codes: ReadonlySet<number>;
+  /** gRPC statuses that are retried when they come in a trailers-only answer (no message sent yet). */
+  grpcCodes: ReadonlySet<number>;
   backoffMs: number;
+  /** Per-try timeout from a TrafficPolicy's `retries.perTryTimeout`, used when the route sets none. */
+  perTryTimeoutMs?: number;
 }
 
 export interface RouteAction {

@@ -8,7 +8,8 @@
 //     connectionPool: { maxConnections: 100, maxPendingRequests: 10, maxRequests: 100 }
 //     outlierDetection: { consecutive5xxErrors: 5, baseEjectionTime: 30s, maxEjectionPercent: 10 }
 //     fault: { delay: { fixedDelay: 2s, percentage: 10 }, abort: { httpStatus: 503, percentage: 5 } }
-//     retry: { attempts: 2, codes: [503], backoff: 25ms }     # default for routes without retry
+//     retry: { attempts: 2, codes: [503], backoff: 25ms }     # default for routes without retry, or
+//     retries: { attempts: 3, perTryTimeout: 2s, retryOn: [5xx, unavailable] }   # Istio's spelling
 import { z } from 'zod';
 import { parseDuration } from '../duration.js';
 import { WaypointConfigError } from '../errors.js';
@@ -16,6 +17,67 @@ import { parseWith, readObjectMeta } from '../model.js';
 import { durationString, retrySchema } from '../routing/schema.js';
 import { compileRetry } from '../routing/translate.js';
 import type { RetryPolicy } from '../routing/types.js';
+
+/** Istio's `retryOn` conditions this waypoint implements (the CRD's enum). */
+const RETRY_ON = [
+  '5xx',
+  'gateway-error',
+  'reset',
+  'connect-failure',
+  'retriable-4xx',
+  'refused-stream',
+  'retriable-status-codes',
+  'cancelled',
+  'deadline-exceeded',
+  'unavailable',
+  'resource-exhausted',
+] as const;
+type RetryOn = (typeof RETRY_ON)[number];
+
+/** Istio's default when `retryOn` is left out. */
+const DEFAULT_RETRY_ON: readonly RetryOn[] = [
+  'connect-failure',
+  'refused-stream',
+  'unavailable',
+  'cancelled',
+];
+
+const HTTP_CODES_FOR: Partial<Record<RetryOn, readonly number[]>> = {
+  '5xx': Array.from({ length: 100 }, (_, i) => 500 + i),
+  'gateway-error': [502, 503, 504],
+  'retriable-4xx': [409],
+};
+const GRPC_CODES_FOR: Partial<Record<RetryOn, number>> = {
+  cancelled: 1,
+  'deadline-exceeded': 4,
+  'resource-exhausted': 8,
+  unavailable: 14,
+};
+
+/**
+ * Istio's `retries` in this waypoint's terms. Connection failures, refused streams and resets before
+ * a response are always retried (within `attempts`), so `reset`, `connect-failure` and
+ * `refused-stream` add nothing; `retriable-status-codes` has no code list to draw from here (use
+ * the HTTPRoute-style `retry.codes`).
+ */
+function compileIstioRetries(r: {
+  attempts: number;
+  perTryTimeout?: string | undefined;
+  retryOn?: RetryOn[] | undefined;
+}): RetryPolicy {
+  const on = r.retryOn ?? DEFAULT_RETRY_ON;
+  const codes = new Set<number>();
+  const grpcCodes = new Set<number>();
+  for (const cond of on) {
+    for (const c of HTTP_CODES_FOR[cond] ?? []) codes.add(c);
+    const g = GRPC_CODES_FOR[cond];
+    if (g !== undefined) grpcCodes.add(g);
+  }
+  const policy: RetryPolicy = { attempts: r.attempts, codes, grpcCodes, backoffMs: 25 };
+  const perTry = r.perTryTimeout === undefined ? undefined : parseDuration(r.perTryTimeout);
+  if (perTry !== undefined) policy.perTryTimeoutMs = perTry;
+  return policy;
+}
 
 const percentage = z.number().min(0).max(100);
 const count = z.number().int().min(1).max(1_000_000);
@@ -68,6 +130,13 @@ const specSchema = z.object({
     })
     .optional(),
   retry: retrySchema.optional(),
+  retries: z
+    .object({
+      attempts: z.number().int().min(0).max(10),
+      perTryTimeout: durationString.optional(),
+      retryOn: z.array(z.enum(RETRY_ON)).max(16).optional(),
+    })
+    .optional(),
 });
 
 export type LoadBalancerType = 'ROUND_ROBIN' | 'LEAST_REQUEST' | 'RANDOM' | 'CONSISTENT_HASH';
@@ -119,6 +188,16 @@ export function compileTrafficPolicy(raw: unknown): { services: string[]; settin
       'at least one Service targetRef is required',
     );
   }
+  if (spec.retry !== undefined && spec.retries !== undefined) {
+    throw new WaypointConfigError(
+      'INVALID_OBJECT',
+      'TrafficPolicy',
+      meta.namespace,
+      meta.name,
+      'spec.retries',
+      'retry and retries are two spellings of the default retry policy: set one',
+    );
+  }
   const cp = spec.connectionPool ?? {};
   const od = spec.outlierDetection;
   const settings: TrafficSettings = {
@@ -151,7 +230,11 @@ export function compileTrafficPolicy(raw: unknown): { services: string[]; settin
           }
         : undefined,
     },
-    retry: spec.retry ? compileRetry(spec.retry) : undefined,
+    retry: spec.retry
+      ? compileRetry(spec.retry)
+      : spec.retries
+        ? compileIstioRetries(spec.retries)
+        : undefined,
   };
   refs.forEach((r, i) => {
     if ((r.namespace ?? meta.namespace) !== meta.namespace) {

@@ -150,7 +150,7 @@ describe('HTTPRoute precedence', () => {
     const a = findRoute(snapshot.routes, 'shop/reviews', req('/'))!.action;
     expect(a.requestTimeoutMs).toBe(90_000);
     expect(a.backendRequestTimeoutMs).toBe(500);
-    expect(a.retry).toEqual({ attempts: 3, codes: new Set([503]), backoffMs: 10 });
+    expect(a.retry).toEqual({ attempts: 3, codes: new Set([503]), grpcCodes: new Set(), backoffMs: 10 });
   });
 
   it('applies routes on the waypoint Gateway by hostname, after Service routes', () => {

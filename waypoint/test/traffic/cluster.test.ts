@@ -160,3 +160,34 @@ describe('TrafficPolicy validation', () => {
     expect(() => settings({ loadBalancer: { simple: 'FASTEST' } })).toThrow(/spec\.loadBalancer\.simple/);
   });
 });
+
+describe('TrafficPolicy retries (Istio spelling)', () => {
+  it('maps retryOn to HTTP and gRPC statuses, and perTryTimeout to a per-try timeout', () => {
+    const r = settings({
+      retries: {
+        attempts: 3,
+        perTryTimeout: '2s',
+        retryOn: ['gateway-error', 'unavailable', 'resource-exhausted'],
+      },
+    }).retry!;
+    expect(r.attempts).toBe(3);
+    expect([...r.codes].sort()).toEqual([502, 503, 504]);
+    expect([...r.grpcCodes].sort((a, b) => a - b)).toEqual([8, 14]);
+    expect(r.perTryTimeoutMs).toBe(2000);
+    const fiveXx = settings({ retries: { attempts: 1, retryOn: ['5xx'] } }).retry!;
+    expect(fiveXx.codes.has(500) && fiveXx.codes.has(599) && !fiveXx.codes.has(499)).toBe(true);
+  });
+
+  it("uses Istio's default conditions when retryOn is left out", () => {
+    const r = settings({ retries: { attempts: 2 } }).retry!;
+    expect(r.codes.size).toBe(0);
+    expect([...r.grpcCodes].sort((a, b) => a - b)).toEqual([1, 14]);
+  });
+
+  it('refuses both spellings at once and unknown conditions, naming the field', () => {
+    expect(() => settings({ retry: { attempts: 1 }, retries: { attempts: 1 } })).toThrow(/spec\.retries/);
+    expect(() => settings({ retries: { attempts: 1, retryOn: ['sometimes'] } })).toThrow(
+      /spec\.retries\.retryOn/,
+    );
+  });
+});
