@@ -29,6 +29,8 @@ const sourceSchema = z.object({
   notIpBlocks: strings,
   remoteIpBlocks: strings,
   notRemoteIpBlocks: strings,
+  requestPrincipals: strings,
+  notRequestPrincipals: strings,
 });
 const operationSchema = z.object({
   hosts: strings,
@@ -88,6 +90,13 @@ type StringMatcher = SharedStringMatcher;
 interface CompiledSource {
   principals?: StringMatcher;
   notPrincipals?: StringMatcher;
+  /**
+   * JWT principals. Hypha has no request authentication, so every request is one without a token:
+   * `requestPrincipals` never matches and `notRequestPrincipals` always does (Istio's meaning for a
+   * request that carries no token), instead of the fields being dropped and widening an ALLOW.
+   */
+  requestPrincipals?: StringMatcher;
+  notRequestPrincipals?: StringMatcher;
   namespaces?: StringMatcher;
   notNamespaces?: StringMatcher;
   ipBlocks?: BlockList;
@@ -255,6 +264,8 @@ function compileRule(r: RuleSpec, meta: ObjectMeta, base: string): CompiledRule 
     return omitUndefined({
       principals: matchers(s.principals),
       notPrincipals: matchers(s.notPrincipals),
+      requestPrincipals: matchers(s.requestPrincipals),
+      notRequestPrincipals: matchers(s.notRequestPrincipals),
       namespaces: matchers(s.namespaces),
       notNamespaces: matchers(s.notNamespaces),
       ipBlocks: blocks(ipBlocks, meta, `${f}.ipBlocks`),
@@ -316,6 +327,9 @@ function normalizeIp(ip: string): string {
 function sourceMatches(s: CompiledSource, a: AuthzAttributes): boolean {
   if (s.principals && !any(s.principals, a.principal)) return false;
   if (s.notPrincipals && any(s.notPrincipals, a.principal)) return false;
+  // No request principal ever exists (see CompiledSource).
+  if (s.requestPrincipals && !any(s.requestPrincipals, undefined)) return false;
+  if (s.notRequestPrincipals && any(s.notRequestPrincipals, undefined)) return false;
   if (s.namespaces && !any(s.namespaces, a.sourceNamespace)) return false;
   if (s.notNamespaces && any(s.notNamespaces, a.sourceNamespace)) return false;
   const ip = normalizeIp(a.sourceIp);

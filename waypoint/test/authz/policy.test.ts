@@ -65,6 +65,25 @@ describe('AuthorizationPolicy evaluation', () => {
     expect(decide([allowGet, denyWeb], attrs())).toMatchObject({ allowed: false, policy: 'shop/d' });
   });
 
+  it('reads requestPrincipals as for a request without a token (Hypha has no JWT authentication)', () => {
+    // An ALLOW that requires a token must not turn into allow-all by dropping the field.
+    const requireJwt = policy('jwt', {
+      action: 'ALLOW',
+      rules: [{ from: [{ source: { requestPrincipals: ['*'] } }] }],
+    });
+    expect(decide([requireJwt], attrs()).allowed).toBe(false);
+    const denyNoJwt = policy('nojwt', {
+      action: 'DENY',
+      rules: [{ from: [{ source: { notRequestPrincipals: ['*'] } }] }],
+    });
+    expect(decide([denyNoJwt], attrs())).toMatchObject({ allowed: false, policy: 'shop/nojwt' });
+    const denyJwt = policy('withjwt', {
+      action: 'DENY',
+      rules: [{ from: [{ source: { requestPrincipals: ['issuer/subject'] } }] }],
+    });
+    expect(decide([denyJwt], attrs()).allowed).toBe(true);
+  });
+
   it('treats an ALLOW policy without rules as allow-nothing and a rule {} as allow-all', () => {
     expect(decide([policy('a', { action: 'ALLOW' })], attrs()).allowed).toBe(false);
     expect(decide([policy('a', { action: 'ALLOW', rules: [{}] })], attrs()).allowed).toBe(true);
