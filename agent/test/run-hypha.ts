@@ -1,5 +1,5 @@
 // Runs the built `hypha` CLI the way a user does (a separate process) and collects what it printed.
-import { execFile } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 export const HYPHA_BIN = fileURLToPath(new URL('../bin/hypha.js', import.meta.url));
@@ -28,5 +28,58 @@ export function runHypha(
         resolve({ code, stdout, stderr });
       },
     );
+  });
+}
+
+export interface RunningKubeCa {
+  child: ChildProcess;
+  /** The CA's HTTPS URL, from its "hypha CA ready" log line. */
+  url: string;
+  /** Everything it logged so far (JSON lines on stderr). */
+  log(): string;
+}
+
+/**
+ * Starts `hypha ca serve --config kubernetes` against a (stand-in) API server's kubeconfig, in
+ * namespace `namespace`, on a free loopback port; resolves once it logs that it is ready.
+ */
+export function startKubeCa(kubeconfigPath: string, namespace: string): Promise<RunningKubeCa> {
+  const child = spawn(
+    process.execPath,
+    [
+      HYPHA_BIN,
+      'ca',
+      'serve',
+      '--config',
+      'kubernetes',
+      '--kubeconfig',
+      kubeconfigPath,
+      '--listen',
+      '127.0.0.1:0',
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, POD_NAMESPACE: namespace } },
+  );
+  let log = '';
+  child.stderr?.on('data', (d: Buffer) => {
+    log += d.toString();
+  });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`CA did not become ready:\n${log}`));
+    }, 20_000);
+    const onData = (): void => {
+      const m = /"url":"(https:\/\/127\.0\.0\.1:\d+)".*"msg":"hypha CA ready"/.exec(log);
+      if (m) {
+        clearTimeout(timer);
+        child.stderr?.off('data', onData);
+        resolve({ child, url: m[1]!, log: () => log });
+      }
+    };
+    child.stderr?.on('data', onData);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`CA exited with ${code}:\n${log}`));
+    });
   });
 }

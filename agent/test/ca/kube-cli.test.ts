@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { CaClient, type CaClientError, parseSpiffeId } from '@hypha/shared/identity';
 import { createKubeApiServer, type KubeApiServer } from '@hypha/test';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startKubeCa } from '../run-hypha.js';
 
 const BIN = fileURLToPath(new URL('../../bin/hypha.js', import.meta.url));
 const WEB = parseSpiffeId('spiffe://cluster.local/ns/shop/sa/web');
@@ -38,35 +39,9 @@ describe('hypha ca serve --config kubernetes', () => {
   });
 
   it('serves certificates to agents and stops on SIGTERM', async () => {
-    const child = spawn(
-      process.execPath,
-      [
-        BIN,
-        'ca',
-        'serve',
-        '--config',
-        'kubernetes',
-        '--kubeconfig',
-        api.kubeconfigPath,
-        '--listen',
-        '127.0.0.1:0',
-      ],
-      { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, POD_NAMESPACE: 'hypha-system' } },
-    );
-    let log = '';
-    const url = await new Promise<string>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`CA did not become ready:\n${log}`)), 20_000);
-      child.stderr.on('data', (d: Buffer) => {
-        log += d.toString();
-        const m = /"url":"(https:\/\/127\.0\.0\.1:\d+)".*"msg":"hypha CA ready"/.exec(log);
-        if (m) {
-          clearTimeout(timer);
-          resolve(m[1]!);
-        }
-      });
-      child.once('exit', (code) => reject(new Error(`CA exited with ${code}:\n${log}`)));
-    });
-    expect(log).toMatch(/"root":"created"/);
+    const ca = await startKubeCa(api.kubeconfigPath, 'hypha-system');
+    const { child, url } = ca;
+    expect(ca.log()).toMatch(/"root":"created"/);
     const cm = api.find('v1', 'ConfigMap', 'hypha-ca-root-cert', 'hypha-system') as unknown as {
       data: Record<string, string>;
     };

@@ -1,8 +1,3 @@
-// Revocations in Kubernetes mode: `hypha ca revoke --kubernetes` (the built CLI) writes ConfigMap
-// hypha-ca-revocations, a running `hypha ca serve --config kubernetes` serves each change on
-// GET /v1/revocations within seconds and refuses certificates for revoked identities, a malformed
-// ConfigMap leaves the last good list in force (one log line, no crash), and writers retry on 409.
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,7 +12,7 @@ import {
   recordKubeRevocation,
 } from '../../src/ca/kube-revocations.js';
 import { recordRevocation } from '../../src/ca/revocations.js';
-import { HYPHA_BIN, type HyphaRun, runHypha } from '../run-hypha.js';
+import { type HyphaRun, runHypha, startKubeCa } from '../run-hypha.js';
 
 const WEB = parseSpiffeId('spiffe://cluster.local/ns/shop/sa/web');
 const NS = 'hypha-system';
@@ -244,40 +239,14 @@ describe('a running kube-mode CA and ConfigMap hypha-ca-revocations', () => {
   });
 
   it('serves each change within seconds, refuses revoked identities, survives a malformed ConfigMap', async () => {
-    const child = spawn(
-      process.execPath,
-      [
-        HYPHA_BIN,
-        'ca',
-        'serve',
-        '--config',
-        'kubernetes',
-        '--kubeconfig',
-        api.kubeconfigPath,
-        '--listen',
-        '127.0.0.1:0',
-      ],
-      { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, POD_NAMESPACE: NS } },
-    );
-    let log = '';
+    const ca = await startKubeCa(api.kubeconfigPath, NS);
+    const { child, url } = ca;
     let exited: number | null | undefined;
     child.once('exit', (code) => {
       exited = code;
     });
     const client: { c?: CaClient } = {};
     try {
-      const url = await new Promise<string>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`CA did not become ready:\n${log}`)), 20_000);
-        child.stderr.on('data', (d: Buffer) => {
-          log += d.toString();
-          const m = /"url":"(https:\/\/127\.0\.0\.1:\d+)".*"msg":"hypha CA ready"/.exec(log);
-          if (m) {
-            clearTimeout(timer);
-            resolve(m[1]!);
-          }
-        });
-        child.once('exit', (code) => reject(new Error(`CA exited with ${code}:\n${log}`)));
-      });
       const bundle = (api.find('v1', 'ConfigMap', 'hypha-ca-root-cert', NS) as unknown as ConfigMap).data[
         'root-cert.pem'
       ]!;
@@ -322,7 +291,10 @@ describe('a running kube-mode CA and ConfigMap hypha-ca-revocations', () => {
       // Malformed: the last good list stays, one error line names the ConfigMap and the problem.
       putList(api, { 'revocations.json': '{"version": 3, "entries": [{"serial": "not hex"}]}' });
       const line = await until('the malformed-ConfigMap log line', async () =>
-        log.split('\n').find((l) => l.includes('still serving the last good revocation list')),
+        ca
+          .log()
+          .split('\n')
+          .find((l) => l.includes('still serving the last good revocation list')),
       );
       expect(line).toMatch(/"level":"error"/);
       expect(line).toMatch(
@@ -336,10 +308,15 @@ describe('a running kube-mode CA and ConfigMap hypha-ca-revocations', () => {
       );
       putList(api, { other: 'x' });
       await until('the missing-key log line', async () =>
-        log.includes('has no key revocations.json (it has other)') ? true : undefined,
+        ca.log().includes('has no key revocations.json (it has other)') ? true : undefined,
       );
       expect(exited).toBeUndefined();
-      expect(log.split('\n').filter((l) => l.includes('still serving the last good')).length).toBe(2);
+      expect(
+        ca
+          .log()
+          .split('\n')
+          .filter((l) => l.includes('still serving the last good')).length,
+      ).toBe(2);
 
       // A fixed list is applied; deleting the ConfigMap empties the list and certificates flow again.
       putList(api, {
