@@ -1,10 +1,5 @@
-// L4 visibility on the namespace cluster (issue 5): Istio-named metrics on :15020 whose counts and
-// bytes equal what the test sent (and grow while a long connection runs), labels with the right
-// identities, an exposition that parses as strict Prometheus text, one access-log line per
-// connection, `hypha status` reading the admin port, and no private key in /config_dump.
-import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { type DemoResult, type LogEvent, startDemo } from '@hypha/agent';
+import { type DemoResult, startDemo } from '@hypha/agent';
 import type { ClusterPod } from '@hypha/test';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -361,68 +356,6 @@ async function eventually<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeou
   return last;
 }
 
-/** A TCP connection from a pod held open by a child process; `exchange(n)` sends n bytes and waits for the echo. */
-function holdConnection(
-  from: ClusterPod,
-  to: ClusterPod,
-): {
-  exchange(n: number): Promise<number>;
-  end(): void;
-  waitClosed(): Promise<{ total: number }>;
-  kill(): void;
-} {
-  const script = `const s=require('net').connect(${ECHO_PORT},${JSON.stringify(to.ip)});let total=0,want=0;
-const out=(o)=>process.stdout.write(JSON.stringify(o)+'\\n');
-s.on('connect',()=>out({event:'connected'}));
-s.on('data',d=>{total+=d.length;if(total>=want)out({event:'echoed',total})});
-s.on('close',()=>{out({event:'closed',total});process.exit(0)});s.on('error',()=>{});
-process.stdin.on('data',d=>{for(const n of String(d).trim().split(/\\s+/)){if(n==='end'){s.end();continue}want+=Number(n);s.write(Buffer.alloc(Number(n),120))}});`;
-  const child: ChildProcess = demo.mesh.cluster.spawn(from.netns, process.execPath, ['-e', script], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  const events: LogEvent[] = [];
-  const waiters: { p: (e: LogEvent) => boolean; r: (e: LogEvent) => void }[] = [];
-  let buf = '';
-  child.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-      const e = JSON.parse(buf.slice(0, i)) as LogEvent;
-      buf = buf.slice(i + 1);
-      events.push(e);
-      for (const w of [...waiters]) {
-        if (!w.p(e)) continue;
-        waiters.splice(waiters.indexOf(w), 1);
-        w.r(e);
-      }
-    }
-  });
-  const next = (p: (e: LogEvent) => boolean, ms = 10_000) =>
-    new Promise<LogEvent>((resolve, reject) => {
-      const seen = events.find(p);
-      if (seen) return resolve(seen);
-      const t = setTimeout(
-        () => reject(new Error(`held connection: timed out; events ${JSON.stringify(events)}`)),
-        ms,
-      );
-      waiters.push({
-        p,
-        r: (e) => {
-          clearTimeout(t);
-          resolve(e);
-        },
-      });
-    });
-  let sent = 0;
-  return {
-    async exchange(n) {
-      await next((e) => e.event === 'connected');
-      sent += n;
-      child.stdin!.write(`${n}\n`);
-      const e = await next((e) => (e.event === 'echoed' && Number(e.total) >= sent) || e.event === 'closed');
-      return Number(e.total);
-    },
-    end: () => child.stdin!.write('end\n'),
-    waitClosed: () => next((e) => e.event === 'closed').then((e) => ({ total: Number(e.total) })),
-    kill: () => child.kill(),
-  };
-}
+/** A TCP connection from a pod to the echo port of another, held open (see TestCluster.holdTcpConnection). */
+const holdConnection = (from: ClusterPod, to: ClusterPod) =>
+  demo.mesh.cluster.holdTcpConnection(from.netns, to.ip, ECHO_PORT);

@@ -9,6 +9,7 @@ export type {
   TestClusterOptions,
 } from './cluster/cluster.js';
 export { CLUSTER_NETNS_PATTERN, listenInNetns, TestCluster } from './cluster/cluster.js';
+export type { HeldConnection } from './cluster/held-connection.js';
 export type { ClusterErrorCode, RunResult } from './cluster/run.js';
 export { ClusterError, listNetns, runCommand } from './cluster/run.js';
 export type { CleanupStaleOptions, CleanupStaleResult } from './cluster/stale.js';

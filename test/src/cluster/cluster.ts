@@ -24,6 +24,7 @@ import { randomInt } from 'node:crypto';
 import type { Server } from 'node:net';
 import type { Logger } from '@hypha/shared';
 import { type RunningApp, runApp, type SampleApp, startApp } from './apps.js';
+import { type HeldConnection, heldConnectionScript, steerHeldConnection } from './held-connection.js';
 import { ClusterError, listNetns, type RunResult, removeNetnsSync, runCommand } from './run.js';
 
 /** Marks every namespace the harness creates: `hyt` + 3 hex digits + `-`. */
@@ -322,6 +323,18 @@ s.on('connect',()=>s.write('ping'));s.on('data',d=>{got+=d;if(got==='ping')done(
 s.on('close',()=>done(false));s.on('error',()=>done(false));setTimeout(()=>done(false),${timeoutMs});`;
     const r = await this.exec(netns, process.execPath, ['-e', script]);
     return r.stdout === 'OK';
+  }
+
+  /**
+   * A TCP connection from inside `netns` to ip:port (an echo server), held open by a child process
+   * the test steers: `exchange(n)` sends n bytes and waits for their echo, `end()` half-closes,
+   * `waitClosed()` resolves when the mesh or the server closes it.
+   */
+  holdTcpConnection(netns: string, ip: string, port: number): HeldConnection {
+    const child = this.spawn(netns, process.execPath, ['-e', heldConnectionScript(ip, port)], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    return steerHeldConnection(child);
   }
 
   /**
