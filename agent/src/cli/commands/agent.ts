@@ -3,9 +3,8 @@
 import { createLogger, type LogLevel } from '@hypha/shared';
 import { type Command, Option } from 'commander';
 import { type AgentConfig, AgentConfigError, DEFAULT_PORTS, parseConfigSource } from '../../agent/config.js';
-import { DurationError, parseDurationMs } from '../../ca/duration.js';
 import { addMeshDaemonOptions } from '../daemon-options.js';
-import { UsageError } from '../errors.js';
+import { durationFlagMs, UsageError } from '../errors.js';
 
 interface AgentFlags {
   node?: string;
@@ -101,12 +100,11 @@ Example (outside Kubernetes):
           adminAddress: flags.adminAddress,
           metricsAddress: flags.metricsAddress,
           readinessAddress: flags.readinessAddress,
-          drainMs: durationFlag(flags.drainTimeout, '--drain-timeout'),
-          revocationPollMs: durationFlag(flags.revocationPoll, '--revocation-poll'),
+          drainMs: durationFlagMs('--drain-timeout', flags.drainTimeout),
+          revocationPollMs: durationFlagMs('--revocation-poll', flags.revocationPoll),
         };
       } catch (err) {
-        if (err instanceof AgentConfigError || err instanceof DurationError)
-          throw new UsageError(err.message);
+        if (err instanceof AgentConfigError) throw new UsageError(err.message);
         throw err;
       }
       const logger = createLogger({ level: globals.logLevel, base: { node: config.nodeName } });
@@ -126,13 +124,4 @@ Example (outside Kubernetes):
         process.on('SIGINT', onInt);
       });
     });
-}
-
-function durationFlag(value: string, flag: string): number {
-  try {
-    return parseDurationMs(value);
-  } catch (err) {
-    if (err instanceof DurationError) throw new UsageError(`${flag}: ${err.message}`);
-    throw err;
-  }
 }

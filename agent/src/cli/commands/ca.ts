@@ -3,8 +3,8 @@ import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { createLogger, isLogLevel, parseSpiffeId, SpiffeIdError } from '@hypha/shared';
 import { type Command, Option } from 'commander';
-import { DurationError, formatDurationSeconds, parseDurationSeconds } from '../../ca/duration.js';
-import { UsageError } from '../errors.js';
+import { formatDurationSeconds } from '../../ca/duration.js';
+import { durationFlagSeconds, UsageError } from '../errors.js';
 
 // Kept equal to CA_PORT in ../../ca/server.ts; the heavy modules (X.509, YAML, HTTPS server) load
 // only inside the actions, so `hypha --help` and other verbs start fast.
@@ -86,7 +86,7 @@ Example:
     )
     .action(async (opts: { dir: string; id: string; out: string; ttl: string }) => {
       const id = parseIdFlag(opts.id);
-      const ttlSeconds = parseDurationFlag('--ttl', opts.ttl);
+      const ttlSeconds = durationFlagSeconds('--ttl', opts.ttl);
       const { CertificateAuthority } = await identity();
       const authority = await CertificateAuthority.load(opts.dir);
       if (id.trustDomain !== authority.trustDomain) {
@@ -215,7 +215,7 @@ Examples:
         cmd: Command,
       ) => {
         const { host, port } = parseListen(opts.listen);
-        const maxTtlSeconds = parseDurationFlag('--max-ttl', opts.maxTtl);
+        const maxTtlSeconds = durationFlagSeconds('--max-ttl', opts.maxTtl);
         if (opts.config === 'file') {
           const missing = (['dir', 'tokens', 'pods'] as const).filter((k) => opts[k] === undefined);
           if (missing.length > 0) {
@@ -433,15 +433,6 @@ function parseIdFlag(text: string) {
     return parseSpiffeId(text);
   } catch (err) {
     if (err instanceof SpiffeIdError) throw new UsageError(`--id: ${err.message}`);
-    throw err;
-  }
-}
-
-function parseDurationFlag(flag: string, text: string): number {
-  try {
-    return parseDurationSeconds(text);
-  } catch (err) {
-    if (err instanceof DurationError) throw new UsageError(`${flag}: ${err.message}`);
     throw err;
   }
 }

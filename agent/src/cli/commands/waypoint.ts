@@ -10,7 +10,6 @@ import { createLogger, type LogLevel } from '@hypha/shared';
 import { type Command, Option } from 'commander';
 import { stringify } from 'yaml';
 import { AgentConfigError, parseConfigSource } from '../../agent/config.js';
-import { DurationError, parseDurationMs } from '../../ca/duration.js';
 import type { WaypointDaemonConfig } from '../../waypoint-daemon/config.js';
 import {
   mergeIntoConfigYaml,
@@ -20,7 +19,7 @@ import {
   type WaypointFor,
 } from '../../waypoint-daemon/render.js';
 import { addMeshDaemonOptions } from '../daemon-options.js';
-import { UsageError } from '../errors.js';
+import { durationFlagMs, UsageError } from '../errors.js';
 import { findManifestsDir } from './install.js';
 
 interface DaemonFlags {
@@ -105,12 +104,11 @@ Examples:
           adminAddress: flags.adminAddress,
           metricsAddress: flags.metricsAddress,
           readinessAddress: flags.readinessAddress,
-          drainMs: parseDurationMs(flags.drainTimeout),
+          drainMs: durationFlagMs('--drain-timeout', flags.drainTimeout),
           accessLog: flags.accessLog === 'on',
         };
       } catch (err) {
-        if (err instanceof AgentConfigError || err instanceof DurationError)
-          throw new UsageError(err.message);
+        if (err instanceof AgentConfigError) throw new UsageError(err.message);
         throw err;
       }
       const logger = createLogger({
