@@ -2,6 +2,7 @@
 // and restarted, a graceful SIGTERM (issue 4).
 import { type DemoResult, startDemo } from '@hypha/agent';
 import { demoConfigObjects } from '@hypha/shared/config';
+import { eventually } from '@hypha/test';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 let demo: DemoResult;
@@ -32,16 +33,6 @@ async function nftRules(node: string): Promise<{ set: string[]; rules: number }>
     .nftables;
   const set = items.find((i) => i.set?.name === 'mesh_pods')?.set?.elem ?? [];
   return { set: set.map(String), rules: items.filter((i) => i.rule !== undefined).length };
-}
-
-async function eventually<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last = await fn();
-  while (!ok(last) && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 200));
-    last = await fn();
-  }
-  return last;
 }
 
 async function callEcho(

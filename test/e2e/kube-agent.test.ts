@@ -2,7 +2,7 @@
 // CA (TokenReview, Pods informer, root Secret, trust bundle ConfigMap), a two-node namespace cluster
 // and `hypha agent --config kubernetes:<kubeconfig>` on each node. Every change under test goes
 // through the API, as kubectl would make it.
-import type { ClusterPod } from '@hypha/test';
+import { type ClusterPod, eventually as pollUntil } from '@hypha/test';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KubeMesh } from '../../agent/src/mesh/kube-mesh.js';
 
@@ -11,15 +11,8 @@ let mesh: KubeMesh;
 let client: ClusterPod;
 let server: ClusterPod;
 
-async function eventually<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last = await fn();
-  while (!ok(last) && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 200));
-    last = await fn();
-  }
-  return last;
-}
+const eventually = <T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 15_000) =>
+  pollUntil(fn, ok, timeoutMs);
 
 /** One TCP round trip between pods: true when the echo came back. */
 const roundTrip = (from: ClusterPod, to: ClusterPod): Promise<boolean> =>

@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { type DemoResult, type LogEvent, startDemo } from '@hypha/agent';
 import { demoConfigObjects } from '@hypha/shared/config';
-import type { ClusterPod } from '@hypha/test';
+import { type ClusterPod, eventually } from '@hypha/test';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const BIN = fileURLToPath(new URL('../../agent/bin/hypha.js', import.meta.url));
@@ -101,16 +101,6 @@ async function apply(extra: object[], demoLabels: Record<string, string> = {}): 
       ),
     ),
   );
-}
-
-async function eventually<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last = await fn();
-  while (!ok(last) && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 200));
-    last = await fn();
-  }
-  return last;
 }
 
 /** One TCP round trip between pods: true when the echo came back. */

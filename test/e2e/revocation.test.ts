@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { type DemoResult, startDemo } from '@hypha/agent';
-import type { ClusterPod } from '@hypha/test';
+import { type ClusterPod, eventually } from '@hypha/test';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const run = promisify(execFile);
@@ -57,12 +57,10 @@ describe('revocation on the namespace cluster', () => {
 
     const live = longLived(pods.client, pods.echoV2, 12_000);
     // Revoke only once the destination agent carries the tunnel.
-    const deadline = Date.now() + 10_000;
-    while (Date.now() < deadline) {
-      const conns = await demo.mesh.fetchInNode('node-b', 'http://127.0.0.1:15000/connections');
-      if (conns.includes('/sa/client') && conns.includes(`${pods.echoV2.ip}:${ECHO_PORT}`)) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await eventually(
+      () => demo.mesh.fetchInNode('node-b', 'http://127.0.0.1:15000/connections'),
+      (conns) => conns.includes('/sa/client') && conns.includes(`${pods.echoV2.ip}:${ECHO_PORT}`),
+    );
     const revoke = await run(
       process.execPath,
       [BIN, 'ca', 'revoke', '--dir', join(demo.mesh.dir, 'ca'), '--id', CLIENT_ID, '--reason', 'test'],

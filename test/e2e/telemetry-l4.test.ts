@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { type DemoResult, startDemo } from '@hypha/agent';
-import type { ClusterPod } from '@hypha/test';
+import { type ClusterPod, eventually } from '@hypha/test';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const BIN = fileURLToPath(new URL('../../agent/bin/hypha.js', import.meta.url));
@@ -345,16 +345,6 @@ describe('L4 telemetry on the namespace cluster', () => {
     }
   });
 });
-
-async function eventually<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last = await fn();
-  while (!ok(last) && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 200));
-    last = await fn();
-  }
-  return last;
-}
 
 /** A TCP connection from a pod to the echo port of another, held open (see TestCluster.holdTcpConnection). */
 const holdConnection = (from: ClusterPod, to: ClusterPod) =>

@@ -14,6 +14,7 @@ export type { ClusterErrorCode, RunResult } from './cluster/run.js';
 export { ClusterError, listNetns, runCommand } from './cluster/run.js';
 export type { CleanupStaleOptions, CleanupStaleResult } from './cluster/stale.js';
 export { cleanupStale } from './cluster/stale.js';
+export { eventually } from './eventually.js';
 export type {
   AuthorizationDecision,
   KubeApiServer,
