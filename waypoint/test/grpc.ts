@@ -37,21 +37,36 @@ export interface GrpcServer {
   close(): Promise<void>;
 }
 
-export async function startGrpcServer(ip: string, methods: Record<string, GrpcMethod>): Promise<GrpcServer> {
+/** Answers a call trailers-only (status in the headers, no message) when it returns a status. */
+export type GrpcRefusal = (path: string, call: number) => { status: number; message?: string } | undefined;
+
+export async function startGrpcServer(
+  ip: string,
+  methods: Record<string, GrpcMethod>,
+  refuse: GrpcRefusal = () => undefined,
+): Promise<GrpcServer> {
   const server = http2.createServer();
   const state = { calls: 0 };
   server.on('stream', (stream, headers) => {
     stream.on('error', () => {});
     state.calls++;
+    const call = state.calls;
     const chunks: Buffer[] = [];
     stream.on('data', (c: Buffer) => chunks.push(c));
     stream.on('end', async () => {
-      const method = methods[String(headers[':path'])];
-      if (method === undefined) {
-        stream.respond(
-          { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '12' },
-          { endStream: true },
-        );
+      const path = String(headers[':path']);
+      const method = methods[path];
+      // An unknown method is UNIMPLEMENTED (12).
+      const refusal = method === undefined ? { status: 12 } : refuse(path, call);
+      if (method === undefined || refusal !== undefined) {
+        const { status, message } = refusal ?? { status: 12 };
+        const h: http2.OutgoingHttpHeaders = {
+          ':status': 200,
+          'content-type': 'application/grpc',
+          'grpc-status': String(status),
+        };
+        if (message !== undefined) h['grpc-message'] = message;
+        stream.respond(h, { endStream: true });
         return;
       }
       stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });

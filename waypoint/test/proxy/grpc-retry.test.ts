@@ -1,60 +1,31 @@
 // gRPC retries on grpc-status: a TrafficPolicy written Istio's way (`retries.retryOn: [unavailable]`)
 // retries calls that fail with a trailers-only UNAVAILABLE, and leaves other statuses alone.
 import http2 from 'node:http2';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { frame, grpcCall } from '../grpc.js';
+import { type GrpcServer, grpcCall, startGrpcServer } from '../grpc.js';
 import { loopbackIp, startWaypoint, type TestWaypoint } from '../helpers.js';
 
 /** Odd calls answer trailers-only UNAVAILABLE (14); even calls answer one message and status 0. */
-interface FlakyServer {
-  ip: string;
-  port: number;
-  calls: number;
-  close(): Promise<void>;
-}
-
-async function startFlaky(ip: string): Promise<FlakyServer> {
-  const server = http2.createServer();
-  const state = { calls: 0 };
-  server.on('stream', (stream, headers) => {
-    stream.on('error', () => {});
-    state.calls++;
-    const n = state.calls;
-    stream.resume();
-    stream.on('end', () => {
-      if (headers[':path'] === '/shop.Reviews/Missing') {
-        stream.respond(
-          { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '5', 'grpc-message': 'nope' },
-          { endStream: true },
-        );
-        return;
-      }
-      if (n % 2 === 1) {
-        stream.respond(
-          { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '14', 'grpc-message': 'busy' },
-          { endStream: true },
-        );
-        return;
-      }
-      stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
-      stream.write(frame(`served by call ${n}`));
-      stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
-      stream.end();
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, ip, resolve));
-  return {
+function startFlaky(ip: string): Promise<GrpcServer> {
+  return startGrpcServer(
     ip,
-    port: (server.address() as AddressInfo).port,
-    get calls() {
-      return state.calls;
+    {
+      '/shop.Reviews/Get': async (_req, send) => {
+        send('served');
+        return { status: 0 };
+      },
+      '/shop.Reviews/Missing': async () => ({ status: 0 }),
     },
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
+    (path, call) =>
+      path === '/shop.Reviews/Missing'
+        ? { status: 5, message: 'nope' }
+        : call % 2 === 1
+          ? { status: 14, message: 'busy' }
+          : undefined,
+  );
 }
 
-let flaky: FlakyServer;
+let flaky: GrpcServer;
 let tw: TestWaypoint;
 let session: http2.ClientHttp2Session;
 
