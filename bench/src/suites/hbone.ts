@@ -187,6 +187,17 @@ async function waitConnectable(port: number, timeoutMs = 10_000): Promise<void> 
   throw new Error(`nothing listens on 127.0.0.1:${port} after ${timeoutMs} ms`);
 }
 
+/** stunnel's version line, for the report's environment ('?' when it does not answer). */
+export function stunnelVersion(): string {
+  try {
+    return execFileSync('sh', ['-c', 'stunnel4 -version 2>&1 | grep -m1 ^stunnel'], {
+      encoding: 'utf8',
+    }).trim();
+  } catch {
+    return '?';
+  }
+}
+
 /** One tunneled route through a stunnel pair: `host:port` strings. */
 export interface StunnelRoute {
   /** Where the stunnel client listens for plain TCP. */
@@ -528,15 +539,7 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
         loadavg: loadavg()
           .map((l) => l.toFixed(2))
           .join(' '),
-        stunnel: (() => {
-          try {
-            return execFileSync('sh', ['-c', 'stunnel4 -version 2>&1 | head -1'], {
-              encoding: 'utf8',
-            }).trim();
-          } catch {
-            return '?';
-          }
-        })(),
+        stunnel: stunnelVersion(),
       },
       results,
     };

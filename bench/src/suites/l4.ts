@@ -21,7 +21,7 @@ import { type DemoResult, type LocalMesh, startDemo } from '@hypha/agent';
 import { CertificateAuthority, SpiffeId } from '@hypha/shared/identity';
 import { fetchCpuSeconds, fetchRssMb, findLoadApp, runLoad, sleep } from '../mesh-load.js';
 import type { BenchOptions, BenchResult, BenchSuiteResult } from '../types.js';
-import { writeStunnelConfigs } from './hbone.js';
+import { stunnelVersion, writeStunnelConfigs } from './hbone.js';
 
 const APT_LINE = 'apt-get install -y iperf3 stunnel4';
 
@@ -499,15 +499,7 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
         note: 'load clients, servers, agents and stunnel share the machine; compare ratios within one run',
         phases: JSON.stringify(ph),
         elapsed: timings.join(', '),
-        stunnel: (() => {
-          try {
-            return execFileSync('sh', ['-c', 'stunnel4 -version 2>&1 | grep -m1 ^stunnel'], {
-              encoding: 'utf8',
-            }).trim();
-          } catch {
-            return '?';
-          }
-        })(),
+        stunnel: stunnelVersion(),
       },
       results,
     };
