@@ -23,6 +23,7 @@ import {
   createHboneServer,
   DEFAULT_FLOW_CONTROL,
   type FlowControlOptions,
+  MESH_NODE_FLAGS,
   NODE_DEFAULT_FLOW_CONTROL,
 } from '@hypha/shared/hbone';
 import {
@@ -142,8 +143,11 @@ interface Spawned {
 
 function spawnRole(role: string, configPath: string): Promise<Spawned> {
   // HYPHA_BENCH_HBONE_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/p" profiles the proxy processes.
+  // The proxies run with the agent's own V8 flags; the echo app is not part of the mesh.
   const nodeArgs =
-    role === 'echo' ? [] : (process.env.HYPHA_BENCH_HBONE_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    role === 'echo'
+      ? []
+      : [...MESH_NODE_FLAGS, ...(process.env.HYPHA_BENCH_HBONE_NODE_ARGS ?? '').split(' ').filter(Boolean)];
   const proc = spawn(process.execPath, [...nodeArgs, SELF, '--hbone-role', role, configPath], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });

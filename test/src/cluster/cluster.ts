@@ -289,19 +289,21 @@ export class TestCluster {
    * Starts a Node script with this process's Node (the project's Node 24) inside a namespace.
    * HYPHA_NODE_ARGS adds Node flags that NODE_OPTIONS refuses, for profiling the mesh's processes:
    * HYPHA_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" npm run bench -- waypoint --quick
+   * `options.nodeArgs` go before the script too (the mesh's processes pass MESH_NODE_FLAGS).
    */
   spawnNode(
     netns: string,
     script: string,
     args: readonly string[] = [],
-    options: SpawnOptions = {},
+    options: SpawnOptions & { nodeArgs?: readonly string[] } = {},
   ): ChildProcess {
+    const { nodeArgs = [], ...spawnOptions } = options;
     const extra = (process.env.HYPHA_NODE_ARGS ?? '').split(' ').filter(Boolean);
     return this.spawn(
       netns,
       process.execPath,
-      ['--disable-warning=ExperimentalWarning', ...extra, script, ...args],
-      options,
+      ['--disable-warning=ExperimentalWarning', ...nodeArgs, ...extra, script, ...args],
+      spawnOptions,
     );
   }
 
