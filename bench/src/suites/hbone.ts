@@ -52,7 +52,7 @@ interface ChildConfig {
   server: SerializedCert;
   /** Server agent's HBONE port (client role). */
   hbonePort?: number;
-  /** App ports the client role opens one plain listener for, each tunneled to that app. */
+  /** App ports the client (or pipe) role opens one plain listener for, each tunneled to that app. */
   targets?: number[];
   flow?: FlowControlOptions;
 }
@@ -117,6 +117,21 @@ async function childMain(role: string, configPath: string): Promise<void> {
             (t) => copyBidirectional(sock, t.stream),
             () => sock.destroy(),
           );
+      });
+      await new Promise<void>((r) => l.listen(0, '127.0.0.1', r));
+      ports.push((l.address() as AddressInfo).port);
+    }
+    report({ ports });
+  } else if (role === 'pipe') {
+    // The Node floor: a plain TCP proxy with HBONE's copy loop and flags, but no TLS and no
+    // HTTP/2. Two of them in a row stand where the two agents stand.
+    const ports: number[] = [];
+    for (const target of cfg.targets ?? []) {
+      const l = createServer({ allowHalfOpen: true, noDelay: true }, (sock) => {
+        sock.on('error', () => {});
+        const up = netConnect({ host: '127.0.0.1', port: target, noDelay: true, allowHalfOpen: true });
+        up.on('error', () => sock.destroy());
+        void copyBidirectional(sock, up);
       });
       await new Promise<void>((r) => l.listen(0, '127.0.0.1', r));
       ports.push((l.address() as AddressInfo).port);
@@ -436,6 +451,14 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
     const hboneSmall = await startHbone('hbone-default-windows', NODE_DEFAULT_FLOW_CONTROL);
     const st = await startStunnel(dir, { client, server }, targets);
     procs.push(...st.procs);
+    const startPipe = async (name: string, target: number): Promise<number> => {
+      const path = join(dir, `${name}.json`);
+      await writeFile(path, JSON.stringify({ client: ser(client), server: ser(server), targets: [target] }));
+      const p = await spawnRole('pipe', path);
+      procs.push(p.proc);
+      return p.info.ports![0]!;
+    };
+    const nodePipe = await startPipe('pipe-a', await startPipe('pipe-b', echoPort));
 
     const results: BenchResult[] = [];
     // Every path is warmed up with the figure's own load before it is measured, and the warm-up
@@ -494,17 +517,23 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
     // Latency: 1 KB request/response, fixed rate, open loop.
     const rate = 2000;
     const conns = 20;
-    const lPorts = { direct: echoPort, stunnel: st.front[1]!, hbone: hbone[1]! };
+    const lPorts = { direct: echoPort, stunnel: st.front[1]!, hbone: hbone[1]!, nodePipe };
     const lOrder = Object.keys(lPorts) as (keyof typeof lPorts)[];
     for (const k of lOrder) await latencySamples(lPorts[k], rate, conns, warm);
     // Three rounds, each in a different order, and the percentiles over all of a path's samples:
     // a burst of load from elsewhere lands on every path alike instead of deciding one of them.
-    const lSamples: Record<keyof typeof lPorts, number[]> = { direct: [], stunnel: [], hbone: [] };
-    for (const round of [lOrder, [...lOrder].reverse(), [lOrder[1]!, lOrder[2]!, lOrder[0]!]]) {
+    const lSamples: Record<keyof typeof lPorts, number[]> = {
+      direct: [],
+      stunnel: [],
+      hbone: [],
+      nodePipe: [],
+    };
+    for (const round of [lOrder, [...lOrder].reverse(), [...lOrder.slice(2), ...lOrder.slice(0, 2)]]) {
       for (const k of round)
         lSamples[k].push(...(await latencySamples(lPorts[k], rate, conns, Math.max(2, secs / 2))));
     }
-    const [lDirect, lStunnel, lHbone] = lOrder.map((k) => percentiles(lSamples[k])) as [
+    const [lDirect, lStunnel, lHbone, lPipe] = lOrder.map((k) => percentiles(lSamples[k])) as [
+      ReturnType<typeof percentiles>,
       ReturnType<typeof percentiles>,
       ReturnType<typeof percentiles>,
       ReturnType<typeof percentiles>,
@@ -527,6 +556,14 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
           peerValue: lStunnel[q],
           ratio: lStunnel[q] / lHbone[q],
           ...(q === 'p99' ? { budget: 'HBONE p99 <= stunnel p99', met: lHbone.p99 <= lStunnel.p99 } : {}),
+        },
+        {
+          name: `1 KB req/resp latency ${q} at ${rate}/s, plain Node TCP proxy pair, no TLS/HTTP/2 (Node's floor)`,
+          value: lPipe[q],
+          unit: 'ms',
+          peer: 'stunnel pair',
+          peerValue: lStunnel[q],
+          ratio: lStunnel[q] / lPipe[q],
         },
       );
     }
