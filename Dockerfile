@@ -74,6 +74,5 @@ COPY --from=builder /src/agent/native/build/Release/hypha_native.node agent/nati
 COPY manifests manifests
 USER 10001:10001
 EXPOSE 15001 15006 15008 15012 15020 15021
-# MESH_NODE_FLAGS (@hypha/shared/hbone runtime.ts); a test keeps this list equal to it.
-ENTRYPOINT ["node", "--external-memory-accounted-in-global-limit", "--initial-heap-size=64", "agent/bin/hypha.js"]
+ENTRYPOINT ["node", "agent/bin/hypha.js"]
 CMD ["--help"]

@@ -15,7 +15,14 @@ import { readFile } from 'node:fs/promises';
 import net, { type Server, type Socket } from 'node:net';
 import type { Logger } from '@hypha/shared';
 import { type ConfigState, createFileSource, LABEL_GATEWAY_NAME, type Workload } from '@hypha/shared/config';
-import { createHbonePool, createHboneServer, type HbonePool, type HboneServer } from '@hypha/shared/hbone';
+import {
+  AGENT_NODE_FLAGS,
+  createHbonePool,
+  createHboneServer,
+  type HbonePool,
+  type HboneServer,
+  missingAgentNodeFlags,
+} from '@hypha/shared/hbone';
 import { CaClient, CertManager, type SpiffeId, tryParseSpiffeId } from '@hypha/shared/identity';
 import { L4Metrics } from '@hypha/shared/telemetry';
 import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
@@ -71,6 +78,13 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
           nodeName: config.nodeName,
           logger,
         });
+  const missingFlags = missingAgentNodeFlags();
+  if (missingFlags.length > 0) {
+    log.warn(
+      { missing: missingFlags },
+      `started without the agent's V8 flags: bulk HBONE throughput will be lower; run it as: node ${AGENT_NODE_FLAGS.join(' ')} <path>/hypha.js agent ...`,
+    );
+  }
   log.info({ source: config.source }, 'loading config');
   await source.start();
   const state = source.state;

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '@hypha/shared';
-import { MESH_NODE_FLAGS } from '@hypha/shared/hbone';
+import { AGENT_NODE_FLAGS } from '@hypha/shared/hbone';
 import { fetchKube, type KubeRequestOptions, loadKubeConfig } from '@hypha/shared/kube';
 import {
   type ClusterPod,
@@ -209,7 +209,7 @@ export class KubeMesh {
         '--drain-timeout',
         '1s',
       ],
-      { stdio: ['ignore', 'pipe', 'pipe'], nodeArgs: MESH_NODE_FLAGS },
+      { stdio: ['ignore', 'pipe', 'pipe'], nodeArgs: AGENT_NODE_FLAGS },
     );
     const agent: AgentProcess = { node, ...trackProcess(child, `agent ${node}`) };
     this.agents.set(node, agent);

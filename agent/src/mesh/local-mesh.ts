@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '@hypha/shared';
-import { MESH_NODE_FLAGS } from '@hypha/shared/hbone';
+import { AGENT_NODE_FLAGS } from '@hypha/shared/hbone';
 import { CertificateAuthority } from '@hypha/shared/identity';
 import { type ClusterPod, TestCluster } from '@hypha/test';
 import { stringify } from 'yaml';
@@ -150,7 +150,7 @@ export class LocalMesh {
         '--san',
         first.ip,
       ],
-      { stdio: ['ignore', 'pipe', 'pipe'], nodeArgs: MESH_NODE_FLAGS },
+      { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     const proc = trackProcess(this.#ca, 'ca');
     await proc.waitFor((e) => typeof e.msg === 'string' && /listening/i.test(e.msg), 20_000);
@@ -190,7 +190,7 @@ export class LocalMesh {
         this.#opts.drainTimeout ?? '1s',
         ...(this.#opts.agentArgs ?? []),
       ],
-      { stdio: ['ignore', 'pipe', 'pipe'], nodeArgs: MESH_NODE_FLAGS },
+      { stdio: ['ignore', 'pipe', 'pipe'], nodeArgs: AGENT_NODE_FLAGS },
     );
     const agent: AgentProcess = { node, ...trackProcess(child, `agent ${node}`) };
     this.agents.set(node, agent);
@@ -239,7 +239,7 @@ export class LocalMesh {
         this.#opts.drainTimeout ?? '1s',
         ...(opts.args ?? []),
       ],
-      { stdio: ['ignore', 'pipe', 'pipe'], nodeArgs: MESH_NODE_FLAGS },
+      { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     const wp: WaypointProcess = {
       node: opts.node,

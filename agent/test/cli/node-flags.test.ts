@@ -1,59 +1,60 @@
-// The mesh's processes run with MESH_NODE_FLAGS (V8 GC settings for Buffer-heavy proxies). Two
-// copies live outside TypeScript, the launcher's shebang and the image's ENTRYPOINT; these tests
-// hold them to the list and check that the flags reach V8 when a user runs `hypha` directly.
-import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+// The agent runs with AGENT_NODE_FLAGS (V8 GC settings for a Buffer-heavy proxy). The DaemonSet's
+// container command is a copy outside TypeScript; these tests hold it to the list, check that the
+// pinned Node accepts the flags, and that an agent started without them says so.
+import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { MESH_NODE_FLAGS } from '@hypha/shared/hbone';
+import { AGENT_NODE_FLAGS, missingAgentNodeFlags } from '@hypha/shared/hbone';
 import { describe, expect, it } from 'vitest';
-import { HYPHA_BIN } from '../run-hypha.js';
+import { parseAllDocuments } from 'yaml';
+import { HYPHA_BIN, runHypha } from '../run-hypha.js';
 
-const DOCKERFILE = fileURLToPath(new URL('../../../Dockerfile', import.meta.url));
+const AGENT_YAML = fileURLToPath(new URL('../../../manifests/base/agent.yaml', import.meta.url));
 
-describe('MESH_NODE_FLAGS', () => {
-  it('the launcher shebang passes exactly the list to node', async () => {
-    const first = (await readFile(HYPHA_BIN, 'utf8')).split('\n')[0];
-    expect(first).toBe(`#!/usr/bin/env -S node ${MESH_NODE_FLAGS.join(' ')}`);
+describe('AGENT_NODE_FLAGS', () => {
+  it("the DaemonSet's agent container runs node with exactly the list", async () => {
+    const docs = parseAllDocuments(await readFile(AGENT_YAML, 'utf8')).map((d) => d.toJS());
+    const ds = docs.find((d) => d?.kind === 'DaemonSet');
+    const container = ds.spec.template.spec.containers.find((c: { name: string }) => c.name === 'agent');
+    expect(container.command).toEqual(['node', ...AGENT_NODE_FLAGS, 'agent/bin/hypha.js']);
+    expect(container.args[0]).toBe('agent');
   });
 
-  it("the image's ENTRYPOINT passes exactly the list to node", async () => {
-    const line = (await readFile(DOCKERFILE, 'utf8')).split('\n').find((l) => l.startsWith('ENTRYPOINT '));
-    expect(JSON.parse(line!.slice('ENTRYPOINT '.length))).toEqual([
-      'node',
-      ...MESH_NODE_FLAGS,
-      'agent/bin/hypha.js',
-    ]);
-  });
-
-  it('running the launcher as an executable (as npx does) gives node the flags, and node accepts them', async () => {
-    // A preload (NODE_OPTIONS allows --require) reports the execArgv the process really got.
-    const dir = await mkdtemp(join(tmpdir(), 'hypha-flags-'));
-    try {
-      const out = join(dir, 'execArgv.json');
-      const preload = join(dir, 'report.cjs');
-      await writeFile(
-        preload,
-        `require('node:fs').writeFileSync(${JSON.stringify(out)}, JSON.stringify(process.execArgv));\n`,
+  it('the pinned Node accepts the flags (a misspelt V8 flag stops node before our code runs)', async () => {
+    const { execFile } = await import('node:child_process');
+    const code = await new Promise<number>((resolve) => {
+      execFile(process.execPath, [...AGENT_NODE_FLAGS, HYPHA_BIN, '--version'], { timeout: 30_000 }, (err) =>
+        resolve(err ? Number((err as { code?: number }).code ?? 1) : 0),
       );
-      const env = {
-        ...process.env,
-        // The project's Node 24 first, as `npx` arranges it.
-        PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}`,
-        NODE_OPTIONS: `--require ${preload}`,
-      };
-      const { code, stdout } = await new Promise<{ code: number; stdout: string }>((resolve) => {
-        execFile(HYPHA_BIN, ['--version'], { env, timeout: 30_000 }, (err, stdout) =>
-          resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout }),
-        );
-      });
-      expect(code).toBe(0);
-      expect(stdout).toMatch(/\d+\.\d+\.\d+/);
-      const execArgv = JSON.parse(await readFile(out, 'utf8')) as string[];
-      expect(execArgv).toEqual(expect.arrayContaining([...MESH_NODE_FLAGS]));
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
+    expect(code).toBe(0);
+  });
+
+  it('missingAgentNodeFlags names what a process lacks', () => {
+    expect(missingAgentNodeFlags([...AGENT_NODE_FLAGS, '--enable-source-maps'])).toEqual([]);
+    expect(missingAgentNodeFlags(['--initial-heap-size=64'])).toEqual([
+      '--external-memory-accounted-in-global-limit',
+    ]);
+    expect(missingAgentNodeFlags([])).toEqual([...AGENT_NODE_FLAGS]);
+  });
+
+  it('an agent started without the flags logs which are missing and how to start it', async () => {
+    // A file source that does not exist: the agent gets past the flag check, then fails to load.
+    const r = await runHypha(['agent', '--node', 'n1', '--config', 'file:/nonexistent/hypha-config.yaml'], {
+      timeoutMs: 30_000,
+    });
+    expect(r.code).not.toBe(0);
+    const warn = r.stderr
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => {
+        try {
+          return JSON.parse(l) as { level?: string; msg?: string; missing?: string[] };
+        } catch {
+          return {};
+        }
+      })
+      .find((l) => l.msg?.startsWith("started without the agent's V8 flags"));
+    expect(warn?.missing).toEqual([...AGENT_NODE_FLAGS]);
+    expect(warn?.msg).toContain(`node ${AGENT_NODE_FLAGS.join(' ')}`);
   });
 });

@@ -9,7 +9,6 @@ import { Agent, request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MESH_NODE_FLAGS } from '@hypha/shared/hbone';
 import { createCsr, generateKeyPair, parseSpiffeId } from '@hypha/shared/identity';
 import type { BenchOptions, BenchResult, BenchSuiteResult } from '../types.js';
 
@@ -73,10 +72,7 @@ async function measureSigning(seconds: number): Promise<BenchResult[]> {
       ),
     );
     // HYPHA_BENCH_CA_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/p" profiles the CA process.
-    const nodeArgs = [
-      ...MESH_NODE_FLAGS,
-      ...(process.env.HYPHA_BENCH_CA_NODE_ARGS ?? '').split(' ').filter(Boolean),
-    ];
+    const nodeArgs = (process.env.HYPHA_BENCH_CA_NODE_ARGS ?? '').split(' ').filter(Boolean);
     const proc = spawn(
       process.execPath,
       [

@@ -18,12 +18,12 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import {
+  AGENT_NODE_FLAGS,
   copyBidirectional,
   createHbonePool,
   createHboneServer,
   DEFAULT_FLOW_CONTROL,
   type FlowControlOptions,
-  MESH_NODE_FLAGS,
   NODE_DEFAULT_FLOW_CONTROL,
 } from '@hypha/shared/hbone';
 import {
@@ -162,7 +162,7 @@ function spawnRole(role: string, configPath: string): Promise<Spawned> {
   const nodeArgs =
     role === 'echo'
       ? []
-      : [...MESH_NODE_FLAGS, ...(process.env.HYPHA_BENCH_HBONE_NODE_ARGS ?? '').split(' ').filter(Boolean)];
+      : [...AGENT_NODE_FLAGS, ...(process.env.HYPHA_BENCH_HBONE_NODE_ARGS ?? '').split(' ').filter(Boolean)];
   const proc = spawn(process.execPath, [...nodeArgs, SELF, '--hbone-role', role, configPath], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });

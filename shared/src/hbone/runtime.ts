@@ -1,18 +1,27 @@
 /**
- * V8 flags every long-running mesh process (agent, waypoint, CA) starts with. They live here, in
- * one place; `agent/bin/hypha.js` (shebang), the image's ENTRYPOINT and every spawner of mesh
- * processes use this list, and a test holds the two non-TypeScript copies to it.
+ * V8 flags the node agent starts with (`node <flags> agent/bin/hypha.js agent`). One list, used
+ * by the agent DaemonSet's container command (manifests/base/agent.yaml, held to this list by a
+ * test), by the demo/test clusters' agent processes and by the HBONE benchmark's proxies. An agent
+ * started without them logs which are missing (`missingAgentNodeFlags`).
  *
- * Why: a proxy moves bytes through Buffers whose memory lives outside the V8 heap. V8 starts a
- * full Mark-Compact each time that external memory has grown by a fixed 64 MiB, so at 3 Gbit/s a
- * proxy ran ~10 Mark-Compacts a second (3-12 ms pauses, plus concurrent marking on the second
- * core), although the Buffers themselves die young and scavenges free them. Counting external
- * memory in V8's global limit, and starting that limit at 64 MiB instead of growing it from a few
- * MiB, takes the Mark-Compacts during a 14 s bulk transfer from ~100 to 0-10 per proxy. Measured
- * with the `npm run bench -- hbone` proxies (docs/hbone.md, "V8 flags"): single-stream throughput
- * 1.3-2.5 -> 3.0-3.6 Gbit/s from a cold start, new tunnels/s +20-30%; RSS unchanged.
+ * Why: an agent moves bytes through Buffers whose memory lives outside the V8 heap. With HBONE's
+ * 4/16 MiB windows many of them live long enough to be promoted, and by default each 64 MiB of
+ * such external memory starts a full Mark-Compact: ~10 per second per proxy at 3 Gbit/s (3-12 ms
+ * pauses plus concurrent marking on the other core). Counting external memory in V8's global
+ * limit and starting that limit at 64 MiB takes the Mark-Compacts during 14 s of bulk transfer
+ * from ~100 to 0-10 per proxy: single-stream throughput 1.3-2.5 -> 3.0-3.6 Gbit/s from a cold
+ * start, new tunnels/s +20-30% (`npm run bench -- hbone`, docs/hbone.md "V8 flags").
+ *
+ * Why not the waypoint: its request path (undici, HTTP parsing) got slower with a larger initial
+ * old space, 0.63-0.65 -> 0.79-0.99 vCPU per 1000 req/s (`npm run bench -- waypoint --quick`);
+ * the first flag alone did not change it, and alone it does not stop the Mark-Compacts either.
  */
-export const MESH_NODE_FLAGS: readonly string[] = Object.freeze([
+export const AGENT_NODE_FLAGS: readonly string[] = Object.freeze([
   '--external-memory-accounted-in-global-limit',
   '--initial-heap-size=64',
 ]);
+
+/** The AGENT_NODE_FLAGS missing from a process's `execArgv` (empty when all are there). */
+export function missingAgentNodeFlags(execArgv: readonly string[] = process.execArgv): string[] {
+  return AGENT_NODE_FLAGS.filter((f) => !execArgv.includes(f));
+}

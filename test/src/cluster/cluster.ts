@@ -289,7 +289,7 @@ export class TestCluster {
    * Starts a Node script with this process's Node (the project's Node 24) inside a namespace.
    * HYPHA_NODE_ARGS adds Node flags that NODE_OPTIONS refuses, for profiling the mesh's processes:
    * HYPHA_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" npm run bench -- waypoint --quick
-   * `options.nodeArgs` go before the script too (the mesh's processes pass MESH_NODE_FLAGS).
+   * `options.nodeArgs` go before the script too (agents pass AGENT_NODE_FLAGS).
    */
   spawnNode(
     netns: string,
