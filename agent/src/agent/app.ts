@@ -59,7 +59,7 @@ export interface Agent {
 }
 
 export async function startAgent(config: AgentConfig, logger: Logger): Promise<Agent> {
-  const log = logger.child({ component: 'agent', node: config.nodeName });
+  const log = logger.child({ component: 'agent' });
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const l4 = new L4Metrics(registry);
