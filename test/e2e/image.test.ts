@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { verifyChain } from '@hypha/shared/identity';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
 
 const run = promisify(execFile);
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -70,6 +71,26 @@ describe('container image (Dockerfile, multi-stage, Node 24)', () => {
     const help = await inImage([]);
     expect(help.code).toBe(0);
     for (const verb of ['agent', 'ca', 'waypoint', 'install', 'check']) expect(help.stdout).toContain(verb);
+  });
+
+  it("runs the agent DaemonSet's container command (its V8 flags included) as written in the manifest", async () => {
+    const docs = parseAllDocuments(await readFile(join(ROOT, 'manifests/base/agent.yaml'), 'utf8')).map((d) =>
+      d.toJS(),
+    );
+    const ds = docs.find((d) => d?.kind === 'DaemonSet');
+    const command = ds.spec.template.spec.containers.find((c: { name: string }) => c.name === 'agent')
+      .command as string[];
+    // An agent that gets past its start-up checks and then fails on a missing config file: it
+    // must not warn about missing V8 flags, so node received the manifest's flags.
+    const r = await inImage(
+      [...command.slice(1), 'agent', '--node', 'n1', '--config', 'file:/nonexistent/mesh.yaml'],
+      {
+        entrypoint: command[0]!,
+      },
+    );
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('config path does not exist');
+    expect(r.stderr).not.toContain("started without the agent's V8 flags");
   });
 
   it('runs as uid 10001 and loads the N-API addon built in the builder stage', async () => {
