@@ -12,9 +12,11 @@
  * from ~100 to 0-10 per proxy: single-stream throughput 1.3-2.5 -> 3.0-3.6 Gbit/s from a cold
  * start, new tunnels/s +20-30% (`npm run bench -- hbone`, docs/hbone.md "V8 flags").
  *
- * Why not the waypoint: its request path (undici, HTTP parsing) got slower with a larger initial
- * old space, 0.63-0.65 -> 0.79-0.99 vCPU per 1000 req/s (`npm run bench -- waypoint --quick`);
- * the first flag alone did not change it, and alone it does not stop the Mark-Compacts either.
+ * Cost: ~60 MB more peak RSS in `npm run bench -- l4`; CPU per request within the run-to-run
+ * spread (docs/benchmarks.md). Why not the waypoint: its request path (undici, HTTP parsing) got
+ * slower with a larger initial heap, 0.63-0.65 -> 0.79-0.99 vCPU per 1000 req/s
+ * (`npm run bench -- waypoint --quick`); the first flag alone did not change it, and alone it
+ * does not stop the Mark-Compacts either.
  */
 export const AGENT_NODE_FLAGS: readonly string[] = Object.freeze([
   '--external-memory-accounted-in-global-limit',
