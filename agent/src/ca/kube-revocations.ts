@@ -15,8 +15,14 @@
 //   credentials through `hypha ca revoke --kubernetes`.
 import { createSilentLogger, type Logger } from '@hypha/shared';
 import type { SpiffeId } from '@hypha/shared/identity';
-import { fetchKube, type KubeconfigOption, KubeError, loadKubeConfig } from '@hypha/shared/kube';
-import { type KubeConfig, ListWatch, Watch } from '@kubernetes/client-node';
+import {
+  BookmarkWatch,
+  fetchKube,
+  type KubeconfigOption,
+  KubeError,
+  loadKubeConfig,
+} from '@hypha/shared/kube';
+import { type KubeConfig, ListWatch } from '@kubernetes/client-node';
 import {
   applyRevocation,
   EMPTY_REVOCATIONS,
@@ -105,26 +111,6 @@ export interface KubeRevocationListOptions {
   logger?: Logger;
   /** Restart delays after a failed list/watch. Default 500 ms doubling to 30 s. */
   backoff?: { initialMs?: number; maxMs?: number };
-}
-
-/** client-node's Watch, asking for bookmarks and aborting a watch that connects after close. */
-class BookmarkWatch extends Watch {
-  readonly #isClosed: () => boolean;
-  constructor(kc: KubeConfig, isClosed: () => boolean) {
-    super(kc);
-    this.#isClosed = isClosed;
-  }
-
-  override async watch(
-    path: string,
-    queryParams: Record<string, string | number | boolean | undefined>,
-    callback: (phase: string, apiObj: unknown, watchObj?: unknown) => void,
-    done: (err: unknown) => void,
-  ): Promise<AbortController> {
-    const controller = await super.watch(path, { ...queryParams, allowWatchBookmarks: true }, callback, done);
-    if (this.#isClosed()) controller.abort();
-    return controller;
-  }
 }
 
 /** The CA's view of the ConfigMap, kept current by a list/watch on that one name. */

@@ -8,3 +8,4 @@ export { fetchKube } from './request.js';
 export type { KindStats, KubeconfigOption, KubeSource, KubeSourceOptions } from './source.js';
 export { createKubeSource, loadKubeConfig } from './source.js';
 export { stripObject } from './strip.js';
+export { BookmarkWatch } from './watch.js';

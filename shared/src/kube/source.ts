@@ -3,7 +3,7 @@
 // source, and committed to the config state in batches.
 //
 //   API server ──list/watch──▶ ListWatch (client-node) ──add/update/delete──▶ translateObject
-//        ▲   TrimmingWatch strips objects before the cache          │ ok / ignored / invalid
+//        ▲   BookmarkWatch (watch.ts) trims objects before the cache │ ok / ignored / invalid
 //        └── restart with backoff on errors                          ▼
 //                                                 pending batch ──microtask──▶ state.update()
 //
@@ -18,7 +18,7 @@
 //   resumes from its last resourceVersion (bookmarks keep that fresh), or relists if it has none.
 // - An invalid object never reaches the state. Its last good version stays in force (as with the
 //   file source); one never seen valid is skipped. Each problem is logged once per resourceVersion.
-import { KubeConfig, ListWatch, Watch } from '@kubernetes/client-node';
+import { KubeConfig, ListWatch } from '@kubernetes/client-node';
 import type { ConfigError } from '../config/errors.js';
 import { type ConfigState, createConfigState } from '../config/state.js';
 import { isConfigKind, translateObject } from '../config/translate.js';
@@ -29,6 +29,7 @@ import { KubeError } from './errors.js';
 import { WATCHED_KINDS, type WatchedKind } from './kinds.js';
 import { fetchKube } from './request.js';
 import { stripObject } from './strip.js';
+import { BookmarkWatch } from './watch.js';
 
 export type KubeconfigOption =
   /** Path to a kubeconfig file. */
@@ -123,33 +124,6 @@ interface PendingChange {
   remove?: ConfigObjectKey;
 }
 
-/** client-node's Watch, asking for bookmarks and trimming every object before the cache sees it. */
-class TrimmingWatch extends Watch {
-  readonly #owner: KindInformer;
-
-  constructor(kc: KubeConfig, owner: KindInformer) {
-    super(kc);
-    this.#owner = owner;
-  }
-
-  override async watch(
-    path: string,
-    queryParams: Record<string, string | number | boolean | undefined>,
-    callback: (phase: string, apiObj: unknown, watchObj?: unknown) => void,
-    done: (err: unknown) => void,
-  ): Promise<AbortController> {
-    const controller = await super.watch(
-      path,
-      { ...queryParams, allowWatchBookmarks: true },
-      (phase, obj, watchObj) => callback(phase, this.#owner.onWatchEvent(phase, obj), watchObj),
-      done,
-    );
-    // ListWatch.stop() during the connect cannot abort a request it has no handle on yet.
-    if (this.#owner.closed) controller.abort();
-    return controller;
-  }
-}
-
 class KindInformer {
   readonly kind: WatchedKind;
   readonly informer: ListWatch<never>;
@@ -172,7 +146,16 @@ class KindInformer {
     this.#source = source;
     this.#log = log.child({ kind: kind.kind });
     const listFn = () => this.#list() as never;
-    this.informer = new ListWatch<never>(kind.path, new TrimmingWatch(kc, this), listFn, false);
+    this.informer = new ListWatch<never>(
+      kind.path,
+      new BookmarkWatch(
+        kc,
+        () => this.closed,
+        (phase, obj) => this.onWatchEvent(phase, obj),
+      ),
+      listFn,
+      false,
+    );
     this.informer.on('add', (o) => source.onObject(kind, o));
     this.informer.on('update', (o) => source.onObject(kind, o));
     this.informer.on('delete', (o) => source.onDelete(kind, o));
