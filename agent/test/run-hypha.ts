@@ -1,6 +1,7 @@
 // Runs the built `hypha` CLI the way a user does (a separate process) and collects what it printed.
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import type { KubeApiServer } from '@hypha/test';
 
 export const HYPHA_BIN = fileURLToPath(new URL('../bin/hypha.js', import.meta.url));
 
@@ -82,4 +83,29 @@ export function startKubeCa(kubeconfigPath: string, namespace: string): Promise<
       reject(new Error(`CA exited with ${code}:\n${log}`));
     });
   });
+}
+
+/**
+ * The objects a kube-mode CA needs to authorize node-1: namespaces hypha-system and shop, the
+ * agent's ServiceAccount, and two pods on node-1 (the agent, and shop/web-1 running as `web`).
+ */
+export function seedCaCluster(api: KubeApiServer): void {
+  for (const ns of ['hypha-system', 'shop'])
+    api.put({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } });
+  api.put({
+    apiVersion: 'v1',
+    kind: 'ServiceAccount',
+    metadata: { name: 'hypha-agent', namespace: 'hypha-system' },
+  });
+  for (const [name, ns, sa] of [
+    ['agent-1', 'hypha-system', 'hypha-agent'],
+    ['web-1', 'shop', 'web'],
+  ] as const) {
+    api.put({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name, namespace: ns },
+      spec: { nodeName: 'node-1', serviceAccountName: sa, containers: [{ name: 'c', image: 'c' }] },
+    });
+  }
 }

@@ -4,22 +4,14 @@
 // measured (positive, finite) and carries its budget, not the values themselves.
 import { describe, expect, it } from 'vitest';
 import { run } from '../dist/suites/hbone.js';
+import { expectEveryFigureMeasured, findFigures } from './figures.js';
 
 describe('bench hbone --quick', () => {
   it('reports every figure with a positive value, including the stunnel peer and the plain Node floor', async () => {
     const res = await run({ quick: true, json: true });
     expect(res.suite).toBe('hbone');
-    const find = (pattern: RegExp) => {
-      const hits = res.results.filter((r) => pattern.test(r.name));
-      expect(hits, `figure matching ${pattern}`).not.toHaveLength(0);
-      return hits;
-    };
-    for (const r of res.results) {
-      expect(Number.isFinite(r.value) && r.value > 0, `${r.name} = ${r.value}`).toBe(true);
-      if (r.ratio !== undefined)
-        expect(Number.isFinite(r.ratio) && r.ratio > 0, `${r.name} ratio`).toBe(true);
-      if (r.budget !== undefined) expect(typeof r.met, `${r.name} met`).toBe('boolean');
-    }
+    const find = (pattern: RegExp) => findFigures(res, pattern);
+    expectEveryFigureMeasured(res);
     expect(find(/^single-stream throughput, HBONE vs stunnel/)[0]!.budget).toBe('ratio >= 1.0');
     find(/^single-stream throughput, stunnel pair/);
     find(/^single-stream throughput, HBONE with node:http2 default 64 KiB windows/);

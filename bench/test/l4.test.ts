@@ -4,24 +4,16 @@
 // agents, not the values themselves.
 import { describe, expect, it } from 'vitest';
 import { run } from '../src/suites/l4.js';
+import { expectEveryFigureMeasured, findFigures } from './figures.js';
 
 describe('bench l4 --quick', () => {
   it('reports every figure with a positive value, and the mesh carried the bytes over mTLS', async () => {
     const res = await run({ quick: true, json: true });
     expect(res.suite).toBe('l4');
     const byName = new Map(res.results.map((r) => [r.name, r]));
-    const find = (pattern: RegExp) => {
-      const hits = res.results.filter((r) => pattern.test(r.name));
-      expect(hits, `figure matching ${pattern}`).not.toHaveLength(0);
-      return hits;
-    };
+    const find = (pattern: RegExp) => findFigures(res, pattern);
 
-    for (const r of res.results) {
-      expect(Number.isFinite(r.value) && r.value > 0, `${r.name} = ${r.value}`).toBe(true);
-      if (r.ratio !== undefined)
-        expect(Number.isFinite(r.ratio) && r.ratio > 0, `${r.name} ratio`).toBe(true);
-      if (r.budget !== undefined) expect(typeof r.met, `${r.name} met`).toBe('boolean');
-    }
+    expectEveryFigureMeasured(res);
     expect(byName.size).toBe(res.results.length);
 
     for (const path of ['direct TCP', 'stunnel pair', 'mesh']) {

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { CaClient, type CaClientError, parseSpiffeId } from '@hypha/shared/identity';
 import { createKubeApiServer, type KubeApiServer } from '@hypha/test';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startKubeCa } from '../run-hypha.js';
+import { seedCaCluster, startKubeCa } from '../run-hypha.js';
 
 const BIN = fileURLToPath(new URL('../../bin/hypha.js', import.meta.url));
 const WEB = parseSpiffeId('spiffe://cluster.local/ns/shop/sa/web');
@@ -15,24 +15,7 @@ describe('hypha ca serve --config kubernetes', () => {
   let api: KubeApiServer;
   beforeAll(async () => {
     api = await createKubeApiServer();
-    for (const ns of ['hypha-system', 'shop'])
-      api.put({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } });
-    api.put({
-      apiVersion: 'v1',
-      kind: 'ServiceAccount',
-      metadata: { name: 'hypha-agent', namespace: 'hypha-system' },
-    });
-    for (const [name, ns, sa] of [
-      ['agent-1', 'hypha-system', 'hypha-agent'],
-      ['web-1', 'shop', 'web'],
-    ] as const) {
-      api.put({
-        apiVersion: 'v1',
-        kind: 'Pod',
-        metadata: { name, namespace: ns },
-        spec: { nodeName: 'node-1', serviceAccountName: sa, containers: [{ name: 'c', image: 'c' }] },
-      });
-    }
+    seedCaCluster(api);
   });
   afterAll(async () => {
     await api?.close();

@@ -12,7 +12,7 @@ import {
   recordKubeRevocation,
 } from '../../src/ca/kube-revocations.js';
 import { recordRevocation } from '../../src/ca/revocations.js';
-import { type HyphaRun, runHypha, startKubeCa } from '../run-hypha.js';
+import { type HyphaRun, runHypha, seedCaCluster, startKubeCa } from '../run-hypha.js';
 
 const WEB = parseSpiffeId('spiffe://cluster.local/ns/shop/sa/web');
 const NS = 'hypha-system';
@@ -46,22 +46,6 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, timeo
     if (got !== undefined) return got;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-function seed(api: KubeApiServer): void {
-  for (const ns of [NS, 'shop']) api.put({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } });
-  api.put({ apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'hypha-agent', namespace: NS } });
-  for (const [name, ns, sa] of [
-    ['agent-1', NS, 'hypha-agent'],
-    ['web-1', 'shop', 'web'],
-  ] as const) {
-    api.put({
-      apiVersion: 'v1',
-      kind: 'Pod',
-      metadata: { name, namespace: ns },
-      spec: { nodeName: 'node-1', serviceAccountName: sa, containers: [{ name: 'c', image: 'c' }] },
-    });
   }
 }
 
@@ -232,7 +216,7 @@ describe('a running kube-mode CA and ConfigMap hypha-ca-revocations', () => {
   let api: KubeApiServer;
   beforeAll(async () => {
     api = await createKubeApiServer();
-    seed(api);
+    seedCaCluster(api);
   });
   afterAll(async () => {
     await api?.close();
