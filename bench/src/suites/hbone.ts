@@ -532,12 +532,10 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
       for (const k of round)
         lSamples[k].push(...(await latencySamples(lPorts[k], rate, conns, Math.max(2, secs / 2))));
     }
-    const [lDirect, lStunnel, lHbone, lPipe] = lOrder.map((k) => percentiles(lSamples[k])) as [
-      ReturnType<typeof percentiles>,
-      ReturnType<typeof percentiles>,
-      ReturnType<typeof percentiles>,
-      ReturnType<typeof percentiles>,
-    ];
+    const lDirect = percentiles(lSamples.direct);
+    const lStunnel = percentiles(lSamples.stunnel);
+    const lHbone = percentiles(lSamples.hbone);
+    const lPipe = percentiles(lSamples.nodePipe);
     for (const q of ['p50', 'p99'] as const) {
       results.push(
         { name: `1 KB req/resp latency ${q} at ${rate}/s, direct TCP`, value: lDirect[q], unit: 'ms' },
