@@ -121,6 +121,9 @@ describe('hypha status', () => {
       /^Config: +version 7: 2 namespaces, 3 workloads, 1 services, 2 authorization policies/m,
     );
     expect(out).toMatch(/^Capture: +installed \(nftables table inet hypha\), 2 pod address\(es\) captured$/m);
+    expect(out).toMatch(
+      /^UDP: +not captured \(passes through without mTLS or policy; DNS capture not enabled\)$/m,
+    );
     expect(out).toMatch(/^Local mesh pods \(2\)$/m); // echo-v2 runs on node-b
     expect(out).toMatch(
       /demo\/client +10\.1\.0\.2 +spiffe:\/\/cluster\.local\/ns\/demo\/sa\/client +strict +ready +in 2[23]h\d+m/,
@@ -133,11 +136,34 @@ describe('hypha status', () => {
     );
   });
 
-  it('--json gives the admin data unchanged', async () => {
+  it('says UDP is not captured even when capture is off', async () => {
+    const off = createServer((req, res) => {
+      const body = req.url === '/connections' ? [] : { ...configDump, capture: null };
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(body));
+    });
+    try {
+      const r = await hypha('status', '--admin', await listen(off));
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(/^Capture: +off \(--capture none\)$/m);
+      expect(r.stdout).toMatch(/^UDP: +not captured \(passes through without mTLS or policy/m);
+    } finally {
+      off.close();
+    }
+  });
+
+  it('--json gives the admin data unchanged, plus how UDP is handled', async () => {
     const r = await hypha('status', '--admin', address, '--json');
     expect(r.code).toBe(0);
-    const j = JSON.parse(r.stdout) as { configDump: unknown; connections: unknown };
+    const j = JSON.parse(r.stdout) as { configDump: unknown; connections: unknown; udp: unknown };
     expect(j.configDump).toEqual(configDump);
     expect(j.connections).toEqual(connections);
+    expect(j.udp).toEqual({
+      captured: false,
+      mutualTls: false,
+      policy: false,
+      dnsCapture: false,
+      summary: 'not captured (passes through without mTLS or policy; DNS capture not enabled)',
+    });
   });
 });

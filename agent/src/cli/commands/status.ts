@@ -1,6 +1,6 @@
 // `hypha status`: what the node agent on this machine is doing, read from its admin endpoint
 // (127.0.0.1:15000, localhost only): node, config version and object counts, local mesh pods with
-// their certificates, capture state, live connections.
+// their certificates, capture state (and that UDP is not captured), live connections.
 import type { Command } from 'commander';
 import { UsageError } from '../errors.js';
 
@@ -63,7 +63,7 @@ export function register(program: Command): void {
       `
 Reads GET /config_dump and /connections on the agent's admin port. The admin port listens on
 localhost only: run this on the node (or inside the agent pod). Exit code 1 when the agent cannot
-be reached.
+be reached. Capture covers TCP only: UDP passes through without mTLS or policy (docs/capture.md).
 
 Examples:
   hypha status
@@ -80,7 +80,9 @@ Examples:
         fetchAdmin<ConnectionView[]>(base, '/connections', flags.admin, timeoutMs),
       ]);
       if (flags.json) {
-        process.stdout.write(`${JSON.stringify({ admin: base, configDump: dump, connections }, null, 2)}\n`);
+        process.stdout.write(
+          `${JSON.stringify({ admin: base, configDump: dump, connections, udp: UDP_HANDLING }, null, 2)}\n`,
+        );
         return;
       }
       process.stdout.write(`${renderStatus(dump, connections, Date.now()).join('\n')}\n`);
@@ -119,6 +121,19 @@ async function fetchAdmin<T>(base: string, path: string, address: string, timeou
   }
 }
 
+/**
+ * What the mesh does with UDP (docs/capture.md, "UDP"): the capture rules match TCP only, so UDP
+ * from and to mesh pods passes through untouched: no mTLS, no AuthorizationPolicy, no access log.
+ * DNS (UDP/TCP port 53 → the agent's DNS proxy on 15053) is not captured yet either.
+ */
+export const UDP_HANDLING = {
+  captured: false,
+  mutualTls: false,
+  policy: false,
+  dnsCapture: false,
+  summary: 'not captured (passes through without mTLS or policy; DNS capture not enabled)',
+} as const;
+
 export function renderStatus(dump: ConfigDump, connections: ConnectionView[], now: number): string[] {
   const out: string[] = [];
   const s = dump.stats ?? {};
@@ -137,6 +152,7 @@ export function renderStatus(dump: ConfigDump, connections: ConnectionView[], no
           : 'NOT installed (agent starting or stopping)'
     }`,
   );
+  out.push(`UDP:      ${UDP_HANDLING.summary}`);
   out.push('');
 
   const certs = new Map((dump.certificates ?? []).map((c) => [c.identity, c]));
