@@ -6,9 +6,10 @@ export type {
   ClusterNode,
   ClusterPod,
   FabricCapture,
+  IpFamilies,
   TestClusterOptions,
 } from './cluster/cluster.js';
-export { CLUSTER_NETNS_PATTERN, listenInNetns, TestCluster } from './cluster/cluster.js';
+export { CLUSTER_NETNS_PATTERN, canonical6, listenInNetns, TestCluster } from './cluster/cluster.js';
 export type { HeldConnection } from './cluster/held-connection.js';
 export type { ClusterErrorCode, RunResult } from './cluster/run.js';
 export { ClusterError, listNetns, runCommand } from './cluster/run.js';

@@ -12,7 +12,7 @@ const { values, positionals } = parseArgs({
   allowPositionals: true,
   options: {
     port: { type: 'string', default: '0' },
-    host: { type: 'string', default: '0.0.0.0' },
+    host: { type: 'string' },
     send: { type: 'string', default: '0' },
     bytes: { type: 'string', default: '0' },
     target: { type: 'string' },
@@ -70,21 +70,23 @@ async function transfer(socket: Socket, total: number): Promise<Transfer> {
 
 if (positionals[0] === 'serve') {
   const server = createServer({ allowHalfOpen: true }, (socket) => {
-    const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+    const peer = peerOf(socket);
     transfer(socket, Number(values.send)).then(
       (t) => process.stdout.write(`${JSON.stringify({ event: 'transfer', peer, ...t })}\n`),
       (err: Error) =>
         process.stdout.write(`${JSON.stringify({ event: 'error', peer, error: err.message })}\n`),
     );
   });
-  server.listen({ port: Number(values.port), host: values.host }, () => {
+  server.listen({ port: Number(values.port), ...(values.host ? { host: values.host } : {}) }, () => {
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : 0;
     process.stdout.write(`${JSON.stringify({ event: 'listening', port })}\n`);
   });
   process.on('SIGTERM', () => process.exit(0));
 } else if (positionals[0] === 'send') {
-  const [host, portText] = (values.target ?? '').split(/:(?=\d+$)/);
+  // HOST:PORT, IPv6 as [addr]:port.
+  const [bracketed, portText] = (values.target ?? '').split(/:(?=\d+$)/);
+  const host = bracketed?.replace(/^\[(.*)\]$/, '$1');
   const socket = connect({ host: host ?? '', port: Number(portText), allowHalfOpen: true });
   socket.once('connect', () => {
     transfer(socket, Number(values.bytes)).then(
@@ -107,4 +109,13 @@ if (positionals[0] === 'serve') {
     'usage: bytes.js serve --port N [--send BYTES] | send --target HOST:PORT --bytes BYTES\n',
   );
   process.exit(2);
+}
+
+/**
+ * `ip:port` of the client as the pod sees it. Without --host the server listens on both families
+ * (`::`), where IPv4 clients show up v4-mapped (`::ffff:10.0.0.1`): reported as plain IPv4.
+ */
+function peerOf(s: { remoteAddress?: string | undefined; remotePort?: number | undefined }): string {
+  const ip = s.remoteAddress ?? '';
+  return `${ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip}:${s.remotePort}`;
 }

@@ -20,7 +20,9 @@ const { values } = parseArgs({
   },
 });
 
-const [host, portText] = (values.target ?? '').split(/:(?=\d+$)/);
+// HOST:PORT, IPv6 as [addr]:port.
+const [bracketed, portText] = (values.target ?? '').split(/:(?=\d+$)/);
+const host = bracketed?.replace(/^\[(.*)\]$/, '$1');
 const port = Number(portText);
 if (!host || !Number.isInteger(port) || port <= 0) {
   process.stderr.write('load-client: --target HOST:PORT is required\n');

@@ -19,6 +19,12 @@
 //   10.S.T.0/24        fabric: node i at .(i+1)
 //   10.S.(T+1).0/24    service VIPs (allocateServiceIp; no interface carries them)
 //   10.S.(T+2+i).0/24  pods of node i: .1 is the node-side gateway, pods from .2
+// With IPv6 (ipFamilies 'dual' or 'ipv6') the run also owns the unique-local block
+// fd68:7970:N::/48 (N in hex), laid out the same way:
+//   fd68:7970:N:0::/64      fabric: node i at ::(i+1)
+//   fd68:7970:N:1::/112     service VIPs (allocateServiceIp6)
+//   fd68:7970:N:(2+i)::/64  pods of node i: ::1 is the node-side gateway, pod k at ::k (k as in IPv4)
+// 'ipv6' builds an IPv6-only cluster: no IPv4 address anywhere but loopback.
 import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import type { Server } from 'node:net';
@@ -36,22 +42,41 @@ const MAX_ID = 3072;
 const MAX_NODES = 14;
 const NAME_RE = /^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$/;
 
+/** Address families of a cluster: IPv4 only (default), dual-stack, or IPv6 only. */
+export type IpFamilies = 'ipv4' | 'dual' | 'ipv6';
+
 export interface ClusterNode {
   readonly name: string;
-  /** Address on the fabric; other nodes route this node's pod CIDR through it. */
+  /**
+   * Address on the fabric; other nodes route this node's pod CIDR through it. The IPv4 address,
+   * or the IPv6 one in an IPv6-only cluster.
+   */
   readonly ip: string;
+  /** Every fabric address of the node, IPv4 first. */
+  readonly ips: readonly string[];
+  /** The node's IPv6 fabric address (dual-stack and IPv6-only clusters). */
+  readonly ipv6: string | undefined;
   readonly netns: string;
-  /** The /24 its pods get addresses from, e.g. `10.70.34.0/24`. */
+  /** The block its pods get addresses from, e.g. `10.70.34.0/24` (IPv6-only: the /64). */
   readonly podCidr: string;
-  /** Node-side address of every pod veth, the pods' default gateway. */
+  /** Node-side address of every pod veth, the pods' default gateway (IPv6-only: the IPv6 one). */
   readonly podGateway: string;
+  /** The IPv6 pod block, e.g. `fd68:7970:2a3:4::/64`, when the cluster has IPv6. */
+  readonly podCidr6: string | undefined;
+  /** The IPv6 gateway of every pod veth, when the cluster has IPv6. */
+  readonly podGateway6: string | undefined;
 }
 
 export interface ClusterPod {
   readonly name: string;
   readonly namespace: string;
   readonly node: string;
+  /** The pod's primary address: IPv4, or IPv6 in an IPv6-only cluster (as Kubernetes' podIP). */
   readonly ip: string;
+  /** Every address of the pod, IPv4 first (as Kubernetes' podIPs). */
+  readonly ips: readonly string[];
+  /** The pod's IPv6 address (dual-stack and IPv6-only clusters). */
+  readonly ipv6: string | undefined;
   readonly netns: string;
   /** The pod's veth peer inside the node namespace. */
   readonly hostInterface: string;
@@ -67,6 +92,8 @@ export interface TestClusterOptions {
   logger?: Logger;
   /** Tear down on SIGINT/SIGTERM (then re-raise the signal if nobody else listens). Default true. */
   handleSignals?: boolean;
+  /** IPv4 only (default), dual-stack, or IPv6 only. */
+  ipFamilies?: IpFamilies;
 }
 
 export interface AddPodOptions {
@@ -77,6 +104,8 @@ export interface AddPodOptions {
 
 interface NodeState extends ClusterNode {
   readonly index: number;
+  /** IPv4 node fields, absent in an IPv6-only cluster. */
+  readonly v4: { ip: string; podCidr: string; podGateway: string } | undefined;
   nextHost: number;
 }
 
@@ -110,14 +139,22 @@ export class TestCluster {
   /** The run's whole block, e.g. `10.70.32.0/20`. */
   readonly addressBlock: string;
   readonly serviceCidr: string;
+  /** The run's IPv6 unique-local block (`fd68:7970:N::/48`), when the cluster has IPv6. */
+  readonly addressBlock6: string | undefined;
+  /** The IPv6 service CIDR, when the cluster has IPv6. */
+  readonly serviceCidr6: string | undefined;
+  readonly ipFamilies: IpFamilies;
   readonly handlesSignals: boolean;
   readonly #octets: { s: number; t: number };
+  /** `fd68:7970:N` (no trailing colon), the first three groups of every IPv6 address of the run. */
+  readonly #v6: string;
   readonly #nodes = new Map<string, NodeState>();
   readonly #pods = new Map<string, ClusterPod>();
   readonly #children = new Set<ChildProcess>();
   readonly #log: Logger | undefined;
   #nextIface = 0;
   #nextVip = 10;
+  #nextVip6 = 10;
   #destroyed = false;
 
   private constructor(id: number, options: TestClusterOptions) {
@@ -127,8 +164,14 @@ export class TestCluster {
     const s = 64 + (id >> 4);
     const t = (id & 15) << 4;
     this.#octets = { s, t };
-    this.addressBlock = `10.${s}.${t}.0/20`;
-    this.serviceCidr = `10.${s}.${t + 1}.0/24`;
+    this.ipFamilies = options.ipFamilies ?? 'ipv4';
+    this.#v6 = `fd68:7970:${id.toString(16)}`;
+    const v6 = this.ipFamilies !== 'ipv4';
+    this.addressBlock6 = v6 ? canonical6(`${this.#v6}::/48`) : undefined;
+    this.serviceCidr6 = v6 ? canonical6(`${this.#v6}:1::/112`) : undefined;
+    // In an IPv6-only cluster the primary block is the IPv6 one.
+    this.addressBlock = this.ipFamilies === 'ipv6' ? this.addressBlock6! : `10.${s}.${t}.0/20`;
+    this.serviceCidr = this.ipFamilies === 'ipv6' ? this.serviceCidr6! : `10.${s}.${t + 1}.0/24`;
     this.handlesSignals = options.handleSignals ?? true;
     this.#log = options.logger?.child({ component: 'test-cluster', prefix: this.prefix });
   }
@@ -136,6 +179,12 @@ export class TestCluster {
   /** Builds the fabric and the nodes. On any failure everything created so far is removed. */
   static async create(options: TestClusterOptions): Promise<TestCluster> {
     validateNodes(options.nodes);
+    if (options.ipFamilies !== undefined && !['ipv4', 'dual', 'ipv6'].includes(options.ipFamilies)) {
+      throw new ClusterError(
+        'BAD_INPUT',
+        `ipFamilies must be ipv4, dual or ipv6, got ${String(options.ipFamilies)}`,
+      );
+    }
     if (typeof process.getuid === 'function' && process.getuid() !== 0) {
       throw new ClusterError(
         'NOT_ROOT',
@@ -203,11 +252,28 @@ export class TestCluster {
     return publicNode(this.#node(name));
   }
 
-  /** A fresh address from the run's service CIDR, for Service VIPs in configs. */
+  /**
+   * A fresh address from the run's service CIDR, for Service VIPs in configs (an IPv6 one in an
+   * IPv6-only cluster).
+   */
   allocateServiceIp(): string {
+    if (this.ipFamilies === 'ipv6') return this.allocateServiceIp6();
     if (this.#nextVip > 254)
       throw new ClusterError('BAD_INPUT', `service CIDR ${this.serviceCidr} is exhausted`);
     return `10.${this.#octets.s}.${this.#octets.t + 1}.${this.#nextVip++}`;
+  }
+
+  /** A fresh IPv6 service VIP from the run's IPv6 service CIDR (dual-stack and IPv6-only clusters). */
+  allocateServiceIp6(): string {
+    if (this.serviceCidr6 === undefined) {
+      throw new ClusterError(
+        'BAD_INPUT',
+        `cluster ${this.prefix} has no IPv6 (create it with ipFamilies: 'dual' or 'ipv6')`,
+      );
+    }
+    if (this.#nextVip6 > 0xfffe)
+      throw new ClusterError('BAD_INPUT', `service CIDR ${this.serviceCidr6} is exhausted`);
+    return canonical6(`${this.#v6}:1::${(this.#nextVip6++).toString(16)}`);
   }
 
   async addPod(options: AddPodOptions): Promise<ClusterPod> {
@@ -224,32 +290,62 @@ export class TestCluster {
     const node = this.#node(options.node);
     if (node.nextHost > 254)
       throw new ClusterError('BAD_INPUT', `node ${node.name} has no free pod addresses`);
-    const ip = `${node.podCidr.split('.').slice(0, 3).join('.')}.${node.nextHost++}`;
+    const host = node.nextHost++;
+    const ip4 = node.v4 ? `${node.v4.podCidr.split('.').slice(0, 3).join('.')}.${host}` : undefined;
+    const ip6 = node.podCidr6
+      ? canonical6(`${this.#v6}:${(2 + node.index).toString(16)}::${host}`)
+      : undefined;
+    const ips = [ip4, ip6].filter((x): x is string => x !== undefined);
     const netns = `${this.prefix}-${namespace}.${options.name}`;
     const hostInterface = `p${this.#nextIface++}`;
-    const pod: ClusterPod = { name: options.name, namespace, node: node.name, ip, netns, hostInterface };
+    const pod: ClusterPod = {
+      name: options.name,
+      namespace,
+      node: node.name,
+      ip: ips[0]!,
+      ips,
+      ipv6: ip6,
+      netns,
+      hostInterface,
+    };
     await runCommand('ip', ['netns', 'add', netns]);
     this.#pods.set(key, pod);
     try {
-      await batch(node.netns, [
-        `link add ${hostInterface} type veth peer name eth0 netns ${netns}`,
-        `addr add ${node.podGateway}/32 dev ${hostInterface}`,
-        `link set ${hostInterface} up`,
-        `route add ${ip}/32 dev ${hostInterface} src ${node.podGateway}`,
-      ]);
-      await batch(netns, [
-        'link set lo up',
-        `addr add ${ip}/32 dev eth0`,
-        'link set eth0 up',
-        `route add ${node.podGateway}/32 dev eth0`,
-        `route add default via ${node.podGateway} dev eth0 src ${ip}`,
-      ]);
+      const nodeSide = [`link add ${hostInterface} type veth peer name eth0 netns ${netns}`];
+      const podSide = ['link set lo up'];
+      if (ip4 !== undefined && node.v4) {
+        nodeSide.push(`addr add ${node.v4.podGateway}/32 dev ${hostInterface}`);
+        podSide.push(`addr add ${ip4}/32 dev eth0`);
+      }
+      if (ip6 !== undefined && node.podGateway6) {
+        // nodad: the addresses are ours alone, and a tentative address would not answer for ~1 s.
+        nodeSide.push(`addr add ${node.podGateway6}/128 dev ${hostInterface} nodad`);
+        podSide.push(`addr add ${ip6}/128 dev eth0 nodad`);
+      }
+      nodeSide.push(`link set ${hostInterface} up`);
+      podSide.push('link set eth0 up');
+      if (ip4 !== undefined && node.v4) {
+        nodeSide.push(`route add ${ip4}/32 dev ${hostInterface} src ${node.v4.podGateway}`);
+        podSide.push(
+          `route add ${node.v4.podGateway}/32 dev eth0`,
+          `route add default via ${node.v4.podGateway} dev eth0 src ${ip4}`,
+        );
+      }
+      if (ip6 !== undefined && node.podGateway6) {
+        nodeSide.push(`route add ${ip6}/128 dev ${hostInterface} src ${node.podGateway6}`);
+        podSide.push(
+          `route add ${node.podGateway6}/128 dev eth0`,
+          `route add default via ${node.podGateway6} dev eth0 src ${ip6}`,
+        );
+      }
+      await batch(node.netns, nodeSide);
+      await batch(netns, podSide);
     } catch (err) {
       this.#pods.delete(key);
       removeNetnsSync([netns]);
       throw err;
     }
-    this.#log?.debug({ pod: key, node: node.name, ip }, 'pod added');
+    this.#log?.debug({ pod: key, node: node.name, ips }, 'pod added');
     return pod;
   }
 
@@ -494,32 +590,71 @@ s.on('close',()=>done(false));s.on('error',()=>done(false));setTimeout(()=>done(
   async #buildNode(name: string, index: number): Promise<void> {
     const { s, t } = this.#octets;
     const netns = `${this.prefix}-${name}`;
+    const v4 =
+      this.ipFamilies === 'ipv6'
+        ? undefined
+        : {
+            ip: `10.${s}.${t}.${index + 1}`,
+            podCidr: `10.${s}.${t + 2 + index}.0/24`,
+            podGateway: `10.${s}.${t + 2 + index}.1`,
+          };
+    const subnet6 = `${this.#v6}:${(2 + index).toString(16)}`;
+    const v6 =
+      this.ipFamilies === 'ipv4'
+        ? undefined
+        : {
+            ip: canonical6(`${this.#v6}:0::${(index + 1).toString(16)}`),
+            podCidr: canonical6(`${subnet6}::/64`),
+            podGateway: canonical6(`${subnet6}::1`),
+          };
+    const primary = (v4 ?? v6)!;
     const node: NodeState = {
       name,
       index,
       netns,
-      ip: `10.${s}.${t}.${index + 1}`,
-      podCidr: `10.${s}.${t + 2 + index}.0/24`,
-      podGateway: `10.${s}.${t + 2 + index}.1`,
+      ip: primary.ip,
+      ips: [v4?.ip, v6?.ip].filter((x): x is string => x !== undefined),
+      ipv6: v6?.ip,
+      podCidr: primary.podCidr,
+      podGateway: primary.podGateway,
+      podCidr6: v6?.podCidr,
+      podGateway6: v6?.podGateway,
+      v4,
       nextHost: 2,
     };
     await runCommand('ip', ['netns', 'add', netns]);
     this.#nodes.set(name, node);
+    const sysctls = ['net.ipv4.ip_forward=1'];
+    // A node forwards IPv6 between its pods and the fabric. Addresses need no duplicate address
+    // detection (the run's block is its own): set before any interface exists, so the fabric veth
+    // and later pod veths are usable at once instead of "tentative" for a second.
+    if (v6) {
+      sysctls.push(
+        'net.ipv6.conf.all.forwarding=1',
+        'net.ipv6.conf.default.accept_dad=0',
+        'net.ipv6.conf.all.accept_dad=0',
+      );
+    }
+    await runCommand('ip', ['netns', 'exec', netns, 'sysctl', '-qw', ...sysctls]);
     await batch(netns, [
       'link set lo up',
       `link add fab0 type veth peer name n${index} netns ${this.fabricNetns}`,
-      `addr add ${node.ip}/24 dev fab0`,
+      ...(v4 ? [`addr add ${v4.ip}/24 dev fab0`] : []),
+      ...(v6 ? [`addr add ${v6.ip}/64 dev fab0 nodad`] : []),
       'link set fab0 up',
     ]);
     await batch(this.fabricNetns, [`link set n${index} master br0`, `link set n${index} up`]);
-    await runCommand('ip', ['netns', 'exec', netns, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
   }
 
   async #buildRoutes(): Promise<void> {
     for (const node of this.#nodes.values()) {
-      const routes = [...this.#nodes.values()]
-        .filter((other) => other !== node)
-        .map((other) => `route add ${other.podCidr} via ${other.ip} dev fab0`);
+      const routes: string[] = [];
+      for (const other of this.#nodes.values()) {
+        if (other === node) continue;
+        if (other.v4) routes.push(`route add ${other.v4.podCidr} via ${other.v4.ip} dev fab0`);
+        if (other.podCidr6 && other.ipv6)
+          routes.push(`route add ${other.podCidr6} via ${other.ipv6} dev fab0`);
+      }
       if (routes.length > 0) await batch(node.netns, routes);
     }
   }
@@ -529,10 +664,22 @@ function publicNode(node: NodeState): ClusterNode {
   return {
     name: node.name,
     ip: node.ip,
+    ips: node.ips,
+    ipv6: node.ipv6,
     netns: node.netns,
     podCidr: node.podCidr,
     podGateway: node.podGateway,
+    podCidr6: node.podCidr6,
+    podGateway6: node.podGateway6,
   };
+}
+
+/** RFC 5952 text of an IPv6 address or `addr/prefix` (what Node reports for sockets). */
+export function canonical6(text: string): string {
+  const slash = text.indexOf('/');
+  const addr = slash < 0 ? text : text.slice(0, slash);
+  const host = new URL(`http://[${addr}]/`).hostname.slice(1, -1);
+  return slash < 0 ? host : `${host}${text.slice(slash)}`;
 }
 
 function validateNodes(nodes: readonly string[]): void {
