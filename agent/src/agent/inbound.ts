@@ -342,11 +342,15 @@ export class Inbound {
     signal?: AbortSignal,
   ): Promise<Socket> {
     const timeoutMs = this.#o.connectTimeoutMs ?? 10_000;
-    if (this.#o.transparent && sourceIp !== undefined && sourceIp !== podIp) {
+    // A socket has one family: a client whose address is of the other family than the pod's is
+    // connected from its own address of the pod's family (a dual-stack client pod has both), else
+    // from the node's.
+    const from = sourceIp === undefined ? undefined : this.#sourceOfFamily(sourceIp, podIp);
+    if (this.#o.transparent && from !== undefined && from !== podIp) {
       // Nagle off on every pod-side socket: we relay whatever arrives at once, and a small write
       // held back for an ACK (delayed ACK, up to 40 ms) would show up as tail latency.
       const s = await connectTransparent({
-        localAddress: sourceIp,
+        localAddress: from,
         remoteAddress: podIp,
         remotePort: port,
         // No SO_MARK here: the mark routes *replies* to us locally (capture's policy routing);
@@ -374,6 +378,13 @@ export class Inbound {
         reject(err);
       });
     });
+  }
+
+  /** `sourceIp`, or the same workload's address of `podIp`'s family when the families differ. */
+  #sourceOfFamily(sourceIp: string, podIp: string): string | undefined {
+    const v6 = podIp.includes(':');
+    if (sourceIp.includes(':') === v6) return sourceIp;
+    return this.#o.state.findWorkloadByIp(sourceIp)?.ips.find((ip) => ip.includes(':') === v6);
   }
 
   /** The claimed client IP, if a workload with that IP has exactly the peer's identity. */

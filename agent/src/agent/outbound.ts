@@ -14,7 +14,7 @@
 //   or L7 policy could be bypassed by waiting for the waypoint to go away.
 import net, { type Socket } from 'node:net';
 import type { Logger } from '@hypha/shared';
-import type { ConfigState, Endpoint, Service, Workload } from '@hypha/shared/config';
+import type { ConfigState, Service, Workload } from '@hypha/shared/config';
 import { copyBidirectional, createByteCounters, type HbonePool, isHboneError } from '@hypha/shared/hbone';
 import type { CertManager, SpiffeId } from '@hypha/shared/identity';
 import type { ConnectionStart, ConnectionTracker } from './connections.js';
@@ -45,7 +45,7 @@ type Target =
       port: number;
       viaWaypoint: boolean;
     }
-  | { kind: 'local'; workload: Workload; port: number; service: Service | undefined }
+  | { kind: 'local'; ip: string; workload: Workload; port: number; service: Service | undefined }
   | { kind: 'plain'; ip: string; port: number; workload: Workload | undefined; service: Service | undefined }
   | { kind: 'refuse'; flag: string; reason: string; service: Service | undefined };
 
@@ -116,7 +116,7 @@ export class Outbound {
       case 'local':
         start.destination = {
           ...start.destination,
-          ip: target.workload.ips[0] ?? dst.ip,
+          ip: target.ip,
           port: target.port,
           workload: target.workload,
           identity: target.workload.identity.toString(),
@@ -141,9 +141,8 @@ export class Outbound {
     const state = this.#o.state;
     const service = state.findServiceByVip(ip, port);
     if (service !== undefined) {
-      if (service.waypoint !== undefined)
-        return this.#viaWaypoint(service.waypoint, service, `${ip}:${port}`, port);
-      const picked = this.#pickEndpoint(service, port);
+      if (service.waypoint !== undefined) return this.#viaWaypoint(service.waypoint, service, ip, port);
+      const picked = this.#pickEndpoint(service, port, familyOf(ip));
       if (picked === undefined) {
         return {
           kind: 'refuse',
@@ -152,16 +151,13 @@ export class Outbound {
           service,
         };
       }
-      const { endpoint, targetPort } = picked;
-      const workload = endpoint.workloadUid
-        ? state.findWorkloadByUid(endpoint.workloadUid)
-        : state.findWorkloadByIp(endpoint.ip);
-      return this.#toWorkload(endpoint.ip, targetPort, workload, service);
+      const { ip: endpointIp, targetPort, workload } = picked;
+      return this.#toWorkload(endpointIp, targetPort, workload, service);
     }
     const workload = state.findWorkloadByIp(ip);
     if (workload !== undefined) {
       const bound = workload.inMesh ? state.findWaypointFor(workload) : undefined;
-      if (bound !== undefined) return this.#viaWaypoint(bound.ref, undefined, `${ip}:${port}`, port);
+      if (bound !== undefined) return this.#viaWaypoint(bound.ref, undefined, ip, port);
       return this.#toWorkload(ip, port, workload, undefined);
     }
     if (this.#o.outboundPolicy === 'registry-only') {
@@ -182,7 +178,7 @@ export class Outbound {
     service: Service | undefined,
   ): Target {
     if (workload === undefined || !workload.inMesh) return { kind: 'plain', ip, port, workload, service };
-    if (workload.node === this.#o.nodeName) return { kind: 'local', workload, port, service };
+    if (workload.node === this.#o.nodeName) return { kind: 'local', ip, workload, port, service };
     return {
       kind: 'hbone',
       ip,
@@ -198,9 +194,10 @@ export class Outbound {
   #viaWaypoint(
     ref: { namespace: string; name: string },
     service: Service | undefined,
-    authority: string,
+    dstIp: string,
     port: number,
   ): Target {
+    const authority = formatHostPort(dstIp, port);
     const lookup = this.#o.state.findWaypoint(ref.namespace, ref.name);
     if (lookup === undefined) {
       return {
@@ -223,7 +220,8 @@ export class Outbound {
     }
     return {
       kind: 'hbone',
-      ip: pod.ips[0]!,
+      // The waypoint pod's address of the destination's family (IPv6 for an IPv6 VIP) when it has one.
+      ip: sameFamily(pod.ips, familyOf(dstIp)) ?? pod.ips[0]!,
       authority,
       expected: [lookup.identity],
       workload: pod,
@@ -233,13 +231,37 @@ export class Outbound {
     };
   }
 
-  #pickEndpoint(service: Service, port: number): { endpoint: Endpoint; targetPort: number } | undefined {
-    const ready: { endpoint: Endpoint; targetPort: number }[] = [];
+  /**
+   * Round robin over the ready endpoints serving `port`, each at its address of the VIP's family:
+   * a dual-stack pod listed once (selector) or once per family (EndpointSlices) is one candidate
+   * at its IPv6 address for an IPv6 VIP. Only when no endpoint has an address of that family do
+   * the others serve (the tunnel carries either family; the agent there connects to the pod).
+   */
+  #pickEndpoint(
+    service: Service,
+    port: number,
+    family: 4 | 6,
+  ): { ip: string; targetPort: number; workload: Workload | undefined } | undefined {
+    const state = this.#o.state;
+    const matching: { ip: string; targetPort: number; workload: Workload | undefined }[] = [];
+    const other: typeof matching = [];
+    const seen = new Set<string>();
     for (const endpoint of service.endpoints) {
       if (!endpoint.ready) continue;
       const targetPort = endpoint.targetPorts.get(port);
-      if (targetPort !== undefined) ready.push({ endpoint, targetPort });
+      if (targetPort === undefined) continue;
+      const workload = endpoint.workloadUid
+        ? state.findWorkloadByUid(endpoint.workloadUid)
+        : state.findWorkloadByIp(endpoint.ip);
+      const ip =
+        familyOf(endpoint.ip) === family
+          ? endpoint.ip
+          : (sameFamily(workload?.ips ?? [], family) ?? endpoint.ip);
+      if (seen.has(ip)) continue;
+      seen.add(ip);
+      (familyOf(ip) === family ? matching : other).push({ ip, targetPort, workload });
     }
+    const ready = matching.length > 0 ? matching : other;
     if (ready.length === 0) return undefined;
     return ready[this.#next(`${service.namespace}/${service.name}`) % ready.length];
   }
@@ -339,4 +361,13 @@ export class Outbound {
 
 function formatHostPort(ip: string, port: number): string {
   return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+}
+
+function familyOf(ip: string): 4 | 6 {
+  return ip.includes(':') ? 6 : 4;
+}
+
+/** The first address of `family` among `ips`. */
+function sameFamily(ips: readonly string[], family: 4 | 6): string | undefined {
+  return ips.find((ip) => familyOf(ip) === family);
 }

@@ -134,15 +134,16 @@ export async function startWaypointDaemon(
       s.on('error', () => {});
       hbone.handleSocket(s, {});
     });
-    server.once('error', (err) =>
-      reject(
-        new WaypointDaemonError(
-          'WAYPOINT_START',
-          `cannot listen on HBONE port ${config.hbonePort}: ${err.message}`,
+    listenBothFamilies(server, config.hbonePort).then(
+      () => resolve(server),
+      (err: Error) =>
+        reject(
+          new WaypointDaemonError(
+            'WAYPOINT_START',
+            `cannot listen on HBONE port ${config.hbonePort}: ${err.message}`,
+          ),
         ),
-      ),
     );
-    server.listen(config.hbonePort, '0.0.0.0', () => resolve(server));
   });
   const hbonePort = (listener.address() as net.AddressInfo).port;
 
@@ -237,4 +238,24 @@ export async function startWaypointDaemon(
     'waypoint listening',
   );
   return { state, waypoint, endpoints, hbonePort, ready, findNotReadyReasons, shutdown };
+}
+
+/**
+ * The HBONE listener on both families: `::` with IPV6_V6ONLY off (IPv4 clients arrive v4-mapped),
+ * so agents reach the waypoint at its pod's IPv6 address as well as its IPv4 one. A pod without
+ * IPv6 cannot bind `::`; it falls back to 0.0.0.0.
+ */
+function listenBothFamilies(server: Server, port: number): Promise<void> {
+  const attempt = (host: string, ipv6Only?: boolean): Promise<void> =>
+    new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ port, host, ...(ipv6Only !== undefined ? { ipv6Only } : {}) }, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  return attempt('::', false).catch((err: NodeJS.ErrnoException) => {
+    if (!['EAFNOSUPPORT', 'EADDRNOTAVAIL', 'EPROTONOSUPPORT'].includes(err.code ?? '')) throw err;
+    return attempt('0.0.0.0');
+  });
 }

@@ -3,6 +3,7 @@
 // so each parser is strict, bounded in size, and returns a typed value or throws HboneError
 // BAD_REQUEST saying exactly what is wrong (the server turns that into a 400).
 import { isIP } from 'node:net';
+import { canonicalIp } from '../config/ip.js';
 import { HboneError } from './errors.js';
 
 export interface Authority {
@@ -74,7 +75,12 @@ export function parseAuthority(text: string | undefined): Authority {
   const family = isIP(host);
   if (family === 0) bad(`:authority "${text}": "${host}" is not an IP address (host names are not tunneled)`);
   if (family === 6 && host.includes('%')) bad(`:authority "${text}": IPv6 zone ids are not allowed`);
-  return { host, port: parsePort(portText, `:authority "${text}"`) };
+  // IPv6 in its canonical form (RFC 5952, as sockets report addresses), so `[fd00:0::1]:80` and
+  // `[fd00::1]:80` name the same destination in every comparison and lookup.
+  return {
+    host: family === 6 ? (canonicalIp(host) ?? host) : host,
+    port: parsePort(portText, `:authority "${text}"`),
+  };
 }
 
 export function formatAuthority(a: { host: string; port: number } | { ip: string; port: number }): string {
@@ -103,8 +109,9 @@ export function parseForwarded(text: string): SocketAddress {
   if (value.startsWith('[')) {
     const close = value.indexOf(']');
     if (close < 0) bad(`forwarded "${text}": "[" without "]"`);
-    const ip = value.slice(1, close);
-    if (isIP(ip) !== 6) bad(`forwarded "${text}": "${ip}" is not an IPv6 address`);
+    const ip = canonicalIp(value.slice(1, close)) ?? '';
+    if (isIP(ip) !== 6 || ip.includes('%'))
+      bad(`forwarded "${text}": "${value.slice(1, close)}" is not an IPv6 address`);
     if (close === value.length - 1) return { ip };
     if (value[close + 1] !== ':') bad(`forwarded "${text}": expected ":port" after "]"`);
     return { ip, port: parsePort(value.slice(close + 2), `forwarded "${text}"`) };

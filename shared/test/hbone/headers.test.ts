@@ -28,6 +28,13 @@ describe(':authority', () => {
     expect(formatAuthority({ host: 'fd00::1', port: 443 })).toBe('[fd00::1]:443');
   });
 
+  test('canonicalizes IPv6 hosts, so one destination has one spelling', () => {
+    expect(parseAuthority('[FD00:0:0:0::1]:8080')).toEqual({ host: 'fd00::1', port: 8080 });
+    expect(parseAuthority('[fd68:7970:2a3:4:0:0:0:2]:80')).toEqual({ host: 'fd68:7970:2a3:4::2', port: 80 });
+    expect(formatAuthority(parseAuthority('[fd00:0::a]:80'))).toBe('[fd00::a]:80');
+    expect(parseForwarded('for="[FD00:0::7]:1"')).toEqual({ ip: 'fd00::7', port: 1 });
+  });
+
   test.each([
     ['', 'no :authority'],
     ['10.1.2.3', 'expected ip:port'],
