@@ -4,7 +4,7 @@ export { startAgent } from './agent/app.js';
 export type { AgentConfig, ConfigSource } from './agent/config.js';
 export { DEFAULT_PORTS, parseConfigSource } from './agent/config.js';
 export type { DemoCheck, DemoResult } from './mesh/demo.js';
-export { DEMO_NODES, runDemoTraffic, startDemo } from './mesh/demo.js';
+export { DEMO_NODES, demoConfigParams, runDemoTraffic, startDemo } from './mesh/demo.js';
 export type {
   AgentProcess,
   LocalMeshOptions,

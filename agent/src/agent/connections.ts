@@ -153,12 +153,12 @@ export class ConnectionTracker {
       id: c.id,
       direction: c.direction,
       source: {
-        address: `${c.source.ip}:${c.source.port}`,
+        address: hostPort(c.source.ip, c.source.port),
         workload: c.source.workload ? `${c.source.workload.namespace}/${c.source.workload.name}` : undefined,
         identity: c.source.identity,
       },
       destination: {
-        address: `${c.destination.ip}:${c.destination.port}`,
+        address: hostPort(c.destination.ip, c.destination.port),
         workload: c.destination.workload
           ? `${c.destination.workload.namespace}/${c.destination.workload.name}`
           : undefined,
@@ -196,11 +196,11 @@ export class ConnectionTracker {
       {
         type: 'access',
         direction: conn.direction,
-        src: `${conn.source.ip}:${conn.source.port}`,
+        src: hostPort(conn.source.ip, conn.source.port),
         src_workload: conn.source.workload?.name,
         src_namespace: conn.source.workload?.namespace,
         src_identity: conn.source.identity,
-        dst: `${conn.destination.ip}:${conn.destination.port}`,
+        dst: hostPort(conn.destination.ip, conn.destination.port),
         dst_workload: conn.destination.workload?.name,
         dst_namespace: conn.destination.workload?.namespace,
         dst_identity: conn.destination.identity,
@@ -218,4 +218,9 @@ export class ConnectionTracker {
       flags === '-' ? 'connection complete' : 'connection failed',
     );
   }
+}
+
+/** `ip:port` for logs and /connections; IPv6 in brackets (`[fd00::1]:80`), as in URLs. */
+function hostPort(ip: string, port: number | undefined): string {
+  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
 }

@@ -4,9 +4,9 @@
 // hops between nodes ran over mutual TLS with the expected identities, and traffic to the pod
 // outside the mesh passed through as plain TCP.
 import type { Logger } from '@hypha/shared';
-import { demoConfigYaml } from '@hypha/shared/config';
-import type { ClusterPod } from '@hypha/test';
-import { LocalMesh } from './local-mesh.js';
+import { type DemoConfigParams, demoConfigYaml } from '@hypha/shared/config';
+import type { ClusterPod, IpFamilies } from '@hypha/test';
+import { hostPort, LocalMesh } from './local-mesh.js';
 
 export interface DemoCheck {
   name: string;
@@ -17,7 +17,11 @@ export interface DemoCheck {
 export interface DemoResult {
   mesh: LocalMesh;
   pods: Record<'client' | 'echoV1' | 'echoV2' | 'plain', ClusterPod>;
+  /** The echo Service's VIP: IPv4, or IPv6 in an IPv6-only demo. */
   vip: string;
+  /** The echo Service's IPv6 VIP in a dual-stack demo. */
+  vip6: string | undefined;
+  ipFamilies: IpFamilies;
   checks: DemoCheck[];
   report: string[];
 }
@@ -28,9 +32,16 @@ export const DEMO_NODES = ['node-a', 'node-b'] as const;
 export async function startDemo(
   logger?: Logger,
   progress: (line: string) => void = () => {},
+  options: { ipFamilies?: IpFamilies } = {},
 ): Promise<DemoResult> {
-  progress('building a two-node cluster from network namespaces ...');
-  const mesh = await LocalMesh.create({ nodes: DEMO_NODES, ...(logger ? { logger } : {}) });
+  const ipFamilies = options.ipFamilies ?? 'ipv4';
+  const stack = { ipv4: 'IPv4', dual: 'dual-stack (IPv4 + IPv6)', ipv6: 'IPv6-only' }[ipFamilies];
+  progress(`building a two-node ${stack} cluster from network namespaces ...`);
+  const mesh = await LocalMesh.create({
+    nodes: DEMO_NODES,
+    ipFamilies,
+    ...(logger ? { logger } : {}),
+  });
   try {
     const [a, b] = DEMO_NODES;
     const pods = {
@@ -40,15 +51,8 @@ export async function startDemo(
       plain: await mesh.addPod(b, 'plain', 'outside'),
     };
     const vip = mesh.cluster.allocateServiceIp();
-    await mesh.writeConfig(
-      demoConfigYaml({
-        nodes: { a, b },
-        ips: { client: pods.client.ip, echoV1: pods.echoV1.ip, echoV2: pods.echoV2.ip, plain: pods.plain.ip },
-        echoVip: vip,
-        echoPort: 8080,
-        servicePort: 80,
-      }),
-    );
+    const vip6 = ipFamilies === 'dual' ? mesh.cluster.allocateServiceIp6() : undefined;
+    await mesh.writeConfig(demoConfigYaml(demoConfigParams({ pods, vip, vip6, ipFamilies })));
     progress(
       'starting sample apps: http-echo v1 (node-a), v2 (node-b), plain (node-b, outside the mesh) ...',
     );
@@ -82,11 +86,42 @@ export async function startDemo(
       "starting the CA and one agent per node; waiting until every agent holds its pods' certificates ...",
     );
     await mesh.startAgents();
-    return { mesh, pods, vip, checks: [], report: [] };
+    return { mesh, pods, vip, vip6, ipFamilies, checks: [], report: [] };
   } catch (err) {
     await mesh.stop();
     throw err;
   }
+}
+
+/**
+ * The parameters of the demo's config (`demoConfigObjects`/`demoConfigYaml`): tests that rewrite
+ * the config (policies, waypoints) start from the same objects. Dual-stack pods get `podIPs` and
+ * the Service both ClusterIPs.
+ */
+export function demoConfigParams(
+  demo: Pick<DemoResult, 'pods' | 'vip' | 'vip6' | 'ipFamilies'>,
+): DemoConfigParams {
+  const { pods } = demo;
+  const [a, b] = DEMO_NODES;
+  const dual = demo.ipFamilies === 'dual';
+  return {
+    nodes: { a, b },
+    ips: { client: pods.client.ip, echoV1: pods.echoV1.ip, echoV2: pods.echoV2.ip, plain: pods.plain.ip },
+    ...(dual && demo.vip6 !== undefined
+      ? {
+          ips6: {
+            client: pods.client.ipv6!,
+            echoV1: pods.echoV1.ipv6!,
+            echoV2: pods.echoV2.ipv6!,
+            plain: pods.plain.ipv6!,
+          },
+          echoVip6: demo.vip6,
+        }
+      : {}),
+    echoVip: demo.vip,
+    echoPort: 8080,
+    servicePort: 80,
+  };
 }
 
 /** Sends the demo traffic and fills in checks and the readable report. */
@@ -95,15 +130,43 @@ export async function runDemoTraffic(
   connections = 10,
   requestsPerConnection = 2,
 ): Promise<void> {
+  const { pods } = demo;
+  if (demo.ipFamilies !== 'ipv6') {
+    await runDemoRound(demo, connections, requestsPerConnection, {
+      label: '',
+      vip: demo.vip,
+      ip: (p) => p.ip,
+    });
+  }
+  if (demo.ipFamilies !== 'ipv4') {
+    if (demo.ipFamilies === 'dual') demo.report.push('');
+    await runDemoRound(demo, connections, requestsPerConnection, {
+      label: ' (IPv6)',
+      vip: demo.vip6 ?? demo.vip,
+      ip: (p) => p.ipv6 ?? pods.client.ip,
+    });
+  }
+}
+
+/** One round of the scenario over one address family: service VIP, source IP, mTLS, passthrough. */
+async function runDemoRound(
+  demo: DemoResult,
+  connections: number,
+  requestsPerConnection: number,
+  family: { label: string; vip: string; ip: (pod: ClusterPod) => string },
+): Promise<void> {
   const requests = connections * requestsPerConnection;
-  const { mesh, pods, vip } = demo;
+  const { mesh, pods } = demo;
+  const vip = family.vip;
+  const ipOf = family.ip;
   const checks: DemoCheck[] = [];
   const report: string[] = [];
-  const before = mesh.accessLogs().length;
+  // Per agent: each agent's log grows on its own, so one index into all of them would skip lines.
+  const before = new Map([...mesh.agents.values()].map((a) => [a, a.events.length]));
 
   const viaService = (await mesh.cluster.runApp(pods.client, 'load-client', [
     '--target',
-    `${vip}:80`,
+    hostPort(vip, 80),
     '--connections',
     String(connections),
     '--requests',
@@ -118,39 +181,45 @@ export async function runDemoTraffic(
   const v1 = viaService.byPod['echo-v1'] ?? 0;
   const v2 = viaService.byPod['echo-v2'] ?? 0;
   report.push(
-    `client → echo service (${vip}:80), ${connections} connections x ${requestsPerConnection} HTTP requests: ` +
+    `client → echo service (${hostPort(vip, 80)}), ${connections} connections x ${requestsPerConnection} HTTP requests: ` +
       `${viaService.ok} ok, ${viaService.failed} failed`,
   );
   report.push(`  answered by echo-v1 (node-a, same node): ${v1}   echo-v2 (node-b, other node): ${v2}`);
   checks.push({
-    name: 'service VIP load-balances over both versions',
+    name: `service VIP load-balances over both versions${family.label}`,
     ok: viaService.failed === 0 && v1 > 0 && v2 > 0 && v1 + v2 === requests,
     detail: `v1=${v1} v2=${v2} failed=${viaService.failed}${viaService.errors ? ` errors=${JSON.stringify(viaService.errors)}` : ''}`,
   });
   const peerIps = Object.keys(viaService.peers);
   report.push(
-    `  source address the echo pods saw: ${peerIps.join(', ') || '(none)'} (client pod is ${pods.client.ip})`,
+    `  source address the echo pods saw: ${peerIps.join(', ') || '(none)'} (client pod is ${ipOf(pods.client)})`,
   );
   checks.push({
-    name: "servers see the client's own pod IP (source preserved)",
-    ok: peerIps.length === 1 && peerIps[0] === pods.client.ip,
+    name: `servers see the client's own pod IP (source preserved)${family.label}`,
+    ok: peerIps.length === 1 && peerIps[0] === ipOf(pods.client),
     detail: `peers=${JSON.stringify(viaService.peers)}`,
   });
 
   const toPlain = (await mesh.cluster.runApp(pods.client, 'load-client', [
     '--target',
-    `${pods.plain.ip}:8080`,
+    hostPort(ipOf(pods.plain), 8080),
     '--requests',
     '3',
   ])) as { ok: number; failed: number; byPod: Record<string, number> };
   report.push(
-    `client → plain pod ${pods.plain.ip}:8080 (namespace outside, not in the mesh): ${toPlain.ok} ok, ${toPlain.failed} failed`,
+    `client → plain pod ${hostPort(ipOf(pods.plain), 8080)} (namespace outside, not in the mesh): ${toPlain.ok} ok, ${toPlain.failed} failed`,
   );
 
   // Access logs arrive asynchronously: wait until the agents logged what we sent.
   const want = (e: Record<string, unknown>) => e.type === 'access';
   const deadline = Date.now() + 5000;
-  const fresh = () => mesh.accessLogs().slice(before).filter(want);
+  // This round's lines: after the round started, and with addresses of this round's family (a
+  // previous round's late lines from the other node do not count).
+  const v6 = vip.includes(':');
+  const fresh = () =>
+    [...mesh.agents.values()].flatMap((a) =>
+      a.events.slice(before.get(a) ?? 0).filter((e) => want(e) && String(e.src).startsWith('[') === v6),
+    );
   // The agents balance connections (not requests): one access line per connection, plus the plain one.
   const expected = connections + 1;
   while (fresh().length < expected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
@@ -169,19 +238,27 @@ export async function runDemoTraffic(
     );
   }
   checks.push({
-    name: 'cross-node traffic went over mTLS with the expected identities',
+    name: `cross-node traffic went over mTLS with the expected identities${family.label}`,
     ok:
       crossNode.length > 0 &&
-      crossNode.every((e) => e.mtls === true && e.src_identity === clientId && e.dst_identity === echoId),
+      crossNode.every(
+        (e) =>
+          e.mtls === true &&
+          e.src_identity === clientId &&
+          e.dst_identity === echoId &&
+          // Logged with this round's addresses: the agents carried it over this family end to end.
+          String(e.src).startsWith(hostPort(ipOf(pods.client), 0).slice(0, -1)) &&
+          String(e.dst).startsWith(hostPort(ipOf(pods.echoV2), 0).slice(0, -1)),
+      ),
     detail: `${crossNode.length} connection(s) to echo-v2`,
   });
   checks.push({
-    name: 'same-node traffic took the same decisions without leaving node-a',
+    name: `same-node traffic took the same decisions without leaving node-a${family.label}`,
     ok: sameNode.length > 0 && sameNode.every((e) => e.src_identity === clientId && e.response_flags === '-'),
     detail: `${sameNode.length} connection(s) to echo-v1`,
   });
   checks.push({
-    name: 'traffic to a pod outside the mesh passed through as plain TCP',
+    name: `traffic to a pod outside the mesh passed through as plain TCP${family.label}`,
     ok:
       toPlain.ok === 3 &&
       toPlain.failed === 0 &&

@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from '@hypha/shared';
 import { AGENT_NODE_FLAGS } from '@hypha/shared/hbone';
 import { CertificateAuthority } from '@hypha/shared/identity';
-import { type ClusterPod, TestCluster } from '@hypha/test';
+import { type ClusterPod, type IpFamilies, TestCluster } from '@hypha/test';
 import { stringify } from 'yaml';
 
 export interface LocalMeshOptions {
@@ -27,6 +27,8 @@ export interface LocalMeshOptions {
   drainTimeout?: string;
   /** Extra flags for every agent. */
   agentArgs?: readonly string[];
+  /** Address families of the cluster: IPv4 only (default), dual-stack, IPv6 only. */
+  ipFamilies?: IpFamilies;
 }
 
 /** One JSON log line of an agent (access logs have `type: "access"`). */
@@ -83,7 +85,7 @@ export class LocalMesh {
     this.configPath = join(dir, 'mesh.yaml');
     this.trustDomain = opts.trustDomain ?? 'cluster.local';
     this.#opts = opts;
-    this.caAddress = `https://${cluster.node(opts.nodes[0]!).ip}:15012`;
+    this.caAddress = `https://${hostPort(cluster.node(opts.nodes[0]!).ip, 15012)}`;
   }
 
   /** Builds the cluster and the CA; agents start with startAgents() once pods and config exist. */
@@ -91,6 +93,7 @@ export class LocalMesh {
     const cluster = await TestCluster.create({
       nodes: opts.nodes,
       ...(opts.logger ? { logger: opts.logger } : {}),
+      ...(opts.ipFamilies ? { ipFamilies: opts.ipFamilies } : {}),
     });
     const dir = await mkdtemp(join(tmpdir(), 'hypha-mesh-'));
     const mesh = new LocalMesh(cluster, dir, opts);
@@ -146,7 +149,7 @@ export class LocalMesh {
         '--pods',
         this.configPath,
         '--listen',
-        `${first.ip}:15012`,
+        hostPort(first.ip, 15012),
         '--san',
         first.ip,
       ],
@@ -322,9 +325,18 @@ function waypointConfigObjects(opts: StartWaypointOptions, pod: ClusterPod): Rec
         serviceAccountName: opts.name,
         containers: [{ name: 'waypoint', image: 'hypha', ports: [{ name: 'hbone', containerPort: 15008 }] }],
       },
-      status: { podIP: pod.ip, conditions: [{ type: 'Ready', status: 'True' }] },
+      status: {
+        podIP: pod.ip,
+        podIPs: pod.ips.map((ip) => ({ ip })),
+        conditions: [{ type: 'Ready', status: 'True' }],
+      },
     },
   ];
+}
+
+/** `ip:port`, IPv6 in brackets. */
+export function hostPort(ip: string, port: number): string {
+  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
 }
 
 /** Collects a child's JSON log lines; waitFor resolves on the first matching line, past or future. */

@@ -6,8 +6,12 @@ import { stringify } from 'yaml';
 export interface DemoConfigParams {
   nodes?: { a: string; b: string };
   ips?: { client: string; echoV1: string; echoV2: string; plain: string };
-  /** ClusterIP of Service demo/echo. */
+  /** Second (IPv6) addresses of the pods in a dual-stack demo: written as `status.podIPs`. */
+  ips6?: { client: string; echoV1: string; echoV2: string; plain: string };
+  /** ClusterIP of Service demo/echo (IPv6 in an IPv6-only demo). */
   echoVip?: string;
+  /** Second (IPv6) ClusterIP of Service demo/echo in a dual-stack demo: `spec.clusterIPs`. */
+  echoVip6?: string;
   /** Port the echo pods listen on (the Service's targetPort). */
   echoPort?: number;
   /** Port of the Service. */
@@ -27,6 +31,7 @@ export function demoConfigObjects(params: DemoConfigParams = {}): Record<string,
   const nodes = params.nodes ?? DEMO_DEFAULTS.nodes;
   const ips = params.ips ?? DEMO_DEFAULTS.ips;
   const echoPort = params.echoPort ?? DEMO_DEFAULTS.echoPort;
+  const ips6 = params.ips6;
   const pod = (
     name: string,
     namespace: string,
@@ -34,6 +39,7 @@ export function demoConfigObjects(params: DemoConfigParams = {}): Record<string,
     ip: string,
     labels: Record<string, string>,
     port?: number,
+    ip6?: string,
   ) => ({
     apiVersion: 'v1',
     kind: 'Pod',
@@ -49,8 +55,13 @@ export function demoConfigObjects(params: DemoConfigParams = {}): Record<string,
         },
       ],
     },
-    status: { podIP: ip, conditions: [{ type: 'Ready', status: 'True' }] },
+    status: {
+      podIP: ip,
+      ...(ip6 !== undefined ? { podIPs: [{ ip }, { ip: ip6 }] } : {}),
+      conditions: [{ type: 'Ready', status: 'True' }],
+    },
   });
+  const vip = params.echoVip ?? DEMO_DEFAULTS.echoVip;
   return [
     {
       apiVersion: 'v1',
@@ -58,16 +69,19 @@ export function demoConfigObjects(params: DemoConfigParams = {}): Record<string,
       metadata: { name: 'demo', labels: { 'hypha.dev/dataplane-mode': 'ambient' } },
     },
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'outside' } },
-    pod('client', 'demo', nodes.a, ips.client, { app: 'client' }),
-    pod('echo-v1', 'demo', nodes.a, ips.echoV1, { app: 'echo', version: 'v1' }, echoPort),
-    pod('echo-v2', 'demo', nodes.b, ips.echoV2, { app: 'echo', version: 'v2' }, echoPort),
-    pod('plain', 'outside', nodes.b, ips.plain, { app: 'plain' }, echoPort),
+    pod('client', 'demo', nodes.a, ips.client, { app: 'client' }, undefined, ips6?.client),
+    pod('echo-v1', 'demo', nodes.a, ips.echoV1, { app: 'echo', version: 'v1' }, echoPort, ips6?.echoV1),
+    pod('echo-v2', 'demo', nodes.b, ips.echoV2, { app: 'echo', version: 'v2' }, echoPort, ips6?.echoV2),
+    pod('plain', 'outside', nodes.b, ips.plain, { app: 'plain' }, echoPort, ips6?.plain),
     {
       apiVersion: 'v1',
       kind: 'Service',
       metadata: { name: 'echo', namespace: 'demo' },
       spec: {
-        clusterIP: params.echoVip ?? DEMO_DEFAULTS.echoVip,
+        clusterIP: vip,
+        ...(params.echoVip6 !== undefined
+          ? { clusterIPs: [vip, params.echoVip6], ipFamilyPolicy: 'PreferDualStack' }
+          : {}),
         selector: { app: 'echo' },
         ports: [
           { name: 'http', port: params.servicePort ?? DEMO_DEFAULTS.servicePort, targetPort: echoPort },

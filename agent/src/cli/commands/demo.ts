@@ -4,6 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { createLogger, type LogLevel } from '@hypha/shared';
 import type { Command } from 'commander';
 import { DEMO_NODES, runDemoTraffic, startDemo } from '../../mesh/demo.js';
+import { hostPort } from '../../mesh/local-mesh.js';
 
 function preflight(): string[] {
   const problems: string[] = [];
@@ -38,6 +39,8 @@ export function register(program: Command): void {
       'run the scenario once, print the result, and exit non-zero if any expectation failed',
       false,
     )
+    .option('--ipv6', 'dual-stack cluster: run every check over IPv4 and again over IPv6', false)
+    .option('--ipv6-only', 'IPv6-only cluster: every check over IPv6, no IPv4 address on any pod', false)
     .addHelpText(
       'after',
       `
@@ -46,30 +49,39 @@ nothing is added to the machine's own namespace, and Ctrl-C removes it all.
 
 Examples:
   hypha demo            build the mesh, send traffic, print what happened, stay up until Ctrl-C
-  hypha demo --check    the same once; exit code 1 if an expectation failed (for CI and smoke tests)`,
+  hypha demo --check    the same once; exit code 1 if an expectation failed (for CI and smoke tests)
+  hypha demo --ipv6     dual-stack pods and Service (unique-local IPv6 addresses): the checks over both families
+  hypha demo --ipv6-only --check   the same on an IPv6-only cluster`,
     )
-    .action(async (flags: { check: boolean }, cmd: Command) => {
+    .action(async (flags: { check: boolean; ipv6: boolean; ipv6Only: boolean }, cmd: Command) => {
       const globals = cmd.optsWithGlobals() as { logLevel: LogLevel };
       const problems = preflight();
       if (problems.length > 0) throw new Error(`cannot run the demo:\n  - ${problems.join('\n  - ')}`);
       const out = (line: string) => process.stdout.write(`${line}\n`);
       // The demo's own log stays quiet unless asked; agents' JSON logs are parsed, not shown.
       const logger = createLogger({ level: globals.logLevel === 'info' ? 'warn' : globals.logLevel });
-      const demo = await startDemo(logger, (line) => out(`• ${line}`));
+      const ipFamilies = flags.ipv6Only ? 'ipv6' : flags.ipv6 ? 'dual' : 'ipv4';
+      const demo = await startDemo(logger, (line) => out(`• ${line}`), { ipFamilies });
       let failed = 0;
       try {
         out('• sending traffic ...');
         await runDemoTraffic(demo);
-        const { mesh, pods, vip } = demo;
+        const { mesh, pods, vip, vip6 } = demo;
+        const addrs = (p: { ips: readonly string[] }) => p.ips.join(' ');
         out('');
         out('Hypha demo mesh');
         out(
-          `  nodes: ${DEMO_NODES.map((n) => `${n} (${mesh.cluster.node(n).ip}, netns ${mesh.cluster.node(n).netns})`).join(', ')}`,
+          `  nodes: ${DEMO_NODES.map((n) => `${n} (${addrs(mesh.cluster.node(n))}, netns ${mesh.cluster.node(n).netns})`).join(', ')}`,
         );
         out(
-          `  pods:  client ${pods.client.ip} (node-a), echo-v1 ${pods.echoV1.ip} (node-a), echo-v2 ${pods.echoV2.ip} (node-b), plain ${pods.plain.ip} (node-b, outside the mesh)`,
+          `  pods:  client ${addrs(pods.client)} (node-a), echo-v1 ${addrs(pods.echoV1)} (node-a), echo-v2 ${addrs(pods.echoV2)} (node-b), plain ${addrs(pods.plain)} (node-b, outside the mesh)`,
         );
-        out(`  service demo/echo: ${vip}:80 → pods :8080`);
+        out(
+          `  service demo/echo: ${[vip, vip6]
+            .filter(Boolean)
+            .map((v) => hostPort(v!, 80))
+            .join(' and ')} → pods :8080`,
+        );
         out('');
         for (const line of demo.report) out(line);
         out('');
@@ -94,7 +106,7 @@ Examples:
         );
         out(`  ip netns exec ${a} curl -s 127.0.0.1:15020/metrics         # Prometheus, Istio metric names`);
         out(
-          `  ip netns exec ${pods.client.netns} curl -s ${vip}/           # call the service from the client pod`,
+          `  ip netns exec ${pods.client.netns} curl -s http://${hostPort(vip6 ?? vip, 80)}/   # call the service from the client pod`,
         );
         out(
           `  $EDITOR ${mesh.configPath}   # change labels or add an AuthorizationPolicy; agents reload live`,

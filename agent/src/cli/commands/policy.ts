@@ -92,7 +92,8 @@ Examples:
   hypha policy explain --config mesh.yaml --from demo/client --to demo/echo:80
   hypha policy explain --from demo/client --to demo/echo-v1:8080 --json       (HYPHA_CONFIG=file:mesh.yaml)
   hypha policy explain --from outside/plain --to demo/echo:80                 (a pod outside the mesh)
-  hypha policy explain --from-ip 10.0.0.7 --to demo/echo-v2:8080              (plaintext from an address)`,
+  hypha policy explain --from-ip 10.0.0.7 --to demo/echo-v2:8080              (plaintext from an address)
+  hypha policy explain --from demo/client --from-ip fd00::a --to demo/echo:80  (the client's IPv6 address)`,
     )
     .action(async (flags: ExplainFlags) => {
       const path = configPath(flags.config, process.env.HYPHA_CONFIG);
@@ -174,7 +175,7 @@ Examples:
         for (const t of evaluated) {
           out.push('');
           out.push(
-            `${t.workload.namespace}/${t.workload.name} ${t.ip}:${t.port} (node ${t.workload.node}): ${t.decision.toUpperCase()}`,
+            `${t.workload.namespace}/${t.workload.name} ${t.ip.includes(':') ? `[${t.ip}]` : t.ip}:${t.port} (node ${t.workload.node}): ${t.decision.toUpperCase()}`,
           );
           for (const l of t.lines) out.push(`  ${l}`);
         }
@@ -260,6 +261,12 @@ async function resolveSource(
       identity = workload.identity;
       if (fromIp === undefined) ip = workload.ips[0] ?? '';
       notes.push(`pod ${parsed.namespace}/${parsed.name} runs as service account ${workload.serviceAccount}`);
+      if (fromIp === undefined && workload.ips.length > 1) {
+        // Dual-stack: ipBlocks rules may treat the pod's addresses differently.
+        notes.push(
+          `the pod also has ${workload.ips.slice(1).join(', ')}; evaluated from ${ip} (add --from-ip to choose)`,
+        );
+      }
       if (!workload.inMesh) {
         // Its node agent does not capture it: its connections reach the destination as plaintext.
         identity = undefined;

@@ -1,0 +1,203 @@
+// The mesh over IPv6 (issue 12, part 2), on a dual-stack two-node namespace cluster with real
+// agents, a real CA, nftables capture and HBONE between nodes: the demo's checks over IPv6 (service
+// VIP load balancing across nodes over mTLS, the client's IPv6 address preserved, passthrough),
+// no plaintext on the fabric, a DENY policy by IPv6 ipBlock, and the waypoint path. Then the
+// IPv6-only variant: the same checks with no IPv4 address on any pod or node.
+import { type DemoResult, demoConfigParams, type LogEvent, runDemoTraffic, startDemo } from '@hypha/agent';
+import { demoConfigObjects } from '@hypha/shared/config';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const ECHO_PORT = 9100;
+
+/** Writes the config and waits until every agent applied this version. */
+async function apply(demo: DemoResult, objects: object[]): Promise<void> {
+  const agents = [...demo.mesh.agents.values()];
+  const versionOf = (events: LogEvent[]) =>
+    Math.max(
+      0,
+      ...events
+        .filter((e) => typeof e.msg === 'string' && e.msg.startsWith('config applied'))
+        .map((e) => Number(e.version)),
+    );
+  const before = agents.map((a) => versionOf(a.events));
+  await demo.mesh.writeConfig(objects);
+  await Promise.all(
+    agents.map((a, i) =>
+      a.waitFor(
+        (e) =>
+          typeof e.msg === 'string' && e.msg.startsWith('config applied') && Number(e.version) > before[i]!,
+        10_000,
+      ),
+    ),
+  );
+}
+
+/** Sends a marker from a pod to ip:port over TCP and waits for the echo's end. */
+function sendMarker(demo: DemoResult, ip: string, port: number, marker: string) {
+  return demo.mesh.cluster.exec(demo.pods.client.netns, process.execPath, [
+    '-e',
+    `const s=require('net').connect(${port},${JSON.stringify(ip)},()=>{s.end(${JSON.stringify(marker.repeat(20))})});s.on('data',()=>{});s.on('end',()=>process.exit(0));s.on('error',e=>{console.error(e.message);process.exit(1)})`,
+  ]);
+}
+
+describe('the mesh on a dual-stack cluster', () => {
+  let demo: DemoResult;
+
+  beforeAll(async () => {
+    demo = await startDemo(undefined, () => {}, { ipFamilies: 'dual' });
+    await Promise.all([
+      demo.mesh.cluster.startApp(demo.pods.echoV1, 'tcp-echo', ['--port', String(ECHO_PORT)]),
+      demo.mesh.cluster.startApp(demo.pods.echoV2, 'tcp-echo', ['--port', String(ECHO_PORT)]),
+      demo.mesh.cluster.startApp(demo.pods.plain, 'tcp-echo', ['--port', String(ECHO_PORT)]),
+    ]);
+  }, 120_000);
+
+  afterAll(async () => {
+    await demo?.mesh.stop();
+  });
+
+  it('load-balances the IPv6 VIP over both nodes over mTLS, preserving the client IPv6 address, and IPv4 keeps working', async () => {
+    expect(demo.vip6).toMatch(/^fd68:7970:/);
+    expect(demo.pods.client.ipv6).toMatch(/^fd68:7970:/);
+    await runDemoTraffic(demo);
+    const failed = demo.checks.filter((c) => !c.ok);
+    expect(failed, demo.report.join('\n')).toEqual([]);
+    const names = demo.checks.map((c) => c.name);
+    // Every check ran once per family.
+    expect(names.filter((n) => n.endsWith('(IPv6)'))).toHaveLength(5);
+    expect(names.filter((n) => !n.endsWith('(IPv6)'))).toHaveLength(5);
+    // The agents logged the IPv6 addresses (bracketed), with the client's identity on both ends.
+    const v6Inbound = demo.mesh
+      .accessLogs()
+      .filter((e) => e.direction === 'inbound' && String(e.src).startsWith(`[${demo.pods.client.ipv6}]:`));
+    expect(v6Inbound.map((e) => e.dst_workload).sort()).toContain('echo-v2');
+    expect(v6Inbound.every((e) => e.src_identity === 'spiffe://cluster.local/ns/demo/sa/client')).toBe(true);
+  }, 60_000);
+
+  it('never puts plaintext on the wire between nodes over IPv6, while the same capture sees non-mesh plaintext', async () => {
+    const { mesh, pods } = demo;
+    const marker = `hypha-v6-marker-${Math.random().toString(36).slice(2)}`;
+    const capture = await mesh.cluster.startFabricCapture('ip6 and tcp');
+    await sendMarker(demo, pods.echoV2.ipv6!, ECHO_PORT, marker); // mesh → mesh, inside HBONE over IPv6
+    await new Promise((r) => setTimeout(r, 300));
+    let pcap = await capture.stop();
+    expect(pcap.length).toBeGreaterThan(1000); // the capture saw the IPv6 tunnel
+    expect(pcap.includes(Buffer.from(marker))).toBe(false);
+
+    const control = await mesh.cluster.startFabricCapture('ip6 and tcp');
+    await sendMarker(demo, pods.plain.ipv6!, ECHO_PORT, marker);
+    await new Promise((r) => setTimeout(r, 300));
+    pcap = await control.stop();
+    expect(pcap.includes(Buffer.from(marker))).toBe(true);
+  }, 60_000);
+
+  it('denies by IPv6 ipBlock: the client is refused from its IPv6 address and still allowed over IPv4', async () => {
+    const { mesh, pods } = demo;
+    const base = demoConfigObjects(demoConfigParams(demo));
+    // The client's whole /64 (its node's IPv6 pod block), written non-canonically on purpose.
+    const block = `${pods.client.ipv6!.split('::')[0]}:0::/64`;
+    await apply(demo, [
+      ...base,
+      {
+        apiVersion: 'security.hypha.dev/v1',
+        kind: 'AuthorizationPolicy',
+        metadata: { name: 'deny-v6-block', namespace: 'demo' },
+        spec: {
+          selector: { matchLabels: { app: 'echo' } },
+          action: 'DENY',
+          rules: [{ from: [{ source: { ipBlocks: [block] } }] }],
+        },
+      },
+    ]);
+    const since = mesh.agents.get('node-b')!.events.length;
+    expect(await mesh.cluster.tcpRoundTrip(pods.client.netns, pods.echoV2.ipv6!, ECHO_PORT)).toBe(false);
+    expect(await mesh.cluster.tcpRoundTrip(pods.client.netns, pods.echoV2.ip, ECHO_PORT)).toBe(true);
+    const denied = await mesh.agents
+      .get('node-b')!
+      .waitFor(
+        (e) =>
+          e.type === 'access' &&
+          e.response_flags === 'DENY' &&
+          String(e.src).startsWith(`[${pods.client.ipv6}]:`) &&
+          mesh.agents.get('node-b')!.events.indexOf(e) >= since,
+      );
+    expect(denied.policy).toBe('demo/deny-v6-block');
+    expect(denied.dst_workload).toBe('echo-v2');
+
+    await apply(demo, base);
+    expect(await mesh.cluster.tcpRoundTrip(pods.client.netns, pods.echoV2.ipv6!, ECHO_PORT)).toBe(true);
+  }, 60_000);
+
+  it('sends IPv6 VIP traffic of a waypoint-bound service through the waypoint at its IPv6 address', async () => {
+    const { mesh, pods } = demo;
+    const base = demoConfigObjects(demoConfigParams(demo));
+    await mesh.writeConfig(base);
+    const waypoint = await mesh.startWaypoint({ node: 'node-b', namespace: 'demo', name: 'waypoint' });
+    expect(waypoint.pod.ipv6).toBeDefined();
+    const { readFile } = await import('node:fs/promises');
+    const withWaypoint = await readFile(mesh.configPath, 'utf8');
+    // Bind Service demo/echo to the waypoint (label on the Service).
+    await mesh.writeConfig(
+      withWaypoint.replace(
+        /(kind: Service\nmetadata:\n {2}name: echo\n {2}namespace: demo\n)/,
+        '$1  labels:\n    hypha.dev/use-waypoint: waypoint\n',
+      ),
+    );
+    const nodeA = mesh.agents.get('node-a')!;
+    await nodeA.waitFor(
+      (e) => typeof e.msg === 'string' && e.msg.startsWith('config applied') && e.version !== undefined,
+    );
+    const since = nodeA.events.length;
+    let result: Record<string, unknown> = {};
+    for (let attempt = 0; attempt < 20; attempt++) {
+      result = await mesh.cluster.runApp(pods.client, 'load-client', [
+        '--target',
+        `[${demo.vip6}]:80`,
+        '--requests',
+        '4',
+      ]);
+      const viaWaypoint = nodeA.events
+        .slice(since)
+        .some((e) => e.type === 'access' && String(e.dst).startsWith(`[${waypoint.pod.ipv6}]:`));
+      if (result.failed === 0 && viaWaypoint) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(result, JSON.stringify(result)).toMatchObject({ ok: 4, failed: 0 });
+    const byPod = result.byPod as Record<string, number>;
+    expect((byPod['echo-v1'] ?? 0) + (byPod['echo-v2'] ?? 0)).toBe(4);
+    // The client's agent tunneled to the waypoint pod's IPv6 address over mTLS, naming the service.
+    const toWaypoint = nodeA.events
+      .slice(since)
+      .filter((e) => e.type === 'access' && String(e.dst).startsWith(`[${waypoint.pod.ipv6}]:`));
+    expect(toWaypoint.length).toBeGreaterThan(0);
+    expect(toWaypoint[toWaypoint.length - 1]).toMatchObject({
+      mtls: true,
+      dst_service: 'demo/echo',
+      dst_identity: 'spiffe://cluster.local/ns/demo/sa/waypoint',
+      response_flags: '-',
+    });
+  }, 90_000);
+});
+
+describe('the mesh on an IPv6-only cluster', () => {
+  let demo: DemoResult;
+
+  beforeAll(async () => {
+    demo = await startDemo(undefined, () => {}, { ipFamilies: 'ipv6' });
+  }, 120_000);
+
+  afterAll(async () => {
+    await demo?.mesh.stop();
+  });
+
+  it('passes every demo check with no IPv4 address on any pod or node', async () => {
+    expect(demo.pods.client.ip).toBe(demo.pods.client.ipv6);
+    expect(demo.vip).toContain(':');
+    expect(demo.mesh.cluster.node('node-a').ips.every((ip) => ip.includes(':'))).toBe(true);
+    await runDemoTraffic(demo);
+    const failed = demo.checks.filter((c) => !c.ok);
+    expect(failed, demo.report.join('\n')).toEqual([]);
+    expect(demo.checks.map((c) => c.name).every((n) => n.endsWith('(IPv6)'))).toBe(true);
+    expect(demo.checks).toHaveLength(5);
+  }, 60_000);
+});
