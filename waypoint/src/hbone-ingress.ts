@@ -7,7 +7,7 @@
 // copy loop (byte counters, half-close, reset), and the HTTP servers inside the waypoint read a
 // plain Duplex rather than an Http2Stream.
 import { duplexPair } from 'node:stream';
-import type { HboneHandler } from '@hypha/shared/hbone';
+import { formatAuthority, type HboneHandler } from '@hypha/shared/hbone';
 import type { Waypoint } from './proxy.js';
 
 export function hboneIngressHandler(waypoint: Waypoint): HboneHandler {
@@ -16,11 +16,16 @@ export function hboneIngressHandler(waypoint: Waypoint): HboneHandler {
     if (!waypoint.servesAddress(authority.host, authority.port)) {
       return {
         status: 400,
-        reason: `waypoint serves no service or bound pod at ${authority.host}:${authority.port}`,
+        reason: `waypoint serves no service or bound pod at ${formatAuthority(authority)}`,
       };
     }
     const [outer, inner] = duplexPair();
-    const source = req.forwardedFor ?? { ip: req.connection.remoteAddress, port: req.connection.remotePort };
+    // The listener takes both families on one `::` socket: an IPv4 peer shows up v4-mapped.
+    const peer = req.connection.remoteAddress;
+    const source = req.forwardedFor ?? {
+      ip: peer.startsWith('::ffff:') && peer.includes('.') ? peer.slice(7) : peer,
+      port: req.connection.remotePort,
+    };
     waypoint.handleStream(inner, {
       peer: req.peer,
       authority,

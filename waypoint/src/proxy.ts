@@ -30,6 +30,7 @@ import http2, {
 import { Socket } from 'node:net';
 import { type Duplex, Readable, type Writable } from 'node:stream';
 import { createSilentLogger, type Logger, type SpiffeId } from '@hypha/shared';
+import { formatAuthority } from '@hypha/shared/hbone';
 import { Registry } from 'prom-client';
 import type { Dispatcher } from 'undici';
 import { type AuthzAttributes, EMPTY_POLICY_SET, evaluateAuthz } from './authz/policy.js';
@@ -392,8 +393,7 @@ class WaypointProxy implements Waypoint {
     const path = qi < 0 ? url : url.slice(0, qi);
     const query = qi < 0 ? '' : url.slice(qi + 1);
     const hostHeader =
-      (h2 ? (headers[':authority'] ?? headers.host) : headers.host) ??
-      `${ctx.authority.host}:${ctx.authority.port}`;
+      (h2 ? (headers[':authority'] ?? headers.host) : headers.host) ?? formatAuthority(ctx.authority);
     const host = stripPort(hostHeader).toLowerCase();
     const method = req.method ?? 'GET';
     const grpc = h2 && (headers['content-type'] ?? '').startsWith('application/grpc');
@@ -877,7 +877,7 @@ class WaypointProxy implements Waypoint {
     const url = req.url ?? '/';
     const qi = url.indexOf('?');
     const path = qi < 0 ? url : url.slice(0, qi);
-    const hostHeader = req.headers.host ?? `${ctx.authority.host}:${ctx.authority.port}`;
+    const hostHeader = req.headers.host ?? formatAuthority(ctx.authority);
     const host = stripPort(hostHeader).toLowerCase();
     const method = req.method ?? 'GET';
     const start = performance.now();

@@ -72,7 +72,8 @@ beforeAll(async () => {
         {
           name: 'db',
           namespace: 'shop',
-          vips: ['10.96.8.1'],
+          // Dual-stack: an IPv4 and an IPv6 ClusterIP.
+          vips: ['10.96.8.1', 'fd00:96::8:1'],
           ports: [{ port: 80, name: 'http' }],
           endpoints: [endpoint(backend.ip, 'db')],
         },
@@ -155,6 +156,26 @@ describe('upstream over HBONE', () => {
     }
     await client.close();
     expect(access.lines.find((l) => l.x_request_id === 'hb-2')?.downstream_peer).toBe(
+      'spiffe://cluster.local/ns/shop/sa/web',
+    );
+  });
+
+  it('serves a dual-stack service at its IPv6 VIP, however the client spells the address', async () => {
+    const tunnel = await pool.connect({
+      source: webCert,
+      destination: { ip: '127.0.0.1', port: ingressPort },
+      expectedIdentities: [waypointId],
+      authority: '[FD00:96:0:0::8:1]:80',
+    });
+    tunnel.stream.write(
+      'GET /v6 HTTP/1.1\r\nhost: [fd00:96::8:1]\r\nconnection: close\r\nx-request-id: v6-vip\r\n\r\n',
+    );
+    const chunks: Buffer[] = [];
+    for await (const c of tunnel.stream) chunks.push(c as Buffer);
+    const text = Buffer.concat(chunks).toString();
+    expect(text).toMatch(/^HTTP\/1\.1 200/);
+    expect(text).toContain('"instance":"db"');
+    expect(access.lines.find((l) => l.x_request_id === 'v6-vip')?.downstream_peer).toBe(
       'spiffe://cluster.local/ns/shop/sa/web',
     );
   });
