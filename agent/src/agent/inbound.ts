@@ -197,11 +197,12 @@ export class Inbound {
   /** HBONE CONNECT stream handler (port 15008). */
   async handleHbone(req: HboneRequest): Promise<HboneResponse> {
     const conn = req.connection;
-    const destinationIp = conn.originalDestination?.ip ?? conn.localAddress;
+    // The listener takes both families on one `::` socket: IPv4 peers show up v4-mapped.
+    const destinationIp = conn.originalDestination?.ip ?? stripV4Mapped(conn.localAddress);
     const port = req.authority.port;
     const peer = req.peer.toString();
     const claimed = req.forwardedFor;
-    const sourceIp = this.#vouchedSourceIp(req.peer, claimed?.ip) ?? conn.remoteAddress;
+    const sourceIp = this.#vouchedSourceIp(req.peer, claimed?.ip) ?? stripV4Mapped(conn.remoteAddress);
     const base = {
       direction: 'inbound' as const,
       source: {
@@ -396,5 +397,5 @@ export class Inbound {
 }
 
 export function stripV4Mapped(ip: string): string {
-  return ip.startsWith('::ffff:') ? ip.slice(7) : ip;
+  return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
 }
