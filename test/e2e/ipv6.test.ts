@@ -74,6 +74,30 @@ describe('the mesh on a dual-stack cluster', () => {
     expect(v6Inbound.every((e) => e.src_identity === 'spiffe://cluster.local/ns/demo/sa/client')).toBe(true);
   }, 60_000);
 
+  it("serves metrics and readiness on the node's IPv6 address as well as its IPv4 one", async () => {
+    const { mesh } = demo;
+    const node = mesh.cluster.node('node-b');
+    const v6 = await mesh.fetchInNode('node-b', `http://[${node.ipv6}]:15020/metrics`);
+    expect(v6).toContain('istio_tcp_connections_opened_total');
+    expect(await mesh.fetchInNode('node-b', `http://${node.ip}:15020/metrics`)).toContain(
+      'istio_tcp_connections_opened_total',
+    );
+    expect(await mesh.fetchInNode('node-b', `http://[${node.ipv6}]:15021/healthz/ready`)).toBe('ready\n');
+    // /connections names IPv6 peers in brackets, like the access log.
+    const held = mesh.cluster.holdTcpConnection(demo.pods.client.netns, demo.pods.echoV2.ipv6!, ECHO_PORT);
+    try {
+      await held.exchange(10);
+      const live = JSON.parse(await mesh.fetchInNode('node-b', 'http://127.0.0.1:15000/connections')) as {
+        source: { address: string };
+        destination: { address: string };
+      }[];
+      expect(live.map((c) => c.destination.address)).toContain(`[${demo.pods.echoV2.ipv6}]:${ECHO_PORT}`);
+      expect(live.some((c) => c.source.address.startsWith(`[${demo.pods.client.ipv6}]:`))).toBe(true);
+    } finally {
+      held.kill();
+    }
+  });
+
   it('never puts plaintext on the wire between nodes over IPv6, while the same capture sees non-mesh plaintext', async () => {
     const { mesh, pods } = demo;
     const marker = `hypha-v6-marker-${Math.random().toString(36).slice(2)}`;

@@ -3,7 +3,7 @@
 //   15020 Prometheus /metrics
 //   15021 /healthz/ready: 200 only once config is synced and every local pod's certificate is held
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Server } from 'node:net';
 import type { Logger } from '@hypha/shared';
 import { isLogLevel } from '@hypha/shared';
 import type { Registry } from 'prom-client';
@@ -26,7 +26,7 @@ export interface EndpointsOptions {
   admin: AdminHandlers;
   readiness: Readiness;
   adminAddress: string; // host:port, normally 127.0.0.1:15000
-  metricsAddress: string; // host:port, normally 0.0.0.0:15020
+  metricsAddress: string; // host:port, normally 0.0.0.0:15020 (0.0.0.0 or [::]: both families)
   readinessAddress: string; // host:port, normally 0.0.0.0:15021
 }
 
@@ -63,8 +63,40 @@ export function splitHostPort(address: string): { host: string; port: number } {
   return { host, port };
 }
 
+/** True for the hosts that mean "every address": `0.0.0.0` and `::`. */
+export function isUnspecifiedHost(host: string): boolean {
+  return host === '0.0.0.0' || host === '::';
+}
+
+/**
+ * Listens on every address of both families: one `::` socket with IPV6_V6ONLY off (IPv4 clients
+ * arrive v4-mapped), so Prometheus and kubelet probes reach the agent over IPv4 and IPv6 alike. A
+ * node without IPv6 cannot bind `::` (EAFNOSUPPORT, or EADDRNOTAVAIL with IPv6 disabled): then
+ * 0.0.0.0.
+ */
+export async function listenAllFamilies(server: Server, port: number): Promise<AddressInfo> {
+  const attempt = (host: string, ipv6Only?: boolean): Promise<void> =>
+    new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ port, host, ...(ipv6Only !== undefined ? { ipv6Only } : {}) }, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  try {
+    await attempt('::', false);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? '';
+    if (!['EAFNOSUPPORT', 'EADDRNOTAVAIL', 'EPROTONOSUPPORT'].includes(code)) throw err;
+    await attempt('0.0.0.0');
+  }
+  return server.address() as AddressInfo;
+}
+
 async function listen(server: http.Server, address: string): Promise<AddressInfo> {
   const { host, port } = splitHostPort(address);
+  // 0.0.0.0 and :: (the defaults' 0.0.0.0) mean every address of both families.
+  if (isUnspecifiedHost(host)) return listenAllFamilies(server, port);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {
