@@ -27,6 +27,7 @@
 // 'ipv6' builds an IPv6-only cluster: no IPv4 address anywhere but loopback.
 import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import type { Server } from 'node:net';
 import type { Logger } from '@hypha/shared';
 import { type RunningApp, runApp, type SampleApp, startApp } from './apps.js';
@@ -179,6 +180,13 @@ export class TestCluster {
   /** Builds the fabric and the nodes. On any failure everything created so far is removed. */
   static async create(options: TestClusterOptions): Promise<TestCluster> {
     validateNodes(options.nodes);
+    if ((options.ipFamilies ?? 'ipv4') !== 'ipv4' && !existsSync('/proc/sys/net/ipv6')) {
+      throw new ClusterError(
+        'IPV6_UNSUPPORTED',
+        `${options.ipFamilies === 'dual' ? 'a dual-stack' : 'an IPv6-only'} cluster needs IPv6 in the kernel, and this ` +
+          'one has it disabled (/proc/sys/net/ipv6 is missing: ipv6.disable=1 on the kernel command line?)',
+      );
+    }
     if (options.ipFamilies !== undefined && !['ipv4', 'dual', 'ipv6'].includes(options.ipFamilies)) {
       throw new ClusterError(
         'BAD_INPUT',

@@ -20,7 +20,8 @@ export type ClusterErrorCode =
   | 'NO_FREE_BLOCK'
   | 'BAD_INPUT'
   | 'DESTROYED'
-  | 'APP_FAILED';
+  | 'APP_FAILED'
+  | 'IPV6_UNSUPPORTED';
 
 export interface RunResult {
   stdout: string;
