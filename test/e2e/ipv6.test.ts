@@ -3,11 +3,14 @@
 // VIP load balancing across nodes over mTLS, the client's IPv6 address preserved, passthrough),
 // no plaintext on the fabric, a DENY policy by IPv6 ipBlock, and the waypoint path. Then the
 // IPv6-only variant: the same checks with no IPv4 address on any pod or node.
+
+import { fileURLToPath } from 'node:url';
 import { type DemoResult, demoConfigParams, type LogEvent, runDemoTraffic, startDemo } from '@hypha/agent';
 import { demoConfigObjects } from '@hypha/shared/config';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const ECHO_PORT = 9100;
+const HYPHA_BIN = fileURLToPath(new URL('../../agent/bin/hypha.js', import.meta.url));
 
 /** Writes the config and waits until every agent applied this version. */
 async function apply(demo: DemoResult, objects: object[]): Promise<void> {
@@ -74,7 +77,7 @@ describe('the mesh on a dual-stack cluster', () => {
     expect(v6Inbound.every((e) => e.src_identity === 'spiffe://cluster.local/ns/demo/sa/client')).toBe(true);
   }, 60_000);
 
-  it("serves metrics and readiness on the node's IPv6 address as well as its IPv4 one", async () => {
+  it("serves metrics and readiness on the node's IPv6 address, and /connections and hypha status show IPv6 peers", async () => {
     const { mesh } = demo;
     const node = mesh.cluster.node('node-b');
     const v6 = await mesh.fetchInNode('node-b', `http://[${node.ipv6}]:15020/metrics`);
@@ -93,6 +96,10 @@ describe('the mesh on a dual-stack cluster', () => {
       }[];
       expect(live.map((c) => c.destination.address)).toContain(`[${demo.pods.echoV2.ipv6}]:${ECHO_PORT}`);
       expect(live.some((c) => c.source.address.startsWith(`[${demo.pods.client.ipv6}]:`))).toBe(true);
+      // `hypha status` on the node shows the pods' IPv6 addresses and the live IPv6 connection.
+      const status = await mesh.cluster.exec(node.netns, process.execPath, [HYPHA_BIN, 'status']);
+      expect(status.stdout).toContain(demo.pods.echoV2.ipv6);
+      expect(status.stdout).toContain(`[${demo.pods.echoV2.ipv6}]:${ECHO_PORT}`);
     } finally {
       held.kill();
     }
