@@ -484,7 +484,10 @@ static napi_value connect_transparent(napi_env env, napi_callback_info info) {
     napi_set_named_property(env, exports, name, f);                       \
   } while (0)
 
+void hypha_register_fd_passing(napi_env env, napi_value exports); /* fd_passing.c */
+
 static napi_value init(napi_env env, napi_value exports) {
+  hypha_register_fd_passing(env, exports);
   EXPORT("getOriginalDst", get_original_dst);
   EXPORT("setTransparent", set_transparent);
   EXPORT("setFreebind", set_freebind);

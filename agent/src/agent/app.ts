@@ -9,9 +9,18 @@
 //   :15000 admin, :15020 metrics, :15021 readiness
 //
 // Start order matters: config first (so we know our pods), then certificates are requested, then
-// listeners open; readiness turns green only when config is synced and every local pod's
-// certificate is held.
-import { readFile } from 'node:fs/promises';
+// capture is adopted (the whole table replaced in one transaction with the full set of local pods:
+// rules a previous agent left are never missing for a moment), then listeners open; readiness
+// turns green only when config is synced and every local pod's certificate is held.
+//
+// Fail closed: stopping never removes capture (see shutdown). With no agent listening, mesh pods'
+// connections are refused; they never pass in plain text. Capture goes only when the node leaves
+// the mesh: `hypha agent cleanup`, or a shutdown told to (`removeCapture`, the uninstall path).
+//
+// Upgrade: a new agent on the node takes this one's listening sockets through the hand-off socket
+// (handoff.ts) once it is ready; this one then stops accepting, drains, and exits.
+import { existsSync } from 'node:fs';
+import { mkdir, readFile } from 'node:fs/promises';
 import net, { type Server, type Socket } from 'node:net';
 import type { Logger } from '@hypha/shared';
 import { type ConfigState, createFileSource, LABEL_GATEWAY_NAME, type Workload } from '@hypha/shared/config';
@@ -31,7 +40,16 @@ import { getOriginalDst } from '../native/index.js';
 import type { AgentConfig } from './config.js';
 import { ConnectionTracker } from './connections.js';
 import { type Endpoints, startEndpoints } from './endpoints.js';
+import {
+  HandoffError,
+  type HandoffServer,
+  handoffSocketPath,
+  requestTakeover,
+  serveHandoff,
+  type Takeover,
+} from './handoff.js';
 import { Inbound, stripV4Mapped } from './inbound.js';
+import { listenBothFamilies } from './listen.js';
 import { Outbound } from './outbound.js';
 import { PolicyMetrics } from './policy-metrics.js';
 import { WaypointGuard } from './waypoint-guard.js';
@@ -54,8 +72,15 @@ export interface Agent {
   /** Resolves once config is synced and every local mesh pod has its certificate. */
   readonly ready: Promise<void>;
   findNotReadyReasons(): string[];
-  /** Graceful stop: stop accepting, drain live connections until the deadline, remove capture rules. */
-  shutdown(reason?: string): Promise<void>;
+  /**
+   * Graceful stop: stop accepting, drain live connections until the deadline. Capture rules stay
+   * (fail closed) unless `removeCapture` (the node leaves the mesh).
+   */
+  shutdown(reason?: string, options?: { removeCapture?: boolean }): Promise<void>;
+  /** Resolves when a new agent took over and this one drained: the process should exit. */
+  readonly handedOff: Promise<void>;
+  /** Keeps serving until a successor takes over (resolves true) or `ms` pass (false). */
+  awaitSuccessor(ms: number): Promise<boolean>;
 }
 
 export async function startAgent(config: AgentConfig, logger: Logger): Promise<Agent> {
@@ -114,7 +139,6 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
           logger,
         })
       : undefined;
-  await capture?.start();
 
   const localMesh = new Map<string, Workload>(); // uid → workload
   const wanted = new Map<string, SpiffeId>(); // identity string → id
@@ -239,50 +263,158 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     }
   });
 
+  // Capture is adopted only once the config is synced: the table is replaced in one transaction
+  // with every local mesh pod in its set, so a restarted agent never installs an empty set over the
+  // rules its predecessor left (that would let pods' traffic pass uncaptured for a moment).
+  await source.ready;
   await reconcileLocalPods();
+  await capture?.start();
 
-  // 5. Listeners.
-  const listeners: Server[] = [];
-  const listen = (port: number, onSocket: (s: Socket) => void, name: string): Promise<number> =>
-    new Promise((resolve, reject) => {
-      const server = net.createServer({ allowHalfOpen: true, noDelay: true }, onSocket);
-      server.once('error', (err) =>
-        reject(new Error(`cannot listen on ${name} port ${port}: ${err.message}`)),
+  // Admin views (used by the endpoints below).
+  const certsView = () =>
+    certs.listCertificates().map((c) => ({
+      identity: c.id.toString(),
+      state: c.state,
+      serial: c.serial,
+      notBefore: c.notBefore,
+      notAfter: c.notAfter,
+      failures: c.failures,
+      lastError: c.lastError,
+    }));
+
+  const configDump = () => ({
+    node: config.nodeName,
+    version: state.stats().version,
+    stats: state.stats(),
+    workloads: [...state.workloads()].map((w) => ({ ...w, identity: w.identity.toString() })),
+    services: [...state.services()].map((s) => ({
+      ...s,
+      endpoints: s.endpoints.map((e) => ({ ...e, targetPorts: Object.fromEntries(e.targetPorts) })),
+    })),
+    waypoints: [...state.waypoints()].map((w) => ({ ...w, identity: w.identity.toString() })),
+    policies: [...state.authorizationPolicies()].map((p) => p.object),
+    certificates: certsView(),
+    capture: capture?.findState(),
+  });
+
+  // 5. Listeners: our own, or the running agent's (upgrade hand-off).
+  const findNotReadyReasons = (): string[] => {
+    const reasons: string[] = [];
+    for (const [key, id] of wanted)
+      if (certs.findCertificate(id) === undefined) reasons.push(`no certificate yet for ${key}`);
+    return reasons;
+  };
+  let takeover: Takeover | undefined;
+  if (config.handoffDir !== undefined) {
+    await mkdir(config.handoffDir, { recursive: true });
+    if (existsSync(handoffSocketPath(config.handoffDir))) {
+      // An agent may be serving: take over only once we can serve everything it serves.
+      log.info(
+        { dir: config.handoffDir },
+        'hand-off socket present: taking over from the running agent once ready (config synced, certificates held)',
       );
-      server.listen(port, '0.0.0.0', () => {
-        listeners.push(server);
-        resolve((server.address() as net.AddressInfo).port);
-      });
+      for (let waited = 0; findNotReadyReasons().length > 0; waited += 100) {
+        if (waited > 0 && waited % 10_000 === 0)
+          log.info({ missing: findNotReadyReasons() }, 'not ready yet; the running agent keeps serving');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      takeover = await requestTakeover(config.handoffDir, logger);
+      if (takeover === undefined)
+        log.info('no agent answers on the hand-off socket (stale); binding the ports');
+    }
+    if (takeover === undefined && config.takeover === 'required') {
+      throw new HandoffError(
+        'HANDOFF_FAILED',
+        `--takeover: no running agent answers at ${handoffSocketPath(config.handoffDir)}; start without --takeover to bind the ports`,
+      );
+    }
+  }
+  const listeners = new Map<string, Server>();
+  const listen = async (port: number, onSocket: (s: Socket) => void, name: string): Promise<number> => {
+    const server = net.createServer({ allowHalfOpen: true, noDelay: true }, onSocket);
+    const fd = takeover?.fds.get(name);
+    try {
+      await listenBothFamilies(server, port, fd);
+    } catch (err) {
+      const inUse = (err as NodeJS.ErrnoException).code === 'EADDRINUSE';
+      throw new Error(
+        fd === undefined
+          ? `cannot listen on ${name} port ${port}: ${(err as Error).message}${inUse ? ' (is another agent running on this node? a new agent takes over through --handoff-dir)' : ''}`
+          : `cannot listen on the ${name} socket handed over by the running agent: ${(err as Error).message}`,
+      );
+    }
+    listeners.set(name, server);
+    return (server.address() as net.AddressInfo).port;
+  };
+  const onPlaintext = (s: Socket) => {
+    let dst: { ip: string; port: number };
+    try {
+      dst = originalDestination(s);
+    } catch {
+      s.destroy();
+      return;
+    }
+    void inbound.handlePlaintext(s, dst);
+  };
+  const onHbone = (s: Socket) => {
+    s.on('error', () => {});
+    let dst: { ip: string; port: number } | undefined;
+    try {
+      dst = originalDestination(s);
+    } catch {
+      dst = undefined;
+    }
+    hbone.handleSocket(s, dst ? { originalDestination: dst } : {});
+  };
+  if (takeover !== undefined) {
+    // Fault injection for tests and chaos runs: hold the received sockets (not accepting) this long
+    // before asking for them, so a new agent can be killed mid-hand-off on purpose.
+    const delay = Number(process.env.HYPHA_FAULT_HANDOFF_DELAY_MS ?? 0);
+    if (delay > 0) {
+      log.warn({ delayMs: delay }, 'HYPHA_FAULT_HANDOFF_DELAY_MS: pausing the hand-off (fault injection)');
+      await new Promise((r) => setTimeout(r, delay));
+    }
+    // From here the old agent stops accepting; connections queue in the same kernel sockets until
+    // we listen on them just below.
+    await takeover.commit();
+  }
+  let outboundPort: number;
+  let plaintextPort: number;
+  let hbonePort: number;
+  let endpoints: Endpoints;
+  try {
+    outboundPort = await listen(config.ports.outbound, (s) => outbound.handleSocket(s), 'outbound');
+    plaintextPort = await listen(config.ports.inboundPlaintext, onPlaintext, 'inboundPlaintext');
+    hbonePort = await listen(config.ports.hbone, onHbone, 'hbone');
+    endpoints = await startEndpoints({
+      logger,
+      registry,
+      readiness: { findNotReadyReasons },
+      adminAddress: config.adminAddress,
+      metricsAddress: config.metricsAddress,
+      readinessAddress: config.readinessAddress,
+      inherited: {
+        ...(takeover?.fds.has('admin') ? { admin: takeover.fds.get('admin') as number } : {}),
+        ...(takeover?.fds.has('metrics') ? { metrics: takeover.fds.get('metrics') as number } : {}),
+        ...(takeover?.fds.has('readiness') ? { readiness: takeover.fds.get('readiness') as number } : {}),
+      },
+      admin: {
+        configDump: () => configDump(),
+        certs: () => certsView(),
+        connections: () => tracker.snapshot(),
+        quit: () => void shutdown('/quitquitquit').then(() => process.exit(0)),
+      },
     });
-  const outboundPort = await listen(config.ports.outbound, (s) => outbound.handleSocket(s), 'outbound');
-  const plaintextPort = await listen(
-    config.ports.inboundPlaintext,
-    (s) => {
-      let dst: { ip: string; port: number };
-      try {
-        dst = originalDestination(s);
-      } catch {
-        s.destroy();
-        return;
-      }
-      void inbound.handlePlaintext(s, dst);
-    },
-    'inbound plaintext',
-  );
-  const hbonePort = await listen(
-    config.ports.hbone,
-    (s) => {
-      s.on('error', () => {});
-      let dst: { ip: string; port: number } | undefined;
-      try {
-        dst = originalDestination(s);
-      } catch {
-        dst = undefined;
-      }
-      hbone.handleSocket(s, dst ? { originalDestination: dst } : {});
-    },
-    'HBONE',
-  );
+  } catch (err) {
+    takeover?.abort((err as Error).message);
+    for (const l of listeners.values()) l.close();
+    throw err;
+  }
+  if (takeover !== undefined) {
+    const from = takeover.fromPid;
+    log.info({ from }, 'took over the listening sockets from the running agent; no connection was refused');
+    void takeover.finished.then((r) => log.info({ from, ...r }, 'the previous agent has exited'));
+  }
 
   // 6. Revocations: refuse revoked peers at the handshake and cut their live connections.
   const pollRevocations = async () => {
@@ -324,76 +456,105 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   );
   revocationTimer.unref();
 
-  // 7. Readiness and operator endpoints.
-  const findNotReadyReasons = (): string[] => {
-    const reasons: string[] = [];
-    for (const [key, id] of wanted)
-      if (certs.findCertificate(id) === undefined) reasons.push(`no certificate yet for ${key}`);
-    return reasons;
+  // 7. Operator endpoints, shutdown and the hand-off socket.
+  const allListeners = (): Map<string, Server> =>
+    new Map<string, Server>([
+      ...listeners,
+      ['admin', endpoints.servers.admin],
+      ['metrics', endpoints.servers.metrics],
+      ['readiness', endpoints.servers.readiness],
+    ]);
+  let accepting = true;
+  const stopAccepting = () => {
+    if (!accepting) return;
+    accepting = false;
+    for (const l of allListeners().values()) l.close();
+  };
+  /** Lets live connections finish (HBONE peers get GOAWAY) until the deadline, then cuts the rest. */
+  const drain = async (graceful: boolean, progress?: (live: number) => void): Promise<{ cut: number }> => {
+    clearInterval(revocationTimer);
+    const deadline = Date.now() + config.drainMs;
+    const hboneDrained = hbone.drain(config.drainMs, { finishHandshakes: graceful });
+    let lastReport = Date.now();
+    while (tracker.size > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+      if (progress && Date.now() - lastReport >= 1000) {
+        lastReport = Date.now();
+        progress(tracker.size);
+        log.info(
+          { live: tracker.size, leftMs: deadline - Date.now() },
+          'draining: still carrying connections',
+        );
+      }
+    }
+    const cut = tracker.abortWhere(() => 'agent shutting down');
+    if (cut > 0) log.warn({ cut }, 'drain deadline reached; closed remaining connections');
+    await Promise.race([
+      hboneDrained,
+      new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref()),
+    ]);
+    return { cut };
   };
   let shuttingDown: Promise<void> | undefined;
-  const shutdown = (reason = 'shutdown requested'): Promise<void> => {
+  let handoffServer: HandoffServer | undefined;
+  const closeAll = async (removeCapture: boolean) => {
+    pool.close();
+    await hbone.close();
+    certs.close();
+    caClient.close();
+    await source.close();
+    await handoffServer?.close();
+    if (capture && removeCapture) {
+      await capture.stop();
+    } else if (capture) {
+      log.info(
+        "capture rules left in place (fail closed: mesh pods' connections are refused until an agent runs again; `hypha agent cleanup` removes them)",
+      );
+    }
+    await endpoints.close();
+  };
+  const shutdown = (
+    reason = 'shutdown requested',
+    options: { removeCapture?: boolean } = {},
+  ): Promise<void> => {
     shuttingDown ??= (async () => {
       log.info({ reason, live: tracker.size, drainMs: config.drainMs }, 'draining');
-      for (const l of listeners) l.close();
-      clearInterval(revocationTimer);
-      const deadline = Date.now() + config.drainMs;
-      await Promise.race([
-        hbone.drain(config.drainMs),
-        new Promise((r) => setTimeout(r, config.drainMs).unref()),
-      ]);
-      while (tracker.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      const cut = tracker.abortWhere(() => 'agent shutting down');
-      if (cut > 0) log.warn({ cut }, 'drain deadline reached; closed remaining connections');
-      pool.close();
-      await hbone.close();
-      certs.close();
-      caClient.close();
-      await source.close();
-      await capture?.stop();
-      await endpoints.close();
+      stopAccepting();
+      await drain(false);
+      await closeAll(options.removeCapture === true);
       log.info('stopped');
     })();
     return shuttingDown;
   };
-  const endpoints = await startEndpoints({
-    logger,
-    registry,
-    readiness: { findNotReadyReasons },
-    adminAddress: config.adminAddress,
-    metricsAddress: config.metricsAddress,
-    readinessAddress: config.readinessAddress,
-    admin: {
-      configDump: () => ({
-        node: config.nodeName,
-        version: state.stats().version,
-        stats: state.stats(),
-        workloads: [...state.workloads()].map((w) => ({ ...w, identity: w.identity.toString() })),
-        services: [...state.services()].map((s) => ({
-          ...s,
-          endpoints: s.endpoints.map((e) => ({ ...e, targetPorts: Object.fromEntries(e.targetPorts) })),
-        })),
-        waypoints: [...state.waypoints()].map((w) => ({ ...w, identity: w.identity.toString() })),
-        policies: [...state.authorizationPolicies()].map((p) => p.object),
-        certificates: certsView(),
-        capture: capture?.findState(),
-      }),
-      certs: () => certsView(),
-      connections: () => tracker.snapshot(),
-      quit: () => void shutdown('/quitquitquit').then(() => process.exit(0)),
-    },
-  });
-  const certsView = () =>
-    certs.listCertificates().map((c) => ({
-      identity: c.id.toString(),
-      state: c.state,
-      serial: c.serial,
-      notBefore: c.notBefore,
-      notAfter: c.notAfter,
-      failures: c.failures,
-      lastError: c.lastError,
-    }));
-
+  if (config.handoffDir !== undefined) {
+    handoffServer = await serveHandoff(
+      config.handoffDir,
+      {
+        listeners: allListeners,
+        stopAccepting,
+        live: () => tracker.size,
+        drain: (progress) => drain(true, progress),
+      },
+      logger,
+    );
+  }
+  const handedOff = (async () => {
+    if (handoffServer === undefined) return new Promise<void>(() => {});
+    const r = await handoffServer.handedOff;
+    shuttingDown ??= (async () => {
+      await closeAll(false);
+      log.info({ cut: r.cut }, 'handed off to the new agent and drained; stopped');
+    })();
+    await shuttingDown;
+  })();
+  const awaitSuccessor = async (ms: number): Promise<boolean> => {
+    if (handoffServer === undefined || ms <= 0) return false;
+    log.info({ waitMs: ms }, 'waiting for a new agent to take over; still serving');
+    return Promise.race([
+      handoffServer.handedOff.then(() => true),
+      new Promise<boolean>((r) => setTimeout(() => r(false), ms).unref()),
+    ]);
+  };
   // Agent health metrics.
   new Gauge({
     name: 'hypha_agent_certificates',
@@ -471,5 +632,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     ready,
     findNotReadyReasons,
     shutdown,
+    handedOff,
+    awaitSuccessor,
   };
 }

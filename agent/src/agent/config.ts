@@ -19,6 +19,15 @@ export interface AgentConfig {
   drainMs: number;
   /** How often the CA's revocation list is fetched (default 30 s). */
   revocationPollMs?: number;
+  /**
+   * Node-local directory of the upgrade hand-off socket (`agent.sock`): a new agent takes the
+   * running one's listening sockets through it. Undefined: no hand-off (bind, or fail if taken).
+   */
+  handoffDir?: string;
+  /** `required`: exit with an error unless a running agent hands over (`--takeover`). */
+  takeover?: 'auto' | 'required';
+  /** On SIGTERM, keep serving this long while waiting for a successor to take over (0: don't wait). */
+  handoffWaitMs?: number;
 }
 
 export const DEFAULT_PORTS = { outbound: 15001, inboundPlaintext: 15006, hbone: 15008 } as const;

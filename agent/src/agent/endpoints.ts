@@ -28,12 +28,18 @@ export interface EndpointsOptions {
   adminAddress: string; // host:port, normally 127.0.0.1:15000
   metricsAddress: string; // host:port, normally 0.0.0.0:15020 (0.0.0.0 or [::]: both families)
   readinessAddress: string; // host:port, normally 0.0.0.0:15021
+  /** Listening sockets inherited from the agent this one took over from (upgrade hand-off). */
+  inherited?: Partial<Record<EndpointName, number>>;
 }
+
+export type EndpointName = 'admin' | 'metrics' | 'readiness';
 
 export interface Endpoints {
   readonly admin: AddressInfo;
   readonly metrics: AddressInfo;
   readonly readiness: AddressInfo;
+  /** The listening servers, for handing their sockets to a new agent. */
+  readonly servers: Readonly<Record<EndpointName, http.Server>>;
   close(): Promise<void>;
 }
 
@@ -93,12 +99,20 @@ export async function listenAllFamilies(server: Server, port: number): Promise<A
   return server.address() as AddressInfo;
 }
 
-async function listen(server: http.Server, address: string): Promise<AddressInfo> {
+async function listen(server: http.Server, address: string, fd?: number): Promise<AddressInfo> {
   const { host, port } = splitHostPort(address);
   // 0.0.0.0 and :: (the defaults' 0.0.0.0) mean every address of both families.
-  if (isUnspecifiedHost(host)) return listenAllFamilies(server, port);
+  if (fd === undefined && isUnspecifiedHost(host)) return listenAllFamilies(server, port);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
+    const done = () => {
+      server.off('error', reject);
+      resolve();
+    };
+    if (fd !== undefined) {
+      server.listen({ fd }, done);
+      return;
+    }
     server.listen(port, host, () => {
       server.off('error', reject);
       resolve();
@@ -172,13 +186,14 @@ export async function startEndpoints(opts: EndpointsOptions): Promise<Endpoints>
   const servers = [admin, metrics, readiness];
   for (const s of servers) s.on('clientError', (_err, socket) => socket.destroy());
   try {
-    const a = await listen(admin, opts.adminAddress);
-    const m = await listen(metrics, opts.metricsAddress);
-    const r = await listen(readiness, opts.readinessAddress);
+    const a = await listen(admin, opts.adminAddress, opts.inherited?.admin);
+    const m = await listen(metrics, opts.metricsAddress, opts.inherited?.metrics);
+    const r = await listen(readiness, opts.readinessAddress, opts.inherited?.readiness);
     return {
       admin: a,
       metrics: m,
       readiness: r,
+      servers: { admin, metrics, readiness },
       async close() {
         await Promise.all(
           servers.map(

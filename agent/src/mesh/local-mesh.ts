@@ -72,6 +72,8 @@ export class LocalMesh {
   readonly agents = new Map<string, AgentProcess>();
   readonly waypoints = new Map<string, WaypointProcess>();
   readonly caAddress: string;
+  /** The `hypha` CLI script the mesh's processes run. */
+  readonly hyphaBin = HYPHA_BIN;
   readonly #opts: LocalMeshOptions;
   readonly #tokens = new Map<string, string>();
   #ca: ChildProcess | undefined;
@@ -168,7 +170,16 @@ export class LocalMesh {
     await Promise.all(nodes.map((n) => this.startAgent(n, timeoutMs)));
   }
 
-  async startAgent(node: string, timeoutMs = 30_000): Promise<AgentProcess> {
+  /** The node's agent hand-off directory (each node namespace shares this machine's filesystem). */
+  handoffDir(node: string): string {
+    return join(this.dir, `handoff-${node}`);
+  }
+
+  async startAgent(
+    node: string,
+    timeoutMs = 30_000,
+    options: { args?: readonly string[]; waitFor?: (e: LogEvent) => boolean } = {},
+  ): Promise<AgentProcess> {
     const n = this.cluster.node(node);
     const child = this.cluster.spawnNode(
       n.netns,
@@ -191,14 +202,39 @@ export class LocalMesh {
         this.trustDomain,
         '--drain-timeout',
         this.#opts.drainTimeout ?? '1s',
+        '--handoff-dir',
+        this.handoffDir(node),
         ...(this.#opts.agentArgs ?? []),
+        ...(options.args ?? []),
       ],
       { stdio: ['ignore', 'pipe', 'pipe'], nodeArgs: AGENT_NODE_FLAGS },
     );
     const agent: AgentProcess = { node, ...trackProcess(child, `agent ${node}`) };
     this.agents.set(node, agent);
-    await agent.waitFor((e) => e.msg === 'ready', timeoutMs);
+    await agent.waitFor(options.waitFor ?? ((e) => e.msg === 'ready'), timeoutMs);
     return agent;
+  }
+
+  /**
+   * Upgrades a node's agent the zero-drop way: starts a new agent process with --takeover, which
+   * takes the running one's sockets once ready. Resolves once the new one serves; the old one is
+   * still draining then (`oldExited` resolves with its exit code when it is done).
+   */
+  async upgradeAgent(
+    node: string,
+    timeoutMs = 60_000,
+  ): Promise<{ old: AgentProcess; next: AgentProcess; oldExited: Promise<number | null> }> {
+    const old = this.agents.get(node);
+    if (old === undefined) throw new Error(`no agent runs on ${node}`);
+    const oldExited = new Promise<number | null>((resolve) => {
+      if (old.process.exitCode !== null || old.process.signalCode !== null) resolve(old.process.exitCode);
+      else old.process.once('exit', (code) => resolve(code));
+    });
+    const next = await this.startAgent(node, timeoutMs, {
+      args: ['--takeover'],
+      waitFor: (e) => typeof e.msg === 'string' && e.msg.startsWith('took over the listening sockets'),
+    });
+    return { old, next, oldExited };
   }
 
   /**

@@ -1,4 +1,7 @@
 // Public surface of the native socket helpers (agent/native addon).
+
+export type { ReceivedFds } from './fd-passing.js';
+export { receiveFds, sendFds } from './fd-passing.js';
 export type { NativeErrorCode, OriginalDst, SocketLike, TransparentConnectOptions } from './sockets.js';
 export {
   connectTransparent,

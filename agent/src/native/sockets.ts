@@ -60,7 +60,7 @@ interface Addon {
 const ADDON_PATH = '../../native/build/Release/hypha_native.node';
 let addon: Addon | undefined;
 
-function loadAddon(): Addon {
+export function loadAddon(): Addon {
   if (addon) return addon;
   try {
     addon = createRequire(import.meta.url)(ADDON_PATH) as Addon;

@@ -179,6 +179,8 @@ export class HboneServer {
     goawaysForAbuse: 0,
   };
   #draining = false;
+  /** Set by a hand-off drain: connections already accepted finish their handshake (then GOAWAY). */
+  #finishHandshakes = false;
 
   constructor(opts: HboneServerOptions) {
     this.#opts = opts;
@@ -207,7 +209,7 @@ export class HboneServer {
   /** Takes over an accepted TCP socket (from our listener or the agent's capture). */
   handleSocket(socket: Socket, meta: { originalDestination?: SocketAddress } = {}): void {
     socket.on('error', () => {});
-    if (this.#draining) {
+    if (this.#draining && !this.#finishHandshakes) {
       socket.destroy();
       return;
     }
@@ -255,11 +257,16 @@ export class HboneServer {
   /**
    * Graceful drain: stop accepting, GOAWAY every connection (no new streams; open ones continue),
    * then force-close whatever is left at the deadline. Resolves when every connection is gone.
+   *
+   * `finishHandshakes` (the upgrade hand-off): a client whose TCP connection was already accepted
+   * is not failed mid-handshake; its session is set up and at once sent GOAWAY, so the client's
+   * first stream is refused (REFUSED_STREAM, which HBONE clients retry) and goes to the new agent.
    */
-  async drain(deadlineMs: number): Promise<void> {
+  async drain(deadlineMs: number, options: { finishHandshakes?: boolean } = {}): Promise<void> {
     this.#draining = true;
+    this.#finishHandshakes = options.finishHandshakes === true;
     for (const l of this.#listeners) l.close();
-    for (const { socket } of this.#handshaking.values()) socket.destroy();
+    if (!this.#finishHandshakes) for (const { socket } of this.#handshaking.values()) socket.destroy();
     for (const state of this.#sessions) {
       if (!state.session.closed && !state.session.destroyed) state.session.close();
     }
@@ -356,7 +363,7 @@ export class HboneServer {
     socket.on('error', () => {});
     const connection = this.#connectionOf(socket);
     this.#handshaking.delete(connectionKey(socket));
-    if (this.#draining) {
+    if (this.#draining && !this.#finishHandshakes) {
       socket.destroy();
       return;
     }
@@ -399,6 +406,7 @@ export class HboneServer {
       return;
     }
     this.#onSession(session, certificate, peer, connection);
+    if (this.#draining) session.close();
   }
 
   #onSession(

@@ -487,9 +487,14 @@ s.on('close',()=>done(false));s.on('error',()=>done(false));setTimeout(()=>done(
    * test can search it for a marker string.
    */
   startFabricCapture(filter = 'tcp'): Promise<FabricCapture> {
+    return this.startCapture(this.fabricNetns, filter);
+  }
+
+  /** The same on every interface of one namespace (a node's: its pod links and its fabric link). */
+  startCapture(netns: string, filter = 'tcp'): Promise<FabricCapture> {
     this.#assertLive();
     const child = this.spawn(
-      this.fabricNetns,
+      netns,
       'tcpdump',
       ['-i', 'any', '--immediate-mode', '-U', '-n', '-s', '0', '-w', '-', filter],
       {
@@ -502,7 +507,7 @@ s.on('close',()=>done(false));s.on('error',()=>done(false));setTimeout(()=>done(
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         child.kill('SIGKILL');
-        reject(new ClusterError('APP_FAILED', `tcpdump did not start on the fabric: ${stderr.trim()}`));
+        reject(new ClusterError('APP_FAILED', `tcpdump did not start in ${netns}: ${stderr.trim()}`));
       }, 10_000);
       child.once('error', (err) => {
         clearTimeout(timer);

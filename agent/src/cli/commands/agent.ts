@@ -5,6 +5,7 @@ import { type Command, Option } from 'commander';
 import { type AgentConfig, AgentConfigError, DEFAULT_PORTS, parseConfigSource } from '../../agent/config.js';
 import { addMeshDaemonOptions } from '../daemon-options.js';
 import { durationFlagMs, UsageError } from '../errors.js';
+import { nodeLeavesMesh, registerCleanup } from './agent-cleanup.js';
 
 interface AgentFlags {
   node?: string;
@@ -23,7 +24,12 @@ interface AgentFlags {
   outboundPort: string;
   inboundPort: string;
   hbonePort: string;
+  handoffDir: string;
+  takeover: boolean;
+  handoffWait: string;
 }
+
+export const DEFAULT_HANDOFF_DIR = '/var/run/hypha-agent';
 
 function port(value: string, flag: string): number {
   const n = Number(value);
@@ -51,7 +57,30 @@ export function register(program: Command): void {
         .choices(['passthrough', 'registry-only'])
         .default('passthrough'),
     )
-    .option('--drain-timeout <duration>', 'how long SIGTERM lets live connections finish', '30s')
+    .option(
+      '--drain-timeout <duration>',
+      'how long a stopping or handed-off agent lets live connections finish before closing them',
+      '120s',
+    )
+    .addOption(
+      new Option(
+        '--handoff-dir <dir>',
+        'node-local directory of the upgrade hand-off socket: a new agent takes the running one\'s listening sockets through it ("none": no hand-off)',
+      )
+        .env('HYPHA_HANDOFF_DIR')
+        .default(DEFAULT_HANDOFF_DIR),
+    )
+    .option(
+      '--takeover',
+      'require a running agent on this node to hand over its sockets (fail if none); without it the agent takes over when one runs, else binds the ports',
+      false,
+    )
+    .addOption(
+      new Option(
+        '--handoff-wait <duration>',
+        'on SIGTERM, keep serving this long while waiting for a new agent to take over (the DaemonSet sets it: Kubernetes may stop the old pod before the new one is ready)',
+      ).default('0s'),
+    )
     .addOption(
       new Option(
         '--revocation-poll <duration>',
@@ -73,8 +102,16 @@ export function register(program: Command): void {
     .addHelpText(
       'after',
       `
-Signals: SIGTERM/SIGINT drain (stop accepting, let connections finish until --drain-timeout, then close)
-and remove the capture rules. A restarted agent reconciles rules left by a crashed one.
+Signals: SIGTERM/SIGINT drain (stop accepting, let connections finish until --drain-timeout, then close).
+Capture rules stay in place when the agent stops or crashes (fail closed: mesh pods' connections are
+refused until an agent runs again, never passed in plain text); a restarted agent adopts them.
+They are removed only when the node leaves the mesh: "hypha agent cleanup", or (Kubernetes) a
+SIGTERM while the agent's DaemonSet is being deleted ("hypha uninstall").
+
+Upgrade without dropping a connection: start the new agent while the old one runs. It syncs config,
+fetches certificates, then takes the old one's listening sockets through --handoff-dir; the old one
+stops accepting, sends GOAWAY to HBONE peers, drains its live connections and exits.
+  hypha agent --node node-a ... --takeover
 
 Example (outside Kubernetes):
   hypha agent --node node-a --config file:/etc/hypha/mesh.yaml \\
@@ -102,7 +139,15 @@ Example (outside Kubernetes):
           readinessAddress: flags.readinessAddress,
           drainMs: durationFlagMs('--drain-timeout', flags.drainTimeout),
           revocationPollMs: durationFlagMs('--revocation-poll', flags.revocationPoll),
+          handoffWaitMs:
+            flags.handoffWait === '0' || flags.handoffWait === '0s'
+              ? 0
+              : durationFlagMs('--handoff-wait', flags.handoffWait),
+          takeover: flags.takeover ? 'required' : 'auto',
+          ...(flags.handoffDir === 'none' ? {} : { handoffDir: flags.handoffDir }),
         };
+        if (flags.takeover && flags.handoffDir === 'none')
+          throw new UsageError('--takeover needs a --handoff-dir (not "none")');
       } catch (err) {
         if (err instanceof AgentConfigError) throw new UsageError(err.message);
         throw err;
@@ -112,16 +157,24 @@ Example (outside Kubernetes):
       // which every other verb of the CLI would otherwise pay for.
       const { startAgent } = await import('../../agent/app.js');
       const agent = await startAgent(config, logger);
+      const log = logger.child({ component: 'agent' });
       await new Promise<void>((resolve) => {
-        const stop = (signal: string) => {
+        void agent.handedOff.then(resolve);
+        const stop = async (signal: string) => {
           process.off('SIGTERM', onTerm);
           process.off('SIGINT', onInt);
-          void agent.shutdown(signal).then(resolve);
+          // Kubernetes may stop this pod before its successor is ready: serve until it takes over.
+          if (signal === 'SIGTERM' && (await agent.awaitSuccessor(config.handoffWaitMs ?? 0))) return;
+          const removeCapture =
+            config.source.kind === 'kubernetes' ? await nodeLeavesMesh(config.source, log) : false;
+          await agent.shutdown(signal, { removeCapture });
+          resolve();
         };
-        const onTerm = () => stop('SIGTERM');
-        const onInt = () => stop('SIGINT');
+        const onTerm = () => void stop('SIGTERM');
+        const onInt = () => void stop('SIGINT');
         process.on('SIGTERM', onTerm);
         process.on('SIGINT', onInt);
       });
     });
+  registerCleanup(agentCmd, DEFAULT_HANDOFF_DIR);
 }
