@@ -231,37 +231,9 @@ export class Outbound {
     };
   }
 
-  /**
-   * Round robin over the ready endpoints serving `port`, each at its address of the VIP's family:
-   * a dual-stack pod listed once (selector) or once per family (EndpointSlices) is one candidate
-   * at its IPv6 address for an IPv6 VIP. Only when no endpoint has an address of that family do
-   * the others serve (the tunnel carries either family; the agent there connects to the pod).
-   */
-  #pickEndpoint(
-    service: Service,
-    port: number,
-    family: 4 | 6,
-  ): { ip: string; targetPort: number; workload: Workload | undefined } | undefined {
-    const state = this.#o.state;
-    const matching: { ip: string; targetPort: number; workload: Workload | undefined }[] = [];
-    const other: typeof matching = [];
-    const seen = new Set<string>();
-    for (const endpoint of service.endpoints) {
-      if (!endpoint.ready) continue;
-      const targetPort = endpoint.targetPorts.get(port);
-      if (targetPort === undefined) continue;
-      const workload = endpoint.workloadUid
-        ? state.findWorkloadByUid(endpoint.workloadUid)
-        : state.findWorkloadByIp(endpoint.ip);
-      const ip =
-        familyOf(endpoint.ip) === family
-          ? endpoint.ip
-          : (sameFamily(workload?.ips ?? [], family) ?? endpoint.ip);
-      if (seen.has(ip)) continue;
-      seen.add(ip);
-      (familyOf(ip) === family ? matching : other).push({ ip, targetPort, workload });
-    }
-    const ready = matching.length > 0 ? matching : other;
+  /** Round robin over `findEndpointCandidates` (one cursor per service). */
+  #pickEndpoint(service: Service, port: number, family: 4 | 6): EndpointCandidate | undefined {
+    const ready = findEndpointCandidates(this.#o.state, service, port, family);
     if (ready.length === 0) return undefined;
     return ready[this.#next(`${service.namespace}/${service.name}`) % ready.length];
   }
@@ -370,4 +342,45 @@ function familyOf(ip: string): 4 | 6 {
 /** The first address of `family` among `ips`. */
 function sameFamily(ips: readonly string[], family: 4 | 6): string | undefined {
   return ips.find((ip) => familyOf(ip) === family);
+}
+
+export interface EndpointCandidate {
+  /** The address to tunnel to: the endpoint's address of the VIP's family when it has one. */
+  ip: string;
+  targetPort: number;
+  workload: Workload | undefined;
+}
+
+/**
+ * The ready endpoints of `service` serving `port`, each at its address of the VIP's family: a
+ * dual-stack pod listed once (selector) or once per family (EndpointSlices of both families) is
+ * one candidate, at its IPv6 address for an IPv6 VIP. Only when no endpoint has an address of that
+ * family do the others serve (the tunnel carries either family; the agent there connects to the
+ * pod). Synchronous map reads only.
+ */
+export function findEndpointCandidates(
+  state: ConfigState,
+  service: Service,
+  port: number,
+  family: 4 | 6,
+): EndpointCandidate[] {
+  const matching: EndpointCandidate[] = [];
+  const other: EndpointCandidate[] = [];
+  const seen = new Set<string>();
+  for (const endpoint of service.endpoints) {
+    if (!endpoint.ready) continue;
+    const targetPort = endpoint.targetPorts.get(port);
+    if (targetPort === undefined) continue;
+    const workload = endpoint.workloadUid
+      ? state.findWorkloadByUid(endpoint.workloadUid)
+      : state.findWorkloadByIp(endpoint.ip);
+    const ip =
+      familyOf(endpoint.ip) === family
+        ? endpoint.ip
+        : (sameFamily(workload?.ips ?? [], family) ?? endpoint.ip);
+    if (seen.has(ip)) continue;
+    seen.add(ip);
+    (familyOf(ip) === family ? matching : other).push({ ip, targetPort, workload });
+  }
+  return matching.length > 0 ? matching : other;
 }
