@@ -5,6 +5,7 @@
 import { type ClusterPod, eventually as pollUntil } from '@hypha/test';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KubeMesh } from '../../agent/src/mesh/kube-mesh.js';
+import { runHypha } from '../../agent/test/run-hypha.js';
 
 const PORT = 9100;
 let mesh: KubeMesh;
@@ -201,4 +202,60 @@ describe('agents on the Kubernetes API', () => {
     expect(mesh.agents.get('node-1')!.process.exitCode).toBeNull();
     expect(mesh.agents.get('node-2')!.process.exitCode).toBeNull();
   }, 90_000);
+});
+
+describe('leaving the mesh', () => {
+  const tables = async (node: string) =>
+    (await mesh.cluster.exec(mesh.cluster.node(node).netns, 'nft', ['list', 'tables'])).stdout;
+  const fwmarkRules = async (node: string) =>
+    (await mesh.cluster.exec(mesh.cluster.node(node).netns, 'ip', ['-4', 'rule', 'show'])).stdout
+      .split('\n')
+      .filter((l) => l.includes('fwmark 0x111')).length;
+  const stop = async (node: string) => {
+    const agent = mesh.agents.get(node)!;
+    const exited = new Promise<number | null>((r) => agent.process.once('exit', (c) => r(c)));
+    agent.process.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    return agent;
+  };
+
+  it('SIGTERM while the agent DaemonSet stays (a restart or upgrade) keeps capture in place', async () => {
+    const agent = await stop('node-2');
+    expect(
+      agent.events.some(
+        (e) => e.msg === 'the agent DaemonSet stays (restart or upgrade): capture rules stay',
+      ),
+    ).toBe(true);
+    expect(await tables('node-2')).toContain('table inet hypha');
+    await mesh.startAgent('node-2');
+  }, 60_000);
+
+  it('hypha uninstall deletes the DaemonSet, waits while each agent removes its node capture, and leaves nothing on the nodes', async () => {
+    const uninstall = runHypha(
+      ['uninstall', '--kubeconfig', mesh.api.kubeconfigPath, '--agent-timeout', '60s'],
+      {
+        timeoutMs: 90_000,
+      },
+    );
+    // Playing kubelet and the garbage collector: the DaemonSet is going, so its pods are stopped.
+    await eventually(
+      async () => mesh.api.find('apps/v1', 'DaemonSet', 'hypha-agent', 'hypha-system'),
+      (ds) => ds === undefined,
+    );
+    for (const node of ['node-1', 'node-2']) {
+      const agent = await stop(node);
+      expect(
+        agent.events.some((e) => e.msg === 'the agent DaemonSet is gone: this node leaves the mesh'),
+      ).toBe(true);
+      await mesh.request(`/api/v1/namespaces/hypha-system/pods/hypha-agent-${node}`, { method: 'DELETE' });
+    }
+    const r = await uninstall;
+    expect(r.stdout).toContain('DaemonSet/hypha-agent');
+    expect(r.stdout).not.toContain('hypha agent cleanup');
+    expect(r.code).toBe(0);
+    for (const node of ['node-1', 'node-2']) {
+      expect(await tables(node)).not.toContain('hypha');
+      expect(await fwmarkRules(node)).toBe(0);
+    }
+  }, 120_000);
 });

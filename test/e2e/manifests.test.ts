@@ -116,11 +116,11 @@ describe('manifests', () => {
     // The validator is not vacuous: a malformed DaemonSet is refused.
     const Ds = (await modelFor('apps/v1', 'DaemonSet'))!;
     const broken = structuredClone(find('DaemonSet', 'hypha-agent'));
-    broken.spec.template.spec.containers[0].ports[0].containerPort = 'fifteen-thousand-one';
-    expect(() => new Ds(broken).validate()).toThrow(/containerPort/);
+    broken.spec.template.spec.containers[0].readinessProbe.periodSeconds = 'five';
+    expect(() => new Ds(broken).validate()).toThrow(/periodSeconds/);
   });
 
-  it('the agent DaemonSet: host network, NET_ADMIN only, projected hypha-ca token, probes on 15021, every node', () => {
+  it('the agent DaemonSet: host network, NET_ADMIN only, projected hypha-ca token, probes on 15021, every node, zero-drop upgrades', () => {
     const ds = find('DaemonSet', 'hypha-agent');
     const pod = ds.spec.template.spec;
     const c = pod.containers[0];
@@ -134,10 +134,22 @@ describe('manifests', () => {
     expect(c.resources.requests.cpu).toBeDefined();
     expect(c.resources.requests.memory).toBeDefined();
     expect(pod.tolerations).toContainEqual({ operator: 'Exists' });
-    expect(ds.spec.updateStrategy).toMatchObject({
+    // Upgrades overlap old and new agent on a node (socket hand-off), never leave a node without one.
+    expect(ds.spec.updateStrategy).toEqual({
       type: 'RollingUpdate',
-      rollingUpdate: { maxUnavailable: 1 },
+      rollingUpdate: { maxUnavailable: 0, maxSurge: 1 },
     });
+    const handoff = pod.volumes.find((v: Yaml) => v.hostPath?.path === '/var/run/hypha-agent');
+    expect(handoff?.hostPath.type).toBe('DirectoryOrCreate');
+    expect(c.volumeMounts).toContainEqual({ name: handoff.name, mountPath: '/var/run/hypha-agent' });
+    const args: string[] = c.args;
+    const flag = (name: string) => args[args.indexOf(name) + 1];
+    expect(flag('--handoff-dir')).toBe('/var/run/hypha-agent');
+    // The grace period covers waiting for the successor and draining.
+    const seconds = (d: string | undefined) => Number(String(d).replace(/s$/, ''));
+    expect(pod.terminationGracePeriodSeconds).toBeGreaterThan(
+      seconds(flag('--handoff-wait')) + seconds(flag('--drain-timeout')),
+    );
     const token = pod.volumes.find((v: Yaml) => v.projected)?.projected.sources[0].serviceAccountToken;
     expect(token).toMatchObject({ audience: 'hypha-ca', path: 'hypha-ca-token' });
     const mount = c.volumeMounts.find(
@@ -145,9 +157,8 @@ describe('manifests', () => {
     );
     const tokenPath = `${mount.mountPath}/${token.path}`;
     expect(c.env).toContainEqual({ name: 'HYPHA_CA_TOKEN_FILE', value: tokenPath });
-    expect(c.ports.map((p: Yaml) => p.containerPort)).toEqual(
-      expect.arrayContaining([15001, 15006, 15008, 15020, 15021]),
-    );
+    // A declared containerPort is a hostPort under hostNetwork: the surge pod could not be scheduled.
+    expect(c.ports).toBeUndefined();
   });
 
   it('RBAC is least privilege: agents read, only the CA reviews tokens or touches Secrets, nobody gets wildcards', () => {

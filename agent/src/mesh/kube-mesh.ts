@@ -66,6 +66,20 @@ export class KubeMesh {
         metadata: { name: 'hypha-agent', namespace: SYSTEM_NS },
       });
       for (const n of opts.nodes) api.put({ apiVersion: 'v1', kind: 'Node', metadata: { name: n } });
+      // The agents' DaemonSet, as `hypha install` creates it: an agent told to stop reads it to tell
+      // an upgrade (it stays) from an uninstall (it is gone or being deleted).
+      api.put({
+        apiVersion: 'apps/v1',
+        kind: 'DaemonSet',
+        metadata: { name: 'hypha-agent', namespace: SYSTEM_NS, uid: 'ds-hypha-agent' },
+        spec: {
+          selector: { matchLabels: { 'app.kubernetes.io/name': 'hypha-agent' } },
+          template: {
+            metadata: { labels: { 'app.kubernetes.io/name': 'hypha-agent' } },
+            spec: { containers: [{ name: 'agent', image: 'hypha' }] },
+          },
+        },
+      });
       cluster = await TestCluster.create({
         nodes: opts.nodes,
         ...(opts.logger ? { logger: opts.logger } : {}),
@@ -169,6 +183,15 @@ export class KubeMesh {
           name: podName,
           namespace: SYSTEM_NS,
           labels: { 'app.kubernetes.io/name': 'hypha-agent' },
+          ownerReferences: [
+            {
+              apiVersion: 'apps/v1',
+              kind: 'DaemonSet',
+              name: 'hypha-agent',
+              uid: 'ds-hypha-agent',
+              controller: true,
+            },
+          ],
         },
         spec: {
           nodeName: node,
@@ -208,8 +231,15 @@ export class KubeMesh {
         this.rootCertPath,
         '--drain-timeout',
         '1s',
+        '--handoff-dir',
+        join(this.dir, `handoff-${node}`),
       ],
-      { stdio: ['ignore', 'pipe', 'pipe'], nodeArgs: AGENT_NODE_FLAGS },
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        nodeArgs: AGENT_NODE_FLAGS,
+        // The downward API's values in the DaemonSet.
+        env: { ...process.env, POD_NAME: podName, POD_NAMESPACE: SYSTEM_NS },
+      },
     );
     const agent: AgentProcess = { node, ...trackProcess(child, `agent ${node}`) };
     this.agents.set(node, agent);

@@ -16,7 +16,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { parseAllDocuments, stringify } from 'yaml';
-import { UsageError } from '../errors.js';
+import { durationFlagMs, UsageError } from '../errors.js';
 
 export interface ManifestObject {
   apiVersion: string;
@@ -339,21 +339,34 @@ async function waitForCrdKinds(
 }
 
 /** Deletes the objects in reverse order; CRDs only when asked. */
+export interface DeleteOptions {
+  crds?: boolean;
+  /** How long to wait for the agent pods to stop after their DaemonSet is deleted. Default 5 min. */
+  agentTimeoutMs?: number;
+  /** Progress lines (waiting for agents). */
+  progress?: (line: string) => void;
+}
+
+/**
+ * Deletes in reverse install order. The agent DaemonSet goes first, and the rest waits until its
+ * pods are gone: each agent, stopped while its DaemonSet is being deleted, removes its node's
+ * capture rules on the way out, and needs its ServiceAccount and RBAC to see that it is.
+ */
 export async function deleteManifests(
   kc: KubeConfig,
   objects: readonly ManifestObject[],
-  opts: { crds?: boolean } = {},
+  opts: DeleteOptions = {},
 ): Promise<ApplyResult[]> {
   const { fetchKube, KubeError } = await import('@hypha/shared/kube');
   const mapper = new ResourceMapper(kc);
   const results: ApplyResult[] = [];
   const sorted = [...objects].map((o, i) => ({ o, i })).sort((a, b) => rank(b.o) - rank(a.o) || b.i - a.i);
-  for (const { o } of sorted) {
-    if (o.kind === 'CustomResourceDefinition' && !opts.crds) continue;
+  const remove = async (o: ManifestObject) => {
     try {
       const path = await mapper.path(o);
       await fetchKube(kc, `${path}?propagationPolicy=Foreground`, { method: 'DELETE', timeoutMs: 30_000 });
       results.push({ object: describe(o), action: 'deleted' });
+      return true;
     } catch (err) {
       if (
         (err instanceof KubeError && err.status === 404) ||
@@ -361,9 +374,71 @@ export async function deleteManifests(
       )
         results.push({ object: describe(o), action: 'absent' });
       else results.push({ object: describe(o), action: 'failed', error: (err as Error).message });
+      return false;
+    }
+  };
+  const daemonSets = sorted.filter(({ o }) => o.kind === 'DaemonSet').map(({ o }) => o);
+  for (const ds of daemonSets) {
+    await remove(ds);
+    const left = await waitForPodsGone(kc, ds, opts.agentTimeoutMs ?? 300_000, opts.progress ?? (() => {}));
+    for (const pod of left) {
+      results.push({
+        object: `Pod/${pod.name}`,
+        action: 'failed',
+        error: `still running on node ${pod.node}: its capture rules may stay; run "hypha agent cleanup" on that node`,
+      });
     }
   }
+  for (const { o } of sorted) {
+    if (o.kind === 'CustomResourceDefinition' && !opts.crds) continue;
+    if (o.kind === 'DaemonSet') continue;
+    await remove(o);
+  }
   return results;
+}
+
+/** Polls the DaemonSet's pods (by its selector) until none is left or the timeout passes. */
+async function waitForPodsGone(
+  kc: KubeConfig,
+  ds: ManifestObject,
+  timeoutMs: number,
+  progress: (line: string) => void,
+): Promise<{ name: string; node: string }[]> {
+  const { fetchKube } = await import('@hypha/shared/kube');
+  const labels = ((ds.spec as { selector?: { matchLabels?: Record<string, string> } } | undefined)?.selector
+    ?.matchLabels ?? {}) as Record<string, string>;
+  const selector = Object.entries(labels)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',');
+  const ns = ds.metadata.namespace ?? 'default';
+  const deadline = Date.now() + timeoutMs;
+  let lastSaid = 0;
+  for (;;) {
+    let pods: { name: string; node: string }[];
+    try {
+      const list = (await fetchKube(
+        kc,
+        `/api/v1/namespaces/${ns}/pods?labelSelector=${encodeURIComponent(selector)}`,
+        { timeoutMs: 10_000 },
+      )) as { items?: { metadata?: { name?: string }; spec?: { nodeName?: string } }[] };
+      pods = (list.items ?? []).map((p) => ({
+        name: p.metadata?.name ?? '?',
+        node: p.spec?.nodeName ?? '?',
+      }));
+    } catch (err) {
+      progress(`cannot list the agent pods (${(err as Error).message}); not waiting for them`);
+      return [];
+    }
+    if (pods.length === 0) return [];
+    if (Date.now() >= deadline) return pods;
+    if (Date.now() - lastSaid >= 5000) {
+      lastSaid = Date.now();
+      progress(
+        `waiting for ${pods.length} agent pod(s) to stop; each removes its node's capture rules on the way out: ${pods.map((p) => p.node).join(', ')}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+  }
 }
 
 function printResults(results: readonly ApplyResult[]): void {
@@ -442,20 +517,41 @@ Examples:
     .option('--overlay <name>', 'the overlay that was installed')
     .option('--kubeconfig <path>', 'kubeconfig (default: $KUBECONFIG, in-cluster, ~/.kube/config)')
     .option('--manifests <dir>', 'manifests directory (default: the one shipped with hypha)')
-    .action(async (flags: { crds: boolean; overlay?: string; kubeconfig?: string; manifests?: string }) => {
-      if (flags.overlay !== undefined && !/^[a-z0-9-]+$/.test(flags.overlay))
-        throw new UsageError(
-          `--overlay must be a directory name under manifests/overlays, got "${flags.overlay}"`,
-        );
-      const { objects } = await renderManifests({
-        ...(flags.manifests ? { manifestsDir: resolve(flags.manifests) } : {}),
-        ...(flags.overlay ? { overlay: flags.overlay } : {}),
-      });
-      const { loadKubeConfig } = await import('@hypha/shared/kube');
-      const kc = loadKubeConfig(flags.kubeconfig);
-      const results = await deleteManifests(kc, objects, { crds: flags.crds });
-      printResults(results);
-      if (!flags.crds) process.stdout.write('CRDs kept (your policies survive); remove them with --crds\n');
-      if (results.some((r) => r.action === 'failed')) process.exitCode = 1;
-    });
+    .option('--agent-timeout <duration>', 'how long to wait for the agents to remove capture and stop', '5m')
+    .addHelpText(
+      'after',
+      `
+The agent DaemonSet is deleted first; each agent, stopped while its DaemonSet is being deleted,
+removes its node's capture rules (the node leaves the mesh). Uninstall waits for the agent pods to
+be gone before it deletes their RBAC. A node whose agent does not stop in time is named: run
+"hypha agent cleanup" there.`,
+    )
+    .action(
+      async (flags: {
+        crds: boolean;
+        overlay?: string;
+        kubeconfig?: string;
+        manifests?: string;
+        agentTimeout: string;
+      }) => {
+        if (flags.overlay !== undefined && !/^[a-z0-9-]+$/.test(flags.overlay))
+          throw new UsageError(
+            `--overlay must be a directory name under manifests/overlays, got "${flags.overlay}"`,
+          );
+        const { objects } = await renderManifests({
+          ...(flags.manifests ? { manifestsDir: resolve(flags.manifests) } : {}),
+          ...(flags.overlay ? { overlay: flags.overlay } : {}),
+        });
+        const { loadKubeConfig } = await import('@hypha/shared/kube');
+        const kc = loadKubeConfig(flags.kubeconfig);
+        const results = await deleteManifests(kc, objects, {
+          crds: flags.crds,
+          agentTimeoutMs: durationFlagMs('--agent-timeout', flags.agentTimeout),
+          progress: (line) => process.stdout.write(`${line}\n`),
+        });
+        printResults(results);
+        if (!flags.crds) process.stdout.write('CRDs kept (your policies survive); remove them with --crds\n');
+        if (results.some((r) => r.action === 'failed')) process.exitCode = 1;
+      },
+    );
 }
