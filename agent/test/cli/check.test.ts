@@ -106,6 +106,27 @@ describe('hypha check', () => {
     ).toEqual([]);
     expect(formatChecks(results)).toMatch(/All checks passed/);
 
+    // An upgrade: a second agent on node-2 is fine while the hand-off can take; far past the pod's
+    // grace period (hand-off wait + drain) it is reported.
+    api.put({
+      ...agentPod('node-2'),
+      metadata: { ...agentPod('node-2').metadata, name: 'hypha-agent-node-2-new' },
+    });
+    expect(results.find((r) => r.name === 'agent-upgrades')?.detail).toBe('one agent per node');
+    results = await runChecks(kc);
+    expect(results.find((r) => r.name === 'agent-upgrades')).toMatchObject({
+      status: 'ok',
+      detail: expect.stringMatching(/^hand-off in progress on node-2/),
+    });
+    results = await runChecks(kc, { now: new Date(Date.now() + 10 * 60_000) });
+    expect(results.find((r) => r.name === 'agent-upgrades')).toMatchObject({
+      status: 'fail',
+      detail: expect.stringMatching(
+        /overlapped longer than the hand-off and drain deadline \(190 s\) on node-2 \(hypha-agent-node-2, hypha-agent-node-2-new: 6\d\d s\)/,
+      ),
+    });
+    api.remove('v1', 'Pod', 'hypha-agent-node-2-new', 'hypha-system');
+
     api.put({
       apiVersion: 'v1',
       kind: 'Namespace',

@@ -3,7 +3,8 @@
 //
 // Pre-flight: API reachable, nftables on this node, Gateway API CRDs served.
 // Post-install: API reachable, Hypha CRDs present, an agent ready on every node, the CA Deployment
-// available (and its /healthz with --ca-address), the trust bundle parses and is not expiring,
+// available (and its /healthz with --ca-address), no node where two agents overlapped past the
+// hand-off and drain deadline (a stuck upgrade), the trust bundle parses and is not expiring,
 // NetworkPolicies that would block HBONE (TCP 15008) into mesh pods, flagged by name.
 import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
@@ -38,7 +39,12 @@ interface K8sList<T> {
   items?: T[];
 }
 interface PodLike {
-  metadata?: { name?: string; namespace?: string; labels?: Record<string, string> };
+  metadata?: {
+    name?: string;
+    namespace?: string;
+    labels?: Record<string, string>;
+    creationTimestamp?: string;
+  };
   spec?: { nodeName?: string };
   status?: { conditions?: { type: string; status: string }[] };
 }
@@ -114,9 +120,10 @@ export async function runChecks(kc: KubeConfig, opts: CheckOptions = {}): Promis
   }
 
   try {
-    const ds = await get<{ status?: { desiredNumberScheduled?: number; numberReady?: number } }>(
-      `/apis/apps/v1/namespaces/${ns}/daemonsets/hypha-agent`,
-    );
+    const ds = await get<{
+      spec?: { template?: { spec?: { terminationGracePeriodSeconds?: number } } };
+      status?: { desiredNumberScheduled?: number; numberReady?: number };
+    }>(`/apis/apps/v1/namespaces/${ns}/daemonsets/hypha-agent`);
     if (!ds) add('agents', 'fail', `DaemonSet ${ns}/hypha-agent not found: run "hypha install"`);
     else {
       const nodes = (await get<K8sList<{ metadata?: { name?: string } }>>('/api/v1/nodes'))?.items ?? [];
@@ -142,6 +149,14 @@ export async function runChecks(kc: KubeConfig, opts: CheckOptions = {}): Promis
           'fail',
           `no ready agent on ${without.length} of ${names.length} node(s): ${without.join(', ')} (kubectl -n ${ns} get pods -l app.kubernetes.io/name=hypha-agent -o wide; logs say why)`,
         );
+      results.push(
+        checkOverlaps(
+          pods,
+          ds.spec?.template?.spec?.terminationGracePeriodSeconds ?? 190,
+          opts.now ?? new Date(),
+          ns,
+        ),
+      );
     }
   } catch (err) {
     add('agents', 'fail', (err as Error).message);
@@ -212,6 +227,47 @@ export async function runChecks(kc: KubeConfig, opts: CheckOptions = {}): Promis
     add('network-policies', 'warn', `could not read NetworkPolicies: ${(err as Error).message}`);
   }
   return results;
+}
+
+/**
+ * During an upgrade two agent pods run on a node for as long as the hand-off and the old one's drain
+ * take, which the pod's grace period bounds. Longer means the old agent never handed over (the new
+ * one is not getting ready, or the hand-off directory is not shared) or does not exit.
+ */
+export function checkOverlaps(
+  pods: readonly PodLike[],
+  deadlineSeconds: number,
+  now: Date,
+  ns: string,
+): CheckResult {
+  const byNode = new Map<string, PodLike[]>();
+  for (const p of pods) {
+    const node = p.spec?.nodeName ?? '?';
+    byNode.set(node, [...(byNode.get(node) ?? []), p]);
+  }
+  const stuck: string[] = [];
+  const upgrading: string[] = [];
+  for (const [node, list] of byNode) {
+    if (list.length < 2) continue;
+    const newest = Math.max(...list.map((p) => Date.parse(p.metadata?.creationTimestamp ?? '') || 0));
+    const seconds = Math.round((now.getTime() - newest) / 1000);
+    const names = list.map((p) => p.metadata?.name).join(', ');
+    if (seconds > deadlineSeconds) stuck.push(`${node} (${names}: ${seconds} s)`);
+    else upgrading.push(`${node} (${seconds} s)`);
+  }
+  if (stuck.length > 0)
+    return {
+      name: 'agent-upgrades',
+      status: 'fail',
+      detail: `two agents have overlapped longer than the hand-off and drain deadline (${deadlineSeconds} s) on ${stuck.join('; ')}: the old agent did not hand over; read both pods' logs (kubectl -n ${ns} logs <pod> | grep hand-off)`,
+    };
+  if (upgrading.length > 0)
+    return {
+      name: 'agent-upgrades',
+      status: 'ok',
+      detail: `hand-off in progress on ${upgrading.join(', ')}`,
+    };
+  return { name: 'agent-upgrades', status: 'ok', detail: 'one agent per node' };
 }
 
 /** An ingress policy blocks HBONE unless some rule allows TCP 15008 (a rule without ports allows all). */
