@@ -7,6 +7,7 @@
 import { fileURLToPath } from 'node:url';
 import { type DemoResult, demoConfigParams, type LogEvent, runDemoTraffic, startDemo } from '@hypha/agent';
 import { demoConfigObjects } from '@hypha/shared/config';
+import { eventually } from '@hypha/test';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const ECHO_PORT = 9100;
@@ -161,45 +162,33 @@ describe('the mesh on a dual-stack cluster', () => {
 
   it('sends IPv6 VIP traffic of a waypoint-bound service through the waypoint at its IPv6 address', async () => {
     const { mesh, pods } = demo;
-    const base = demoConfigObjects(demoConfigParams(demo));
+    // Service demo/echo bound to waypoint demo/waypoint (label on the Service); startWaypoint adds
+    // the Gateway and the waypoint pod (dual-stack, both podIPs) to this config.
+    const base = demoConfigObjects(demoConfigParams(demo)).map((o) =>
+      o.kind === 'Service'
+        ? { ...o, metadata: { ...(o.metadata as object), labels: { 'hypha.dev/use-waypoint': 'waypoint' } } }
+        : o,
+    );
     await mesh.writeConfig(base);
     const waypoint = await mesh.startWaypoint({ node: 'node-b', namespace: 'demo', name: 'waypoint' });
     expect(waypoint.pod.ipv6).toBeDefined();
-    const { readFile } = await import('node:fs/promises');
-    const withWaypoint = await readFile(mesh.configPath, 'utf8');
-    // Bind Service demo/echo to the waypoint (label on the Service).
-    await mesh.writeConfig(
-      withWaypoint.replace(
-        /(kind: Service\nmetadata:\n {2}name: echo\n {2}namespace: demo\n)/,
-        '$1  labels:\n    hypha.dev/use-waypoint: waypoint\n',
-      ),
-    );
     const nodeA = mesh.agents.get('node-a')!;
-    await nodeA.waitFor(
-      (e) => typeof e.msg === 'string' && e.msg.startsWith('config applied') && e.version !== undefined,
-    );
     const since = nodeA.events.length;
-    let result: Record<string, unknown> = {};
-    for (let attempt = 0; attempt < 20; attempt++) {
-      result = await mesh.cluster.runApp(pods.client, 'load-client', [
-        '--target',
-        `[${demo.vip6}]:80`,
-        '--requests',
-        '4',
-      ]);
-      const viaWaypoint = nodeA.events
+    // Until node-a applied the binding (the waypoint's Gateway and pod arrive with startWaypoint).
+    const viaWaypoint = () =>
+      nodeA.events
         .slice(since)
-        .some((e) => e.type === 'access' && String(e.dst).startsWith(`[${waypoint.pod.ipv6}]:`));
-      if (result.failed === 0 && viaWaypoint) break;
-      await new Promise((r) => setTimeout(r, 250));
-    }
+        .filter((e) => e.type === 'access' && String(e.dst).startsWith(`[${waypoint.pod.ipv6}]:`));
+    const result = await eventually(
+      () =>
+        mesh.cluster.runApp(pods.client, 'load-client', ['--target', `[${demo.vip6}]:80`, '--requests', '4']),
+      (r) => r.failed === 0 && viaWaypoint().length > 0,
+    );
     expect(result, JSON.stringify(result)).toMatchObject({ ok: 4, failed: 0 });
     const byPod = result.byPod as Record<string, number>;
     expect((byPod['echo-v1'] ?? 0) + (byPod['echo-v2'] ?? 0)).toBe(4);
     // The client's agent tunneled to the waypoint pod's IPv6 address over mTLS, naming the service.
-    const toWaypoint = nodeA.events
-      .slice(since)
-      .filter((e) => e.type === 'access' && String(e.dst).startsWith(`[${waypoint.pod.ipv6}]:`));
+    const toWaypoint = viaWaypoint();
     expect(toWaypoint.length).toBeGreaterThan(0);
     expect(toWaypoint[toWaypoint.length - 1]).toMatchObject({
       mtls: true,
