@@ -196,6 +196,25 @@ describe('the mesh on a dual-stack cluster', () => {
       dst_identity: 'spiffe://cluster.local/ns/demo/sa/waypoint',
       response_flags: '-',
     });
+    // The waypoint went on to the echo pods over IPv6 too: their agents hold its (pooled, still
+    // open) connections on the pods' IPv6 addresses, admitted with the waypoint's identity.
+    const fromWaypoint: { destination: { address: string } }[] = [];
+    for (const node of ['node-a', 'node-b']) {
+      const live = JSON.parse(await mesh.fetchInNode(node, 'http://127.0.0.1:15000/connections')) as {
+        direction: string;
+        source: { identity?: string };
+        destination: { address: string };
+      }[];
+      fromWaypoint.push(
+        ...live.filter(
+          (c) =>
+            c.direction === 'inbound' && c.source.identity === 'spiffe://cluster.local/ns/demo/sa/waypoint',
+        ),
+      );
+    }
+    const echoV6 = [pods.echoV1.ipv6, pods.echoV2.ipv6].map((ip) => `[${ip}]:8080`);
+    expect(fromWaypoint.length).toBeGreaterThan(0);
+    expect(fromWaypoint.map((c) => c.destination.address).every((a) => echoV6.includes(a))).toBe(true);
   }, 90_000);
 });
 

@@ -25,6 +25,11 @@ export interface ServicePortInput {
 
 export interface EndpointInput {
   ip: string;
+  /**
+   * Every address of the endpoint's pod (dual-stack), `ip` among them: the waypoint dials the one
+   * of the family the client used (the authority's), else `ip`.
+   */
+  ips?: readonly string[] | undefined;
   ready?: boolean | undefined;
   /** Service port → port on this endpoint, when it differs from the service's targetPort. */
   targetPorts?: Readonly<Record<string, number>> | ReadonlyMap<number, number> | undefined;
@@ -78,6 +83,8 @@ export interface ServicePort {
 
 export interface EndpointInfo {
   ip: string;
+  /** Every address of the endpoint (`ip` first); absent means `ip` alone. */
+  ips?: readonly string[];
   ready: boolean;
   targetPorts: ReadonlyMap<number, number>;
   workload: WorkloadInfo | undefined;
@@ -129,6 +136,7 @@ const serviceSchema = z.object({
   endpoints: z.array(
     z.object({
       ip: z.ipv4().or(z.ipv6()),
+      ips: z.array(z.ipv4().or(z.ipv6())).optional(),
       ready: z.boolean().optional(),
       targetPorts: z.union([z.record(z.string(), port), z.instanceof(Map)]).optional(),
       workload: workloadSchema.optional(),
@@ -234,7 +242,8 @@ export function buildService(input: ServiceInput, clusterDomain: string): Servic
     if (e.targetPorts instanceof Map)
       for (const [k, v] of e.targetPorts as Map<number, number>) tp.set(Number(k), v);
     else if (e.targetPorts) for (const [k, v] of Object.entries(e.targetPorts)) tp.set(Number(k), v);
-    return { ip: e.ip, ready: e.ready ?? true, targetPorts: tp, workload: e.workload };
+    const ips = [e.ip, ...(e.ips ?? []).filter((ip) => ip !== e.ip)];
+    return { ip: e.ip, ips, ready: e.ready ?? true, targetPorts: tp, workload: e.workload };
   });
   return {
     key: `${s.namespace}/${s.name}`,
@@ -268,7 +277,7 @@ export function buildPodEntry(input: BoundWorkloadInput): ServiceEntry {
     hostname: w.ip,
     vips: [],
     ports: new Map(),
-    endpoints: [{ ip: w.ip, ready: true, targetPorts: new Map(), workload: w.workload }],
+    endpoints: [{ ip: w.ip, ips: [w.ip], ready: true, targetPorts: new Map(), workload: w.workload }],
     pod: true,
   };
 }

@@ -37,6 +37,7 @@ import { type AuthzAttributes, EMPTY_POLICY_SET, evaluateAuthz } from './authz/p
 import { addressKey, buildSnapshot, trafficFor, type WaypointSnapshot } from './config.js';
 import { FAILURES, ProxyFailure, type ProxyFailureCode, type WaypointConfigError } from './errors.js';
 import {
+  type EndpointInfo,
   endpointPort,
   podPort,
   type ServiceEntry,
@@ -341,7 +342,11 @@ class WaypointProxy implements Waypoint {
     if (ep === undefined || port === undefined) return void stream.destroy();
     let upstream: Duplex;
     try {
-      upstream = await this.#pools.fetchStream({ ip: ep.ip, port, workload: ep.info.workload });
+      upstream = await this.#pools.fetchStream({
+        ip: dialAddress(ep.info, ctx.authority.host),
+        port,
+        workload: ep.info.workload,
+      });
     } catch {
       return void stream.destroy();
     }
@@ -513,6 +518,7 @@ class WaypointProxy implements Waypoint {
       hashKey: headerValue(headers, cluster.settings.hashHeader),
       destination: service,
       h2Upstream: (grpc && h2) || (target.ports.get(targetPort)?.http2 ?? false),
+      clientHost: ctx.authority.host,
     }).catch((err: unknown) => {
       // Only unexpected errors land here (a client body that failed while buffering, a bug):
       // answer if still possible, never crash the process.
@@ -601,7 +607,11 @@ class WaypointProxy implements Waypoint {
         }
         st.endpoint = ep;
         tries++;
-        const upstream: UpstreamEndpoint = { ip: ep.ip, port: epPort, workload: ep.info.workload };
+        const upstream: UpstreamEndpoint = {
+          ip: dialAddress(ep.info, p.clientHost),
+          port: epPort,
+          workload: ep.info.workload,
+        };
         const last = attempt === maxTries - 1;
         ep.active++;
         st.activeOn = ep;
@@ -851,7 +861,7 @@ class WaypointProxy implements Waypoint {
     }
     // Fire and forget: the client never waits for, or sees, the mirror's answer.
     this.#pools
-      .findHttp1({ ip: ep.ip, port: epPort, workload: ep.info.workload })
+      .findHttp1({ ip: dialAddress(ep.info, p.clientHost), port: epPort, workload: ep.info.workload })
       .request({
         path: p.path,
         method: p.method as Dispatcher.HttpMethod,
@@ -951,7 +961,11 @@ class WaypointProxy implements Waypoint {
     service = cluster.service;
     let upstream: Duplex;
     try {
-      upstream = await this.#pools.fetchStream({ ip: ep.ip, port: epPort, workload: ep.info.workload });
+      upstream = await this.#pools.fetchStream({
+        ip: dialAddress(ep.info, ctx.authority.host),
+        port: epPort,
+        workload: ep.info.workload,
+      });
     } catch {
       return reject(503, FAILURES.CONNECT_FAILED.body, 'UF');
     }
@@ -1128,6 +1142,8 @@ interface ProxyPlan {
   hashKey: string | undefined;
   destination: ServiceEntry;
   h2Upstream: boolean;
+  /** The address the client dialed (the tunnel's authority): endpoints are dialed in its family. */
+  clientHost: string;
 }
 
 type TryResult =
@@ -1205,6 +1221,16 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
     }
     signal.addEventListener('abort', done, { once: true });
   });
+}
+
+/**
+ * The endpoint's address of the family the client used (IPv6 for a tunnel to an IPv6 VIP) when it
+ * has one, else its primary address: a dual-stack pod is reached the way it was asked for.
+ */
+function dialAddress(ep: EndpointInfo, clientHost: string): string {
+  const v6 = clientHost.includes(':');
+  if (ep.ip.includes(':') === v6) return ep.ip;
+  return ep.ips?.find((ip) => ip.includes(':') === v6) ?? ep.ip;
 }
 
 function stripPort(host: string): string {

@@ -17,6 +17,8 @@ function toServiceInput(state: ConfigState, svc: Service): ServiceInput {
     const w = ep.workloadUid !== undefined ? state.findWorkloadByUid(ep.workloadUid) : undefined;
     return {
       ip: ep.ip,
+      // Dual-stack pods: the waypoint dials the address of the family the client used.
+      ...(w !== undefined && w.ips.length > 1 ? { ips: w.ips } : {}),
       ready: ep.ready,
       targetPorts: ep.targetPorts,
       ...(w
