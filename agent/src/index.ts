@@ -9,6 +9,7 @@ export type {
   AgentProcess,
   LocalMeshOptions,
   LogEvent,
+  MeshProcessExit,
   StartWaypointOptions,
   WaypointProcess,
 } from './mesh/local-mesh.js';

@@ -17,7 +17,7 @@ let mesh: LocalMesh;
 let pods: Record<'client' | 'echoV1' | 'echoV2', ClusterPod>;
 let vip: string;
 
-function config(extra: object[] = []): Record<string, unknown>[] {
+function config(extra: Record<string, unknown>[] = []): Record<string, unknown>[] {
   return [
     ...demoConfigObjects({
       nodes: { a: 'node-a', b: 'node-b' },
@@ -98,7 +98,10 @@ async function captureRules(
   return { tables, rules: items.filter((i) => i.rule !== undefined).length, set: set.map(String), ipRules };
 }
 
-async function writeAndWait(objects: object[], probe: () => Promise<boolean>): Promise<void> {
+async function writeAndWait(
+  objects: Record<string, unknown>[],
+  probe: () => Promise<boolean>,
+): Promise<void> {
   await mesh.writeConfig(objects);
   await eventually(probe, (ok) => ok, 15_000);
 }

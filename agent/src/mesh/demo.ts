@@ -40,6 +40,8 @@ export async function startDemo(
   const mesh = await LocalMesh.create({
     nodes: DEMO_NODES,
     ipFamilies,
+    // An upgraded agent carries its live connections to their end (the upgrade check's streams).
+    drainTimeout: '30s',
     ...(logger ? { logger } : {}),
   });
   try {

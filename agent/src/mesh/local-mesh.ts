@@ -31,6 +31,15 @@ export interface LocalMeshOptions {
   ipFamilies?: IpFamilies;
 }
 
+/** A mesh process that exited while the mesh was up. */
+export interface MeshProcessExit {
+  /** `ca`, `agent node-a`, `waypoint ns/name`. */
+  name: string;
+  pid: number;
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
 /** One JSON log line of an agent (access logs have `type: "access"`). */
 export type LogEvent = Record<string, unknown>;
 
@@ -78,6 +87,7 @@ export class LocalMesh {
   readonly #tokens = new Map<string, string>();
   #ca: ChildProcess | undefined;
   #stopped = false;
+  readonly #exitListeners = new Set<(exit: MeshProcessExit) => void>();
   /** The last config written as objects (startWaypoint adds its objects to it). */
   #objects: readonly unknown[] | undefined;
 
@@ -157,8 +167,26 @@ export class LocalMesh {
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
+    this.#watchExit(this.#ca, 'ca');
     const proc = trackProcess(this.#ca, 'ca');
     await proc.waitFor((e) => typeof e.msg === 'string' && /listening/i.test(e.msg), 20_000);
+  }
+
+  /**
+   * Calls `listener` whenever one of the mesh's processes (CA, agents, waypoints) exits before
+   * stop(): the demo says which, and with what status. Returns a function that unsubscribes.
+   */
+  onProcessExit(listener: (exit: MeshProcessExit) => void): () => void {
+    this.#exitListeners.add(listener);
+    return () => this.#exitListeners.delete(listener);
+  }
+
+  #watchExit(child: ChildProcess, name: string): ChildProcess {
+    child.once('exit', (code, signal) => {
+      if (this.#stopped) return;
+      for (const l of this.#exitListeners) l({ name, pid: child.pid ?? 0, code, signal });
+    });
+    return child;
   }
 
   get rootCertPath(): string {
@@ -209,6 +237,7 @@ export class LocalMesh {
       ],
       { stdio: ['ignore', 'pipe', 'pipe'], nodeArgs: AGENT_NODE_FLAGS },
     );
+    this.#watchExit(child, `agent ${node}`);
     const agent: AgentProcess = { node, ...trackProcess(child, `agent ${node}`) };
     this.agents.set(node, agent);
     await agent.waitFor(options.waitFor ?? ((e) => e.msg === 'ready'), timeoutMs);
@@ -285,7 +314,7 @@ export class LocalMesh {
       namespace: opts.namespace,
       name: opts.name,
       pod,
-      ...trackProcess(child, `waypoint ${key}`),
+      ...trackProcess(this.#watchExit(child, `waypoint ${key}`), `waypoint ${key}`),
     };
     this.waypoints.set(key, wp);
     await wp.waitFor((e) => e.msg === 'ready', opts.timeoutMs ?? 30_000);

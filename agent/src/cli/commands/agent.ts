@@ -158,8 +158,12 @@ Example (outside Kubernetes):
       const { startAgent } = await import('../../agent/app.js');
       const agent = await startAgent(config, logger);
       const log = logger.child({ component: 'agent' });
+      let handedOff = false;
       await new Promise<void>((resolve) => {
-        void agent.handedOff.then(resolve);
+        void agent.handedOff.then(() => {
+          handedOff = true;
+          resolve();
+        });
         const stop = async (signal: string) => {
           process.off('SIGTERM', onTerm);
           process.off('SIGINT', onInt);
@@ -175,6 +179,9 @@ Example (outside Kubernetes):
         process.on('SIGTERM', onTerm);
         process.on('SIGINT', onInt);
       });
+      // Handed off and drained: nothing of ours is left to serve. Exit even if a library timer
+      // (an idle pool or keepalive timer) would keep the event loop alive; give logs a moment.
+      if (handedOff) setTimeout(() => process.exit(0), 500);
     });
   registerCleanup(agentCmd, DEFAULT_HANDOFF_DIR);
 }

@@ -4,6 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { createLogger, type LogLevel } from '@hypha/shared';
 import type { Command } from 'commander';
 import { DEMO_NODES, runDemoTraffic, startDemo } from '../../mesh/demo.js';
+import { runUpgradeCheck } from '../../mesh/demo-upgrade.js';
 import { hostPort } from '../../mesh/local-mesh.js';
 
 function preflight(): string[] {
@@ -66,6 +67,8 @@ Examples:
       try {
         out('• sending traffic ...');
         await runDemoTraffic(demo);
+        out("• upgrading node-a's agent under load (200 new connections/s, 20 live streams) ...");
+        demo.checks.push(await runUpgradeCheck(demo));
         const { mesh, pods, vip, vip6 } = demo;
         const addrs = (p: { ips: readonly string[] }) => p.ips.join(' ');
         out('');
@@ -113,6 +116,14 @@ Examples:
         );
         out('');
         out('Press Ctrl-C to stop and remove everything.');
+        // Say when a mesh process ends on its own (a crash, or an agent handed off by hand).
+        mesh.onProcessExit((e) => {
+          const how = e.signal ? `signal ${e.signal}` : `code ${e.code}`;
+          const agent = e.name.startsWith('agent ');
+          out(
+            `! ${e.name} (pid ${e.pid}) exited with ${how}${agent && e.code !== 0 ? `: its node's pods cannot connect until an agent runs there again (capture stays: fail closed)` : ''}`,
+          );
+        });
         await new Promise<void>((resolve) => {
           process.once('SIGINT', () => resolve());
           process.once('SIGTERM', () => resolve());
