@@ -9,15 +9,16 @@
 //         written every 50 ms for the whole run, checked by sha256 at the end.
 //
 // Two phases, the same load each, both agents replaced (node-a, then node-b) during the load:
-//   restart:  SIGTERM the agent, wait for it to exit (it stops accepting, drains for its
-//             --drain-timeout of 1s, then closes what is left), start a new one (stop, then start);
+//   restart:  SIGTERM the agent, wait until it stopped (it stops accepting, drains for its
+//             --drain-timeout of 1s, closes what is left, logs "stopped" and exits), start a new one;
 //   hand-off: LocalMesh.upgradeAgent: a new agent with --takeover takes the listening sockets over
 //             the node's Unix socket; the old one stops accepting, drains to the end and exits.
 // The restart runs first, on agents started with a 1 s drain (a longer one would keep the node
 // without a listener until the long streams end); the agents it starts drain for 60 s, so the
 // hand-off that replaces them lets every stream finish. Figures per phase: new connections failed,
-// long streams cut (failed, mismatched or unfinished), the longest connect and round trip of a
-// new connection that did connect, and how long each node's replacement took.
+// long streams cut (failed, mismatched or unfinished) and the bytes they carried, the longest
+// connect and round trip of a new connection that did connect, and how long each node's
+// replacement took.
 import { loadavg } from 'node:os';
 import { type AgentProcess, LocalMesh } from '@hypha/agent';
 import { demoConfigObjects } from '@hypha/shared/config';
@@ -63,7 +64,15 @@ interface ChurnResult {
   error?: string;
   durationMs: number;
   short: { started: number; ok: number; failed: number; maxConnectMs: number; maxRoundTripMs: number };
-  long: { count: number; ok: number; failed: number; mismatched: number; unfinished: number };
+  long: {
+    count: number;
+    ok: number;
+    failed: number;
+    mismatched: number;
+    unfinished: number;
+    /** Bytes echoed on the streams that ended with matching sha256. */
+    bytesEchoed: number;
+  };
   errors: Record<string, number>;
 }
 
@@ -282,6 +291,21 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
         peerValue: cut(r),
         budget: '0 cut',
         met: cut(h) === 0,
+      },
+      // churn-client counts a stream the mesh closed cleanly (FIN) mid-run as ok when every byte
+      // sent so far came back; the bytes they carried over the whole run show such early ends.
+      {
+        name: `bytes carried by the long-lived streams, ${variantName.restart}`,
+        value: r.long.bytesEchoed / 1e6,
+        unit: 'MB',
+      },
+      {
+        name: `bytes carried by the long-lived streams, ${variantName.handoff} (ratio = hand-off/restart)`,
+        value: h.long.bytesEchoed / 1e6,
+        unit: 'MB',
+        peer: variantName.restart,
+        peerValue: r.long.bytesEchoed / 1e6,
+        ...(r.long.bytesEchoed > 0 ? { ratio: h.long.bytesEchoed / r.long.bytesEchoed } : {}),
       },
     );
     for (const [figure, key] of [
