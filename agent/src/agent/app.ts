@@ -39,7 +39,7 @@ import { createNodeCapture, type NodeCapture } from '../capture/index.js';
 import { getOriginalDst } from '../native/index.js';
 import type { AgentConfig } from './config.js';
 import { ConnectionTracker } from './connections.js';
-import { type Endpoints, startEndpoints } from './endpoints.js';
+import { certificatesView, type Endpoints, startEndpoints } from './endpoints.js';
 import {
   HandoffError,
   type HandoffServer,
@@ -49,7 +49,7 @@ import {
   type Takeover,
 } from './handoff.js';
 import { Inbound, stripV4Mapped } from './inbound.js';
-import { listenBothFamilies } from './listen.js';
+import { listenAllFamilies } from './listen.js';
 import { Outbound } from './outbound.js';
 import { PolicyMetrics } from './policy-metrics.js';
 import { WaypointGuard } from './waypoint-guard.js';
@@ -271,16 +271,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   await capture?.start();
 
   // Admin views (used by the endpoints below).
-  const certsView = () =>
-    certs.listCertificates().map((c) => ({
-      identity: c.id.toString(),
-      state: c.state,
-      serial: c.serial,
-      notBefore: c.notBefore,
-      notAfter: c.notAfter,
-      failures: c.failures,
-      lastError: c.lastError,
-    }));
+  const certsView = () => certificatesView(certs);
 
   const configDump = () => ({
     node: config.nodeName,
@@ -334,7 +325,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     const server = net.createServer({ allowHalfOpen: true, noDelay: true }, onSocket);
     const fd = takeover?.fds.get(name);
     try {
-      await listenBothFamilies(server, port, fd);
+      await listenAllFamilies(server, port, fd);
     } catch (err) {
       const inUse = (err as NodeJS.ErrnoException).code === 'EADDRINUSE';
       throw new Error(

@@ -3,10 +3,35 @@
 //   15020 Prometheus /metrics
 //   15021 /healthz/ready: 200 only once config is synced and every local pod's certificate is held
 import http from 'node:http';
-import type { AddressInfo, Server } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import type { Logger } from '@hypha/shared';
 import { isLogLevel } from '@hypha/shared';
 import type { Registry } from 'prom-client';
+
+/** What /certs shows of held certificates (never keys). */
+export function certificatesView(certs: {
+  listCertificates(): readonly {
+    id: { toString(): string };
+    state: string;
+    serial?: string | undefined;
+    notBefore?: Date | undefined;
+    notAfter?: Date | undefined;
+    failures: number;
+    lastError?: string | undefined;
+  }[];
+}): unknown[] {
+  return certs.listCertificates().map((c) => ({
+    identity: c.id.toString(),
+    state: c.state,
+    serial: c.serial,
+    notBefore: c.notBefore,
+    notAfter: c.notAfter,
+    failures: c.failures,
+    lastError: c.lastError,
+  }));
+}
+
+import { listenAllFamilies } from './listen.js';
 
 export interface AdminHandlers {
   configDump(): unknown;
@@ -72,31 +97,6 @@ export function splitHostPort(address: string): { host: string; port: number } {
 /** True for the hosts that mean "every address": `0.0.0.0` and `::`. */
 export function isUnspecifiedHost(host: string): boolean {
   return host === '0.0.0.0' || host === '::';
-}
-
-/**
- * Listens on every address of both families: one `::` socket with IPV6_V6ONLY off (IPv4 clients
- * arrive v4-mapped), so Prometheus and kubelet probes reach the agent over IPv4 and IPv6 alike. A
- * node without IPv6 cannot bind `::` (EAFNOSUPPORT, or EADDRNOTAVAIL with IPv6 disabled): then
- * 0.0.0.0.
- */
-export async function listenAllFamilies(server: Server, port: number): Promise<AddressInfo> {
-  const attempt = (host: string, ipv6Only?: boolean): Promise<void> =>
-    new Promise((resolve, reject) => {
-      server.once('error', reject);
-      server.listen({ port, host, ...(ipv6Only !== undefined ? { ipv6Only } : {}) }, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-  try {
-    await attempt('::', false);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? '';
-    if (!['EAFNOSUPPORT', 'EADDRNOTAVAIL', 'EPROTONOSUPPORT'].includes(code)) throw err;
-    await attempt('0.0.0.0');
-  }
-  return server.address() as AddressInfo;
 }
 
 async function listen(server: http.Server, address: string, fd?: number): Promise<AddressInfo> {

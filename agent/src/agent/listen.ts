@@ -1,27 +1,34 @@
-// Listening on both address families: `::` with ipv6Only off accepts IPv4 (as v4-mapped addresses,
-// which stripV4Mapped turns back) and IPv6 on one socket. A node without IPv6 cannot bind `::`;
-// then 0.0.0.0 is used, so an IPv4-only node keeps working. `fd`: listen on a socket handed over
-// by the agent this one replaces (upgrade hand-off).
-import type { Server } from 'node:net';
+// Listening sockets of the agent and the waypoint, in one place.
+//
+// Both families: one `::` socket with IPV6_V6ONLY off accepts IPv4 (v4-mapped addresses, which
+// stripV4Mapped turns back) and IPv6, so pods, Prometheus and kubelet probes reach us over either.
+// A node or pod without IPv6 cannot bind `::` (EAFNOSUPPORT, or EADDRNOTAVAIL with IPv6 disabled):
+// then 0.0.0.0. With `fd`, the server listens on a socket handed over by the agent this one
+// replaces (upgrade hand-off) and binds nothing.
+import type { AddressInfo, Server } from 'node:net';
 
 const NO_IPV6 = new Set(['EAFNOSUPPORT', 'EADDRNOTAVAIL', 'EPROTONOSUPPORT']);
 
-export function listenBothFamilies(server: Server, port: number, fd?: number): Promise<void> {
+function listenOnce(server: Server, target: Parameters<Server['listen']>[0]): Promise<void> {
   return new Promise((resolve, reject) => {
-    const attempt = (target: { fd: number } | { port: number; host: string; ipv6Only?: boolean }) => {
-      const onError = (err: NodeJS.ErrnoException) => {
-        if ('host' in target && target.host === '::' && NO_IPV6.has(err.code ?? '')) {
-          attempt({ port, host: '0.0.0.0' });
-          return;
-        }
-        reject(err);
-      };
-      server.once('error', onError);
-      server.listen(target, () => {
-        server.off('error', onError);
-        resolve();
-      });
-    };
-    attempt(fd !== undefined ? { fd } : { port, host: '::', ipv6Only: false });
+    server.once('error', reject);
+    server.listen(target, () => {
+      server.off('error', reject);
+      resolve();
+    });
   });
+}
+
+export async function listenAllFamilies(server: Server, port: number, fd?: number): Promise<AddressInfo> {
+  if (fd !== undefined) {
+    await listenOnce(server, { fd });
+  } else {
+    try {
+      await listenOnce(server, { port, host: '::', ipv6Only: false });
+    } catch (err) {
+      if (!NO_IPV6.has((err as NodeJS.ErrnoException).code ?? '')) throw err;
+      await listenOnce(server, { port, host: '0.0.0.0' });
+    }
+  }
+  return server.address() as AddressInfo;
 }

@@ -25,7 +25,8 @@ import {
   type Waypoint,
 } from '@hypha/waypoint';
 import { collectDefaultMetrics, Registry } from 'prom-client';
-import { type Endpoints, startEndpoints } from '../agent/endpoints.js';
+import { certificatesView, type Endpoints, startEndpoints } from '../agent/endpoints.js';
+import { listenAllFamilies } from '../agent/listen.js';
 import { type WaypointDaemonConfig, WaypointDaemonError } from './config.js';
 import { buildWaypointInput } from './input.js';
 
@@ -134,7 +135,7 @@ export async function startWaypointDaemon(
       s.on('error', () => {});
       hbone.handleSocket(s, {});
     });
-    listenBothFamilies(server, config.hbonePort).then(
+    listenAllFamilies(server, config.hbonePort).then(
       () => resolve(server),
       (err: Error) =>
         reject(
@@ -208,16 +209,7 @@ export async function startWaypointDaemon(
           configErrors: waypoint.configErrors.map((e) => e.message),
         };
       },
-      certs: () =>
-        certs.listCertificates().map((c) => ({
-          identity: c.id.toString(),
-          state: c.state,
-          serial: c.serial,
-          notBefore: c.notBefore,
-          notAfter: c.notAfter,
-          failures: c.failures,
-          lastError: c.lastError,
-        })),
+      certs: () => certificatesView(certs),
       connections: () => hbone.stats(),
       quit: () => void shutdown('/quitquitquit').then(() => process.exit(0)),
     },
@@ -238,24 +230,4 @@ export async function startWaypointDaemon(
     'waypoint listening',
   );
   return { state, waypoint, endpoints, hbonePort, ready, findNotReadyReasons, shutdown };
-}
-
-/**
- * The HBONE listener on both families: `::` with IPV6_V6ONLY off (IPv4 clients arrive v4-mapped),
- * so agents reach the waypoint at its pod's IPv6 address as well as its IPv4 one. A pod without
- * IPv6 cannot bind `::`; it falls back to 0.0.0.0.
- */
-function listenBothFamilies(server: Server, port: number): Promise<void> {
-  const attempt = (host: string, ipv6Only?: boolean): Promise<void> =>
-    new Promise((resolve, reject) => {
-      server.once('error', reject);
-      server.listen({ port, host, ...(ipv6Only !== undefined ? { ipv6Only } : {}) }, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-  return attempt('::', false).catch((err: NodeJS.ErrnoException) => {
-    if (!['EAFNOSUPPORT', 'EADDRNOTAVAIL', 'EPROTONOSUPPORT'].includes(err.code ?? '')) throw err;
-    return attempt('0.0.0.0');
-  });
 }

@@ -4,7 +4,8 @@
 // - new connections: `rate` a second, each one round trip of `bytes` checked byte for byte, then closed;
 // - long-lived streams: `long` connections opened first, each writing 16 KiB every 50 ms for the whole
 //   run while the echo comes back; at the end each half-closes and waits for the last byte, and the
-//   sha256 of what came back must equal the sha256 of what was sent.
+//   sha256 of what came back must equal the sha256 of what was sent. A stream the far side ends
+//   before the client does counts as failed (LONG_CLOSED_EARLY): it was cut.
 // Prints {"event":"started"} once every long stream is up, then one {"event":"result",...} line,
 // and exits 0 (the result says what failed), or 2 on bad flags.
 import { createHash, randomBytes } from 'node:crypto';
@@ -89,6 +90,8 @@ interface LongStream {
   received: ReturnType<typeof createHash>;
   sentBytes: number;
   receivedBytes: number;
+  /** Set when this client half-closes at the end of the run; an end before it is a cut stream. */
+  ending: boolean;
   done: Promise<void>;
 }
 
@@ -101,6 +104,7 @@ function openLong(): Promise<LongStream> {
       received: createHash('sha256'),
       sentBytes: 0,
       receivedBytes: 0,
+      ending: false,
       done: Promise.resolve(),
     };
     stream.done = new Promise<void>((settle) => {
@@ -117,6 +121,14 @@ function openLong(): Promise<LongStream> {
       });
       socket.once('end', () => {
         if (failed) return;
+        if (!stream.ending) {
+          // The far side (or the mesh) ended the stream while we were still sending: it was cut.
+          long.failed++;
+          countError(new Error('LONG_CLOSED_EARLY'));
+          socket.destroy();
+          settle();
+          return;
+        }
         const equal =
           stream.receivedBytes === stream.sentBytes &&
           stream.received.digest('hex') === stream.sent.digest('hex');
@@ -175,7 +187,10 @@ await new Promise<void>((resolve) => {
 });
 clearInterval(writer);
 await Promise.all(pending);
-for (const st of streams) st.socket.end();
+for (const st of streams) {
+  st.ending = true;
+  st.socket.end();
+}
 await Promise.race([
   Promise.all(streams.map((s) => s.done)),
   new Promise((r) => setTimeout(r, timeoutMs * 2)),

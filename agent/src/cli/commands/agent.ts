@@ -158,12 +158,8 @@ Example (outside Kubernetes):
       const { startAgent } = await import('../../agent/app.js');
       const agent = await startAgent(config, logger);
       const log = logger.child({ component: 'agent' });
-      let handedOff = false;
       await new Promise<void>((resolve) => {
-        void agent.handedOff.then(() => {
-          handedOff = true;
-          resolve();
-        });
+        void agent.handedOff.then(resolve);
         const stop = async (signal: string) => {
           process.off('SIGTERM', onTerm);
           process.off('SIGINT', onInt);
@@ -179,9 +175,11 @@ Example (outside Kubernetes):
         process.on('SIGTERM', onTerm);
         process.on('SIGINT', onInt);
       });
-      // Handed off and drained: nothing of ours is left to serve. Exit even if a library timer
-      // (an idle pool or keepalive timer) would keep the event loop alive; give logs a moment.
-      if (handedOff) setTimeout(() => process.exit(0), 500);
+      // Stopped or handed off and drained: nothing of ours is left to serve. Exit explicitly, after a
+      // moment for the logs: a socket cut at the drain deadline could keep Node's exit-time handle
+      // cleanup spinning (seen under load: 100% CPU after "stopped"), and an idle pool or keepalive
+      // timer could keep the loop alive for minutes.
+      setTimeout(() => process.exit(process.exitCode ?? 0), 300);
     });
   registerCleanup(agentCmd, DEFAULT_HANDOFF_DIR);
 }
