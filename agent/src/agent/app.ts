@@ -297,7 +297,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   };
   let takeover: Takeover | undefined;
   if (config.handoffDir !== undefined) {
-    await mkdir(config.handoffDir, { recursive: true });
+    await mkdir(config.handoffDir, { recursive: true, mode: 0o700 });
     if (existsSync(handoffSocketPath(config.handoffDir))) {
       // An agent may be serving: take over only once we can serve everything it serves.
       log.info(

@@ -22,10 +22,11 @@
 //   the old process closes its copies they stay open in the new one, and connections that arrive
 //   between "released" and the new agent's first accept wait in the same accept queue.
 // - One hand-off at a time; a second taker is told `busy`.
+// - Only the agent's own user can connect: the directory is 0700 and the socket 0600.
 // - The socket file is bound only after the old agent released it (libuv unlinks a Unix socket's
 //   path when its server closes, which would remove a path bound earlier by the new agent).
 import { closeSync } from 'node:fs';
-import { unlink } from 'node:fs/promises';
+import { chmod, unlink } from 'node:fs/promises';
 import net, { type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from '@hypha/shared';
@@ -55,7 +56,10 @@ function parse(line: string): Message | undefined {
   }
 }
 
-/** Reads newline-delimited JSON messages from a socket. */
+/**
+ * Reads newline-delimited JSON messages from a socket. A peer that sends anything else (not JSON,
+ * no `op`, or a line over 64 KiB) is not an agent: its connection is closed.
+ */
 function onMessages(socket: Socket, handle: (m: Message) => void): void {
   let buf = '';
   socket.setEncoding('utf8');
@@ -65,7 +69,11 @@ function onMessages(socket: Socket, handle: (m: Message) => void): void {
       const line = buf.slice(0, i);
       buf = buf.slice(i + 1);
       const m = parse(line);
-      if (m) handle(m);
+      if (m === undefined) {
+        socket.destroy();
+        return;
+      }
+      handle(m);
     }
     if (buf.length > 65536) socket.destroy();
   });
@@ -189,6 +197,8 @@ export async function serveHandoff(
       resolve();
     });
   });
+  // Whoever connects here can take this node's listening sockets: only our own user may.
+  await chmod(path, 0o600);
   log.info({ path }, 'hand-off socket ready (a new agent on this node takes over through it)');
 
   let closed: Promise<void> | undefined;
