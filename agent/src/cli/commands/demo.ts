@@ -3,9 +3,6 @@
 import { spawnSync } from 'node:child_process';
 import { createLogger, type LogLevel } from '@hypha/shared';
 import type { Command } from 'commander';
-import { DEMO_NODES, runDemoTraffic, startDemo } from '../../mesh/demo.js';
-import { runUpgradeCheck } from '../../mesh/demo-upgrade.js';
-import { hostPort } from '../../mesh/local-mesh.js';
 
 function preflight(): string[] {
   const problems: string[] = [];
@@ -58,6 +55,10 @@ Examples:
       const globals = cmd.optsWithGlobals() as { logLevel: LogLevel };
       const problems = preflight();
       if (problems.length > 0) throw new Error(`cannot run the demo:\n  - ${problems.join('\n  - ')}`);
+      // The demo mesh (test harness, CA, config model) loads here, not with the CLI (see program.ts).
+      const { DEMO_NODES, runDemoTraffic, startDemo } = await import('../../mesh/demo.js');
+      const { runUpgradeCheck } = await import('../../mesh/demo-upgrade.js');
+      const { hostPort } = await import('../../mesh/local-mesh.js');
       const out = (line: string) => process.stdout.write(`${line}\n`);
       // The demo's own log stays quiet unless asked; agents' JSON logs are parsed, not shown.
       const logger = createLogger({ level: globals.logLevel === 'info' ? 'warn' : globals.logLevel });

@@ -15,7 +15,6 @@ import { readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
-import { parseAllDocuments, stringify } from 'yaml';
 import { durationFlagMs, UsageError } from '../errors.js';
 
 export interface ManifestObject {
@@ -50,7 +49,9 @@ export function findManifestsDir(): string {
   );
 }
 
-function parseObjects(text: string, source: string): ManifestObject[] {
+// yaml loads on first use, not with the CLI (see program.ts).
+async function parseObjects(text: string, source: string): Promise<ManifestObject[]> {
+  const { parseAllDocuments } = await import('yaml');
   const out: ManifestObject[] = [];
   for (const doc of parseAllDocuments(text)) {
     if (doc.errors.length > 0)
@@ -89,12 +90,12 @@ interface Kustomization {
 /** The built-in renderer: resources (files and directories), images, JSON 6902 patches. */
 export async function renderKustomization(dir: string): Promise<ManifestObject[]> {
   const file = join(dir, 'kustomization.yaml');
-  const k = parseObjects(await readFile(file, 'utf8'), file)[0] as unknown as Kustomization;
+  const k = (await parseObjects(await readFile(file, 'utf8'), file))[0] as unknown as Kustomization;
   let objects: ManifestObject[] = [];
   for (const r of k.resources ?? []) {
     const path = join(dir, r);
     if (existsSync(join(path, 'kustomization.yaml'))) objects.push(...(await renderKustomization(path)));
-    else objects.push(...parseObjects(await readFile(path, 'utf8'), path));
+    else objects.push(...(await parseObjects(await readFile(path, 'utf8'), path)));
   }
   if (k.namespace) {
     objects = objects.map((o) =>
@@ -104,9 +105,8 @@ export async function renderKustomization(dir: string): Promise<ManifestObject[]
     );
   }
   for (const p of k.patches ?? []) {
-    const ops = parseObjects(
-      p.patch ?? (await readFile(join(dir, p.path ?? ''), 'utf8')),
-      `${file} patch`,
+    const ops = (
+      await parseObjects(p.patch ?? (await readFile(join(dir, p.path ?? ''), 'utf8')), `${file} patch`)
     )[0];
     if (!Array.isArray(ops))
       throw new InstallError(
@@ -199,7 +199,7 @@ export async function renderManifests(
   if (opts.kubectl !== false) {
     const text = await kubectlKustomize(dir);
     if (text !== undefined)
-      return { objects: parseObjects(text, `kubectl kustomize ${dir}`), renderer: 'kubectl', dir };
+      return { objects: await parseObjects(text, `kubectl kustomize ${dir}`), renderer: 'kubectl', dir };
   }
   return { objects: await renderKustomization(dir), renderer: 'built-in', dir };
 }
@@ -484,6 +484,7 @@ Examples:
         ...(flags.overlay ? { overlay: flags.overlay } : {}),
       });
       if (flags.print) {
+        const { stringify } = await import('yaml');
         process.stdout.write(objects.map((o) => stringify(o)).join('---\n'));
         return;
       }

@@ -8,16 +8,9 @@ import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createLogger, type LogLevel } from '@hypha/shared';
 import { type Command, Option } from 'commander';
-import { stringify } from 'yaml';
 import { AgentConfigError, parseConfigSource } from '../../agent/config.js';
 import type { WaypointDaemonConfig } from '../../waypoint-daemon/config.js';
-import {
-  mergeIntoConfigYaml,
-  readWaypointTemplate,
-  renderWaypointObjects,
-  validateName,
-  type WaypointFor,
-} from '../../waypoint-daemon/render.js';
+import type { WaypointFor } from '../../waypoint-daemon/render.js';
 import { addMeshDaemonOptions } from '../daemon-options.js';
 import { durationFlagMs, UsageError } from '../errors.js';
 import { findManifestsDir } from './install.js';
@@ -57,6 +50,7 @@ function port(value: string, flag: string): number {
 async function template(): Promise<Record<string, unknown>[]> {
   const path = join(findManifestsDir(), 'waypoint', 'waypoint.yaml');
   if (!existsSync(path)) throw new UsageError(`waypoint template ${path} is missing; set HYPHA_MANIFESTS`);
+  const { readWaypointTemplate } = await import('../../waypoint-daemon/render.js');
   return readWaypointTemplate(path);
 }
 
@@ -144,6 +138,10 @@ Examples:
       const namespace = flags.namespace;
       if (!namespace) throw new UsageError('-n/--namespace is required');
       const name = flags.name ?? 'waypoint';
+      // The renderer and yaml load here, not with the CLI (see program.ts).
+      const { mergeIntoConfigYaml, renderWaypointObjects, validateName } = await import(
+        '../../waypoint-daemon/render.js'
+      );
       for (const [v, what] of [
         [namespace, 'namespace'],
         [name, '--name'],
@@ -158,6 +156,7 @@ Examples:
         template: await template(),
       });
       if (flags.print) {
+        const { stringify } = await import('yaml');
         process.stdout.write(objects.map((o) => stringify(o)).join('---\n'));
         return;
       }

@@ -1,0 +1,122 @@
+// The CLI loads a verb's modules only when that verb runs: `hypha --help` and `hypha <verb> --help`
+// load commander and the option definitions, not the Kubernetes client, the waypoint engine,
+// OpenTelemetry, prom-client, yaml or the test harness the demo uses. Each run records every module
+// it loads through a `module.registerHooks` load hook (--import), so these tests check which files
+// loaded, not how long or how much memory that took.
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildProgram } from '../../src/cli/program.js';
+import { HYPHA_BIN } from '../run-hypha.js';
+
+/** Loaded module URLs that mean a verb's heavy dependencies came in with the CLI. */
+const HEAVY = [
+  '/node_modules/@kubernetes/client-node/',
+  '/node_modules/@opentelemetry/',
+  '/node_modules/prom-client/',
+  '/node_modules/yaml/',
+  '/node_modules/undici/',
+  '/node_modules/@peculiar/',
+  '/node_modules/zod/',
+  '/test/dist/', // @hypha/test: the demo's cluster harness
+  '/waypoint/dist/', // @hypha/waypoint: the L7 engine
+  '/shared/dist/hbone/',
+  '/shared/dist/kube/',
+  '/shared/dist/telemetry/',
+  '/shared/dist/config/',
+  '/shared/dist/policy/',
+  '/shared/dist/identity/ca', // ca.js, ca-client.js (x509 and ASN.1)
+  '/agent/dist/agent/app.js',
+  '/agent/dist/mesh/',
+  '/agent/dist/ca/server.js',
+  '/agent/dist/waypoint-daemon/app.js',
+  '/agent/dist/waypoint-daemon/render.js',
+];
+
+// Preloaded with --import: records the URL of every module loaded (ESM and CommonJS) and writes
+// the list to $HYPHA_TEST_MODULES_OUT when the process exits.
+const RECORDER = `data:text/javascript,${encodeURIComponent(`
+import { registerHooks } from 'node:module';
+import { writeFileSync } from 'node:fs';
+const seen = [];
+registerHooks({ load(url, context, next) { seen.push(url); return next(url, context); } });
+process.on('exit', () => writeFileSync(process.env.HYPHA_TEST_MODULES_OUT, seen.join('\\n')));
+`)}`;
+
+let dir: string;
+let runs = 0;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'hypha-lazy-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** Runs the built CLI with `args`; resolves to its exit code, stdout and the modules it loaded. */
+async function loadedBy(
+  args: readonly string[],
+): Promise<{ code: number; stdout: string; modules: string[] }> {
+  const out = join(dir, `modules-${runs++}.txt`);
+  const { code, stdout } = await new Promise<{ code: number; stdout: string }>((resolve) => {
+    execFile(
+      process.execPath,
+      ['--import', RECORDER, HYPHA_BIN, ...args],
+      { timeout: 30_000, env: { ...process.env, HYPHA_TEST_MODULES_OUT: out } },
+      (err, stdout) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout }),
+    );
+  });
+  const modules = (await readFile(out, 'utf8')).split('\n').filter(Boolean);
+  return { code, stdout, modules };
+}
+
+function heavyIn(modules: readonly string[]): string[] {
+  return modules.filter((url) => HEAVY.some((h) => url.includes(h)));
+}
+
+/** Every command path under `hypha`: [], ['agent'], ['agent', 'cleanup'], ['ca'], ['ca', 'init'], ... */
+function commandPaths(cmd: Command, prefix: string[] = []): string[][] {
+  return [prefix, ...cmd.commands.flatMap((c) => commandPaths(c, [...prefix, c.name()]))];
+}
+
+describe('hypha loads a verb’s modules only when the verb runs', () => {
+  it('the recorder sees what the CLI loads (so an empty heavy list means something)', async () => {
+    const { code, stdout, modules } = await loadedBy(['--help']);
+    expect(code).toBe(0);
+    expect(stdout).toContain('Usage: hypha');
+    expect(modules.some((u) => u.includes('/node_modules/commander/'))).toBe(true);
+    expect(modules.some((u) => u.endsWith('/agent/dist/cli/program.js'))).toBe(true);
+    // And it does see a heavy module when one loads: yaml, by rendering the manifests.
+    const print = await loadedBy(['install', '--print']);
+    expect(print.code).toBe(0);
+    expect(heavyIn(print.modules).some((u) => u.includes('/node_modules/yaml/'))).toBe(true);
+  });
+
+  it('hypha --help and --version load none of the heavy modules', async () => {
+    for (const args of [['--help'], ['--version']]) {
+      const { code, modules } = await loadedBy(args);
+      expect(code).toBe(0);
+      expect(heavyIn(modules), args.join(' ')).toEqual([]);
+    }
+  });
+
+  it('hypha <verb> --help loads none of them, for every verb and subverb', async () => {
+    const paths = commandPaths(buildProgram()).filter((p) => p.length > 0);
+    expect(paths.length).toBeGreaterThan(9);
+    for (const path of paths) {
+      const { code, stdout, modules } = await loadedBy([...path, '--help']);
+      expect(code, path.join(' ')).toBe(0);
+      expect(stdout).toContain(`Usage: hypha ${path.join(' ')}`);
+      expect(heavyIn(modules), path.join(' ')).toEqual([]);
+    }
+  });
+
+  it('a usage error loads none of them either', async () => {
+    const { code, modules } = await loadedBy(['ca', 'init', '--no-such-flag']);
+    expect(code).toBe(2);
+    expect(heavyIn(modules)).toEqual([]);
+  });
+});
