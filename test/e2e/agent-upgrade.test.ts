@@ -158,7 +158,20 @@ describe('agent upgrade (socket hand-off)', () => {
     const run = mesh.cluster.runApp(
       pods.client,
       'churn-client',
-      ['--target', `${vip}:80`, '--rate', '200', '--long', '20', '--duration-ms', '12000'],
+      // A connection is failed when refused, reset or cut; a slow one on a busy machine is not
+      // (the bench reports stalls): hence the generous per-connection timeout.
+      [
+        '--target',
+        `${vip}:80`,
+        '--rate',
+        '200',
+        '--long',
+        '20',
+        '--duration-ms',
+        '12000',
+        '--timeout-ms',
+        '20000',
+      ],
       90_000,
     );
     await new Promise((r) => setTimeout(r, 2500));
@@ -201,7 +214,18 @@ describe('agent upgrade (socket hand-off)', () => {
     const run = mesh.cluster.runApp(
       pods.client,
       'churn-client',
-      ['--target', `${vip}:80`, '--rate', '100', '--long', '4', '--duration-ms', '6000'],
+      [
+        '--target',
+        `${vip}:80`,
+        '--rate',
+        '100',
+        '--long',
+        '4',
+        '--duration-ms',
+        '6000',
+        '--timeout-ms',
+        '20000',
+      ],
       60_000,
     );
     process.env.HYPHA_FAULT_HANDOFF_DELAY_MS = '5000';
