@@ -22,13 +22,13 @@ import { createHash } from 'node:crypto';
 import { type FSWatcher, watch } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
-import { parseAllDocuments } from 'yaml';
+import { Composer, Parser, parseAllDocuments } from 'yaml';
 import type { Logger } from '../log/logger.js';
 import { createSilentLogger } from '../log/logger.js';
 import { ConfigError } from './errors.js';
-import { type ConfigState, createConfigState } from './state.js';
-import { flattenLists, translateObject } from './translate.js';
-import type { ConfigObject } from './types.js';
+import { type ConfigChange, type ConfigState, configObjectKey, createConfigState } from './state.js';
+import { flattenLists, type TranslateResult, translateObject } from './translate.js';
+import type { ConfigObject, ConfigObjectKey } from './types.js';
 
 export interface FileSourceOptions {
   /** A .yaml/.yml/.json file (multi-document allowed) or a directory searched recursively. */
@@ -69,6 +69,8 @@ interface FileEntry {
   errors: ConfigError[];
   parsed: boolean;
   missingSince: number | undefined;
+  /** objectId of each of `objects`, made once per entry (reused by every later #apply). */
+  ids?: string[];
 }
 
 export function createFileSource(options: FileSourceOptions): FileSource {
@@ -96,11 +98,15 @@ class WatchedFileSource implements FileSource {
   #closed = false;
   #duplicateErrors: ConfigError[] = [];
   #rootMissing = false;
+  /** What the last #apply handed to the state (id → object), when the state is this source's own. */
+  #applied: Map<string, ConfigObject> | undefined;
+  readonly #ownState: boolean;
 
   constructor(options: FileSourceOptions) {
     this.#root = resolve(options.path);
     this.#log = (options.logger ?? createSilentLogger()).child({ component: 'config-file' });
     this.state = options.state ?? createConfigState({ trustDomain: options.trustDomain ?? 'cluster.local' });
+    this.#ownState = options.state === undefined;
     this.#debounceMs = options.debounceMs ?? 100;
     this.#pollMs = options.pollIntervalMs ?? 2000;
     this.#useWatch = options.watch ?? true;
@@ -217,6 +223,8 @@ class WatchedFileSource implements FileSource {
     const found = await this.#listFiles();
     if (found === undefined) return;
     let changed = false;
+    /** Files whose entry this scan replaced or removed → the entry before (undefined: new file). */
+    const replaced = new Map<string, FileEntry | undefined>();
     const now = Date.now();
     for (const [file, signature] of found) {
       const entry = this.#files.get(file);
@@ -234,6 +242,7 @@ class WatchedFileSource implements FileSource {
         this.#schedule();
         continue;
       }
+      if (!replaced.has(file)) replaced.set(file, entry);
       this.#files.set(file, next);
       changed = true;
     }
@@ -243,6 +252,7 @@ class WatchedFileSource implements FileSource {
         entry.missingSince = now;
         this.#schedule();
       } else if (now - entry.missingSince >= this.#debounceMs / 2) {
+        if (!replaced.has(file)) replaced.set(file, entry);
         this.#files.delete(file);
         this.#log.info({ file }, `${file}: file removed; its objects are withdrawn`);
         changed = true;
@@ -251,7 +261,7 @@ class WatchedFileSource implements FileSource {
       }
     }
     if (!changed && this.#isReady) return;
-    this.#apply();
+    this.#apply(replaced);
     this.#startWatcher();
     if (!this.#isReady && [...this.#files.values()].every((e) => e.parsed)) {
       this.#isReady = true;
@@ -339,6 +349,11 @@ class WatchedFileSource implements FileSource {
       this.#recheckLater();
       return previous;
     }
+    // Common case first: parse, convert and translate one document at a time, so only one
+    // document's syntax tree is alive at once (a 100k-pod file's trees are gigabytes). A file
+    // with a parse error takes the path below, which reports errors as before.
+    const streamed = translateDocuments(text, file);
+    if (streamed !== undefined) return this.#collect(file, signature, hash, previous, streamed);
     const docs = parseAllDocuments(text);
     const list = Array.isArray(docs) ? docs : [];
     const parseErrors: ConfigError[] = [];
@@ -377,47 +392,117 @@ class WatchedFileSource implements FileSource {
       );
       return { signature, hash, objects: kept, errors: parseErrors, parsed: false, missingSince: undefined };
     }
+    const results: TranslateResult[] = [];
+    values.forEach((value, i) => {
+      translateValue(value, file, list.length > 1 ? i + 1 : undefined, results);
+    });
+    return this.#collect(file, signature, hash, previous, results);
+  }
+
+  #collect(
+    file: string,
+    signature: string,
+    hash: string,
+    previous: FileEntry | undefined,
+    results: readonly TranslateResult[],
+  ): FileEntry {
     const lastGood = new Map<string, ConfigObject>();
     for (const o of previous?.objects ?? [])
       lastGood.set(objectId(o.kind, o.kind === 'Namespace' ? '' : o.namespace, o.name), o);
     const objects: ConfigObject[] = [];
     const errors: ConfigError[] = [];
-    values.forEach((value, i) => {
-      const raws = flattenLists(value);
-      for (const raw of raws) {
-        if (raw === null || raw === undefined) continue; // empty document (e.g. a trailing ---)
-        const result = translateObject(raw, { source: file, document: list.length > 1 ? i + 1 : undefined });
-        if (result.status === 'ok') objects.push(result.object);
-        else if (result.status === 'ignored') {
-          this.#log.debug({ file, kind: result.kind }, `${file}: ignoring ${result.kind}: ${result.reason}`);
-        } else {
-          const old =
-            result.key === undefined
-              ? undefined
-              : lastGood.get(objectId(result.key.kind, result.key.namespace, result.key.name));
-          if (old !== undefined) objects.push(old);
-          this.#report(
-            result.errors,
-            old !== undefined ? 'the previous version stays in force' : 'object skipped',
-          );
-          errors.push(...result.errors);
-        }
+    for (const result of results) {
+      if (result.status === 'ok') objects.push(result.object);
+      else if (result.status === 'ignored') {
+        this.#log.debug({ file, kind: result.kind }, `${file}: ignoring ${result.kind}: ${result.reason}`);
+      } else {
+        const old =
+          result.key === undefined
+            ? undefined
+            : lastGood.get(objectId(result.key.kind, result.key.namespace, result.key.name));
+        if (old !== undefined) objects.push(old);
+        this.#report(
+          result.errors,
+          old !== undefined ? 'the previous version stays in force' : 'object skipped',
+        );
+        errors.push(...result.errors);
       }
-    });
+    }
     return { signature, hash, objects, errors, parsed: true, missingSince: undefined };
   }
 
-  #apply(): void {
+  #apply(replaced: ReadonlyMap<string, FileEntry | undefined>): void {
+    const changed = this.#applyChanged(replaced);
+    const change = changed === false ? this.#applyAll() : changed;
+    if (change !== undefined) {
+      const s = this.state.stats();
+      this.#log.info(
+        {
+          version: change.version,
+          files: this.#files.size,
+          workloads: s.workloads,
+          services: s.services,
+          authorizationPolicies: s.authorizationPolicies,
+          waypoints: s.waypoints,
+        },
+        `config applied from ${this.#root} (version ${change.version})`,
+      );
+    }
+  }
+
+  /**
+   * The common case in O(size of the changed files): the state is this source's own, the last
+   * apply found no duplicates and the changed files bring none. Objects of the files not re-read
+   * are the ones already applied, so only the changed files' old and new objects are looked at
+   * (one edited pod is one upsert, not a comparison of the whole cluster). Returns `false` when
+   * that does not hold (the caller then recomputes everything), else the state's change.
+   */
+  #applyChanged(replaced: ReadonlyMap<string, FileEntry | undefined>): ConfigChange | undefined | false {
+    const all = this.#applied;
+    if (!this.#ownState || all === undefined || this.#duplicateErrors.length > 0) return false;
+    const gone = new Set<string>();
+    for (const old of replaced.values()) for (const id of old === undefined ? [] : idsOf(old)) gone.add(id);
+    const added = new Map<string, ConfigObject>();
+    for (const file of replaced.keys()) {
+      const entry = this.#files.get(file);
+      if (entry === undefined) continue;
+      const ids = idsOf(entry);
+      for (let i = 0; i < ids.length; i++) {
+        const id = ids[i]!;
+        if (added.has(id) || (all.has(id) && !gone.has(id))) return false; // a duplicate
+        added.set(id, entry.objects[i]!);
+      }
+    }
+    const upsert: ConfigObject[] = [];
+    const remove: ConfigObjectKey[] = [];
+    for (const id of gone) {
+      if (added.has(id)) continue;
+      const o = all.get(id);
+      if (o !== undefined) remove.push(configObjectKey(o));
+      all.delete(id);
+    }
+    for (const [id, o] of added) {
+      if (all.get(id) !== o) upsert.push(o);
+      all.set(id, o);
+    }
+    if (upsert.length === 0 && remove.length === 0) return undefined;
+    return this.state.update({ upsert, remove });
+  }
+
+  #applyAll(): ConfigChange | undefined {
     const seen = new Map<string, string>();
-    const all: ConfigObject[] = [];
+    const all = new Map<string, ConfigObject>();
     const duplicates: ConfigError[] = [];
     const files = [...this.#files.keys()].sort();
     for (const file of files) {
-      for (const o of this.#files.get(file)!.objects) {
-        const ns = o.kind === 'Namespace' ? '' : o.namespace;
-        const id = objectId(o.kind, ns, o.name);
+      const entry = this.#files.get(file)!;
+      const ids = idsOf(entry);
+      for (let i = 0; i < ids.length; i++) {
+        const o = entry.objects[i]!;
+        const id = ids[i]!;
         const first = seen.get(id);
         if (first !== undefined) {
+          const ns = o.kind === 'Namespace' ? '' : o.namespace;
           duplicates.push(
             new ConfigError(
               'DUPLICATE_OBJECT',
@@ -429,27 +514,35 @@ class WatchedFileSource implements FileSource {
           continue;
         }
         seen.set(id, file);
-        all.push(o);
+        all.set(id, o);
       }
     }
     const fresh = duplicates.filter((d) => !this.#duplicateErrors.some((o) => o.message === d.message));
     this.#report(fresh);
     this.#duplicateErrors = duplicates;
-    const change = this.state.applySnapshot(all);
-    if (change !== undefined) {
-      const s = this.state.stats();
-      this.#log.info(
-        {
-          version: change.version,
-          files: files.length,
-          workloads: s.workloads,
-          services: s.services,
-          authorizationPolicies: s.authorizationPolicies,
-          waypoints: s.waypoints,
-        },
-        `config applied from ${this.#root} (version ${change.version})`,
-      );
+    return this.#commit(all);
+  }
+
+  /**
+   * Hands the objects to the state. The first time (or when the state was given, and others may
+   * write to it) as a snapshot; after that only what changed since the last commit: objects of
+   * files that were not re-read are the same objects as last time, so one edited pod costs one
+   * upsert instead of comparing the whole cluster again. The state ends up the same either way.
+   */
+  #commit(all: Map<string, ConfigObject>): ConfigChange | undefined {
+    const last = this.#applied;
+    if (!this.#ownState || last === undefined) {
+      const change = this.state.applySnapshot(all.values());
+      if (this.#ownState) this.#applied = all;
+      return change;
     }
+    const upsert: ConfigObject[] = [];
+    const remove: ConfigObjectKey[] = [];
+    for (const [id, o] of last) if (!all.has(id)) remove.push(configObjectKey(o));
+    for (const [id, o] of all) if (last.get(id) !== o) upsert.push(o);
+    this.#applied = all;
+    if (upsert.length === 0 && remove.length === 0) return undefined;
+    return this.state.update({ upsert, remove });
   }
 
   #report(errors: readonly ConfigError[], consequence?: string): void {
@@ -467,6 +560,53 @@ const RACY_MS = 2000;
 function isRacy(signature: string, now: number): boolean {
   const mtime = Number(signature.slice(signature.lastIndexOf(':') + 1));
   return now - mtime < RACY_MS;
+}
+
+/** Translates the objects of one parsed document (Lists expanded, empty documents skipped). */
+function translateValue(
+  value: unknown,
+  file: string,
+  document: number | undefined,
+  out: TranslateResult[],
+): void {
+  for (const raw of flattenLists(value)) {
+    if (raw === null || raw === undefined) continue; // empty document (e.g. a trailing ---)
+    out.push(translateObject(raw, { source: file, document }));
+  }
+}
+
+/**
+ * Parses, converts and translates a file document by document (what parseAllDocuments does, without
+ * holding every document's syntax tree until the end). Undefined when a document does not parse
+ * or convert: the caller then parses the whole file again to report the errors. Documents are
+ * numbered only in files with more than one, so each is translated once the next one (or the end)
+ * has been seen.
+ */
+function translateDocuments(text: string, file: string): TranslateResult[] | undefined {
+  const results: TranslateResult[] = [];
+  const composer = new Composer();
+  let pending: unknown;
+  let count = 0;
+  for (const doc of composer.compose(new Parser().parse(text))) {
+    if (doc.errors.length > 0) return undefined;
+    let value: unknown;
+    try {
+      value = doc.toJS({ maxAliasCount: 100 });
+    } catch {
+      return undefined;
+    }
+    count++;
+    if (count > 1) translateValue(pending, file, count - 1, results);
+    pending = value;
+  }
+  if (count > 0) translateValue(pending, file, count > 1 ? count : undefined, results);
+  return results;
+}
+
+/** objectId of each of the entry's objects, made once per entry (reused by every later apply). */
+function idsOf(entry: FileEntry): string[] {
+  entry.ids ??= entry.objects.map((o) => objectId(o.kind, o.kind === 'Namespace' ? '' : o.namespace, o.name));
+  return entry.ids;
 }
 
 function objectId(kind: string, namespace: string, name: string): string {
