@@ -591,7 +591,7 @@ function translateDocuments(text: string, file: string): TranslateResult[] | und
     if (doc.errors.length > 0) return undefined;
     let value: unknown;
     try {
-      value = doc.toJS({ maxAliasCount: 100 });
+      value = detachStrings(doc.toJS({ maxAliasCount: 100 }), new Set());
     } catch {
       return undefined;
     }
@@ -607,6 +607,24 @@ function translateDocuments(text: string, file: string): TranslateResult[] | und
 function idsOf(entry: FileEntry): string[] {
   entry.ids ??= entry.objects.map((o) => objectId(o.kind, o.kind === 'Namespace' ? '' : o.namespace, o.name));
   return entry.ids;
+}
+
+/**
+ * Gives every string of a parsed document its own storage. The parser's scalars are slices of the
+ * file's text, and a single slice kept in the state keeps the whole text alive (45 MB for a file of
+ * 100k pods). Short strings are copies already; longer ones are copied here, in place.
+ */
+function detachStrings(value: unknown, seen: Set<object>): unknown {
+  if (typeof value === 'string') return value.length < 13 ? value : ` ${value}`.slice(1);
+  if (value === null || typeof value !== 'object' || seen.has(value)) return value;
+  seen.add(value);
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) value[i] = detachStrings(value[i], seen);
+  } else if (Object.getPrototypeOf(value) === Object.prototype) {
+    const o = value as Record<string, unknown>;
+    for (const k of Object.keys(o)) if (k !== '__proto__') o[k] = detachStrings(o[k], seen);
+  }
+  return value;
 }
 
 function objectId(kind: string, namespace: string, name: string): string {
