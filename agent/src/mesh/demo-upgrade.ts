@@ -7,7 +7,7 @@ import { hostPort } from './local-mesh.js';
 const ECHO_PORT = 9000;
 
 interface ChurnResult {
-  short?: { started: number; ok: number; failed: number; maxConnectMs: number };
+  short?: { started: number; ok: number; failed: number; maxConnectMs: number; maxRoundTripMs: number };
   long?: { count: number; ok: number; failed: number; mismatched: number; unfinished: number };
   errors?: Record<string, number>;
   error?: string;
@@ -67,7 +67,7 @@ export async function runUpgradeCheck(
       r.long.count === streams &&
       Object.keys(r.errors ?? {}).length === 0 &&
       oldExit === 0;
-    const summary = `${r.short.started} connections during the upgrade, ${r.short.failed} failed; ${r.long.ok} of ${r.long.count} live streams kept (sha256-checked)`;
+    const summary = `${r.short.started} connections during the upgrade, ${r.short.failed} failed (slowest ${(r.short.maxRoundTripMs / 1000).toFixed(2)} s); ${r.long.ok} of ${r.long.count} live streams kept (sha256-checked)`;
     return {
       name: `${name}: ${summary}`,
       ok,

@@ -252,6 +252,7 @@ export class LocalMesh {
   async upgradeAgent(
     node: string,
     timeoutMs = 60_000,
+    args: readonly string[] = [],
   ): Promise<{ old: AgentProcess; next: AgentProcess; oldExited: Promise<number | null> }> {
     const old = this.agents.get(node);
     if (old === undefined) throw new Error(`no agent runs on ${node}`);
@@ -260,7 +261,7 @@ export class LocalMesh {
       else old.process.once('exit', (code) => resolve(code));
     });
     const next = await this.startAgent(node, timeoutMs, {
-      args: ['--takeover'],
+      args: ['--takeover', ...args],
       waitFor: (e) => typeof e.msg === 'string' && e.msg.startsWith('took over the listening sockets'),
     });
     return { old, next, oldExited };

@@ -100,6 +100,10 @@ function churn(mesh: LocalMesh, client: Pod, target: string, load: Omit<Load, 'r
         String(load.long),
         '--duration-ms',
         String(load.durationMs),
+        // Failed = refused, reset or cut; slowness is its own figure (longest round trip), so a
+        // busy machine does not turn slow connections into failed ones.
+        '--timeout-ms',
+        '20000',
       ],
       load.durationMs + 60_000,
     )

@@ -49,6 +49,8 @@ import {
   TLS_BASE,
 } from './settings.js';
 
+/** How often connect() resends a stream the server refused unprocessed (see connect). */
+const MAX_REFUSAL_RETRIES = 3;
 export interface HbonePoolOptions {
   /**
    * Opens the TCP socket to the peer's HBONE port. Override to set socket options (SO_MARK,
@@ -191,8 +193,11 @@ export class HbonePool {
     const target = validateRequest(req);
     const key = `${req.source.id}|${[...new Set(req.expectedIdentities.map(String))].sort().join(',')}|${target.addr}`;
     const headers = buildHeaders(req, target.authority);
-    // One retry: a stream refused because its connection went away before the server saw it
+    // Retries: a stream refused because its connection went away before the server saw it
     // (GOAWAY race, REFUSED_STREAM) never reached the destination, so it is safe to send again.
+    // More than one: when a destination agent hands over to its successor, every pooled connection
+    // to it gets GOAWAY, and a retry may land on another one whose GOAWAY is still in flight (a
+    // connection that received GOAWAY is retired and never picked again).
     for (let attempt = 0; ; attempt++) {
       const conn = this.#reserve(key, req, target);
       try {
@@ -200,7 +205,7 @@ export class HbonePool {
         return await this.#openStream(conn, headers, target, req.signal);
       } catch (err) {
         this.#release(conn);
-        if (attempt === 0 && err instanceof RetryableRefusal) continue;
+        if (attempt < MAX_REFUSAL_RETRIES && err instanceof RetryableRefusal) continue;
         if (err instanceof RetryableRefusal) throw err.error;
         throw err;
       }

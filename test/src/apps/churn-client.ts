@@ -39,6 +39,14 @@ if (!host || !Number.isInteger(port) || port <= 0 || !(rate >= 0) || !(longCount
 
 const errors: Record<string, number> = {};
 const short = { started: 0, ok: 0, failed: 0, maxConnectMs: 0, maxRoundTripMs: 0 };
+/** Per second of the run: connections started, failed, and the slowest round trip (ms) that second. */
+const timeline: { started: number; failed: number; slowestMs: number }[] = [];
+let runStart = performance.now();
+function second(at: number) {
+  const i = Math.max(0, Math.floor((at - runStart) / 1000));
+  while (timeline.length <= i) timeline.push({ started: 0, failed: 0, slowestMs: 0 });
+  return timeline[i] as { started: number; failed: number; slowestMs: number };
+}
 const long = { ok: 0, failed: 0, mismatched: 0, bytesEchoed: 0 };
 
 function countError(err: unknown): void {
@@ -49,6 +57,8 @@ function countError(err: unknown): void {
 function shortConnection(): Promise<void> {
   short.started++;
   const started = performance.now();
+  const bucket = second(started);
+  bucket.started++;
   const payload = randomBytes(bytes);
   return new Promise((resolve) => {
     const s = connect({ host, port, noDelay: true });
@@ -60,9 +70,11 @@ function shortConnection(): Promise<void> {
       done = true;
       clearTimeout(timer);
       s.destroy();
+      bucket.slowestMs = Math.max(bucket.slowestMs, Math.round(performance.now() - started));
       if (err === undefined) short.ok++;
       else {
         short.failed++;
+        bucket.failed++;
         countError(err);
       }
       resolve();
@@ -168,6 +180,7 @@ const writer = setInterval(() => {
 
 const pending = new Set<Promise<void>>();
 const t0 = performance.now();
+runStart = t0;
 let launched = 0;
 await new Promise<void>((resolve) => {
   const tick = setInterval(() => {
@@ -207,6 +220,7 @@ process.stdout.write(
     },
     long: { ...long, count: streams.length, unfinished },
     errors,
+    timeline,
   })}\n`,
 );
 process.exit(0);

@@ -155,6 +155,26 @@ Example (outside Kubernetes):
       const logger = createLogger({ level: globals.logLevel, base: { node: config.nodeName } });
       // Loaded here, not at the top: the agent pulls in the Kubernetes client (seconds to import),
       // which every other verb of the CLI would otherwise pay for.
+      // Signals are taken from the start: one that arrives while the agent starts (it may already
+      // hold sockets handed over by its predecessor) is acted on as soon as it is up, not by
+      // Node's default of dying on the spot.
+      let signalled: ((signal: string) => void) | undefined;
+      let early: string | undefined;
+      let earlyTimer: NodeJS.Timeout | undefined;
+      const onEarly = (signal: string) => {
+        early ??= signal;
+        if (earlyTimer) return;
+        // Still starting 5 s later (e.g. waiting to be ready before a take-over): stop here; the
+        // running agent, if any, keeps serving, and capture stays either way.
+        earlyTimer = setTimeout(() => {
+          process.stderr.write(`hypha: ${signal} while the agent was starting; exiting\n`);
+          process.exit(1);
+        }, 5000).unref();
+      };
+      const onTerm = () => (signalled ? signalled('SIGTERM') : onEarly('SIGTERM'));
+      const onInt = () => (signalled ? signalled('SIGINT') : onEarly('SIGINT'));
+      process.on('SIGTERM', onTerm);
+      process.on('SIGINT', onInt);
       const { startAgent } = await import('../../agent/app.js');
       const agent = await startAgent(config, logger);
       const log = logger.child({ component: 'agent' });
@@ -163,17 +183,23 @@ Example (outside Kubernetes):
         const stop = async (signal: string) => {
           process.off('SIGTERM', onTerm);
           process.off('SIGINT', onInt);
-          // Kubernetes may stop this pod before its successor is ready: serve until it takes over.
-          if (signal === 'SIGTERM' && (await agent.awaitSuccessor(config.handoffWaitMs ?? 0))) return;
+          // Leaving the mesh (uninstall): no successor will come; remove capture on the way out.
           const removeCapture =
             config.source.kind === 'kubernetes' ? await nodeLeavesMesh(config.source, log) : false;
+          // Otherwise Kubernetes may stop this pod before its successor is ready: serve until it
+          // takes over (then this agent drains and exits through handedOff).
+          if (
+            !removeCapture &&
+            signal === 'SIGTERM' &&
+            (await agent.awaitSuccessor(config.handoffWaitMs ?? 0))
+          )
+            return;
           await agent.shutdown(signal, { removeCapture });
           resolve();
         };
-        const onTerm = () => void stop('SIGTERM');
-        const onInt = () => void stop('SIGINT');
-        process.on('SIGTERM', onTerm);
-        process.on('SIGINT', onInt);
+        signalled = (signal) => void stop(signal);
+        clearTimeout(earlyTimer);
+        if (early !== undefined) signalled(early);
       });
       // Stopped or handed off and drained: nothing of ours is left to serve. Exit explicitly, after a
       // moment for the logs: a socket cut at the drain deadline could keep Node's exit-time handle
