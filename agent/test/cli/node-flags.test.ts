@@ -33,6 +33,7 @@ describe('AGENT_NODE_FLAGS', () => {
     expect(missingAgentNodeFlags([...AGENT_NODE_FLAGS, '--enable-source-maps'])).toEqual([]);
     expect(missingAgentNodeFlags(['--initial-heap-size=64'])).toEqual([
       '--external-memory-accounted-in-global-limit',
+      '--max-semi-space-size=2',
     ]);
     expect(missingAgentNodeFlags([])).toEqual([...AGENT_NODE_FLAGS]);
   });

@@ -17,10 +17,17 @@
  * slower with a larger initial heap, 0.63-0.65 -> 0.79-0.99 vCPU per 1000 req/s
  * (`npm run bench -- waypoint --quick`); the first flag alone did not change it, and alone it
  * does not stop the Mark-Compacts either.
+ *
+ * `--max-semi-space-size=2` (MiB): V8 grows the young generation to 2 x 16 MiB semi-spaces during
+ * start-up and keeps them, which is 12 MB of an idle agent's RSS (103 -> 91 MB when ready) and
+ * more at peak (`npm run bench -- l4`, interleaved: peak 126-149 MB with it, 219-261 without).
+ * Bulk throughput and CPU per request did not change beyond the run-to-run spread
+ * (`npm run bench -- hbone --quick` and `l4`, interleaved; docs/benchmarks.md "Memory").
  */
 export const AGENT_NODE_FLAGS: readonly string[] = Object.freeze([
   '--external-memory-accounted-in-global-limit',
   '--initial-heap-size=64',
+  '--max-semi-space-size=2',
 ]);
 
 /** The AGENT_NODE_FLAGS missing from a process's `execArgv` (empty when all are there). */
