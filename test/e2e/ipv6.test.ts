@@ -5,7 +5,7 @@
 // IPv6-only variant: the same checks with no IPv4 address on any pod or node.
 
 import { fileURLToPath } from 'node:url';
-import { type DemoResult, demoConfigParams, type LogEvent, runDemoTraffic, startDemo } from '@hypha/agent';
+import { type DemoResult, demoConfigParams, runDemoTraffic, startDemo } from '@hypha/agent';
 import { demoConfigObjects } from '@hypha/shared/config';
 import { eventually } from '@hypha/test';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,25 +15,7 @@ const HYPHA_BIN = fileURLToPath(new URL('../../agent/bin/hypha.js', import.meta.
 
 /** Writes the config and waits until every agent applied this version. */
 async function apply(demo: DemoResult, objects: object[]): Promise<void> {
-  const agents = [...demo.mesh.agents.values()];
-  const versionOf = (events: LogEvent[]) =>
-    Math.max(
-      0,
-      ...events
-        .filter((e) => typeof e.msg === 'string' && e.msg.startsWith('config applied'))
-        .map((e) => Number(e.version)),
-    );
-  const before = agents.map((a) => versionOf(a.events));
-  await demo.mesh.writeConfig(objects);
-  await Promise.all(
-    agents.map((a, i) =>
-      a.waitFor(
-        (e) =>
-          typeof e.msg === 'string' && e.msg.startsWith('config applied') && Number(e.version) > before[i]!,
-        10_000,
-      ),
-    ),
-  );
+  await demo.mesh.applyConfig(objects);
 }
 
 /** Sends a marker from a pod to ip:port over TCP and waits for the echo's end. */

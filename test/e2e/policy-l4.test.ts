@@ -82,25 +82,7 @@ function policy(name: string, action: 'ALLOW' | 'DENY' | 'AUDIT', principals: st
 
 /** Writes the config and waits until every agent applied this version. */
 async function apply(extra: object[], demoLabels: Record<string, string> = {}): Promise<void> {
-  const agents = [...demo.mesh.agents.values()];
-  const versionOf = (events: LogEvent[]) =>
-    Math.max(
-      0,
-      ...events
-        .filter((e) => typeof e.msg === 'string' && e.msg.startsWith('config applied'))
-        .map((e) => Number(e.version)),
-    );
-  const before = agents.map((a) => versionOf(a.events));
-  await demo.mesh.writeConfig(objects(extra, demoLabels));
-  await Promise.all(
-    agents.map((a, i) =>
-      a.waitFor(
-        (e) =>
-          typeof e.msg === 'string' && e.msg.startsWith('config applied') && Number(e.version) > before[i]!,
-        10_000,
-      ),
-    ),
-  );
+  await demo.mesh.applyConfig(objects(extra, demoLabels));
 }
 
 /** One TCP round trip between pods: true when the echo came back. */

@@ -134,6 +134,17 @@ export class LocalMesh {
     await rename(tmp, this.configPath);
   }
 
+  /** Writes the config and resolves once every running agent has applied this version. */
+  async applyConfig(objects: readonly unknown[], timeoutMs = 10_000): Promise<void> {
+    const agents = [...this.agents.values()];
+    const applied = (e: LogEvent) => typeof e.msg === 'string' && e.msg.startsWith('config applied');
+    const before = agents.map((a) => Math.max(0, ...a.events.filter(applied).map((e) => Number(e.version))));
+    await this.writeConfig(objects);
+    await Promise.all(
+      agents.map((a, i) => a.waitFor((e) => applied(e) && Number(e.version) > (before[i] ?? 0), timeoutMs)),
+    );
+  }
+
   async #startCa(): Promise<void> {
     const caDir = join(this.dir, 'ca');
     const ca = await CertificateAuthority.init({ trustDomain: this.trustDomain });
