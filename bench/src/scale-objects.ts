@@ -45,7 +45,8 @@ export function rawPod(n: number, o: { name?: string; service?: number; ready?: 
     status: {
       phase: 'Running',
       podIP: podIp(n),
-      ...(o.ready === false ? { conditions: [{ type: 'Ready', status: 'False' }] } : {}),
+      // Explicit: the Kubernetes source (like kubelet-reported pods) reads a missing Ready as not ready.
+      conditions: [{ type: 'Ready', status: o.ready === false ? 'False' : 'True' }],
     },
   };
 }
@@ -134,4 +135,83 @@ export async function writeClusterYaml(file: string, pods: number): Promise<void
   for (let k = 0; k < policies; k++) await write(`${policyYaml(k)}${k < policies - 1 ? '---\n' : ''}`);
   out.end();
   await once(out, 'finish');
+}
+
+// ---- the same cluster as API objects, for the stand-in API server (Kubernetes source) ----
+
+export function rawNamespace(i: number) {
+  return {
+    apiVersion: 'v1',
+    kind: 'Namespace',
+    metadata: { name: `ns-${i}`, labels: { 'hypha.dev/dataplane-mode': 'ambient' } },
+  };
+}
+
+export function rawService(s: number) {
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name: `svc-${s}`, namespace: serviceNamespace(s) },
+    spec: {
+      clusterIP: serviceVip(s),
+      selector: { app: `svc-${s}` },
+      ports: [{ name: 'http', port: 80, targetPort: 'http', protocol: 'TCP' }],
+    },
+  };
+}
+
+/** The EndpointSlice the endpoint-slice controller would write for Service s (its 5 ready pods). */
+export function rawEndpointSlice(s: number) {
+  return {
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: {
+      name: `svc-${s}-abcde`,
+      namespace: serviceNamespace(s),
+      labels: { 'kubernetes.io/service-name': `svc-${s}` },
+    },
+    addressType: 'IPv4',
+    endpoints: Array.from({ length: 5 }, (_, i) => {
+      const n = s * 5 + i;
+      return {
+        addresses: [podIp(n)],
+        conditions: { ready: true },
+        nodeName: `node-${n % 100}`,
+        targetRef: { kind: 'Pod', name: `pod-${n}`, namespace: serviceNamespace(s) },
+      };
+    }),
+    ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+  };
+}
+
+export function rawAuthorizationPolicy(k: number) {
+  const s = k * 4;
+  const ns = serviceNamespace(s);
+  return {
+    apiVersion: 'security.hypha.dev/v1',
+    kind: 'AuthorizationPolicy',
+    metadata: { name: `allow-svc-${s}`, namespace: ns },
+    spec: {
+      selector: { matchLabels: { app: `svc-${s}` } },
+      action: 'ALLOW',
+      rules: [
+        {
+          from: [{ source: { principals: [`cluster.local/ns/${ns}/sa/svc-${s + 1}`] } }],
+          to: [{ operation: { ports: ['8080'] } }],
+        },
+      ],
+    },
+  };
+}
+
+/** Every object of the cluster of `pods` pods, namespaces first (the API server needs them). */
+export function* clusterObjects(pods: number): Generator<Record<string, unknown> & { metadata: object }> {
+  const namespaces = Math.ceil(pods / PODS_PER_NAMESPACE);
+  for (let i = 0; i < namespaces; i++) yield rawNamespace(i);
+  for (let n = 0; n < pods; n++) yield rawPod(n);
+  for (let s = 0; s < Math.floor(pods / 5); s++) {
+    yield rawService(s);
+    yield rawEndpointSlice(s);
+  }
+  for (let k = 0; k < Math.floor(pods / 20); k++) yield rawAuthorizationPolicy(k);
 }

@@ -9,6 +9,13 @@
 // Budgets (ARCHITECTURE.md §9, "config scale"): 100k pods / 20k services in <= 300 MB RSS, one
 // change applied <= 50 ms, O(1) lookups (checked as: ns per lookup <= 5x a plain Map.get of the
 // same keys in a Map of the same size; the state's lookups normalise the address first). Sizes: 1k, 20k (the issue's measurement) and 100k; --quick: 1k and 5k.
+//
+// The same cluster through the Kubernetes source: a child (`apps/scale-kube-api.js`) runs the
+// stand-in API server (@hypha/test) holding every object (plus one EndpointSlice per Service and the
+// Namespaces), and a second, measured child (`apps/scale-kube-load.js`) syncs it with
+// createKubeSource: time until `ready`, RSS and heap after sync, one pod change PATCHed through the
+// API until the state shows it, ns per lookup. Two processes, so the API server's copy of the
+// cluster is not in the source's RSS. No budgets on these (the stand-in is not a real API server).
 // HYPHA_BENCH_SCALE_SIZES="1000,100000" overrides the sizes; HYPHA_BENCH_SCALE_NODE_ARGS adds
 // flags to the child (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" or "--heap-prof").
 import { spawn } from 'node:child_process';
@@ -21,12 +28,13 @@ import type { BenchOptions, BenchResult, BenchSuiteResult } from '../types.js';
 
 // The built child (it imports @hypha/shared, so Node cannot run the .ts source): from dist/suites
 // next door, from src/suites (vitest) in ../../dist.
-const CHILD = fileURLToPath(
-  new URL(
-    import.meta.url.endsWith('.ts') ? '../../dist/apps/scale-load.js' : '../apps/scale-load.js',
-    import.meta.url,
-  ),
-);
+const app = (name: string) =>
+  fileURLToPath(
+    new URL(import.meta.url.endsWith('.ts') ? `../../dist/apps/${name}` : `../apps/${name}`, import.meta.url),
+  );
+const CHILD = app('scale-load.js');
+const KUBE_API_CHILD = app('scale-kube-api.js');
+const KUBE_CHILD = app('scale-kube-load.js');
 const BUDGET_PODS = 100_000;
 const RSS_BUDGET_MB = 300;
 const CHANGE_BUDGET_MS = 50;
@@ -49,6 +57,24 @@ export interface ScaleFigures {
   mapVipNs: number;
 }
 
+export interface KubeScaleFigures {
+  pods: number;
+  services: number;
+  authorizationPolicies: number;
+  endpointSlices: number;
+  listPages: number;
+  syncMs: number;
+  rss: number;
+  heapUsed: number;
+  peakRss: number;
+  apiChangeMs: number;
+  apiChangeMaxMs: number;
+  workloadByIpNs: number;
+  serviceByVipNs: number;
+  mapIpNs: number;
+  mapVipNs: number;
+}
+
 export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
   const fromEnv = process.env.HYPHA_BENCH_SCALE_SIZES;
   const sizes = fromEnv
@@ -59,7 +85,9 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
   if (sizes.some((n) => !Number.isInteger(n) || n < 20)) throw new Error(`bad sizes ${fromEnv}`);
   const nodeArgs = (process.env.HYPHA_BENCH_SCALE_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const measured: ScaleFigures[] = [];
+  const kube: KubeScaleFigures[] = [];
   for (const pods of sizes) measured.push(await measure(pods, nodeArgs));
+  for (const pods of sizes) kube.push(await measureKube(pods, nodeArgs));
 
   const results: BenchResult[] = [];
   const mb = (b: number) => b / 1024 / 1024;
@@ -111,6 +139,41 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
     lookup('findWorkloadByIp', f.workloadByIpNs, f.mapIpNs);
     lookup('findServiceByVip', f.serviceByVipNs, f.mapVipNs);
   }
+  for (const f of kube) {
+    const at = `${f.pods} pods / ${f.services} services / ${f.authorizationPolicies} policies`;
+    results.push(
+      {
+        name: `Kubernetes source: sync from the API server until ready (${f.listPages} list pages), ${at}`,
+        value: f.syncMs,
+        unit: 'ms',
+      },
+      { name: `Kubernetes source: RSS after sync, ${at}`, value: mb(f.rss), unit: 'MB' },
+      { name: `Kubernetes source: heap used after sync, ${at}`, value: mb(f.heapUsed), unit: 'MB' },
+      { name: `Kubernetes source: peak RSS while syncing, ${at}`, value: mb(f.peakRss), unit: 'MB' },
+      {
+        name: `Kubernetes source: one pod status PATCHed through the API until the state shows it (median of 22), ${at}`,
+        value: f.apiChangeMs,
+        unit: 'ms',
+      },
+      {
+        name: `Kubernetes source: one pod status PATCHed, slowest of 22, ${at}`,
+        value: f.apiChangeMaxMs,
+        unit: 'ms',
+      },
+    );
+    for (const [name, value, floor] of [
+      ['findWorkloadByIp', f.workloadByIpNs, f.mapIpNs],
+      ['findServiceByVip', f.serviceByVipNs, f.mapVipNs],
+    ] as const)
+      results.push({
+        name: `Kubernetes source: ${name}, ns per lookup, ${at}`,
+        value,
+        unit: 'ns',
+        peer: 'Map.get, same keys',
+        peerValue: floor,
+        ratio: value / floor,
+      });
+  }
   return {
     suite: 'scale',
     environment: {
@@ -145,5 +208,55 @@ async function measure(pods: number, nodeArgs: string[]): Promise<ScaleFigures> 
     return JSON.parse(line) as ScaleFigures;
   } finally {
     await rm(dir, { recursive: true, force: true });
+  }
+}
+
+function collect(child: ReturnType<typeof spawn>): { out: () => string; err: () => string } {
+  let out = '';
+  let err = '';
+  child.stdout?.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr?.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
+  return { out: () => out, err: () => err };
+}
+
+async function measureKube(pods: number, nodeArgs: string[]): Promise<KubeScaleFigures> {
+  // stdin is a pipe: closing it ends the API server child.
+  const api = spawn(process.execPath, [KUBE_API_CHILD, '--pods', String(pods)], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  const apiOut = collect(api);
+  const apiExit = new Promise<number | null>((resolve) => api.on('exit', (c) => resolve(c)));
+  try {
+    const kubeconfigPath = await new Promise<string>((resolve, reject) => {
+      const onData = () => {
+        const line = apiOut.out().split('\n')[0];
+        if (!apiOut.out().includes('\n') || line === undefined) return;
+        api.stdout.off('data', onData);
+        resolve((JSON.parse(line) as { kubeconfigPath: string }).kubeconfigPath);
+      };
+      api.stdout.on('data', onData);
+      void apiExit.then((c) =>
+        reject(new Error(`scale-kube-api for ${pods} pods exited ${c}: ${apiOut.err().trim().slice(-2000)}`)),
+      );
+    });
+    const child = spawn(
+      process.execPath,
+      ['--expose-gc', ...nodeArgs, KUBE_CHILD, '--kubeconfig', kubeconfigPath, '--pods', String(pods)],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const io = collect(child);
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    if (code !== 0)
+      throw new Error(`scale-kube-load for ${pods} pods exited ${code}: ${io.err().trim().slice(-2000)}`);
+    return JSON.parse(io.out().trim().split('\n').pop() ?? '') as KubeScaleFigures;
+  } finally {
+    api.stdin.end();
+    const timer = setTimeout(() => api.kill('SIGKILL'), 10_000);
+    await apiExit;
+    clearTimeout(timer);
   }
 }
