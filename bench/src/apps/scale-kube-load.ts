@@ -11,10 +11,10 @@
 //   True) until the state shows it (its onChange), median and slowest of the rounds;
 // - ns per lookup of findWorkloadByIp and findServiceByVip, and the plain Map.get floor, as the
 //   file-source child does.
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { createKubeSource, fetchKube, loadKubeConfig } from '@hypha/shared/kube';
-import { PODS_PER_NAMESPACE, podIp, serviceVip } from '../scale-objects.js';
+import { measureLookups, median, peakRss } from '../scale-measure.js';
+import { PODS_PER_NAMESPACE, podIp } from '../scale-objects.js';
 
 const { values } = parseArgs({
   options: { kubeconfig: { type: 'string' }, pods: { type: 'string' } },
@@ -27,16 +27,6 @@ if (kubeconfig === '' || !Number.isInteger(pods) || pods <= 0 || gc === undefine
   process.exit(2);
 }
 const services = Math.floor(pods / 5);
-
-function peakRss(): number {
-  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
-  return m ? Number(m[1]) * 1024 : Number.NaN;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
 
 const t0 = performance.now();
 const source = createKubeSource({ kubeconfig });
@@ -82,28 +72,8 @@ for (let i = 0; i < ROUNDS; i++) {
 }
 await source.close();
 
-// ---- lookups ----
-function nsPerLookup(keys: string[], lookup: (k: string) => unknown): number {
-  let sink = 0;
-  const rounds = Math.max(1, Math.floor(2_000_000 / keys.length));
-  for (const k of keys) if (lookup(k) !== undefined) sink++; // warm-up
-  const t = process.hrtime.bigint();
-  for (let r = 0; r < rounds; r++) for (const k of keys) if (lookup(k) !== undefined) sink++;
-  const ns = Number(process.hrtime.bigint() - t) / (rounds * keys.length);
-  if (sink !== (rounds + 1) * keys.length) throw new Error('lookup missed an existing key');
-  return ns;
-}
-let seed = 12345;
-const random = (n: number) => {
-  seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-  return seed % n;
-};
-const ipKeys = Array.from({ length: 4096 }, () => podIp(random(pods)));
-const vipKeys = Array.from({ length: 4096 }, () => serviceVip(random(services)));
-const ipFloor = new Map<string, number>();
-for (let n = 0; n < pods; n++) ipFloor.set(podIp(n), n);
-const vipFloor = new Map<string, number>();
-for (let s = 0; s < services; s++) vipFloor.set(serviceVip(s), s);
+// ---- lookups (after the RSS figures) ----
+const lookups = measureLookups(state, pods, services);
 
 process.stdout.write(
   `${JSON.stringify({
@@ -118,9 +88,6 @@ process.stdout.write(
     peakRss: peakRss(),
     apiChangeMs: median(changeMs),
     apiChangeMaxMs: Math.max(...changeMs),
-    workloadByIpNs: nsPerLookup(ipKeys, (k) => state.findWorkloadByIp(k)),
-    serviceByVipNs: nsPerLookup(vipKeys, (k) => state.findServiceByVip(k, 80)),
-    mapIpNs: nsPerLookup(ipKeys, (k) => ipFloor.get(k)),
-    mapVipNs: nsPerLookup(vipKeys, (k) => vipFloor.get(k)),
+    ...lookups,
   })}\n`,
 );

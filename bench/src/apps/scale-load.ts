@@ -10,12 +10,12 @@
 //   `reload()` is awaited: the debounce of the watcher is not counted);
 // - ns per lookup of findWorkloadByIp and findServiceByVip over existing addresses, and of a plain
 //   Map.get over the same keys (the floor: what any hash lookup at this size costs, caches included).
-import { readFileSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createFileSource, type PodObject, translateObject } from '@hypha/shared/config';
-import { podIp, rawPod, serviceVip } from '../scale-objects.js';
+import { measureLookups, median, peakRss } from '../scale-measure.js';
+import { podIp, rawPod } from '../scale-objects.js';
 
 const { values } = parseArgs({
   options: { dir: { type: 'string' }, pods: { type: 'string' } },
@@ -28,16 +28,6 @@ if (dir === '' || !Number.isInteger(pods) || pods <= 0 || gc === undefined) {
   process.exit(2);
 }
 const services = Math.floor(pods / 5);
-
-function peakRss(): number {
-  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
-  return m ? Number(m[1]) * 1024 : Number.NaN;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
 
 const t0 = performance.now();
 const source = createFileSource({ path: dir, watch: false, pollIntervalMs: 3_600_000 });
@@ -103,30 +93,8 @@ status: {podIP: ${podIp(pods + 100 + i)}}
 await rm(changeFile);
 await source.close();
 
-// ---- lookups ----
-function nsPerLookup(keys: string[], lookup: (k: string) => unknown): number {
-  let sink = 0;
-  const rounds = Math.max(1, Math.floor(2_000_000 / keys.length));
-  for (const k of keys) if (lookup(k) !== undefined) sink++; // warm-up
-  const t = process.hrtime.bigint();
-  for (let r = 0; r < rounds; r++) for (const k of keys) if (lookup(k) !== undefined) sink++;
-  const ns = Number(process.hrtime.bigint() - t) / (rounds * keys.length);
-  if (sink !== (rounds + 1) * keys.length) throw new Error('lookup missed an existing key');
-  return ns;
-}
-let seed = 12345;
-const random = (n: number) => {
-  seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-  return seed % n;
-};
-const ipKeys = Array.from({ length: 4096 }, () => podIp(random(pods)));
-const vipKeys = Array.from({ length: 4096 }, () => serviceVip(random(services)));
-
-// The floor: a plain Map of every pod IP (and VIP) with the same keys, built after the RSS figures.
-const ipFloor = new Map<string, number>();
-for (let n = 0; n < pods; n++) ipFloor.set(podIp(n), n);
-const vipFloor = new Map<string, number>();
-for (let s = 0; s < services; s++) vipFloor.set(serviceVip(s), s);
+// ---- lookups (after the RSS figures) ----
+const lookups = measureLookups(state, pods, services);
 
 process.stdout.write(
   `${JSON.stringify({
@@ -141,9 +109,6 @@ process.stdout.write(
     upsertModifyMs: median(modifyMs),
     upsertMaxMs: Math.max(...addMs, ...modifyMs),
     fileChangeMs: median(fileMs),
-    workloadByIpNs: nsPerLookup(ipKeys, (k) => state.findWorkloadByIp(k)),
-    serviceByVipNs: nsPerLookup(vipKeys, (k) => state.findServiceByVip(k, 80)),
-    mapIpNs: nsPerLookup(ipKeys, (k) => ipFloor.get(k)),
-    mapVipNs: nsPerLookup(vipKeys, (k) => vipFloor.get(k)),
+    ...lookups,
   })}\n`,
 );
