@@ -39,7 +39,7 @@ import { createNodeCapture, type NodeCapture } from '../capture/index.js';
 import { getOriginalDst } from '../native/index.js';
 import type { AgentConfig } from './config.js';
 import { ConnectionTracker } from './connections.js';
-import { certificatesView, type Endpoints, startEndpoints } from './endpoints.js';
+import { certificatesView, ENDPOINT_NAMES, type Endpoints, startEndpoints } from './endpoints.js';
 import {
   HandoffError,
   type HandoffServer,
@@ -384,11 +384,12 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
       adminAddress: config.adminAddress,
       metricsAddress: config.metricsAddress,
       readinessAddress: config.readinessAddress,
-      inherited: {
-        ...(takeover?.fds.has('admin') ? { admin: takeover.fds.get('admin') as number } : {}),
-        ...(takeover?.fds.has('metrics') ? { metrics: takeover.fds.get('metrics') as number } : {}),
-        ...(takeover?.fds.has('readiness') ? { readiness: takeover.fds.get('readiness') as number } : {}),
-      },
+      inherited: Object.fromEntries(
+        ENDPOINT_NAMES.flatMap((name) => {
+          const fd = takeover?.fds.get(name);
+          return fd === undefined ? [] : [[name, fd]];
+        }),
+      ),
       admin: {
         configDump: () => configDump(),
         certs: () => certsView(),
@@ -449,12 +450,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
 
   // 7. Operator endpoints, shutdown and the hand-off socket.
   const allListeners = (): Map<string, Server> =>
-    new Map<string, Server>([
-      ...listeners,
-      ['admin', endpoints.servers.admin],
-      ['metrics', endpoints.servers.metrics],
-      ['readiness', endpoints.servers.readiness],
-    ]);
+    new Map<string, Server>([...listeners, ...ENDPOINT_NAMES.map((n) => [n, endpoints.servers[n]] as const)]);
   let accepting = true;
   const stopAccepting = () => {
     if (!accepting) return;

@@ -57,7 +57,8 @@ export interface EndpointsOptions {
   inherited?: Partial<Record<EndpointName, number>>;
 }
 
-export type EndpointName = 'admin' | 'metrics' | 'readiness';
+export const ENDPOINT_NAMES = ['admin', 'metrics', 'readiness'] as const;
+export type EndpointName = (typeof ENDPOINT_NAMES)[number];
 
 export interface Endpoints {
   readonly admin: AddressInfo;
@@ -101,18 +102,11 @@ export function isUnspecifiedHost(host: string): boolean {
 
 async function listen(server: http.Server, address: string, fd?: number): Promise<AddressInfo> {
   const { host, port } = splitHostPort(address);
-  // 0.0.0.0 and :: (the defaults' 0.0.0.0) mean every address of both families.
-  if (fd === undefined && isUnspecifiedHost(host)) return listenAllFamilies(server, port);
+  // 0.0.0.0 and :: (the defaults' 0.0.0.0) mean every address of both families; a handed-over
+  // socket (fd) is listened on as it is. Both go through the one listenAllFamilies.
+  if (fd !== undefined || isUnspecifiedHost(host)) return listenAllFamilies(server, port, fd);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    const done = () => {
-      server.off('error', reject);
-      resolve();
-    };
-    if (fd !== undefined) {
-      server.listen({ fd }, done);
-      return;
-    }
     server.listen(port, host, () => {
       server.off('error', reject);
       resolve();
