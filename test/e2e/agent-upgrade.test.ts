@@ -153,27 +153,34 @@ describe('agent stop fails closed', () => {
   }
 });
 
+/**
+ * churn-client from the client pod against the echo VIP. A connection is failed when refused, reset
+ * or cut; a slow one on a busy machine is not (the bench reports stalls): hence the generous
+ * per-connection timeout.
+ */
+function churn(rate: number, long: number, durationMs: number, timeoutMs: number) {
+  return mesh.cluster.runApp(
+    pods.client,
+    'churn-client',
+    [
+      '--target',
+      `${vip}:80`,
+      '--rate',
+      String(rate),
+      '--long',
+      String(long),
+      '--duration-ms',
+      String(durationMs),
+      '--timeout-ms',
+      '20000',
+    ],
+    timeoutMs,
+  );
+}
+
 describe('agent upgrade (socket hand-off)', () => {
   it('replacing both agents under 200 new connections/s and 20 long-lived streams fails nothing', async () => {
-    const run = mesh.cluster.runApp(
-      pods.client,
-      'churn-client',
-      // A connection is failed when refused, reset or cut; a slow one on a busy machine is not
-      // (the bench reports stalls): hence the generous per-connection timeout.
-      [
-        '--target',
-        `${vip}:80`,
-        '--rate',
-        '200',
-        '--long',
-        '20',
-        '--duration-ms',
-        '12000',
-        '--timeout-ms',
-        '20000',
-      ],
-      90_000,
-    );
+    const run = churn(200, 20, 12000, 90_000);
     await new Promise((r) => setTimeout(r, 2500));
     const a = await mesh.upgradeAgent('node-a');
     const b = await mesh.upgradeAgent('node-b');
@@ -214,23 +221,7 @@ describe('agent upgrade (socket hand-off)', () => {
 
   it('a new agent that dies mid-hand-off leaves the old one serving, with no failed connection', async () => {
     const old = mesh.agents.get('node-a')!;
-    const run = mesh.cluster.runApp(
-      pods.client,
-      'churn-client',
-      [
-        '--target',
-        `${vip}:80`,
-        '--rate',
-        '100',
-        '--long',
-        '4',
-        '--duration-ms',
-        '6000',
-        '--timeout-ms',
-        '20000',
-      ],
-      60_000,
-    );
+    const run = churn(100, 4, 6000, 60_000);
     process.env.HYPHA_FAULT_HANDOFF_DELAY_MS = '5000';
     const dying = mesh
       .startAgent('node-a', 30_000, {
