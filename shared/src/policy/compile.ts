@@ -1,17 +1,20 @@
-// Compiles AuthorizationPolicy objects once, when they enter the config state, into matchers the
-// L4 evaluator runs per connection without parsing or allocating: CIDRs parsed, exact values in
-// Sets, wildcard values split into prefix/suffix lists.
+// Compiles AuthorizationPolicy objects once, when they enter the config state (agent) or the
+// waypoint's snapshot, into matchers that the one evaluator (match.ts) runs per connection or request
+// without parsing or allocating: CIDRs parsed, exact values and ports in Sets, wildcard values split
+// into prefix/suffix lists, hosts lowercased, header names lowercased.
 //
 // Invariants:
-// - A compiled rule holds only attributes the node agent can check (source principal, namespace,
-//   IP, destination port). Anything else (HTTP methods, paths, hosts, request principals, request
-//   headers, remote.ip, ...) needs a waypoint. Where such attributes appear:
-//     ALLOW or DENY policy → `failClosed`: the policy denies every connection to the workloads it
-//       selects (ARCHITECTURE.md §6: "an L7 rule reaching an L4 enforcer becomes a DENY").
-//     AUDIT policy → the rules that carry them are dropped (auditing never blocks traffic).
+// - One compiled form serves both enforcers. Every rule is compiled with every attribute it sets;
+//   `l7` marks the rules the node agent cannot check (HTTP methods, paths, hosts, request
+//   principals, remote IP blocks, `when` keys other than the four L4 ones). At L4:
+//     ALLOW or DENY policy with such rules → `failClosed`: the policy denies every connection to the
+//       workloads it selects (ARCHITECTURE.md §6: "an L7 rule reaching an L4 enforcer becomes a DENY").
+//     AUDIT policy → those rules are left out of `l4Rules` (auditing never blocks traffic).
 //   `l7Fields` names every such field so the caller can log it once per policy.
 // - Policies with targetRefs are waypoint (L7) policies: `enforcedByAgent` is false and the L4
-//   evaluator never applies them.
+//   evaluator never applies them; `waypoint.ts` binds them to a waypoint's services.
+// - `remoteIpBlocks` join `ipBlocks` (and `remote.ip` reads the source IP): Hypha has no proxy
+//   protocol or X-Forwarded-For trust, so the remote address is the source address.
 import { type Cidr, parseCidr } from '../config/ip.js';
 import type {
   AuthorizationAction,
@@ -21,6 +24,7 @@ import type {
   AuthorizationRule,
   AuthorizationSource,
   Labels,
+  PolicyTargetRef,
 } from '../config/types.js';
 
 /** Matches Istio's string forms: exact, `prefix*`, `*suffix`, and `*` (present, non-empty). */
@@ -38,19 +42,47 @@ export interface CompiledSource {
   readonly notPrincipals?: StringMatcher;
   readonly namespaces?: StringMatcher;
   readonly notNamespaces?: StringMatcher;
+  /** ipBlocks and remoteIpBlocks together (see invariants). */
   readonly ipBlocks?: readonly Cidr[];
   readonly notIpBlocks?: readonly Cidr[];
+  /**
+   * JWT principals. Hypha has no request authentication, so every request is one without a token:
+   * `requestPrincipals` never matches and `notRequestPrincipals` always does (Istio's meaning for a
+   * request that carries no token), instead of the fields being dropped and widening an ALLOW.
+   */
+  readonly requestPrincipals?: StringMatcher;
+  readonly notRequestPrincipals?: StringMatcher;
 }
 
 export interface CompiledOperation {
   readonly ports?: ReadonlySet<number>;
   readonly notPorts?: ReadonlySet<number>;
+  readonly methods?: StringMatcher;
+  readonly notMethods?: StringMatcher;
+  readonly paths?: StringMatcher;
+  readonly notPaths?: StringMatcher;
+  /** Lowercased: hosts compare case-insensitively. */
+  readonly hosts?: StringMatcher;
+  readonly notHosts?: StringMatcher;
+  /** Sets methods, paths or hosts (or their not* forms): needs an HTTP request. */
+  readonly needsRequest: boolean;
 }
 
+/** The `when` keys the node agent can check. */
 export type L4ConditionKey = 'source.ip' | 'source.namespace' | 'source.principal' | 'destination.port';
 
+/**
+ * What a `when` key reads. `unsupported`: a key Istio knows that no Hypha enforcer reads
+ * (destination.ip, connection.sni, request.auth.*, ...): L4 fails closed on it, the waypoint rejects it.
+ */
+export type ConditionAttribute = 'ip' | 'namespace' | 'principal' | 'port' | 'header' | 'unsupported';
+
 export interface CompiledCondition {
-  readonly key: L4ConditionKey;
+  /** As written, e.g. `request.headers[x-user]`. */
+  readonly key: string;
+  readonly reads: ConditionAttribute;
+  /** Lowercased header name, for `request.headers[...]`. */
+  readonly header?: string;
   readonly values?: StringMatcher | readonly Cidr[] | ReadonlySet<number>;
   readonly notValues?: StringMatcher | readonly Cidr[] | ReadonlySet<number>;
 }
@@ -61,20 +93,29 @@ export interface CompiledRule {
   readonly from: readonly CompiledSource[] | undefined;
   readonly to: readonly CompiledOperation[] | undefined;
   readonly when: readonly CompiledCondition[] | undefined;
+  /** Uses attributes the node agent cannot check (see invariants). */
+  readonly l7: boolean;
+  /** Reads the HTTP request (methods, paths, hosts, request headers): plain TCP cannot satisfy it. */
+  readonly needsRequest: boolean;
 }
 
 export interface CompiledAuthorizationPolicy {
   readonly namespace: string;
   readonly name: string;
+  /** `namespace/name`, as decisions, logs and metrics name the policy. */
+  readonly key: string;
   readonly action: AuthorizationAction;
   readonly selector: Labels | undefined;
+  readonly targetRefs: readonly PolicyTargetRef[];
   /** False for targetRefs (waypoint) policies. */
   readonly enforcedByAgent: boolean;
-  /** Rules the agent evaluates (see invariants); empty when `rules` was absent. */
+  /** Every rule, as the waypoint evaluates them; empty when `rules` was absent. */
   readonly rules: readonly CompiledRule[];
+  /** The rules the agent evaluates: those without L7 attributes. */
+  readonly l4Rules: readonly CompiledRule[];
   /** Field paths of L7-only attributes, e.g. `spec.rules[0].to[0].operation.methods`. */
   readonly l7Fields: readonly string[];
-  /** ALLOW/DENY policy with L7 attributes: denies every connection to the workloads it selects. */
+  /** ALLOW/DENY policy with L7 attributes: at L4, denies every connection to the workloads it selects. */
   readonly failClosed: boolean;
   /** The validated object, for config dumps and explanations. */
   readonly object: AuthorizationPolicyObject;
@@ -87,12 +128,20 @@ const L7_SOURCE_FIELDS = [
   'notRemoteIpBlocks',
 ] as const;
 const L7_OPERATION_FIELDS = ['methods', 'notMethods', 'paths', 'notPaths', 'hosts', 'notHosts'] as const;
+const CONDITION_READS: ReadonlyMap<string, ConditionAttribute> = new Map<string, ConditionAttribute>([
+  ['source.ip', 'ip'],
+  ['remote.ip', 'ip'],
+  ['source.namespace', 'namespace'],
+  ['source.principal', 'principal'],
+  ['destination.port', 'port'],
+]);
 const L4_CONDITION_KEYS: ReadonlySet<string> = new Set<L4ConditionKey>([
   'source.ip',
   'source.namespace',
   'source.principal',
   'destination.port',
 ]);
+const HEADER_KEY = /^request\.headers\[([^\]]+)\]$/;
 
 export function compileAuthorizationPolicy(policy: AuthorizationPolicyObject): CompiledAuthorizationPolicy {
   const l7Fields: string[] = [];
@@ -100,18 +149,20 @@ export function compileAuthorizationPolicy(policy: AuthorizationPolicyObject): C
   (policy.rules ?? []).forEach((rule, index) => {
     const ruleL7 = l7FieldsOf(rule, `spec.rules[${index}]`);
     l7Fields.push(...ruleL7);
-    if (ruleL7.length === 0) rules.push(compileRule(rule, index));
+    rules.push(compileRule(rule, index, ruleL7.length > 0));
   });
-  const failClosed = l7Fields.length > 0 && policy.action !== 'AUDIT';
   return {
     namespace: policy.namespace,
     name: policy.name,
+    key: `${policy.namespace}/${policy.name}`,
     action: policy.action,
     selector: policy.selector,
+    targetRefs: policy.targetRefs,
     enforcedByAgent: policy.targetRefs.length === 0,
     rules,
+    l4Rules: rules.filter((r) => !r.l7),
     l7Fields,
-    failClosed,
+    failClosed: l7Fields.length > 0 && policy.action !== 'AUDIT',
     object: policy,
   };
 }
@@ -157,49 +208,70 @@ function l7FieldsOf(rule: AuthorizationRule, at: string): string[] {
   return out;
 }
 
-function compileRule(rule: AuthorizationRule, index: number): CompiledRule {
+function compileRule(rule: AuthorizationRule, index: number, l7: boolean): CompiledRule {
+  const to = rule.to?.map((t) => compileOperation(t.operation));
+  const when = rule.when?.map(compileCondition);
   return {
     index,
     from: rule.from?.map((f) => compileSource(f.source)),
-    to: rule.to?.map((t) => compileOperation(t.operation)),
-    when: rule.when?.map(compileCondition),
+    to,
+    when,
+    l7,
+    needsRequest:
+      (to?.some((o) => o.needsRequest) ?? false) || (when?.some((c) => c.reads === 'header') ?? false),
   };
 }
 
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
 function compileSource(s: AuthorizationSource): CompiledSource {
-  const out: {
-    -readonly [K in keyof CompiledSource]: CompiledSource[K];
-  } = {};
+  const out: Mutable<CompiledSource> = {};
   if (s.principals) out.principals = compileStringMatcher(s.principals);
   if (s.notPrincipals) out.notPrincipals = compileStringMatcher(s.notPrincipals);
   if (s.namespaces) out.namespaces = compileStringMatcher(s.namespaces);
   if (s.notNamespaces) out.notNamespaces = compileStringMatcher(s.notNamespaces);
-  if (s.ipBlocks) out.ipBlocks = s.ipBlocks.map(cidrOf);
-  if (s.notIpBlocks) out.notIpBlocks = s.notIpBlocks.map(cidrOf);
+  const ipBlocks = joined(s.ipBlocks, s.remoteIpBlocks);
+  if (ipBlocks) out.ipBlocks = ipBlocks.map(cidrOf);
+  const notIpBlocks = joined(s.notIpBlocks, s.notRemoteIpBlocks);
+  if (notIpBlocks) out.notIpBlocks = notIpBlocks.map(cidrOf);
+  if (s.requestPrincipals) out.requestPrincipals = compileStringMatcher(s.requestPrincipals);
+  if (s.notRequestPrincipals) out.notRequestPrincipals = compileStringMatcher(s.notRequestPrincipals);
   return out;
 }
 
+function joined(
+  a: readonly string[] | undefined,
+  b: readonly string[] | undefined,
+): readonly string[] | undefined {
+  return a && b ? [...a, ...b] : (a ?? b);
+}
+
 function compileOperation(o: AuthorizationOperation): CompiledOperation {
-  const out: { ports?: Set<number>; notPorts?: Set<number> } = {};
+  const out: Mutable<CompiledOperation> = {
+    needsRequest: L7_OPERATION_FIELDS.some((f) => o[f] !== undefined),
+  };
   if (o.ports) out.ports = new Set(o.ports);
   if (o.notPorts) out.notPorts = new Set(o.notPorts);
+  if (o.methods) out.methods = compileStringMatcher(o.methods);
+  if (o.notMethods) out.notMethods = compileStringMatcher(o.notMethods);
+  if (o.paths) out.paths = compileStringMatcher(o.paths);
+  if (o.notPaths) out.notPaths = compileStringMatcher(o.notPaths);
+  if (o.hosts) out.hosts = compileStringMatcher(o.hosts.map((h) => h.toLowerCase()));
+  if (o.notHosts) out.notHosts = compileStringMatcher(o.notHosts.map((h) => h.toLowerCase()));
   return out;
 }
 
 function compileCondition(c: AuthorizationCondition): CompiledCondition {
-  const key = c.key as L4ConditionKey;
+  const header = HEADER_KEY.exec(c.key)?.[1]?.toLowerCase();
+  const reads: ConditionAttribute =
+    header !== undefined ? 'header' : (CONDITION_READS.get(c.key) ?? 'unsupported');
   const compile = (values: readonly string[]) => {
-    if (key === 'source.ip') return values.map(cidrOf);
-    if (key === 'destination.port') return new Set(values.map(Number));
+    if (reads === 'ip') return values.map(cidrOf);
+    if (reads === 'port') return new Set(values.map(Number));
     return compileStringMatcher(values);
   };
-  const out: {
-    key: L4ConditionKey;
-    values?: CompiledCondition['values'];
-    notValues?: CompiledCondition['values'];
-  } = {
-    key,
-  };
+  const out: Mutable<CompiledCondition> = { key: c.key, reads };
+  if (header !== undefined) out.header = header;
   if (c.values) out.values = compile(c.values);
   if (c.notValues) out.notValues = compile(c.notValues);
   return out;

@@ -8,23 +8,15 @@
 //   3. No ALLOW policy applies → allow.
 //   4. Any ALLOW policy matches → allow. Otherwise → deny.
 //   AUDIT policies never change the decision; every matching one is reported in `audit`.
-// A rule matches when every part it sets matches: `from` (any entry), `to` (any entry), `when`
-// (every condition). Within an entry, every field set must match; values within a field are OR'd.
+// Rules are matched by match.ts, the same matcher the waypoint's L7 decision uses (waypoint.ts); the
+// agent evaluates only a policy's `l4Rules` (compile.ts says what happens to the others).
 //
 // Synchronous and allocation-light: this runs once per connection on the data path.
 
-import { type Cidr, cidrContains, type ParsedIp, parseIp } from '../config/ip.js';
 import { DEFAULT_ROOT_NAMESPACE, type Labels, type Workload } from '../config/types.js';
 import type { SpiffeId } from '../identity/spiffe.js';
-import {
-  type CompiledAuthorizationPolicy,
-  type CompiledCondition,
-  type CompiledOperation,
-  type CompiledRule,
-  type CompiledSource,
-  matchString,
-  type StringMatcher,
-} from './compile.js';
+import type { CompiledAuthorizationPolicy, CompiledRule } from './compile.js';
+import { describeMismatch, type Facts, firstMatchingRule, newFacts, resetFacts } from './match.js';
 
 export interface L4Request {
   source: {
@@ -90,15 +82,6 @@ export function selectorMatches(selector: Labels | undefined, labels: Labels): b
   return true;
 }
 
-/** Per-connection facts, computed once and shared by every rule. */
-interface Facts {
-  principal: string;
-  namespace: string;
-  ipText: string;
-  ip: ParsedIp | undefined | null; // null: not parsed yet
-  port: number;
-}
-
 export function evaluateL4(
   policies: readonly CompiledAuthorizationPolicy[],
   request: L4Request,
@@ -106,14 +89,14 @@ export function evaluateL4(
 ): L4Decision {
   const root = options.rootNamespace ?? DEFAULT_ROOT_NAMESPACE;
   const workload = request.destination.workload;
-  const facts = factsOf(request);
+  const facts = factsOf(scratch, request);
   let audit: AuditMatch[] | undefined;
   let deny: L4Decision | undefined;
   let hasAllow = false;
   for (const p of policies) {
     if (!policyAppliesTo(p, workload, root)) continue;
     if (p.action === 'AUDIT') {
-      const rule = firstMatchingRule(p, facts);
+      const rule = firstMatchingRule(p.l4Rules, facts, true);
       if (rule !== undefined) {
         audit ??= [];
         audit.push({ namespace: p.namespace, name: p.name, rule: rule.index });
@@ -124,7 +107,7 @@ export function evaluateL4(
     if (p.failClosed) {
       deny = failClosedDecision(p);
     } else if (p.action === 'DENY') {
-      const rule = firstMatchingRule(p, facts);
+      const rule = firstMatchingRule(p.l4Rules, facts, true);
       if (rule !== undefined) deny = ruleDecision(p, rule);
     } else {
       hasAllow = true;
@@ -135,7 +118,7 @@ export function evaluateL4(
   if (!hasAllow) return withAudit(noAllowDecision(workload), auditOut);
   for (const p of policies) {
     if (p.action !== 'ALLOW' || p.failClosed || !policyAppliesTo(p, workload, root)) continue;
-    const rule = firstMatchingRule(p, facts);
+    const rule = firstMatchingRule(p.l4Rules, facts, false);
     if (rule !== undefined) return withAudit(ruleDecision(p, rule), auditOut);
   }
   const names = policies
@@ -202,111 +185,19 @@ function withAudit(d: L4Decision, audit: readonly AuditMatch[]): L4Decision {
   return audit === NO_AUDIT ? d : { ...d, audit };
 }
 
-function factsOf(request: L4Request): Facts {
+// Evaluation is synchronous and never re-entered, so one Facts object serves every connection.
+const scratch = newFacts();
+
+function factsOf(f: Facts, request: L4Request): Facts {
   const id = request.source.identity;
-  return {
-    principal: id?.principal ?? '',
-    namespace: id !== undefined ? id.namespace : (request.source.namespace ?? ''),
-    ipText: request.source.ip,
-    ip: null,
-    port: request.destination.port,
-  };
-}
-
-function sourceIp(f: Facts): ParsedIp | undefined {
-  if (f.ip === null) f.ip = parseIp(f.ipText);
-  return f.ip;
-}
-
-function firstMatchingRule(p: CompiledAuthorizationPolicy, f: Facts): CompiledRule | undefined {
-  for (const rule of p.rules) if (ruleMismatch(rule, f) === undefined) return rule;
-  return undefined;
-}
-
-/** undefined when the rule matches; otherwise the first reason it does not (for explanations). */
-function ruleMismatch(rule: CompiledRule, f: Facts): string | undefined {
-  if (rule.from !== undefined) {
-    let why: string | undefined;
-    let any = false;
-    for (let i = 0; i < rule.from.length; i++) {
-      const w = sourceMismatch(rule.from[i]!, f);
-      if (w === undefined) {
-        any = true;
-        break;
-      }
-      why ??= `from[${i}].source.${w}`;
-    }
-    if (!any) return why;
-  }
-  if (rule.to !== undefined) {
-    let why: string | undefined;
-    let any = false;
-    for (let i = 0; i < rule.to.length; i++) {
-      const w = operationMismatch(rule.to[i]!, f);
-      if (w === undefined) {
-        any = true;
-        break;
-      }
-      why ??= `to[${i}].operation.${w}`;
-    }
-    if (!any) return why;
-  }
-  if (rule.when !== undefined) {
-    for (let i = 0; i < rule.when.length; i++) {
-      const w = conditionMismatch(rule.when[i]!, f);
-      if (w !== undefined) return `when[${i}] ${w}`;
-    }
-  }
-  return undefined;
-}
-
-function sourceMismatch(s: CompiledSource, f: Facts): string | undefined {
-  const principal = f.principal === '' ? 'no peer identity' : `"${f.principal}"`;
-  const ns = f.namespace === '' ? 'no peer namespace' : `"${f.namespace}"`;
-  if (s.principals && !matchString(s.principals, f.principal))
-    return `principals ${list(s.principals)}: ${principal}`;
-  if (s.notPrincipals && matchString(s.notPrincipals, f.principal)) {
-    return `notPrincipals ${list(s.notPrincipals)}: ${principal}`;
-  }
-  if (s.namespaces && !matchString(s.namespaces, f.namespace))
-    return `namespaces ${list(s.namespaces)}: ${ns}`;
-  if (s.notNamespaces && matchString(s.notNamespaces, f.namespace)) {
-    return `notNamespaces ${list(s.notNamespaces)}: ${ns}`;
-  }
-  if (s.ipBlocks && !inBlocks(s.ipBlocks, f)) return `ipBlocks ${cidrs(s.ipBlocks)}: ${f.ipText}`;
-  if (s.notIpBlocks && inBlocks(s.notIpBlocks, f)) return `notIpBlocks ${cidrs(s.notIpBlocks)}: ${f.ipText}`;
-  return undefined;
-}
-
-function operationMismatch(o: CompiledOperation, f: Facts): string | undefined {
-  if (o.ports && !o.ports.has(f.port)) return `ports [${[...o.ports].join(', ')}]: port ${f.port}`;
-  if (o.notPorts?.has(f.port)) return `notPorts [${[...o.notPorts].join(', ')}]: port ${f.port}`;
-  return undefined;
-}
-
-function conditionMismatch(c: CompiledCondition, f: Facts): string | undefined {
-  const test = (values: NonNullable<CompiledCondition['values']>): boolean => {
-    switch (c.key) {
-      case 'source.ip':
-        return inBlocks(values as readonly Cidr[], f);
-      case 'destination.port':
-        return (values as ReadonlySet<number>).has(f.port);
-      case 'source.principal':
-        return matchString(values as StringMatcher, f.principal);
-      case 'source.namespace':
-        return matchString(values as StringMatcher, f.namespace);
-    }
-  };
-  if (c.values !== undefined && !test(c.values)) return `${c.key} not in values`;
-  if (c.notValues !== undefined && test(c.notValues)) return `${c.key} in notValues`;
-  return undefined;
-}
-
-function inBlocks(blocks: readonly Cidr[], f: Facts): boolean {
-  const ip = sourceIp(f);
-  if (ip === undefined) return false;
-  for (const b of blocks) if (cidrContains(b, ip)) return true;
-  return false;
+  return resetFacts(
+    f,
+    id?.principal ?? '',
+    id !== undefined ? id.namespace : (request.source.namespace ?? ''),
+    request.source.ip,
+    request.destination.port,
+    undefined,
+  );
 }
 
 function failClosedReason(p: CompiledAuthorizationPolicy): string {
@@ -314,14 +205,6 @@ function failClosedReason(p: CompiledAuthorizationPolicy): string {
     `denied: ${p.action} policy ${p.namespace}/${p.name} uses L7 attributes the node agent cannot check ` +
     `(${p.l7Fields.join(', ')}), so it fails closed; move L7 rules to a policy with targetRefs on a waypoint`
   );
-}
-
-function list(m: StringMatcher): string {
-  return `[${m.written.join(', ')}]`;
-}
-
-function cidrs(blocks: readonly Cidr[]): string {
-  return `[${blocks.map((b) => b.text).join(', ')}]`;
 }
 
 export interface L4Explanation {
@@ -339,7 +222,7 @@ export function explainL4(
   const root = options.rootNamespace ?? DEFAULT_ROOT_NAMESPACE;
   const list = policies;
   const decision = evaluateL4(list, request, options);
-  const facts = factsOf(request);
+  const facts = factsOf(newFacts(), request);
   const w = request.destination.workload;
   const from = request.source.identity?.principal ?? `${request.source.ip} (no identity)`;
   const lines: string[] = [
@@ -354,18 +237,19 @@ export function explainL4(
       lines.push(`  ${head}: fails closed, L7 attributes at L4: ${p.l7Fields.join(', ')}`);
       continue;
     }
-    if (p.rules.length === 0) {
+    if (p.l4Rules.length === 0) {
       lines.push(
         `  ${head}: ${p.object.rules === undefined ? 'no rules' : 'no rules the agent can check'}, matches nothing`,
       );
       continue;
     }
-    const matched = firstMatchingRule(p, facts);
+    const forDeny = p.action !== 'ALLOW';
+    const matched = firstMatchingRule(p.l4Rules, facts, forDeny);
     if (matched !== undefined) {
       lines.push(`  ${head}: rules[${matched.index}] matches`);
       continue;
     }
-    const whys = p.rules.map((r) => `rules[${r.index}] ${ruleMismatch(r, facts)}`);
+    const whys = p.l4Rules.map((r) => `rules[${r.index}] ${describeMismatch(r, facts, forDeny)}`);
     lines.push(`  ${head}: no rule matches (${whys.join('; ')})`);
     if (p.l7Fields.length > 0) lines.push(`    (L7-only rules ignored for audit: ${p.l7Fields.join(', ')})`);
   }

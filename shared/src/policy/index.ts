@@ -5,6 +5,7 @@ export type {
   CompiledOperation,
   CompiledRule,
   CompiledSource,
+  ConditionAttribute,
   L4ConditionKey,
   StringMatcher,
 } from './compile.js';
@@ -18,3 +19,22 @@ export type {
   PolicyRef,
 } from './evaluate.js';
 export { evaluateL4, explainL4, policyAppliesTo, selectorMatches } from './evaluate.js';
+export type {
+  GatewayRef,
+  L7Attributes,
+  L7Decision,
+  L7Explanation,
+  L7PolicySet,
+  WaypointPolicy,
+  WaypointPolicyErrorCode,
+} from './waypoint.js';
+export {
+  bindWaypointPolicy,
+  compileWaypointPolicy,
+  dependsOnRequest,
+  EMPTY_L7_POLICY_SET,
+  evaluateL7,
+  explainL7,
+  indexL7Policies,
+  WaypointPolicyError,
+} from './waypoint.js';

@@ -35,10 +35,18 @@ it('@hypha/shared/config exports exactly these values', () => {
 
 it('@hypha/shared/policy exports exactly these values', () => {
   expect(Object.keys(policy).sort()).toEqual([
+    'EMPTY_L7_POLICY_SET',
+    'WaypointPolicyError',
+    'bindWaypointPolicy',
     'compileAuthorizationPolicy',
     'compileStringMatcher',
+    'compileWaypointPolicy',
+    'dependsOnRequest',
     'evaluateL4',
+    'evaluateL7',
     'explainL4',
+    'explainL7',
+    'indexL7Policies',
     'matchString',
     'policyAppliesTo',
     'selectorMatches',

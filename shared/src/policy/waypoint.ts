@@ -1,0 +1,324 @@
+// AuthorizationPolicy at the waypoint (L7): which policies apply to a service the waypoint serves, and
+// the decision for each request (or plain TCP connection), with the same compiled rules and the same
+// matcher as the node agent's L4 decision (match.ts). `hypha policy explain` calls the same functions.
+//
+// Invariants:
+// - Decision order (Istio's): any DENY match → deny; no ALLOW policy applies → allow;
+//   any ALLOW match → allow; otherwise deny. AUDIT matches are reported, never change the answer.
+// - A policy applies when one of its targetRefs names the waypoint Gateway (every service) or the
+//   destination Service (same namespace as the policy). `selector` policies are the agents' (L4).
+// - String matching (principals, namespaces, paths, hosts, header values): exact, "prefix*",
+//   "*suffix", or "*" for any non-empty value. Hosts compare case-insensitively.
+// - For plain TCP (no request) an ALLOW rule that needs request attributes does not match and a
+//   DENY rule matches on its L4 part alone: missing L7 data never widens access.
+// - A policy the waypoint cannot enforce entirely (a `when` key it does not read, a targetRef kind
+//   it does not serve) is rejected by name and field, not half-applied.
+// - Per request: no parsing, and no allocation unless an AUDIT policy matches. Decisions that depend
+//   only on a rule are built once, frozen and shared: callers must not mutate them.
+import { translateObject } from '../config/translate.js';
+import type { AuthorizationAction, AuthorizationPolicyObject } from '../config/types.js';
+import {
+  type CompiledAuthorizationPolicy,
+  type CompiledRule,
+  compileAuthorizationPolicy,
+} from './compile.js';
+import { describeMismatch, type Facts, firstMatchingRule, newFacts, resetFacts } from './match.js';
+
+/** What the waypoint knows about one request, or one plain TCP connection (`request` undefined). */
+export interface L7Attributes {
+  /** Istio principal form: `cluster.local/ns/x/sa/y` (no scheme); undefined without mTLS. */
+  principal: string | undefined;
+  sourceNamespace: string | undefined;
+  sourceIp: string;
+  /** Destination service port. */
+  port: number;
+  /** Undefined for plain TCP. */
+  request:
+    | {
+        method: string;
+        path: string;
+        /** Host header (may include a port). */
+        host: string;
+        headers: Readonly<Record<string, string | string[] | undefined>>;
+      }
+    | undefined;
+}
+
+export interface L7Decision {
+  readonly allowed: boolean;
+  /** The policy whose rule decided (`namespace/name`), if any. */
+  readonly policy: string | undefined;
+  /** Index in the deciding policy's spec.rules. */
+  readonly rule: number | undefined;
+  /** AUDIT policies that matched (`namespace/name`). */
+  readonly audited: readonly string[];
+}
+
+/** A policy bound to one waypoint: which of its services it applies to. */
+export interface WaypointPolicy {
+  /** `namespace/name` */
+  readonly key: string;
+  readonly action: AuthorizationAction;
+  /** Applies to every service of the waypoint. */
+  readonly gateway: boolean;
+  /** Service keys (`namespace/name`) this policy targets. */
+  readonly services: readonly string[];
+  readonly compiled: CompiledAuthorizationPolicy;
+}
+
+/** The policies that apply to one destination service, split by action (computed once per config). */
+export interface L7PolicySet {
+  readonly deny: readonly CompiledAuthorizationPolicy[];
+  readonly allow: readonly CompiledAuthorizationPolicy[];
+  readonly audit: readonly CompiledAuthorizationPolicy[];
+}
+
+export const EMPTY_L7_POLICY_SET: L7PolicySet = Object.freeze({ deny: [], allow: [], audit: [] });
+
+export type WaypointPolicyErrorCode =
+  /** The object failed validation (the shared AuthorizationPolicy schema). */
+  | 'INVALID_OBJECT'
+  /** A targetRef names another namespace or a kind other than Gateway or Service. */
+  | 'UNSUPPORTED_TARGET'
+  /** A `when` key the waypoint does not read (request.auth.*, destination.ip, connection.sni, ...). */
+  | 'UNSUPPORTED_CONDITION';
+
+export class WaypointPolicyError extends Error {
+  readonly code: WaypointPolicyErrorCode;
+  readonly namespace: string;
+  readonly policyName: string;
+  /** Dotted field path, e.g. `spec.rules[0].when[1].key`. */
+  readonly field: string;
+  readonly detail: string;
+  constructor(code: WaypointPolicyErrorCode, namespace: string, name: string, field: string, detail: string) {
+    super(`AuthorizationPolicy ${namespace}/${name}:${field === '' ? '' : ` field ${field}:`} ${detail}`);
+    this.name = 'WaypointPolicyError';
+    this.code = code;
+    this.namespace = namespace;
+    this.policyName = name;
+    this.field = field;
+    this.detail = detail;
+  }
+}
+
+export interface GatewayRef {
+  readonly name: string;
+  readonly namespace: string;
+}
+
+/**
+ * Validates a raw policy (Kubernetes-shaped, apiVersion optional, or the config model's translated
+ * record) with the shared schema, compiles it and binds it to this waypoint. undefined for a
+ * `selector` policy (the agents'). Throws WaypointPolicyError.
+ */
+export function compileWaypointPolicy(raw: unknown, gateway: GatewayRef): WaypointPolicy | undefined {
+  const object = parseAuthorizationPolicy(raw);
+  if (object.targetRefs.length === 0) return undefined;
+  return bindWaypointPolicy(compileAuthorizationPolicy(object), gateway);
+}
+
+/** Binds a compiled targetRefs policy to a waypoint. Throws WaypointPolicyError. */
+export function bindWaypointPolicy(p: CompiledAuthorizationPolicy, gateway: GatewayRef): WaypointPolicy {
+  let onGateway = false;
+  const services: string[] = [];
+  p.targetRefs.forEach((r, i) => {
+    const ns = r.namespace ?? p.namespace;
+    if (ns !== p.namespace) {
+      throw new WaypointPolicyError(
+        'UNSUPPORTED_TARGET',
+        p.namespace,
+        p.name,
+        `spec.targetRefs[${i}].namespace`,
+        "targetRefs may only name objects in the policy's own namespace",
+      );
+    }
+    if (r.kind === 'Gateway') {
+      if (r.name === gateway.name && ns === gateway.namespace) onGateway = true;
+    } else if (r.kind === 'Service') services.push(`${ns}/${r.name}`);
+    else {
+      throw new WaypointPolicyError(
+        'UNSUPPORTED_TARGET',
+        p.namespace,
+        p.name,
+        `spec.targetRefs[${i}].kind`,
+        `kind ${r.kind} is not supported (Gateway or Service)`,
+      );
+    }
+  });
+  for (const rule of p.rules) {
+    rule.when?.forEach((c, i) => {
+      if (c.reads !== 'unsupported') return;
+      throw new WaypointPolicyError(
+        'UNSUPPORTED_CONDITION',
+        p.namespace,
+        p.name,
+        `spec.rules[${rule.index}].when[${i}].key`,
+        `unsupported key ${c.key}: use request.headers[<name>], source.ip, remote.ip, source.namespace, source.principal or destination.port`,
+      );
+    });
+  }
+  return { key: p.key, action: p.action, gateway: onGateway, services, compiled: p };
+}
+
+/** Groups bound policies per destination service (gateway-wide policies join every set). */
+export function indexL7Policies(
+  policies: readonly WaypointPolicy[],
+  serviceKeys: Iterable<string>,
+): Map<string, L7PolicySet> {
+  const out = new Map<string, L7PolicySet>();
+  for (const key of serviceKeys) {
+    const set = { deny: [], allow: [], audit: [] } as {
+      [K in keyof L7PolicySet]: CompiledAuthorizationPolicy[];
+    };
+    for (const p of policies) {
+      if (!p.gateway && !p.services.includes(key)) continue;
+      (p.action === 'DENY' ? set.deny : p.action === 'ALLOW' ? set.allow : set.audit).push(p.compiled);
+    }
+    out.set(key, set);
+  }
+  return out;
+}
+
+// Synchronous and never re-entered: one Facts object serves every request.
+const scratch = newFacts();
+
+function factsOf(f: Facts, a: L7Attributes): Facts {
+  return resetFacts(f, a.principal ?? '', a.sourceNamespace ?? '', a.sourceIp, a.port, a.request);
+}
+
+const NO_AUDIT: readonly string[] = Object.freeze([]);
+const NO_ALLOW_POLICY: L7Decision = Object.freeze({
+  allowed: true,
+  policy: undefined,
+  rule: undefined,
+  audited: NO_AUDIT,
+});
+const NO_ALLOW_MATCH: L7Decision = Object.freeze({
+  allowed: false,
+  policy: undefined,
+  rule: undefined,
+  audited: NO_AUDIT,
+});
+const ruleDecisions = new WeakMap<CompiledRule, L7Decision>();
+
+function ruleDecision(p: CompiledAuthorizationPolicy, rule: CompiledRule): L7Decision {
+  let d = ruleDecisions.get(rule);
+  if (d === undefined) {
+    d = Object.freeze({ allowed: p.action === 'ALLOW', policy: p.key, rule: rule.index, audited: NO_AUDIT });
+    ruleDecisions.set(rule, d);
+  }
+  return d;
+}
+
+/** AUDIT, DENY and plain-TCP DENY parts match on what is known; ALLOW parts need it all. */
+const forDeny = (p: CompiledAuthorizationPolicy): boolean => p.action !== 'ALLOW';
+
+export function evaluateL7(set: L7PolicySet, a: L7Attributes): L7Decision {
+  const f = factsOf(scratch, a);
+  let audited: string[] | undefined;
+  for (const p of set.audit) {
+    if (firstMatchingRule(p.rules, f, true) === undefined) continue;
+    audited ??= [];
+    audited.push(p.key);
+  }
+  const d = decide(set, f);
+  return audited === undefined ? d : { ...d, audited };
+}
+
+function decide(set: L7PolicySet, f: Facts): L7Decision {
+  for (const p of set.deny) {
+    const rule = firstMatchingRule(p.rules, f, true);
+    if (rule !== undefined) return ruleDecision(p, rule);
+  }
+  if (set.allow.length === 0) return NO_ALLOW_POLICY;
+  for (const p of set.allow) {
+    const rule = firstMatchingRule(p.rules, f, false);
+    if (rule !== undefined) return ruleDecision(p, rule);
+  }
+  return NO_ALLOW_MATCH;
+}
+
+/** Does the answer for this set depend on the HTTP request (methods, paths, hosts, headers)? */
+export function dependsOnRequest(set: L7PolicySet): boolean {
+  for (const list of [set.deny, set.allow, set.audit])
+    for (const p of list) for (const r of p.rules) if (r.needsRequest) return true;
+  return false;
+}
+
+export interface L7Explanation {
+  readonly decision: L7Decision;
+  /** Why, in words: the deciding policy and rule, or why none decided. */
+  readonly reason: string;
+  /** One line per applicable policy saying whether and why it matched, then the decision. */
+  readonly lines: readonly string[];
+}
+
+/** The same decision as evaluateL7, with a line per applicable policy for `hypha policy explain`. */
+export function explainL7(set: L7PolicySet, a: L7Attributes): L7Explanation {
+  const decision = evaluateL7(set, a);
+  const f = factsOf(newFacts(), a);
+  const lines: string[] = [];
+  for (const p of [...set.deny, ...set.allow, ...set.audit]) {
+    const head = `${p.action} ${p.key}`;
+    if (p.rules.length === 0) {
+      lines.push(`  ${head}: no rules, matches nothing`);
+      continue;
+    }
+    const matched = firstMatchingRule(p.rules, f, forDeny(p));
+    if (matched !== undefined) {
+      lines.push(`  ${head}: rules[${matched.index}] matches`);
+      continue;
+    }
+    const whys = p.rules.map((r) => `rules[${r.index}] ${describeMismatch(r, f, forDeny(p))}`);
+    lines.push(`  ${head}: no rule matches (${whys.join('; ')})`);
+  }
+  if (lines.length === 0) lines.push('  no L7 policy applies');
+  const reason = reasonOf(decision, set);
+  lines.push(`decision: ${decision.allowed ? 'ALLOW' : 'DENY'}: ${reason}`);
+  for (const key of decision.audited) lines.push(`audit: AUDIT ${key} matched`);
+  return { decision, reason, lines };
+}
+
+function reasonOf(d: L7Decision, set: L7PolicySet): string {
+  const verb = d.allowed ? 'allowed' : 'denied';
+  if (d.policy !== undefined) {
+    const action = set.deny.some((p) => p.key === d.policy) ? 'DENY' : 'ALLOW';
+    return `${verb} by ${action} policy ${d.policy} rules[${d.rule}]`;
+  }
+  if (d.allowed) return 'allowed: no ALLOW policy applies';
+  return `denied: ALLOW policies apply (${set.allow.map((p) => p.key).join(', ')}) but none matched`;
+}
+
+function parseAuthorizationPolicy(raw: unknown): AuthorizationPolicyObject {
+  const r = translateObject(asKubernetesObject(raw), { source: 'waypoint' });
+  if (r.status === 'ok' && r.object.kind === 'AuthorizationPolicy') return r.object;
+  const e = r.status === 'invalid' ? r.errors[0] : undefined;
+  throw new WaypointPolicyError(
+    'INVALID_OBJECT',
+    e?.namespace ?? '?',
+    e?.objectName ?? '?',
+    e?.field ?? '',
+    e?.detail ?? 'not an AuthorizationPolicy',
+  );
+}
+
+/** The waypoint is handed Kubernetes objects (apiVersion optional) or the config model's records. */
+function asKubernetesObject(raw: unknown): unknown {
+  if (typeof raw !== 'object' || raw === null) return raw;
+  const o = raw as Record<string, unknown>;
+  if (o.metadata === undefined && o.kind === 'AuthorizationPolicy') {
+    const r = raw as AuthorizationPolicyObject;
+    return {
+      apiVersion: 'security.hypha.dev/v1',
+      kind: r.kind,
+      metadata: { name: r.name, namespace: r.namespace, labels: r.labels },
+      spec: {
+        action: r.action,
+        targetRefs: r.targetRefs,
+        ...(r.selector !== undefined ? { selector: { matchLabels: r.selector } } : {}),
+        ...(r.rules !== undefined ? { rules: r.rules } : {}),
+      },
+    };
+  }
+  return { apiVersion: 'security.hypha.dev/v1', kind: 'AuthorizationPolicy', ...o };
+}
