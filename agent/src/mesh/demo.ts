@@ -4,9 +4,9 @@
 // hops between nodes ran over mutual TLS with the expected identities, and traffic to the pod
 // outside the mesh passed through as plain TCP.
 import type { Logger } from '@hypha/shared';
-import { type DemoConfigParams, demoConfigYaml } from '@hypha/shared/config';
+import { type DemoConfigParams, demoConfigObjects, demoConfigYaml } from '@hypha/shared/config';
 import type { ClusterPod, IpFamilies } from '@hypha/test';
-import { hostPort, LocalMesh } from './local-mesh.js';
+import { hostPort, LocalMesh, type WaypointProcess } from './local-mesh.js';
 
 export interface DemoCheck {
   name: string;
@@ -22,17 +22,29 @@ export interface DemoResult {
   /** The echo Service's IPv6 VIP in a dual-stack demo. */
   vip6: string | undefined;
   ipFamilies: IpFamilies;
+  /** Waypoint demo/waypoint on node-b (startDemo with `waypoint: true`); nothing is bound to it yet. */
+  waypoint: WaypointProcess | undefined;
   checks: DemoCheck[];
   report: string[];
 }
 
 export const DEMO_NODES = ['node-a', 'node-b'] as const;
 
+/** The demo's waypoint: Gateway demo/waypoint, its pod on node-b. */
+export const DEMO_WAYPOINT = { node: 'node-b', namespace: 'demo', name: 'waypoint' } as const;
+
+const CONFIG_HEADER =
+  '# Hypha demo configuration (generated). Edit and save: the agents pick changes up live.\n';
+
 /** Builds the demo mesh and starts everything; the caller stops it (mesh.stop()). */
 export async function startDemo(
   logger?: Logger,
   progress: (line: string) => void = () => {},
-  options: { ipFamilies?: IpFamilies } = {},
+  options: {
+    ipFamilies?: IpFamilies;
+    /** Also start waypoint DEMO_WAYPOINT (alongside the agents); demo-l7 binds the echo service to it. */
+    waypoint?: boolean;
+  } = {},
 ): Promise<DemoResult> {
   const ipFamilies = options.ipFamilies ?? 'ipv4';
   const stack = { ipv4: 'IPv4', dual: 'dual-stack (IPv4 + IPv6)', ipv6: 'IPv6-only' }[ipFamilies];
@@ -54,7 +66,10 @@ export async function startDemo(
     };
     const vip = mesh.cluster.allocateServiceIp();
     const vip6 = ipFamilies === 'dual' ? mesh.cluster.allocateServiceIp6() : undefined;
-    await mesh.writeConfig(demoConfigYaml(demoConfigParams({ pods, vip, vip6, ipFamilies })));
+    const params = demoConfigParams({ pods, vip, vip6, ipFamilies });
+    // startWaypoint adds its Gateway and pod to a config written as objects.
+    if (options.waypoint) await mesh.writeConfig(demoConfigObjects(params), { header: CONFIG_HEADER });
+    else await mesh.writeConfig(demoConfigYaml(params));
     progress(
       'starting sample apps: http-echo v1 (node-a), v2 (node-b), plain (node-b, outside the mesh) ...',
     );
@@ -85,10 +100,14 @@ export async function startDemo(
       ]),
     ]);
     progress(
-      "starting the CA and one agent per node; waiting until every agent holds its pods' certificates ...",
+      `starting the CA and one agent per node${options.waypoint ? `, and waypoint ${DEMO_WAYPOINT.namespace}/${DEMO_WAYPOINT.name} (${DEMO_WAYPOINT.node})` : ''}; waiting until every agent holds its pods' certificates ...`,
     );
-    await mesh.startAgents();
-    return { mesh, pods, vip, vip6, ipFamilies, checks: [], report: [] };
+    // The waypoint needs only the CA and the config, so it starts while the agents do.
+    const [, waypoint] = await Promise.all([
+      mesh.startAgents(),
+      options.waypoint ? mesh.startWaypoint({ ...DEMO_WAYPOINT }) : undefined,
+    ]);
+    return { mesh, pods, vip, vip6, ipFamilies, waypoint, checks: [], report: [] };
   } catch (err) {
     await mesh.stop();
     throw err;

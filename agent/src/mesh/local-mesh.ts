@@ -90,6 +90,7 @@ export class LocalMesh {
   readonly #exitListeners = new Set<(exit: MeshProcessExit) => void>();
   /** The last config written as objects (startWaypoint adds its objects to it). */
   #objects: readonly unknown[] | undefined;
+  #header = '';
 
   private constructor(cluster: TestCluster, dir: string, opts: LocalMeshOptions) {
     this.cluster = cluster;
@@ -123,10 +124,20 @@ export class LocalMesh {
     return this.cluster.addPod({ node, name, namespace });
   }
 
-  /** Writes the mesh config (Kubernetes-shaped objects); running agents pick it up live. */
-  async writeConfig(objects: readonly unknown[] | string): Promise<void> {
+  /** The config last written as objects (with the waypoints' objects startWaypoint added), if so. */
+  get configObjects(): readonly unknown[] | undefined {
+    return this.#objects;
+  }
+
+  /**
+   * Writes the mesh config (Kubernetes-shaped objects); running agents pick it up live. A `header`
+   * (YAML comment lines, for whoever opens the file) stays when startWaypoint rewrites it.
+   */
+  async writeConfig(objects: readonly unknown[] | string, options: { header?: string } = {}): Promise<void> {
     this.#objects = typeof objects === 'string' ? undefined : objects;
-    const text = typeof objects === 'string' ? objects : objects.map((o) => stringify(o)).join('---\n');
+    this.#header = typeof objects === 'string' ? '' : (options.header ?? '');
+    const text =
+      typeof objects === 'string' ? objects : this.#header + objects.map((o) => stringify(o)).join('---\n');
     // Write-then-rename so an agent never reads a half-written file.
     const tmp = `${this.configPath}.tmp`;
     await writeFile(tmp, text);
@@ -293,7 +304,7 @@ export class LocalMesh {
       `${opts.name}-${randomBytes(2).toString('hex')}`,
       opts.namespace,
     );
-    await this.writeConfig([...this.#objects, ...waypointConfigObjects(opts, pod)]);
+    await this.writeConfig([...this.#objects, ...waypointConfigObjects(opts, pod)], { header: this.#header });
     const child = this.cluster.spawnNode(
       pod.netns,
       HYPHA_BIN,

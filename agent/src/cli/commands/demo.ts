@@ -31,7 +31,9 @@ function preflight(): string[] {
 export function register(program: Command): void {
   program
     .command('demo')
-    .description('run the local demo mesh: two nodes, a CA, two agents, sample apps, mTLS between nodes')
+    .description(
+      'run the local demo mesh: two nodes, a CA, two agents, a waypoint, sample apps; mTLS between nodes, then L7 routing, authorization and metrics',
+    )
     .option(
       '--check',
       'run the scenario once, print the result, and exit non-zero if any expectation failed',
@@ -56,21 +58,28 @@ Examples:
       const problems = preflight();
       if (problems.length > 0) throw new Error(`cannot run the demo:\n  - ${problems.join('\n  - ')}`);
       // The demo mesh (test harness, CA, config model) loads here, not with the CLI (see program.ts).
-      const { DEMO_NODES, runDemoTraffic, startDemo } = await import('../../mesh/demo.js');
+      const { DEMO_NODES, DEMO_WAYPOINT, runDemoTraffic, startDemo } = await import('../../mesh/demo.js');
       const { runUpgradeCheck } = await import('../../mesh/demo-upgrade.js');
+      const { DEMO_L7, runL7Demo } = await import('../../mesh/demo-l7.js');
       const { hostPort } = await import('../../mesh/local-mesh.js');
       const out = (line: string) => process.stdout.write(`${line}\n`);
       // The demo's own log stays quiet unless asked; agents' JSON logs are parsed, not shown.
       const logger = createLogger({ level: globals.logLevel === 'info' ? 'warn' : globals.logLevel });
       const ipFamilies = flags.ipv6Only ? 'ipv6' : flags.ipv6 ? 'dual' : 'ipv4';
-      const demo = await startDemo(logger, (line) => out(`• ${line}`), { ipFamilies });
+      const demo = await startDemo(logger, (line) => out(`• ${line}`), { ipFamilies, waypoint: true });
       let failed = 0;
       try {
         out('• sending traffic ...');
         await runDemoTraffic(demo);
         out("• upgrading node-a's agent under load (200 new connections/s, 20 live streams) ...");
         demo.checks.push(await runUpgradeCheck(demo));
+        const wpName = `${DEMO_WAYPOINT.namespace}/${DEMO_WAYPOINT.name}`;
+        out(
+          `• L7: binding service demo/echo to waypoint ${wpName}, HTTPRoute ${DEMO_L7.route} (${DEMO_L7.weights.v1}/${DEMO_L7.weights.v2} over echo-v1/echo-v2), AuthorizationPolicy ${DEMO_L7.policy} (DENY ${DEMO_L7.deniedPath}) ...`,
+        );
+        await runL7Demo(demo);
         const { mesh, pods, vip, vip6 } = demo;
+        const waypoint = demo.waypoint!;
         const addrs = (p: { ips: readonly string[] }) => p.ips.join(' ');
         out('');
         out('Hypha demo mesh');
@@ -78,13 +87,15 @@ Examples:
           `  nodes: ${DEMO_NODES.map((n) => `${n} (${addrs(mesh.cluster.node(n))}, netns ${mesh.cluster.node(n).netns})`).join(', ')}`,
         );
         out(
-          `  pods:  client ${addrs(pods.client)} (node-a), echo-v1 ${addrs(pods.echoV1)} (node-a), echo-v2 ${addrs(pods.echoV2)} (node-b), plain ${addrs(pods.plain)} (node-b, outside the mesh)`,
+          `  pods:  client ${addrs(pods.client)} (node-a), echo-v1 ${addrs(pods.echoV1)} (node-a), echo-v2 ${addrs(pods.echoV2)} (node-b), plain ${addrs(pods.plain)} (node-b, outside the mesh), waypoint ${addrs(waypoint.pod)} (${waypoint.node})`,
         );
         out(
           `  service demo/echo: ${[vip, vip6]
             .filter(Boolean)
             .map((v) => hostPort(v!, 80))
-            .join(' and ')} → pods :8080`,
+            .join(
+              ' and ',
+            )} → pods :8080; bound to waypoint ${wpName} for the L7 part (label hypha.dev/use-waypoint)`,
         );
         out('');
         for (const line of demo.report) out(line);
@@ -109,11 +120,21 @@ Examples:
           `  ip netns exec ${a} curl -s 127.0.0.1:15000/connections     # live connections with identities and bytes`,
         );
         out(`  ip netns exec ${a} curl -s 127.0.0.1:15020/metrics         # Prometheus, Istio metric names`);
+        const w = waypoint.pod.netns;
         out(
-          `  ip netns exec ${pods.client.netns} curl -s http://${hostPort(vip6 ?? vip, 80)}/   # call the service from the client pod`,
+          `  ip netns exec ${w} curl -s 127.0.0.1:15000/config_dump     # waypoint state: services, routes, policies, rejected objects`,
         );
         out(
-          `  $EDITOR ${mesh.configPath}   # change labels or add an AuthorizationPolicy; agents reload live`,
+          `  ip netns exec ${w} curl -s 127.0.0.1:15020/metrics | grep istio_requests_total   # waypoint request metrics`,
+        );
+        out(
+          `  ip netns exec ${pods.client.netns} curl -s http://${hostPort(vip6 ?? vip, 80)}/   # call the service from the client pod (v1 or v2, 90/10)`,
+        );
+        out(
+          `  ip netns exec ${pods.client.netns} curl -si http://${hostPort(vip6 ?? vip, 80)}${DEMO_L7.deniedPath}   # 403 from the waypoint`,
+        );
+        out(
+          `  $EDITOR ${mesh.configPath}   # change labels, the route's weights or the policies; agents and waypoint reload live`,
         );
         out('');
         out('Press Ctrl-C to stop and remove everything.');
