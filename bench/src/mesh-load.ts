@@ -1,5 +1,5 @@
 // What the mesh benchmarks (l4, waypoint) share: running the open-loop load client inside a
-// namespace, and reading a process's CPU time and memory from /proc.
+// namespace, finding the bench's apps, and reading a process's CPU time and memory from /proc.
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -16,14 +16,19 @@ export class BenchLoadError extends Error {
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** bench/apps/open-loop next to this module (src → .ts under vitest, dist → .js). */
-export function findLoadApp(): string {
+/** bench/apps/<name> next to this module (src → .ts under vitest, dist → .js). */
+export function findBenchApp(name: 'open-loop' | 'node-proxy'): string {
   const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
-  const path = fileURLToPath(new URL(`./apps/open-loop${ext}`, import.meta.url));
+  const path = fileURLToPath(new URL(`./apps/${name}${ext}`, import.meta.url));
   if (!existsSync(path)) {
-    throw new BenchLoadError(`load client not found at ${path}; build the bench (npx turbo run build)`);
+    throw new BenchLoadError(`bench app ${name} not found at ${path}; build the bench (npx turbo run build)`);
   }
   return path;
+}
+
+/** The open-loop load client (bench/apps/open-loop). */
+export function findLoadApp(): string {
+  return findBenchApp('open-loop');
 }
 
 /** Runs the open-loop client in a namespace; resolves with its JSON result line. */
@@ -68,6 +73,14 @@ export async function fetchCpuSeconds(pid: number): Promise<number> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+
+/** CPU seconds of a process and of its direct children (nginx: the master and its workers). */
+export async function fetchTreeCpuSeconds(pid: number): Promise<number> {
+  const children = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '');
+  const pids = [pid, ...children.split(' ').filter(Boolean).map(Number)];
+  const cpu = await Promise.all(pids.map((p) => fetchCpuSeconds(p)));
+  return cpu.reduce((a, b) => a + b, 0);
 }
 
 /** VmHWM is the peak resident set since the process started, VmRSS the current one; in MB. */

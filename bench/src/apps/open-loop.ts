@@ -1,6 +1,7 @@
-// Load client for the L4 bench, run inside a pod's network namespace with the project's Node:
+// Load client for the mesh benches, run inside a pod's network namespace with the project's Node:
 //   node open-loop.js tcp     --target H:P --rate R --connections C --seconds S [--bytes N] [--warmup-ms W]
 //   node open-loop.js http    --target H:P --rate R --connections C --seconds S [--bytes N] [--warmup-ms W]
+//   node open-loop.js http-hbone --target H:P --via H:15008 --cert F --key F --ca F [--server-id ID] ...
 //   node open-loop.js connect --target H:P --concurrency C --seconds S
 // Prints one JSON line with the figures, exits 0 (failures are counted in the line), 2 on bad flags.
 //
@@ -9,11 +10,19 @@
 // therefore shows up in the tail instead of silently lowering the offered rate (coordinated
 // omission). tcp: N-byte round trips against an echo server, FIFO per connection. http: N-byte
 // POSTs over C keep-alive connections (queued in the agent while every connection is busy).
+// http-hbone: the same POSTs, but each of the C "connections" is an HBONE tunnel this client opens
+// itself, as an agent would: one mTLS HTTP/2 connection to --via (TLS 1.3, ALPN h2, client
+// certificate --cert/--key, server verified against --ca and, given --server-id, its URI SAN),
+// one CONNECT stream with :authority --target per connection, HTTP/1.1 keep-alive inside it.
 // connect: C loops of connect, 1 byte each way, close.
 //
 // Self-contained (only node: imports, erasable TypeScript) so Node runs the source directly too.
-import { Agent, request } from 'node:http';
-import { connect as netConnect, type Socket } from 'node:net';
+import { readFileSync } from 'node:fs';
+import { Agent, type ClientRequestArgs, request } from 'node:http';
+import { type ClientHttp2Session, connect as h2connect } from 'node:http2';
+import { isIPv6, connect as netConnect, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { type PeerCertificate, connect as tlsConnect } from 'node:tls';
 import { parseArgs } from 'node:util';
 
 const { values, positionals } = parseArgs({
@@ -26,6 +35,11 @@ const { values, positionals } = parseArgs({
     seconds: { type: 'string', default: '5' },
     bytes: { type: 'string', default: '1024' },
     'warmup-ms': { type: 'string', default: '500' },
+    via: { type: 'string' },
+    cert: { type: 'string' },
+    key: { type: 'string' },
+    ca: { type: 'string' },
+    'server-id': { type: 'string' },
   },
 });
 
@@ -38,8 +52,13 @@ const concurrency = Number(values.concurrency);
 const seconds = Number(values.seconds);
 const size = Number(values.bytes);
 const warmupMs = Number(values['warmup-ms']);
+const [viaHost, viaPortText] = (values.via ?? '').split(/:(?=\d+$)/);
+const viaPort = Number(viaPortText);
+const hbone = mode === 'http-hbone';
 const bad = [
-  !['tcp', 'http', 'connect'].includes(mode) && 'mode must be tcp, http or connect',
+  !['tcp', 'http', 'http-hbone', 'connect'].includes(mode) && 'mode must be tcp, http, http-hbone or connect',
+  hbone && (!viaHost || !Number.isInteger(viaPort) || viaPort <= 0) && '--via HOST:PORT is required',
+  hbone && !(values.cert && values.key && values.ca) && '--cert, --key and --ca are required',
   (!host || !Number.isInteger(port) || port <= 0) && '--target HOST:PORT is required',
   !(rate > 0) && '--rate must be > 0',
   !(conns > 0) && '--connections must be > 0',
@@ -130,8 +149,83 @@ async function runTcp(): Promise<Record<string, unknown>> {
   return { mode, sent, completed, samples: samples.length, ...quantiles(samples), errors };
 }
 
+/**
+ * An http.Agent whose "sockets" are HBONE CONNECT streams on one mTLS HTTP/2 connection: the
+ * agent opens one per keep-alive connection it wants, and keeps it for the next request.
+ */
+class HboneAgent extends Agent {
+  readonly #session: ClientHttp2Session;
+  readonly #authority: string;
+  constructor(session: ClientHttp2Session, authority: string) {
+    super({ keepAlive: true, maxSockets: conns, maxFreeSockets: conns });
+    this.#session = session;
+    this.#authority = authority;
+  }
+  override createConnection(
+    _opts: ClientRequestArgs,
+    cb?: (err: Error | null, stream: Duplex) => void,
+  ): Duplex | undefined {
+    const stream = this.#session.request({ ':method': 'CONNECT', ':authority': this.#authority });
+    let settled = false;
+    const settle = (err: Error | null): void => {
+      if (settled) return;
+      settled = true;
+      cb?.(err, stream);
+    };
+    stream.once('response', (headers) => {
+      const status = headers[':status'];
+      if (status === 200) return settle(null);
+      stream.destroy();
+      settle(new Error(`HBONE CONNECT ${status}: ${headers['hbone-reason'] ?? ''}`));
+    });
+    stream.once('error', settle);
+    return undefined;
+  }
+  // A CONNECT stream has no TCP keep-alive and no ref/unref: keep it as it is.
+  override keepSocketAlive(_socket: Duplex): boolean {
+    return true;
+  }
+  override reuseSocket(_socket: Duplex): void {}
+}
+
+/** The mTLS HTTP/2 connection to --via, with the flow-control windows the agents use. */
+function openHboneSession(): Promise<ClientHttp2Session> {
+  const serverId = values['server-id'];
+  const host = viaHost!;
+  const session = h2connect(`https://${isIPv6(host) ? `[${host}]` : host}:${viaPort}`, {
+    settings: { enablePush: false, initialWindowSize: 4 * 1024 * 1024, maxFrameSize: 64 * 1024 },
+    createConnection: () =>
+      tlsConnect({
+        host,
+        port: viaPort,
+        cert: readFileSync(values.cert!),
+        key: readFileSync(values.key!),
+        ca: readFileSync(values.ca!),
+        ALPNProtocols: ['h2'],
+        minVersion: 'TLSv1.3',
+        // No SNI and no DNS/IP SANs in mesh certificates: the identity is the URI SAN.
+        checkServerIdentity: (_host: string, cert: PeerCertificate) =>
+          serverId === undefined || (cert.subjectaltname ?? '').split(', ').includes(`URI:${serverId}`)
+            ? undefined
+            : new Error(`server is not ${serverId} (SAN ${cert.subjectaltname})`),
+      }),
+  });
+  return new Promise((resolve, reject) => {
+    session.once('error', reject);
+    session.once('connect', () => {
+      session.off('error', reject);
+      session.on('error', countError);
+      session.setLocalWindowSize(16 * 1024 * 1024);
+      resolve(session);
+    });
+  });
+}
+
 async function runHttp(): Promise<Record<string, unknown>> {
-  const agent = new Agent({ keepAlive: true, maxSockets: conns, maxFreeSockets: conns });
+  const session = hbone ? await openHboneSession() : undefined;
+  const agent = session
+    ? new HboneAgent(session, `${isIPv6(host!) ? `[${host}]` : host}:${port}`)
+    : new Agent({ keepAlive: true, maxSockets: conns, maxFreeSockets: conns });
   const body = Buffer.alloc(size, 0x61);
   const samples: number[] = [];
   let ok = 0;
@@ -173,6 +267,7 @@ async function runHttp(): Promise<Record<string, unknown>> {
   while (ok + failed < sent && performance.now() < drainEnd) await sleep(5);
   const elapsed = (performance.now() - t0) / 1000;
   agent.destroy();
+  session?.close();
   return {
     mode,
     sent,
@@ -216,6 +311,6 @@ async function runConnect(): Promise<Record<string, unknown>> {
   return { mode, connections: done, failed, seconds: elapsed, perSecond: done / elapsed, errors };
 }
 
-const result = mode === 'tcp' ? await runTcp() : mode === 'http' ? await runHttp() : await runConnect();
+const result = mode === 'tcp' ? await runTcp() : mode === 'connect' ? await runConnect() : await runHttp();
 process.stdout.write(`${JSON.stringify(result)}\n`);
 process.exit(0);
