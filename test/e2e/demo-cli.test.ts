@@ -1,8 +1,10 @@
 // `hypha demo` as a user runs it: `--check` passes every check including the agent upgrade under
-// load, and the interactive demo says when one of its processes exits, then removes everything on
-// Ctrl-C.
+// load and the L7 part (the waypoint's 90/10 split, the 403 on /admin named by the waypoint's access
+// log, its request metrics), and the interactive demo shows the same, says when one of its processes
+// exits, then removes everything on Ctrl-C.
 import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
+import { checkSplit } from '../../agent/src/mesh/demo-l7.js';
 import { HYPHA_BIN, runHypha } from '../../agent/test/run-hypha.js';
 import { runCommand } from '../src/cluster/run.js';
 
@@ -14,9 +16,22 @@ describe('hypha demo', () => {
     expect(r.stdout).toMatch(
       /PASS {2}agent upgrade on node-a: \d+ connections during the upgrade, 0 failed \(slowest \d+\.\d\d s\); 20 of 20 live streams kept \(sha256-checked\)/,
     );
+    expectL7Lines(r.stdout);
     expect(r.stdout).toContain('demo check passed');
     expect(r.code).toBe(0);
   }, 180_000);
+
+  it('--check would fail a split that is not 90/10 (the bounds a 400-request run cannot miss by chance)', () => {
+    const run = (v1: number, v2: number, failed = 0) => checkSplit({ v1, v2, failed, requests: 400 });
+    expect(run(360, 40)).toBe(true);
+    expect(run(388, 12)).toBe(true); // 3 %
+    expect(run(320, 80)).toBe(true); // 20 %
+    expect(run(200, 200)).toBe(false); // 50/50: the route was ignored
+    expect(run(400, 0)).toBe(false); // v2 never chosen
+    expect(run(389, 11)).toBe(false);
+    expect(run(319, 81)).toBe(false);
+    expect(run(350, 40, 10)).toBe(false); // failed requests
+  });
 
   it('interactive: an agent that dies is reported with its status; Ctrl-C still removes every namespace', async () => {
     const child = spawn(process.execPath, [HYPHA_BIN, 'demo'], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -41,6 +56,8 @@ describe('hypha demo', () => {
     try {
       const nodes = await waitFor(/nodes: node-a \(\S+, netns (hyt[0-9a-f]{3})-node-a\)/, 120_000);
       await waitFor(/Press Ctrl-C to stop/, 120_000);
+      expectL7Lines(out);
+      expect(out).toMatch(/ip netns exec \S+ curl -si http:\/\/\S+\/admin {3}# 403 from the waypoint/);
       const prefix = nodes[1] as string;
       // Kill node-b's agent the way a crash would.
       const pids = (await runCommand('ip', ['netns', 'pids', `${prefix}-node-b`])).stdout
@@ -63,3 +80,37 @@ describe('hypha demo', () => {
     }
   }, 180_000);
 });
+
+/** The L7 lines a user reads, with numbers that agree with each other. */
+function expectL7Lines(out: string): void {
+  expect(out).toMatch(
+    /L7: service demo\/echo bound to waypoint demo\/waypoint \([^)]+\); HTTPRoute echo-split 90\/10 over echo-v1\/echo-v2, AuthorizationPolicy deny-admin denies \/admin/,
+  );
+  const split = out.match(/ {2}400 requests: v1 (\d+) \((\d+\.\d)%\), v2 (\d+) \((\d+\.\d)%\)\n/);
+  expect(split, out).not.toBeNull();
+  const [, v1, v1Pct, v2, v2Pct] = split! as unknown as [string, string, string, string, string];
+  expect(Number(v1) + Number(v2)).toBe(400);
+  expect(v1Pct).toBe(((100 * Number(v1)) / 400).toFixed(1));
+  expect(v2Pct).toBe(((100 * Number(v2)) / 400).toFixed(1));
+  // The client sees a bare 403; only the waypoint's access log names the policy.
+  expect(out).toMatch(
+    /client → GET http:\/\/\S+\/admin: 403 "RBAC: access denied" \(the response does not name the policy\)\n {2}the waypoint's access log: GET \/admin response_code=403 authz_policy=demo\/deny-admin\n/,
+  );
+  // The waypoint's metrics counted exactly the requests the client saw answered, by version.
+  const metric = (code: number, version: string) =>
+    out.match(
+      new RegExp(
+        `istio_requests_total\\{reporter="waypoint",response_code="${code}",destination_version="${version}"\\} \\+(\\d+)`,
+      ),
+    )?.[1];
+  expect(metric(200, 'v1')).toBe(String(v1));
+  expect(metric(200, 'v2')).toBe(String(v2));
+  expect(metric(403, 'unknown')).toBe('1');
+  for (const check of [
+    'waypoint splits 90/10: v2 between 3% and 20% of 400 requests',
+    'waypoint denies /admin with 403, logged with AuthorizationPolicy demo/deny-admin',
+    'waypoint metrics counted every request by response code and version',
+  ]) {
+    expect(out).toContain(`PASS  ${check}`);
+  }
+}
