@@ -1,4 +1,5 @@
-// `hypha policy explain`: the L4 decision a connection would get, and which policy and rule took it.
+// `hypha policy explain`: the decision a connection or request would get, and which policy and rule
+// took it.
 //
 // It loads the same YAML the agents read (same file source, same translation), turns the operator's
 // words (`--from demo/client --to demo/echo:80`) into the request the destination agent would see
@@ -6,13 +7,20 @@
 // path's own decision function (`decideInbound`, what `Inbound.admit` calls) for the verdict;
 // `explainL4` adds one line per applicable policy. A Service fans out to its endpoints, each
 // evaluated on its own pod with its own target port, as the agents would.
-import type { ConfigState, Service, Workload } from '@hypha/shared/config';
+//
+// A destination served by a waypoint is decided in two hops, as the traffic flows:
+//
+//   client ──► waypoint: L7 policy (evaluateL7, the waypoint's own engine) on the request
+//              (--method/--path/--header/--host), or "depends on the request" without them
+//          ──► endpoint pods: L4 policy, the peer being the waypoint's identity
+import type { ConfigState, Service, WaypointLookup, Workload } from '@hypha/shared/config';
 import type { SpiffeId } from '@hypha/shared/identity';
+import type { L7Attributes } from '@hypha/shared/policy';
 import { type Command, Option } from 'commander';
 import { UsageError } from '../errors.js';
 
 /** Exit codes an operator can script against (documented in --help and docs/operations.md). */
-export const EXPLAIN_EXIT = { allow: 0, error: 1, usage: 2, deny: 3, mixed: 4 } as const;
+export const EXPLAIN_EXIT = { allow: 0, error: 1, usage: 2, deny: 3, mixed: 4, depends: 5 } as const;
 
 interface ExplainFlags {
   from?: string;
@@ -22,6 +30,37 @@ interface ExplainFlags {
   config?: string;
   trustDomain: string;
   json: boolean;
+  method?: string;
+  path?: string;
+  header?: string[];
+  host?: string;
+}
+
+/** The HTTP request named by --method/--path/--header/--host; host undefined = the destination's name. */
+export interface ExplainRequest {
+  method: string;
+  path: string;
+  host: string | undefined;
+  headers: Record<string, string | string[]>;
+}
+
+/** The waypoint hop of a waypoint-served destination. */
+export interface ExplainWaypoint {
+  /** `namespace/name` of the Gateway. */
+  name: string;
+  exists: boolean;
+  identity: SpiffeId | undefined;
+  /** The service (`ns/name`) or bound pod (`pod:<ip>`) the waypoint's policies are looked up for. */
+  target: string;
+  port: number;
+  request: Required<ExplainRequest> | undefined;
+  /** `ACTION ns/name` of every L7 policy that applies. */
+  policies: string[];
+  decision: 'allow' | 'deny' | 'depends';
+  policy: string | undefined;
+  rule: number | undefined;
+  reason: string;
+  lines: string[];
 }
 
 export interface ExplainSource {
@@ -48,10 +87,12 @@ export interface ExplainTarget {
 }
 
 export function register(program: Command): void {
-  const policy = program.command('policy').description('inspect L4 authorization decisions');
+  const policy = program.command('policy').description('inspect authorization decisions (L4 and L7)');
   policy
     .command('explain')
-    .description('show whether a connection would be allowed at L4, and which policy and rule decided it')
+    .description(
+      'show whether a connection (or, through a waypoint, an HTTP request) would be allowed, and which policy and rule decided it',
+    )
     .option(
       '--from <source>',
       'source: <ns>/<pod>, <ns>/<service-account>, or a SPIFFE ID (spiffe://<td>/ns/<ns>/sa/<sa>)',
@@ -69,6 +110,17 @@ export function register(program: Command): void {
         .env('HYPHA_TRUST_DOMAIN')
         .default('cluster.local'),
     )
+    .option(
+      '--method <method>',
+      'HTTP method of the request, for a destination served by a waypoint (default GET)',
+    )
+    .option('--path <path>', 'HTTP path of the request, e.g. /admin (default /)')
+    .option(
+      '--header <name=value>',
+      'request header, repeatable (e.g. --header x-user=alice)',
+      (v: string, prev: string[] | undefined) => [...(prev ?? []), v],
+    )
+    .option('--host <host>', "Host header of the request (default: the destination's DNS name)")
     .option('--json', 'print JSON instead of text', false)
     .addHelpText(
       'after',
@@ -81,10 +133,17 @@ A pod source outside the mesh connects in plaintext (no identity). A Service des
 evaluated on each endpoint pod at its resolved target port. Names are looked up as a pod first,
 then as a service account (--from) or a Service (--to).
 
+A destination served by a waypoint (label hypha.dev/use-waypoint on the Service, its namespace or
+the pod) is decided first by the waypoint's L7 policies (targetRefs), on the request given by
+--method, --path, --header and --host; then each endpoint pod's L4 policies see the waypoint's
+identity. Without those flags the L7 policies that apply are listed, and if they read the
+request the answer is "depends" (exit 5).
+
 Exit codes (for scripts):
   0  allowed (every endpoint, for a Service)
-  3  denied (every endpoint)
+  3  denied (every endpoint, or by the waypoint's L7 policy)
   4  mixed: some endpoints of the Service allow it, others deny it
+  5  depends on the HTTP request: give --method/--path/--header/--host
   1  error (config not found, unknown destination, Service without endpoints)
   2  usage error
 
@@ -93,7 +152,9 @@ Examples:
   hypha policy explain --from demo/client --to demo/echo-v1:8080 --json       (HYPHA_CONFIG=file:mesh.yaml)
   hypha policy explain --from outside/plain --to demo/echo:80                 (a pod outside the mesh)
   hypha policy explain --from-ip 10.0.0.7 --to demo/echo-v2:8080              (plaintext from an address)
-  hypha policy explain --from demo/client --from-ip fd00::a --to demo/echo:80  (the client's IPv6 address)`,
+  hypha policy explain --from demo/client --from-ip fd00::a --to demo/echo:80  (the client's IPv6 address)
+  hypha policy explain --from demo/client --to demo/echo:80 --method DELETE --path /admin/users \\
+      --header x-confirm=yes                                                    (through a waypoint)`,
     )
     .action(async (flags: ExplainFlags) => {
       const path = configPath(flags.config, process.env.HYPHA_CONFIG);
@@ -109,6 +170,7 @@ Examples:
         if (fromIp === undefined) throw new UsageError(`--from-ip "${flags.fromIp}" is not an IP address`);
       }
       if (flags.from !== undefined) parseFrom(flags.from); // usage errors before reading any file
+      const request = parseRequest(flags);
 
       const source = createFileSource({ path, trustDomain: flags.trustDomain, watch: false });
       try {
@@ -126,12 +188,37 @@ Examples:
       const state = source.state;
 
       const from = await resolveSource(state, flags, fromIp);
-      const { header, targets } = resolveTargets(state, to);
+      const { header, subject, targets, waypointOf } = resolveTargets(state, to);
+      if (request !== undefined && waypointOf === undefined) {
+        throw new UsageError(
+          `--method, --path, --header and --host need a destination served by a waypoint, and ${subject} is not ` +
+            '(label the Service, its namespace or the pod hypha.dev/use-waypoint=<waypoint>): node agents never see HTTP requests',
+        );
+      }
+      const waypoint =
+        waypointOf === undefined ? undefined : await explainWaypoint(state, from, waypointOf, request);
+      // Through a waypoint, the endpoint pods see the waypoint's identity, not the client's.
+      const peer: ExplainSource =
+        waypoint?.identity === undefined
+          ? from
+          : {
+              label: `waypoint ${waypoint.name}`,
+              identity: waypoint.identity,
+              ip: waypointOf?.ip ?? '',
+              workload: undefined,
+              notes: [],
+            };
       const evaluated = await Promise.all(
-        targets.map((t) => evaluate(state, from, t.workload, t.ip, t.port)),
+        targets.map((t) => evaluate(state, peer, t.workload, t.ip, t.port)),
       );
       const allows = evaluated.filter((t) => t.decision === 'allow').length;
-      const decision = allows === evaluated.length ? 'allow' : allows === 0 ? 'deny' : 'mixed';
+      const l4 = allows === evaluated.length ? 'allow' : allows === 0 ? 'deny' : 'mixed';
+      const decision =
+        waypoint?.decision === 'deny' || l4 === 'deny'
+          ? 'deny'
+          : waypoint?.decision === 'depends'
+            ? 'depends'
+            : l4;
 
       if (flags.json) {
         process.stdout.write(
@@ -147,6 +234,23 @@ Examples:
                 notes: from.notes,
               },
               to: { label: flags.to, description: header },
+              waypoint:
+                waypoint === undefined
+                  ? null
+                  : {
+                      name: waypoint.name,
+                      exists: waypoint.exists,
+                      identity: waypoint.identity?.toString() ?? null,
+                      target: waypoint.target,
+                      port: waypoint.port,
+                      request: waypoint.request ?? null,
+                      policies: waypoint.policies,
+                      decision: waypoint.decision,
+                      policy: waypoint.policy ?? null,
+                      rule: waypoint.rule ?? null,
+                      reason: waypoint.reason,
+                      lines: waypoint.lines,
+                    },
               targets: evaluated.map((t) => ({
                 workload: `${t.workload.namespace}/${t.workload.name}`,
                 node: t.workload.node,
@@ -172,6 +276,15 @@ Examples:
         out.push(`from: ${from.label}  ${who}  ip ${from.ip || 'unknown'}`);
         for (const n of from.notes) out.push(`      ${n}`);
         out.push(`to:   ${header}`);
+        if (waypoint !== undefined) {
+          out.push('');
+          out.push(`waypoint ${waypoint.name} (L7): ${waypoint.decision.toUpperCase()}`);
+          for (const l of waypoint.lines) out.push(`  ${l}`);
+          if (waypoint.identity !== undefined) {
+            out.push('');
+            out.push(`endpoints (L4), as the waypoint ${waypoint.identity.toString()} connects to them:`);
+          }
+        }
         for (const t of evaluated) {
           out.push('');
           out.push(
@@ -291,15 +404,44 @@ async function resolveSource(
   return { label: flags.from, identity, ip, workload, notes };
 }
 
+/** Where a waypoint-served destination meets its waypoint. */
+interface WaypointHop {
+  lookup: WaypointLookup;
+  /** Key of the waypoint's policy set: `ns/service`, or `pod:<ip>` for a pod bound itself. */
+  target: string;
+  port: number;
+  /** The Host header a client would send by default. */
+  host: string;
+  /** A waypoint pod's address: the source the endpoints see ('' when none runs). */
+  ip: string;
+}
+
 function resolveTargets(
   state: ConfigState,
   to: { namespace: string; name: string; port: number },
-): { header: string; targets: { workload: Workload; ip: string; port: number }[] } {
+): {
+  header: string;
+  subject: string;
+  targets: { workload: Workload; ip: string; port: number }[];
+  waypointOf: WaypointHop | undefined;
+} {
+  const hop = (lookup: WaypointLookup | undefined, target: string, host: string) => {
+    if (lookup === undefined) return undefined;
+    const ip = lookup.waypoint ? (state.findWaypointWorkloads(lookup.ref)[0]?.ips[0] ?? '') : '';
+    return { lookup, target, port: to.port, host, ip };
+  };
   const pod = state.findWorkloadByName(to.namespace, to.name);
   if (pod !== undefined) {
+    const ip = pod.ips[0] ?? '';
     return {
       header: `pod ${to.namespace}/${to.name} port ${to.port}`,
-      targets: [{ workload: pod, ip: pod.ips[0] ?? '', port: to.port }],
+      subject: `pod ${to.namespace}/${to.name}`,
+      targets: [{ workload: pod, ip, port: to.port }],
+      waypointOf: hop(
+        state.findWaypointFor(pod),
+        `pod:${ip}`,
+        ip.includes(':') ? `[${ip}]:${to.port}` : `${ip}:${to.port}`,
+      ),
     };
   }
   const svc: Service | undefined = state.findServiceByName(to.namespace, to.name);
@@ -325,7 +467,142 @@ function resolveTargets(
   }
   return {
     header: `service ${to.namespace}/${to.name} port ${to.port} → ${targets.length} endpoint${targets.length === 1 ? '' : 's'}`,
+    subject: `service ${to.namespace}/${to.name}`,
     targets,
+    waypointOf: hop(
+      state.findWaypointFor(svc),
+      `${to.namespace}/${to.name}`,
+      `${to.name}.${to.namespace}.svc.cluster.local`,
+    ),
+  };
+}
+
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/;
+
+/** The HTTP request of --method/--path/--header/--host; undefined when none is given. */
+export function parseRequest(
+  flags: Pick<ExplainFlags, 'method' | 'path' | 'header' | 'host'>,
+): ExplainRequest | undefined {
+  const { method = 'GET', path = '/', header = [], host } = flags;
+  if (
+    flags.method === undefined &&
+    flags.path === undefined &&
+    flags.header === undefined &&
+    host === undefined
+  )
+    return undefined;
+  if (!/^[A-Z]+$/.test(method)) {
+    throw new UsageError(
+      `--method "${method}" must be an HTTP method in capitals, e.g. GET or POST (policies match methods exactly)`,
+    );
+  }
+  if (!path.startsWith('/') || /\s/.test(path)) {
+    throw new UsageError(`--path "${path}" must start with "/" and hold no spaces, e.g. --path /admin`);
+  }
+  const headers: Record<string, string | string[]> = {};
+  for (const h of header) {
+    const eq = h.indexOf('=');
+    const name = h.slice(0, Math.max(eq, 0)).toLowerCase();
+    if (eq <= 0 || !HEADER_NAME.test(name)) {
+      throw new UsageError(
+        `--header "${h}" must be <name>=<value> with a header name before "=", e.g. --header x-user=alice`,
+      );
+    }
+    if (name === 'host') throw new UsageError('--header host=...: give the Host header with --host <host>');
+    const value = h.slice(eq + 1);
+    const prev = headers[name];
+    headers[name] = prev === undefined ? value : [...(Array.isArray(prev) ? prev : [prev]), value];
+  }
+  if (host !== undefined && (host === '' || /[\s/]/.test(host))) {
+    throw new UsageError(
+      `--host "${host}" must be a host name, optionally with a port, e.g. --host echo.demo.svc.cluster.local`,
+    );
+  }
+  return { method, path, host, headers };
+}
+
+/** The waypoint hop: which L7 policies apply to the destination, and their decision on the request. */
+async function explainWaypoint(
+  state: ConfigState,
+  from: ExplainSource,
+  hop: WaypointHop,
+  given: ExplainRequest | undefined,
+): Promise<ExplainWaypoint> {
+  const { bindWaypointPolicy, dependsOnRequest, explainL7, indexL7Policies, WaypointPolicyError } =
+    await import('@hypha/shared/policy');
+  const name = `${hop.lookup.ref.namespace}/${hop.lookup.ref.name}`;
+  const request = given === undefined ? undefined : { ...given, host: given.host ?? hop.host };
+  const base = {
+    name,
+    exists: hop.lookup.waypoint !== undefined,
+    identity: hop.lookup.waypoint?.identity,
+    target: hop.target,
+    port: hop.port,
+    request,
+    rule: undefined,
+  };
+  if (hop.lookup.waypoint === undefined) {
+    const reason = `${hop.target} is bound to waypoint ${name}, which does not exist: refused (fail closed)`;
+    return {
+      ...base,
+      policies: [],
+      decision: 'deny',
+      policy: undefined,
+      reason,
+      lines: [`decision: DENY: ${reason}`],
+    };
+  }
+  const bound = [];
+  for (const p of state.authorizationPolicies()) {
+    if (p.enforcedByAgent) continue;
+    try {
+      bound.push(bindWaypointPolicy(p, hop.lookup.ref));
+    } catch (err) {
+      if (!(err instanceof WaypointPolicyError)) throw err;
+      process.stderr.write(`hypha: warning: waypoint ${name} skips ${err.message}\n`);
+    }
+  }
+  const set = indexL7Policies(bound, [hop.target]).get(hop.target)!;
+  const policies = [...set.deny, ...set.allow, ...set.audit].map((p) => `${p.action} ${p.key}`);
+  const who = from.identity?.principal ?? `${from.ip || 'an unknown address'} (no identity)`;
+  if (request === undefined && dependsOnRequest(set)) {
+    const reason = `the answer depends on the HTTP request (L7 policies apply: ${policies.join(', ')})`;
+    return {
+      ...base,
+      policies,
+      decision: 'depends',
+      policy: undefined,
+      reason,
+      lines: [
+        `from ${who} to ${hop.target} port ${hop.port}`,
+        `  L7 policies that apply: ${policies.join(', ')}`,
+        '  their rules read the HTTP request: give --method, --path, --header <name>=<value> or --host',
+        'decision: DEPENDS: the answer depends on the HTTP request',
+      ],
+    };
+  }
+  const attributes: L7Attributes = {
+    principal: from.identity?.principal,
+    sourceNamespace: from.identity?.namespace,
+    sourceIp: from.ip,
+    port: hop.port,
+    request,
+  };
+  const ex = explainL7(set, attributes);
+  const what =
+    request === undefined
+      ? 'any request (no L7 rule reads the request)'
+      : `request ${request.method} ${request.path} host ${request.host}${Object.entries(request.headers)
+          .map(([k, v]) => ` ${k}=${Array.isArray(v) ? v.join(',') : v}`)
+          .join('')}`;
+  return {
+    ...base,
+    policies,
+    decision: ex.decision.allowed ? 'allow' : 'deny',
+    policy: ex.decision.policy,
+    rule: ex.decision.rule,
+    reason: ex.reason,
+    lines: [`${what} from ${who} to ${hop.target} port ${hop.port}`, ...ex.lines],
   };
 }
 
