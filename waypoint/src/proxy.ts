@@ -221,6 +221,7 @@ class WaypointProxy implements Waypoint {
     this.#errors = built.errors;
     this.#logConfigErrors();
     this.#syncClusters();
+    this.#metrics.invalidate();
     return built.errors;
   }
 
@@ -1100,8 +1101,10 @@ class WaypointProxy implements Waypoint {
     const dst: WorkloadInfo | undefined =
       endpoint?.info.workload ?? (service?.pod ? service.endpoints[0]?.workload : undefined);
     const svc = service?.pod ? undefined : service;
-    this.#metrics.recordRequest(
-      {
+    const key = `${ctx.source.ip}|${ctx.peer?.principal ?? ''}|${endpoint?.ip ?? ''}|${service?.key ?? ''}|${outcome.protocol}|${outcome.responseCode}|${outcome.grpcStatus ?? ''}|${outcome.responseFlags}`;
+    this.#metrics.recordKeyed(
+      key,
+      () => ({
         source: {
           workload: src?.name,
           namespace: src?.namespace ?? ctx.peer?.namespace,
@@ -1123,7 +1126,7 @@ class WaypointProxy implements Waypoint {
           serviceNamespace: svc?.namespace,
         },
         mutualTls: ctx.peer !== undefined,
-      },
+      }),
       outcome,
     );
   }

@@ -1,8 +1,16 @@
 // Request metrics with Istio's names and labels (reporter="waypoint"), so Istio dashboards and Kiali
-// read the waypoint unchanged. Labels are built once per request (at its end) and each metric's
-// child is looked up once with them.
-import { type ConnectionMeta, TCP_LABEL_NAMES, tcpLabels } from '@hypha/shared/telemetry';
-import { Counter, Histogram, type Registry } from 'prom-client';
+// read the waypoint unchanged. A request records into series found by a short key of what decides
+// its labels: the labels are built and hashed once per distinct key, not per request.
+import {
+  type ConnectionMeta,
+  type CounterSeries,
+  type HistogramSeries,
+  SeriesCounter,
+  SeriesHistogram,
+  TCP_LABEL_NAMES,
+  tcpLabels,
+} from '@hypha/shared/telemetry';
+import { Counter, type Registry } from 'prom-client';
 
 export const HTTP_LABEL_NAMES = [...TCP_LABEL_NAMES, 'response_code', 'grpc_response_status'] as const;
 export type HttpLabelName = (typeof HTTP_LABEL_NAMES)[number];
@@ -37,47 +45,48 @@ export function httpLabels(meta: Omit<ConnectionMeta, 'reporter'>, o: RequestOut
   };
 }
 
-interface Children {
-  requests: { inc(): void };
-  duration: { observe(v: number): void };
-  requestBytes: { observe(v: number): void };
-  responseBytes: { observe(v: number): void };
+export interface RequestSeries {
+  readonly requests: CounterSeries<HttpLabelName>;
+  readonly duration: HistogramSeries<HttpLabelName>;
+  readonly requestBytes: HistogramSeries<HttpLabelName>;
+  readonly responseBytes: HistogramSeries<HttpLabelName>;
 }
 
-/** Bounds the child cache when label values churn (many workloads); prom-client keeps the series. */
-const MAX_CACHED_CHILDREN = 10_000;
+/** Bounds the shortcut cache when addresses churn; the series themselves stay. */
+const MAX_SHORTCUTS = 10_000;
 
 export class RequestMetrics {
-  readonly #requests: Counter<HttpLabelName>;
-  readonly #duration: Histogram<HttpLabelName>;
-  readonly #requestBytes: Histogram<HttpLabelName>;
-  readonly #responseBytes: Histogram<HttpLabelName>;
+  readonly #requests: SeriesCounter<HttpLabelName>;
+  readonly #duration: SeriesHistogram<HttpLabelName>;
+  readonly #requestBytes: SeriesHistogram<HttpLabelName>;
+  readonly #responseBytes: SeriesHistogram<HttpLabelName>;
   readonly #audit: Counter<'policy'>;
-  readonly #children = new Map<string, Children>();
+  /** Caller's short key (addresses, codes) → the four series; cleared when the config changes. */
+  readonly #shortcuts = new Map<string, RequestSeries>();
 
   constructor(registry: Registry) {
     const registers = [registry];
-    this.#requests = new Counter({
+    this.#requests = new SeriesCounter({
       name: 'istio_requests_total',
       help: 'Requests handled by the waypoint',
       labelNames: HTTP_LABEL_NAMES,
       registers,
     });
-    this.#duration = new Histogram({
+    this.#duration = new SeriesHistogram({
       name: 'istio_request_duration_milliseconds',
       help: 'Request duration in milliseconds',
       labelNames: HTTP_LABEL_NAMES,
       buckets: DURATION_BUCKETS,
       registers,
     });
-    this.#requestBytes = new Histogram({
+    this.#requestBytes = new SeriesHistogram({
       name: 'istio_request_bytes',
       help: 'Request body sizes in bytes',
       labelNames: HTTP_LABEL_NAMES,
       buckets: BYTES_BUCKETS,
       registers,
     });
-    this.#responseBytes = new Histogram({
+    this.#responseBytes = new SeriesHistogram({
       name: 'istio_response_bytes',
       help: 'Response body sizes in bytes',
       labelNames: HTTP_LABEL_NAMES,
@@ -92,26 +101,44 @@ export class RequestMetrics {
     });
   }
 
+  /** Records one request, building its labels from scratch (no shortcut). */
   recordRequest(meta: Omit<ConnectionMeta, 'reporter'>, o: RequestOutcome): void {
-    const labels = httpLabels(meta, o);
-    // One lookup per request: the children of all four metrics are cached under one key.
-    let key = '';
-    for (const name of HTTP_LABEL_NAMES) key += `${labels[name]}\u0000`;
-    let c = this.#children.get(key);
-    if (c === undefined) {
-      if (this.#children.size >= MAX_CACHED_CHILDREN) this.#children.clear();
-      c = {
-        requests: this.#requests.labels(labels),
-        duration: this.#duration.labels(labels),
-        requestBytes: this.#requestBytes.labels(labels),
-        responseBytes: this.#responseBytes.labels(labels),
-      };
-      this.#children.set(key, c);
+    this.#observe(this.#seriesFor(httpLabels(meta, o)), o);
+  }
+
+  /**
+   * Records one request under a caller's short key that determines every label (source and
+   * destination addresses and identities, protocol, code, flags): labels are built only the first
+   * time a key is seen. `invalidate()` when what the key's parts mean may have changed.
+   */
+  recordKeyed(key: string, meta: () => Omit<ConnectionMeta, 'reporter'>, o: RequestOutcome): void {
+    let s = this.#shortcuts.get(key);
+    if (s === undefined) {
+      if (this.#shortcuts.size >= MAX_SHORTCUTS) this.#shortcuts.clear();
+      s = this.#seriesFor(httpLabels(meta(), o));
+      this.#shortcuts.set(key, s);
     }
-    c.requests.inc();
-    c.duration.observe(o.durationMs);
-    c.requestBytes.observe(o.requestBytes);
-    c.responseBytes.observe(o.responseBytes);
+    this.#observe(s, o);
+  }
+
+  invalidate(): void {
+    this.#shortcuts.clear();
+  }
+
+  #seriesFor(labels: HttpLabels): RequestSeries {
+    return {
+      requests: this.#requests.series(labels),
+      duration: this.#duration.series(labels),
+      requestBytes: this.#requestBytes.series(labels),
+      responseBytes: this.#responseBytes.series(labels),
+    };
+  }
+
+  #observe(s: RequestSeries, o: RequestOutcome): void {
+    s.requests.value += 1;
+    s.duration.observe(o.durationMs);
+    s.requestBytes.observe(o.requestBytes);
+    s.responseBytes.observe(o.responseBytes);
   }
 
   recordAudit(policy: string): void {

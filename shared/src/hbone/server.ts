@@ -107,7 +107,13 @@ export type HboneRefusalStatus = 400 | 401 | 503;
 
 export type HboneResponse =
   | { status: HboneRefusalStatus; reason?: string }
-  | { status: 200; upstream: Duplex; onDone?: (result: CopyResult) => void };
+  | { status: 200; upstream: Duplex; onDone?: (result: CopyResult) => void }
+  /**
+   * The handler reads and writes the CONNECT stream itself (the waypoint parses HTTP on it): no
+   * second stream and no copy loop in between. `serve` runs once the 200 is sent; the stream's
+   * 'close' ends the tunnel.
+   */
+  | { status: 200; serve: (stream: Duplex) => void };
 
 export type HboneHandler = (req: HboneRequest) => Promise<HboneResponse> | HboneResponse;
 
@@ -576,7 +582,7 @@ export class HboneServer {
     }
     // The client may have cancelled while the handler ran; responding now would throw.
     if (stream.destroyed || stream.closed || state.session.destroyed) {
-      if (response.status === 200) resetStream(response.upstream);
+      if (response.status === 200 && 'upstream' in response) resetStream(response.upstream);
       return;
     }
     answered = true;
@@ -587,6 +593,15 @@ export class HboneServer {
         state.connection,
       );
       respondRefusal(stream, response.status, response.reason);
+      return;
+    }
+    if ('serve' in response) {
+      try {
+        stream.respond({ ':status': 200 });
+      } catch {
+        return;
+      }
+      response.serve(stream);
       return;
     }
     const { upstream } = response;

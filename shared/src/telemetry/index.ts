@@ -1,3 +1,5 @@
 // Public surface of @hypha/shared/telemetry: name every export (no `export *`).
 export type { ByteCounts, ConnectionMeta, PeerLabels, TcpLabelName, TcpLabels } from './l4-metrics.js';
 export { ConnectionRecorder, L4Metrics, TCP_LABEL_NAMES, tcpLabels } from './l4-metrics.js';
+export type { CounterSeries } from './series.js';
+export { HistogramSeries, SeriesCounter, SeriesHistogram } from './series.js';
