@@ -36,6 +36,53 @@ function hypha(args: string[], env: Record<string, string> = {}): Promise<Run> {
 let dir: string;
 let config: string;
 let strictConfig: string;
+let waypointConfig: string;
+let missingWaypointConfig: string;
+
+/** The demo with Service demo/echo bound to waypoint demo/waypoint, and L7 policies on it. */
+function waypointObjects(gatewayName: string): object[] {
+  const l7 = (name: string, spec: object) => ({
+    apiVersion: 'security.hypha.dev/v1',
+    kind: 'AuthorizationPolicy',
+    metadata: { name, namespace: 'demo' },
+    spec: { targetRefs: [{ kind: 'Service', group: '', name: 'echo' }], ...spec },
+  });
+  return [
+    ...demoConfigObjects().map((o) =>
+      o.kind === 'Service' && (o.metadata as { name: string }).name === 'echo'
+        ? { ...o, metadata: { ...(o.metadata as object), labels: { 'hypha.dev/use-waypoint': 'waypoint' } } }
+        : o,
+    ),
+    {
+      apiVersion: 'gateway.networking.k8s.io/v1',
+      kind: 'Gateway',
+      metadata: { name: gatewayName, namespace: 'demo', labels: { 'hypha.dev/waypoint-for': 'service' } },
+      spec: {
+        gatewayClassName: 'hypha-waypoint',
+        listeners: [{ name: 'mesh', port: 15008, protocol: 'HBONE' }],
+      },
+    },
+    l7('deny-unconfirmed-admin', {
+      action: 'DENY',
+      rules: [
+        {
+          to: [{ operation: { paths: ['/admin/*'] } }],
+          when: [{ key: 'request.headers[x-confirm]', notValues: ['yes'] }],
+        },
+      ],
+    }),
+    l7('allow-client', {
+      action: 'ALLOW',
+      rules: [
+        { from: [{ source: { namespaces: ['ops'] } }] },
+        {
+          from: [{ source: { principals: ['cluster.local/ns/demo/sa/client'] } }],
+          to: [{ operation: { methods: ['GET', 'DELETE'], hosts: ['echo.demo.svc.cluster.local'] } }],
+        },
+      ],
+    }),
+  ];
+}
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'hypha-policy-cli-'));
@@ -50,6 +97,10 @@ beforeAll(async () => {
     },
   };
   const yaml = (objects: object[]) => objects.map((o) => stringify(o)).join('---\n');
+  waypointConfig = join(dir, 'waypoint.yaml');
+  await writeFile(waypointConfig, yaml(waypointObjects('waypoint')));
+  missingWaypointConfig = join(dir, 'no-waypoint.yaml');
+  await writeFile(missingWaypointConfig, yaml(waypointObjects('some-other-gateway')));
   config = join(dir, 'mesh.yaml');
   await writeFile(config, yaml([...demoConfigObjects(), deny]));
   strictConfig = join(dir, 'strict.yaml');
@@ -95,8 +146,32 @@ describe('hypha policy explain: usage errors exit 2 with one clear line', () => 
       /--from-ip "10\.0\.0\.300" is not an IP/,
     ],
     [['--config', 'kubernetes', '--from', 'demo/client', '--to', 'demo/echo:80'], /reads a config file/],
+    [
+      ['--config', 'WCFG', '--from', 'demo/client', '--to', 'demo/echo:80', '--header', 'x-user'],
+      /--header "x-user" must be <name>=<value>.*--header x-user=alice/,
+    ],
+    [
+      ['--config', 'WCFG', '--from', 'demo/client', '--to', 'demo/echo:80', '--header', '=alice'],
+      /--header "=alice" must be <name>=<value>/,
+    ],
+    [
+      ['--config', 'WCFG', '--from', 'demo/client', '--to', 'demo/echo:80', '--method', 'get'],
+      /--method "get" must be an HTTP method in capitals/,
+    ],
+    [
+      ['--config', 'WCFG', '--from', 'demo/client', '--to', 'demo/echo:80', '--path', 'admin'],
+      /--path "admin" must start with "\/"/,
+    ],
+    [
+      ['--config', 'WCFG', '--from', 'demo/client', '--to', 'demo/echo:80', '--header', 'Host=x'],
+      /give the Host header with --host/,
+    ],
+    [
+      ['--config', 'CFG', '--from', 'demo/client', '--to', 'demo/echo:80', '--path', '/admin'],
+      /need a destination served by a waypoint, and service demo\/echo is not \(label .*hypha\.dev\/use-waypoint/,
+    ],
   ])('%j', async (args, message) => {
-    const r = await explain(...args.map((a) => (a === 'CFG' ? config : a)));
+    const r = await explain(...args.map((a) => (a === 'CFG' ? config : a === 'WCFG' ? waypointConfig : a)));
     expect(r.code).toBe(2);
     expect(r.stdout).toBe('');
     expect(r.stderr).toMatch(/^hypha: usage error: /);
@@ -220,5 +295,97 @@ describe('hypha policy explain: decisions and failures', () => {
     const port = await explain('--config', config, '--from', 'demo/client', '--to', 'demo/echo:81');
     expect(port.code).toBe(1);
     expect(port.stderr).toBe('hypha: error: service demo/echo has no port 81 (ports: 80)\n');
+  });
+});
+
+interface WaypointJson {
+  decision: string;
+  waypoint: {
+    name: string;
+    request: { method: string; path: string; host: string; headers: Record<string, string> } | null;
+    policies: string[];
+    decision: string;
+    policy: string | null;
+    rule: number | null;
+    reason: string;
+  } | null;
+  targets: { workload: string; decision: string; lines: string[] }[];
+}
+
+describe('hypha policy explain: L7, through a waypoint', () => {
+  const l7 = (...args: string[]) =>
+    explain('--config', waypointConfig, '--from', 'demo/client', '--to', 'demo/echo:80', ...args);
+
+  it('names the DENY policy and rule that refuse a request (exit 3), in text', async () => {
+    const r = await l7('--method', 'DELETE', '--path', '/admin/users');
+    expect(r.code, r.stderr).toBe(3);
+    expect(r.stdout).toContain('waypoint demo/waypoint (L7): DENY');
+    expect(r.stdout).toContain(
+      'request DELETE /admin/users host echo.demo.svc.cluster.local from cluster.local/ns/demo/sa/client to demo/echo port 80',
+    );
+    expect(r.stdout).toContain('DENY demo/deny-unconfirmed-admin: rules[0] matches');
+    expect(r.stdout).toContain('decision: DENY: denied by DENY policy demo/deny-unconfirmed-admin rules[0]');
+    expect(r.stdout).toMatch(/^result: DENY$/m);
+  });
+
+  it('a header that lifts the DENY lets the ALLOW rule decide (exit 0), with its index, in JSON', async () => {
+    const r = await l7('--method', 'DELETE', '--path', '/admin/users', '--header', 'X-Confirm=yes', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout) as WaypointJson;
+    expect(j.decision).toBe('allow');
+    expect(j.waypoint).toMatchObject({
+      name: 'demo/waypoint',
+      request: { method: 'DELETE', path: '/admin/users', headers: { 'x-confirm': 'yes' } },
+      decision: 'allow',
+      policy: 'demo/allow-client',
+      rule: 1,
+      reason: 'allowed by ALLOW policy demo/allow-client rules[1]',
+    });
+    // The endpoints then see the waypoint's identity, not the client's.
+    expect(j.targets.map((t) => t.decision)).toEqual(['allow', 'allow']);
+    expect(j.targets[0]!.lines[0]).toMatch(/^connection from cluster\.local\/ns\/demo\/sa\/waypoint to /);
+  });
+
+  it('--host decides hosts rules; no ALLOW rule matching denies without naming a policy', async () => {
+    const r = await l7('--host', 'other.example', '--json');
+    expect(r.code, r.stderr).toBe(3);
+    const j = JSON.parse(r.stdout) as WaypointJson;
+    expect(j.waypoint).toMatchObject({ decision: 'deny', policy: null, rule: null });
+    expect(j.waypoint!.reason).toBe('denied: ALLOW policies apply (demo/allow-client) but none matched');
+    const text = await l7('--host', 'other.example');
+    expect(text.stdout).toContain(
+      'ALLOW demo/allow-client: no rule matches (rules[0] from[0].source.namespaces [ops]: "demo"; rules[1] to[0].operation.hosts [echo.demo.svc.cluster.local]: "other.example")',
+    );
+  });
+
+  it('without request flags: lists the L7 policies that apply and says the answer depends on the request (exit 5)', async () => {
+    const r = await l7();
+    expect(r.code, r.stderr).toBe(5);
+    expect(r.stdout).toContain('waypoint demo/waypoint (L7): DEPENDS');
+    expect(r.stdout).toContain(
+      'L7 policies that apply: DENY demo/deny-unconfirmed-admin, ALLOW demo/allow-client',
+    );
+    expect(r.stdout).toContain('give --method, --path, --header <name>=<value> or --host');
+    expect(r.stdout).toMatch(/^result: DEPENDS$/m);
+    const j = JSON.parse((await l7('--json')).stdout) as WaypointJson;
+    expect(j.waypoint).toMatchObject({ decision: 'depends', request: null });
+    expect(j.waypoint!.policies).toEqual(['DENY demo/deny-unconfirmed-admin', 'ALLOW demo/allow-client']);
+  });
+
+  it('a Service bound to a waypoint that does not exist is refused, fail closed (exit 3)', async () => {
+    const r = await explain(
+      '--config',
+      missingWaypointConfig,
+      '--from',
+      'demo/client',
+      '--to',
+      'demo/echo:80',
+      '--path',
+      '/',
+    );
+    expect(r.code, r.stderr).toBe(3);
+    expect(r.stdout).toContain(
+      'decision: DENY: demo/echo is bound to waypoint demo/waypoint, which does not exist: refused (fail closed)',
+    );
   });
 });
