@@ -26,7 +26,6 @@ export type {
   L7Explanation,
   L7PolicySet,
   WaypointPolicy,
-  WaypointPolicyErrorCode,
 } from './waypoint.js';
 export {
   bindWaypointPolicy,
@@ -36,5 +35,4 @@ export {
   evaluateL7,
   explainL7,
   indexL7Policies,
-  WaypointPolicyError,
 } from './waypoint.js';

@@ -15,6 +15,7 @@
 //   it does not serve) is rejected by name and field, not half-applied.
 // - Per request: no parsing, and no allocation unless an AUDIT policy matches. Decisions that depend
 //   only on a rule are built once, frozen and shared: callers must not mutate them.
+import { ConfigError } from '../config/errors.js';
 import { translateObject } from '../config/translate.js';
 import type { AuthorizationAction, AuthorizationPolicyObject } from '../config/types.js';
 import {
@@ -75,32 +76,6 @@ export interface L7PolicySet {
 
 export const EMPTY_L7_POLICY_SET: L7PolicySet = Object.freeze({ deny: [], allow: [], audit: [] });
 
-export type WaypointPolicyErrorCode =
-  /** The object failed validation (the shared AuthorizationPolicy schema). */
-  | 'INVALID_OBJECT'
-  /** A targetRef names another namespace or a kind other than Gateway or Service. */
-  | 'UNSUPPORTED_TARGET'
-  /** A `when` key the waypoint does not read (request.auth.*, destination.ip, connection.sni, ...). */
-  | 'UNSUPPORTED_CONDITION';
-
-export class WaypointPolicyError extends Error {
-  readonly code: WaypointPolicyErrorCode;
-  readonly namespace: string;
-  readonly policyName: string;
-  /** Dotted field path, e.g. `spec.rules[0].when[1].key`. */
-  readonly field: string;
-  readonly detail: string;
-  constructor(code: WaypointPolicyErrorCode, namespace: string, name: string, field: string, detail: string) {
-    super(`AuthorizationPolicy ${namespace}/${name}:${field === '' ? '' : ` field ${field}:`} ${detail}`);
-    this.name = 'WaypointPolicyError';
-    this.code = code;
-    this.namespace = namespace;
-    this.policyName = name;
-    this.field = field;
-    this.detail = detail;
-  }
-}
-
 export interface GatewayRef {
   readonly name: string;
   readonly namespace: string;
@@ -109,25 +84,29 @@ export interface GatewayRef {
 /**
  * Validates a raw policy (Kubernetes-shaped, apiVersion optional, or the config model's translated
  * record) with the shared schema, compiles it and binds it to this waypoint. undefined for a
- * `selector` policy (the agents'). Throws WaypointPolicyError.
+ * `selector` policy (the agents'). Throws ConfigError (INVALID_OBJECT), naming the policy and field.
  */
 export function compileWaypointPolicy(raw: unknown, gateway: GatewayRef): WaypointPolicy | undefined {
-  const object = parseAuthorizationPolicy(raw);
+  const object = parseAuthorizationPolicy(raw, gateway);
   if (object.targetRefs.length === 0) return undefined;
   return bindWaypointPolicy(compileAuthorizationPolicy(object), gateway);
 }
 
-/** Binds a compiled targetRefs policy to a waypoint. Throws WaypointPolicyError. */
+/** Binds a compiled targetRefs policy to a waypoint. Throws ConfigError (INVALID_OBJECT). */
 export function bindWaypointPolicy(p: CompiledAuthorizationPolicy, gateway: GatewayRef): WaypointPolicy {
+  const problem = (field: string, detail: string) =>
+    new ConfigError(
+      'INVALID_OBJECT',
+      { source: sourceName(gateway), kind: 'AuthorizationPolicy', namespace: p.namespace, name: p.name },
+      field,
+      detail,
+    );
   let onGateway = false;
   const services: string[] = [];
   p.targetRefs.forEach((r, i) => {
     const ns = r.namespace ?? p.namespace;
     if (ns !== p.namespace) {
-      throw new WaypointPolicyError(
-        'UNSUPPORTED_TARGET',
-        p.namespace,
-        p.name,
+      throw problem(
         `spec.targetRefs[${i}].namespace`,
         "targetRefs may only name objects in the policy's own namespace",
       );
@@ -136,22 +115,13 @@ export function bindWaypointPolicy(p: CompiledAuthorizationPolicy, gateway: Gate
       if (r.name === gateway.name && ns === gateway.namespace) onGateway = true;
     } else if (r.kind === 'Service') services.push(`${ns}/${r.name}`);
     else {
-      throw new WaypointPolicyError(
-        'UNSUPPORTED_TARGET',
-        p.namespace,
-        p.name,
-        `spec.targetRefs[${i}].kind`,
-        `kind ${r.kind} is not supported (Gateway or Service)`,
-      );
+      throw problem(`spec.targetRefs[${i}].kind`, `kind ${r.kind} is not supported (Gateway or Service)`);
     }
   });
   for (const rule of p.rules) {
     rule.when?.forEach((c, i) => {
       if (c.reads !== 'unsupported') return;
-      throw new WaypointPolicyError(
-        'UNSUPPORTED_CONDITION',
-        p.namespace,
-        p.name,
+      throw problem(
         `spec.rules[${rule.index}].when[${i}].key`,
         `unsupported key ${c.key}: use request.headers[<name>], source.ip, remote.ip, source.namespace, source.principal or destination.port`,
       );
@@ -289,16 +259,20 @@ function reasonOf(d: L7Decision, set: L7PolicySet): string {
   return `denied: ALLOW policies apply (${set.allow.map((p) => p.key).join(', ')}) but none matched`;
 }
 
-function parseAuthorizationPolicy(raw: unknown): AuthorizationPolicyObject {
-  const r = translateObject(asKubernetesObject(raw), { source: 'waypoint' });
+function sourceName(gateway: GatewayRef): string {
+  return `waypoint ${gateway.namespace}/${gateway.name}`;
+}
+
+function parseAuthorizationPolicy(raw: unknown, gateway: GatewayRef): AuthorizationPolicyObject {
+  const r = translateObject(asKubernetesObject(raw), { source: sourceName(gateway) });
   if (r.status === 'ok' && r.object.kind === 'AuthorizationPolicy') return r.object;
-  const e = r.status === 'invalid' ? r.errors[0] : undefined;
-  throw new WaypointPolicyError(
+  // Only AuthorizationPolicy objects reach here (asKubernetesObject sets the kind when absent).
+  if (r.status === 'invalid') throw r.errors[0]!;
+  throw new ConfigError(
     'INVALID_OBJECT',
-    e?.namespace ?? '?',
-    e?.objectName ?? '?',
-    e?.field ?? '',
-    e?.detail ?? 'not an AuthorizationPolicy',
+    { source: sourceName(gateway) },
+    'kind',
+    'not an AuthorizationPolicy',
   );
 }
 

@@ -36,7 +36,6 @@ it('@hypha/shared/config exports exactly these values', () => {
 it('@hypha/shared/policy exports exactly these values', () => {
   expect(Object.keys(policy).sort()).toEqual([
     'EMPTY_L7_POLICY_SET',
-    'WaypointPolicyError',
     'bindWaypointPolicy',
     'compileAuthorizationPolicy',
     'compileStringMatcher',

@@ -2,44 +2,14 @@ import { parseSpiffeId, type SpiffeId } from '@hypha/shared';
 import { translateObject, type Workload } from '@hypha/shared/config';
 import {
   type CompiledAuthorizationPolicy,
-  compileAuthorizationPolicy,
   evaluateL4,
   explainL4,
   type L4Request,
 } from '@hypha/shared/policy';
 import { describe, expect, it } from 'vitest';
+import { compiledPolicy, workload } from './fixtures.js';
 
-function policy(namespace: string, name: string, spec: Record<string, unknown>): CompiledAuthorizationPolicy {
-  const r = translateObject(
-    { apiVersion: 'security.hypha.dev/v1', kind: 'AuthorizationPolicy', metadata: { namespace, name }, spec },
-    { source: 'test' },
-  );
-  if (r.status !== 'ok' || r.object.kind !== 'AuthorizationPolicy') {
-    throw new Error(
-      `bad test policy: ${r.status === 'invalid' ? r.errors.map((e) => e.message).join('; ') : r.status}`,
-    );
-  }
-  return compileAuthorizationPolicy(r.object);
-}
-
-function workload(namespace: string, name: string, labels: Record<string, string>): Workload {
-  return {
-    uid: `${namespace}/${name}`,
-    name,
-    namespace,
-    serviceAccount: name,
-    identity: parseSpiffeId(`spiffe://cluster.local/ns/${namespace}/sa/${name}`),
-    ips: ['10.244.1.20'],
-    node: 'node-a',
-    labels,
-    inMesh: true,
-    waypoint: undefined,
-    ready: true,
-    mtlsMode: 'permissive',
-    hostNetwork: false,
-    namedPorts: undefined,
-  };
-}
+const policy = compiledPolicy;
 
 const echo = workload('shop', 'echo', { app: 'echo', version: 'v1' });
 const other = workload('shop', 'cart', { app: 'cart' });

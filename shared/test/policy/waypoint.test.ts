@@ -1,10 +1,8 @@
 // The waypoint's (L7) decision with the shared engine: the same compiled policy and matcher as the
 // agent's L4 decision, plus HTTP attributes, targetRefs binding and the plain-TCP rules.
 import { parseSpiffeId } from '@hypha/shared';
-import { translateObject, type Workload } from '@hypha/shared/config';
+import { ConfigError, translateObject } from '@hypha/shared/config';
 import {
-  type CompiledAuthorizationPolicy,
-  compileAuthorizationPolicy,
   compileWaypointPolicy,
   dependsOnRequest,
   evaluateL4,
@@ -13,9 +11,9 @@ import {
   indexL7Policies,
   type L7Attributes,
   type L7PolicySet,
-  WaypointPolicyError,
 } from '@hypha/shared/policy';
 import { describe, expect, it } from 'vitest';
+import { compiledPolicy, workload } from './fixtures.js';
 
 const gateway = { name: 'waypoint', namespace: 'shop' };
 const toApi = { targetRefs: [{ kind: 'Service', name: 'api' }] };
@@ -30,17 +28,21 @@ function setOf(policies: ReturnType<typeof raw>[], service = 'shop/api'): L7Poli
   return indexL7Policies(bound, [service]).get(service)!;
 }
 
-const attrs = (
+const GET_ITEMS = {
+  method: 'GET',
+  path: '/api/items',
+  host: 'api.shop.svc.cluster.local:80',
+  headers: {},
+} as const;
+
+/** A request from shop/web; `request` fields override the GET of /api/items. */
+function attrs(
   over: Partial<L7Attributes> = {},
-  req: Partial<NonNullable<L7Attributes['request']>> = {},
-): L7Attributes => ({
-  principal: 'cluster.local/ns/shop/sa/web',
-  sourceNamespace: 'shop',
-  sourceIp: '10.1.2.3',
-  port: 80,
-  request: { method: 'GET', path: '/api/items', host: 'api.shop.svc.cluster.local:80', headers: {}, ...req },
-  ...over,
-});
+  request: Partial<NonNullable<L7Attributes['request']>> = {},
+): L7Attributes {
+  const source = { principal: 'cluster.local/ns/shop/sa/web', sourceNamespace: 'shop', sourceIp: '10.1.2.3' };
+  return { ...source, port: 80, request: { ...GET_ITEMS, ...request }, ...over };
+}
 
 const tcp = (over: Partial<L7Attributes> = {}) => attrs({ request: undefined, ...over });
 
@@ -276,29 +278,14 @@ describe('binding policies to a waypoint (targetRefs)', () => {
     } catch (err) {
       caught = err;
     }
-    expect(caught).toBeInstanceOf(WaypointPolicyError);
-    expect(caught).toMatchObject({ namespace: 'shop', policyName: 'x', field });
+    expect(caught).toBeInstanceOf(ConfigError);
+    expect(caught).toMatchObject({ code: 'INVALID_OBJECT', namespace: 'shop', objectName: 'x', field });
   });
 });
 
 describe('one engine: L4 and L7 agree on the attributes both can check', () => {
   const web = parseSpiffeId('spiffe://cluster.local/ns/shop/sa/web');
-  const workload: Workload = {
-    uid: 'shop/api-0',
-    name: 'api-0',
-    namespace: 'shop',
-    serviceAccount: 'api',
-    identity: parseSpiffeId('spiffe://cluster.local/ns/shop/sa/api'),
-    ips: ['10.244.1.20'],
-    node: 'node-a',
-    labels: { app: 'api' },
-    inMesh: true,
-    waypoint: undefined,
-    ready: true,
-    mtlsMode: 'permissive',
-    hostNetwork: false,
-    namedPorts: undefined,
-  };
+  const api = workload('shop', 'api-0', { app: 'api' });
   const rules = [
     {
       from: [{ source: { principals: ['*/sa/web'], ipBlocks: ['10.1.0.0/16', 'fd00:1::/64'] } }],
@@ -306,20 +293,7 @@ describe('one engine: L4 and L7 agree on the attributes both can check', () => {
       when: [{ key: 'source.namespace', values: ['shop'] }],
     },
   ];
-  const compiled = (spec: Record<string, unknown>): CompiledAuthorizationPolicy => {
-    const r = translateObject(
-      {
-        apiVersion: 'security.hypha.dev/v1',
-        kind: 'AuthorizationPolicy',
-        metadata: { name: 'p', namespace: 'shop' },
-        spec,
-      },
-      { source: 'test' },
-    );
-    if (r.status !== 'ok' || r.object.kind !== 'AuthorizationPolicy') throw new Error('bad test policy');
-    return compileAuthorizationPolicy(r.object);
-  };
-  const l4 = compiled({ selector: { matchLabels: { app: 'api' } }, rules });
+  const l4 = compiledPolicy('shop', 'p', { selector: { matchLabels: { app: 'api' } }, rules });
   const l7 = setOf([raw('p', { ...toApi, rules })]);
 
   it.each([
@@ -329,7 +303,7 @@ describe('one engine: L4 and L7 agree on the attributes both can check', () => {
     ['10.2.0.1', 80, false],
     ['10.1.2.3', 9090, false],
   ])('from %s to port %d', (ip, port, allowed) => {
-    const atL4 = evaluateL4([l4], { source: { identity: web, ip }, destination: { workload, port } });
+    const atL4 = evaluateL4([l4], { source: { identity: web, ip }, destination: { workload: api, port } });
     const atL7 = evaluateL7(l7, attrs({ sourceIp: ip, port }));
     expect(atL4.decision === 'allow').toBe(allowed);
     expect(atL7.allowed).toBe(allowed);
@@ -339,7 +313,7 @@ describe('one engine: L4 and L7 agree on the attributes both can check', () => {
   it('a plaintext peer matches neither principals nor namespaces at either layer', () => {
     const atL4 = evaluateL4([l4], {
       source: { identity: undefined, ip: '10.1.2.3' },
-      destination: { workload, port: 80 },
+      destination: { workload: api, port: 80 },
     });
     expect(atL4.decision).toBe('deny');
     expect(evaluateL7(l7, attrs({ principal: undefined, sourceNamespace: undefined })).allowed).toBe(false);

@@ -2,12 +2,8 @@
 // waypoint.ts there): one schema, one compiler and one matcher for the agents (L4) and the
 // waypoint (L7). This file keeps the waypoint's names and turns the engine's errors into
 // WaypointConfigError, so a bad policy is reported and skipped like every other waypoint object.
-import {
-  compileWaypointPolicy,
-  type GatewayRef,
-  type WaypointPolicy,
-  WaypointPolicyError,
-} from '@hypha/shared/policy';
+import { ConfigError } from '@hypha/shared/config';
+import { compileWaypointPolicy, type GatewayRef, type WaypointPolicy } from '@hypha/shared/policy';
 import { WaypointConfigError } from '../errors.js';
 
 export type {
@@ -27,12 +23,12 @@ export function compileAuthorizationPolicy(raw: unknown, gateway: GatewayRef): W
   try {
     return compileWaypointPolicy(raw, gateway);
   } catch (err) {
-    if (!(err instanceof WaypointPolicyError)) throw err;
+    if (!(err instanceof ConfigError)) throw err;
     throw new WaypointConfigError(
       'INVALID_OBJECT',
       'AuthorizationPolicy',
-      err.namespace,
-      err.policyName,
+      err.namespace ?? '?',
+      err.objectName ?? '?',
       err.field,
       err.detail,
     );

@@ -528,8 +528,10 @@ async function explainWaypoint(
   hop: WaypointHop,
   given: ExplainRequest | undefined,
 ): Promise<ExplainWaypoint> {
-  const { bindWaypointPolicy, dependsOnRequest, explainL7, indexL7Policies, WaypointPolicyError } =
-    await import('@hypha/shared/policy');
+  const { ConfigError } = await import('@hypha/shared/config');
+  const { bindWaypointPolicy, dependsOnRequest, explainL7, indexL7Policies } = await import(
+    '@hypha/shared/policy'
+  );
   const name = `${hop.lookup.ref.namespace}/${hop.lookup.ref.name}`;
   const request = given === undefined ? undefined : { ...given, host: given.host ?? hop.host };
   const base = {
@@ -558,8 +560,8 @@ async function explainWaypoint(
     try {
       bound.push(bindWaypointPolicy(p, hop.lookup.ref));
     } catch (err) {
-      if (!(err instanceof WaypointPolicyError)) throw err;
-      process.stderr.write(`hypha: warning: waypoint ${name} skips ${err.message}\n`);
+      if (!(err instanceof ConfigError)) throw err;
+      process.stderr.write(`hypha: warning: ${err.message} (the waypoint skips this policy)\n`);
     }
   }
   const set = indexL7Policies(bound, [hop.target]).get(hop.target)!;
