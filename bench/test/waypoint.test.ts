@@ -21,12 +21,15 @@ describe('bench waypoint --quick', () => {
     const budgets = (pattern: RegExp) => find(pattern).map((r) => r.budget);
     expect(budgets(/^requests\/s, saturated.*, waypoint path$/)).toEqual(['ratio >= 0.5']);
     expect(budgets(/^p99.*, waypoint path$/)).toEqual(['ratio <= 3']);
-    expect(budgets(/^waypoint CPU.*, waypoint path$/)).toEqual(['<= 0.45']);
+    expect(budgets(/^waypoint CPU.*, waypoint path$/)).toEqual(['<= 0.45', undefined]);
     const floor = find(/^waypoint CPU.*, waypoint path, against the runtime's floor$/)[0]!;
     expect(floor.budget).toBe('ratio <= 1.5');
     expect(floor.peer).toMatch(/^bare Node proxy/);
     expect(budgets(/^waypoint peak RSS/)).toEqual(['<= 150']);
-    find(/^waypoint CPU.*, waypoint alone$/);
-    find(/^bare Node proxy .* CPU/);
+    expect(find(/^waypoint CPU.*, waypoint alone$/)).toHaveLength(2);
+    expect(find(/^bare Node proxy .* CPU/).map((r) => r.peer)).toEqual([
+      'nginx (1 worker)',
+      'nginx (1 worker)',
+    ]);
   }, 240_000);
 });

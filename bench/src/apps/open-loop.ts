@@ -150,35 +150,47 @@ async function runTcp(): Promise<Record<string, unknown>> {
 }
 
 /**
- * An http.Agent whose "sockets" are HBONE CONNECT streams on one mTLS HTTP/2 connection: the
- * agent opens one per keep-alive connection it wants, and keeps it for the next request.
+ * An http.Agent whose "sockets" are HBONE CONNECT streams on one mTLS HTTP/2 connection, kept for
+ * the next request like keep-alive connections. The C streams are opened (and answered 200) before
+ * the load starts and handed out synchronously: http.Agent counts a socket only once it exists, so
+ * an asynchronous createConnection would let every request queued meanwhile open one more.
  */
 class HboneAgent extends Agent {
   readonly #session: ClientHttp2Session;
   readonly #authority: string;
+  readonly #ready: Duplex[] = [];
   constructor(session: ClientHttp2Session, authority: string) {
     super({ keepAlive: true, maxSockets: conns, maxFreeSockets: conns });
     this.#session = session;
     this.#authority = authority;
   }
+  async open(n: number): Promise<void> {
+    this.#ready.push(...(await Promise.all(Array.from({ length: n }, () => this.#connect()))));
+  }
+  #connect(): Promise<Duplex> {
+    const stream = this.#session.request({ ':method': 'CONNECT', ':authority': this.#authority });
+    return new Promise((resolve, reject) => {
+      stream.once('error', reject);
+      stream.once('response', (headers) => {
+        stream.off('error', reject);
+        const status = headers[':status'];
+        if (status === 200) return resolve(stream);
+        stream.destroy();
+        reject(new Error(`HBONE CONNECT ${status}: ${headers['hbone-reason'] ?? ''}`));
+      });
+    });
+  }
   override createConnection(
     _opts: ClientRequestArgs,
     cb?: (err: Error | null, stream: Duplex) => void,
   ): Duplex | undefined {
-    const stream = this.#session.request({ ':method': 'CONNECT', ':authority': this.#authority });
-    let settled = false;
-    const settle = (err: Error | null): void => {
-      if (settled) return;
-      settled = true;
-      cb?.(err, stream);
-    };
-    stream.once('response', (headers) => {
-      const status = headers[':status'];
-      if (status === 200) return settle(null);
-      stream.destroy();
-      settle(new Error(`HBONE CONNECT ${status}: ${headers['hbone-reason'] ?? ''}`));
-    });
-    stream.once('error', settle);
+    const ready = this.#ready.pop();
+    if (ready !== undefined) return ready;
+    // A stream that died is replaced (asynchronously; rare).
+    this.#connect().then(
+      (s) => cb?.(null, s),
+      (err: Error) => cb?.(err, undefined as never),
+    );
     return undefined;
   }
   // A CONNECT stream has no TCP keep-alive and no ref/unref: keep it as it is.
@@ -223,9 +235,12 @@ function openHboneSession(): Promise<ClientHttp2Session> {
 
 async function runHttp(): Promise<Record<string, unknown>> {
   const session = hbone ? await openHboneSession() : undefined;
-  const agent = session
-    ? new HboneAgent(session, `${isIPv6(host!) ? `[${host}]` : host}:${port}`)
-    : new Agent({ keepAlive: true, maxSockets: conns, maxFreeSockets: conns });
+  let agent: Agent;
+  if (session) {
+    const hboneAgent = new HboneAgent(session, `${isIPv6(host!) ? `[${host}]` : host}:${port}`);
+    await hboneAgent.open(conns);
+    agent = hboneAgent;
+  } else agent = new Agent({ keepAlive: true, maxSockets: conns, maxFreeSockets: conns });
   const body = Buffer.alloc(size, 0x61);
   const samples: number[] = [];
   let ok = 0;
@@ -266,6 +281,7 @@ async function runHttp(): Promise<Record<string, unknown>> {
   const drainEnd = performance.now() + 5000;
   while (ok + failed < sent && performance.now() < drainEnd) await sleep(5);
   const elapsed = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage();
   agent.destroy();
   session?.close();
   return {
@@ -275,6 +291,8 @@ async function runHttp(): Promise<Record<string, unknown>> {
     failed,
     seconds: elapsed,
     connectionsUsed: sockets.size,
+    // The load client's own CPU (user + system), to tell when it, not the path, was the limit.
+    clientCpuSeconds: (cpu.user + cpu.system) / 1e6,
     samples: samples.length,
     ...quantiles(samples),
     errors,
