@@ -192,6 +192,7 @@ export function evaluateL7(set: L7PolicySet, a: L7Attributes): L7Decision {
     audited.push(p.key);
   }
   const d = decide(set, f);
+  f.request = undefined; // hold no request past its decision
   return audited === undefined ? d : { ...d, audited };
 }
 
