@@ -39,7 +39,17 @@ export function checkSplit(r: { v1: number; v2: number; failed: number; requests
 export async function runL7Demo(demo: DemoResult): Promise<void> {
   const waypoint = demo.waypoint;
   if (waypoint === undefined) throw new Error('the L7 demo needs startDemo(..., { waypoint: true })');
-  await applyL7Config(demo, waypoint);
+  try {
+    await applyL7Config(demo, waypoint);
+  } catch (err) {
+    // A check that fails, not a crash: the L4 results above still get printed.
+    demo.checks.push({
+      name: 'the agents and the waypoint applied the L7 config',
+      ok: false,
+      detail: (err as Error).message.split('\n')[0] ?? '',
+    });
+    return;
+  }
   demo.report.push(
     '',
     `L7: service demo/echo bound to waypoint ${DEMO_WAYPOINT.namespace}/${DEMO_WAYPOINT.name} (${waypoint.pod.ips.join(' ')}, ${waypoint.node}); ` +
