@@ -1,0 +1,50 @@
+// The request pipeline, in its documented order (docs/waypoint.md "Request pipeline"):
+//
+//   route → authz → rate-limit → fault → rewrite (redirect, split, rewrites, headers) → mirror
+//     → retry (route timeout, retries) → breaker (slot, outlier detection) → balance → upstream
+//
+// Each filter is a module of its own with a small `run(rc, next)`; `buildPipeline` composes them
+// once. The upstream step is HTTP/1.1 (undici) or HTTP/2 (gRPC, h2 services), by the backend port.
+import type { Logger } from '@hypha/shared';
+import type { RequestMetrics } from '../telemetry.js';
+import type { Cluster } from '../traffic/cluster.js';
+import type { UpstreamPools } from '../upstream.js';
+import { authzFilter } from './authz.js';
+import { balanceFilter } from './balance.js';
+import { breakerFilter } from './breaker.js';
+import { compose, type Filter, type Next } from './context.js';
+import { faultFilter } from './fault.js';
+import { mirrorFilter } from './mirror.js';
+import { rateLimitFilter } from './rate-limit.js';
+import { retryFilter } from './retry.js';
+import { rewriteFilter } from './rewrite.js';
+import { routeFilter } from './route.js';
+import { http1Try } from './upstream-http1.js';
+import { http2Try } from './upstream-http2.js';
+
+export interface PipelineDeps {
+  clusters: ReadonlyMap<string, Cluster>;
+  pools: UpstreamPools;
+  metrics: RequestMetrics;
+  log: Logger;
+  maxBufferedBodyBytes: number;
+}
+
+export function pipelineFilters(deps: PipelineDeps): Filter[] {
+  return [
+    routeFilter,
+    authzFilter(deps),
+    rateLimitFilter,
+    faultFilter,
+    rewriteFilter(deps.clusters),
+    mirrorFilter(deps),
+    retryFilter(deps),
+    breakerFilter,
+    balanceFilter,
+  ];
+}
+
+export function buildPipeline(deps: PipelineDeps): Next {
+  const pools = deps.pools;
+  return compose(pipelineFilters(deps), (rc) => (rc.h2Upstream ? http2Try(rc, pools) : http1Try(rc, pools)));
+}

@@ -1,0 +1,128 @@
+// The end of every request: metrics (Istio's names and labels), the span, and one JSON access log
+// line. `finish` runs once per request, on the downstream response's 'close'; it also gives back
+// what the request held (circuit-breaker slot, endpoint in-flight count).
+import type { Logger } from '@hypha/shared';
+import type { WaypointSnapshot } from './config.js';
+import type { ServiceEntry, WorkloadInfo } from './model.js';
+import type { RequestContext, StreamContext } from './pipeline/context.js';
+import type { RequestMetrics, RequestOutcome } from './telemetry.js';
+import type { EndpointState } from './traffic/cluster.js';
+
+export class RequestLog {
+  readonly #metrics: RequestMetrics;
+  readonly #access: Logger;
+  readonly #trustDomain: string;
+
+  constructor(metrics: RequestMetrics, access: Logger, trustDomain: string) {
+    this.#metrics = metrics;
+    this.#access = access;
+    this.#trustDomain = trustDomain;
+  }
+
+  get access(): Logger {
+    return this.#access;
+  }
+
+  finish(rc: RequestContext, protocol: string): void {
+    if (rc.finished) return;
+    rc.finished = true;
+    const res = rc.res;
+    if (!res.writableFinished) {
+      rc.abort('DOWNSTREAM_CLOSED');
+      rc.addFlag('DC');
+    }
+    if (rc.slot) rc.cluster?.release();
+    rc.releaseActive();
+    const durationMs = performance.now() - rc.start;
+    const code = res.headersSent ? res.statusCode : 0;
+    const flags = rc.flags.length === 0 ? '-' : rc.flags.join(',');
+    const service = rc.cluster?.service ?? rc.service;
+    const cl = rc.headers['content-length'];
+    this.record(rc.snap, rc.stream, service, rc.endpoint, {
+      protocol: rc.grpc ? 'grpc' : 'http',
+      responseCode: code,
+      grpcStatus: rc.grpcStatus,
+      responseFlags: flags,
+      durationMs,
+      requestBytes: rc.requestBytes || (cl === undefined ? 0 : Number(cl) || 0),
+      responseBytes: rc.responseBytes,
+    });
+    rc.span?.end(
+      {
+        'http.status_code': code,
+        response_flags: flags,
+        upstream_cluster: service?.key ?? '-',
+        'upstream.address': rc.endpoint?.ip ?? '-',
+      },
+      code >= 500 || code === 0,
+    );
+    if (!this.#access.isLevelEnabled('info')) return;
+    this.#access.info({
+      start_time: new Date(Date.now() - durationMs).toISOString(),
+      method: rc.method,
+      path: rc.path,
+      protocol,
+      response_code: code,
+      response_flags: flags,
+      grpc_status: rc.grpcStatus,
+      bytes_received: rc.requestBytes,
+      bytes_sent: rc.responseBytes,
+      duration: Math.round(durationMs * 1000) / 1000,
+      authority: rc.authority,
+      x_request_id: rc.requestId,
+      trace_id: rc.span?.traceId,
+      downstream_remote_address: `${rc.stream.source.ip}:${rc.stream.source.port}`,
+      downstream_peer: rc.stream.peer?.toString(),
+      upstream_cluster: service?.key,
+      upstream_host: rc.endpoint?.ip,
+      route_name: rc.action?.name ?? '-',
+      authz_policy: rc.authzPolicy,
+    });
+  }
+
+  /** Metrics for one request; labels are built once per distinct key (see RequestMetrics). */
+  record(
+    snap: WaypointSnapshot,
+    ctx: StreamContext,
+    service: ServiceEntry | undefined,
+    endpoint: EndpointState | undefined,
+    outcome: RequestOutcome,
+  ): void {
+    const key = `${ctx.source.ip}|${ctx.peer?.principal ?? ''}|${endpoint?.ip ?? ''}|${service?.key ?? ''}|${outcome.protocol}|${outcome.responseCode}|${outcome.grpcStatus ?? ''}|${outcome.responseFlags}`;
+    this.#metrics.recordKeyed(
+      key,
+      () => {
+        const src = snap.workloadsByIp.get(ctx.source.ip);
+        // A pod dialed by IP is the destination even when no request reached it (403); it has no
+        // destination service (Istio reports "unknown").
+        const dst: WorkloadInfo | undefined =
+          endpoint?.info.workload ?? (service?.pod ? service.endpoints[0]?.workload : undefined);
+        const svc = service?.pod ? undefined : service;
+        return {
+          source: {
+            workload: src?.name,
+            namespace: src?.namespace ?? ctx.peer?.namespace,
+            principal: ctx.peer?.toString(),
+            app: src?.app,
+            version: src?.version,
+          },
+          destination: {
+            workload: dst?.name,
+            namespace: dst?.namespace ?? svc?.namespace,
+            principal:
+              dst?.serviceAccount === undefined
+                ? undefined
+                : `spiffe://${this.#trustDomain}/ns/${dst.namespace}/sa/${dst.serviceAccount}`,
+            app: dst?.app,
+            version: dst?.version,
+            service: svc?.hostname,
+            serviceName: svc?.name,
+            serviceNamespace: svc?.namespace,
+          },
+          mutualTls: ctx.peer !== undefined,
+        };
+      },
+      outcome,
+    );
+  }
+}
