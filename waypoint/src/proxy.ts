@@ -318,7 +318,8 @@ class WaypointProxy implements Waypoint {
     try {
       out = this.#pipeline(rc);
     } catch (err) {
-      return this.#unexpected(rc, err);
+      this.#unexpected(rc, err);
+      return;
     }
     if (out instanceof Promise)
       out.then(
