@@ -313,8 +313,9 @@ interface WaypointJson {
 }
 
 describe('hypha policy explain: L7, through a waypoint', () => {
-  const l7 = (...args: string[]) =>
-    explain('--config', waypointConfig, '--from', 'demo/client', '--to', 'demo/echo:80', ...args);
+  const l7In = (cfg: string, ...args: string[]) =>
+    explain('--config', cfg, '--from', 'demo/client', '--to', 'demo/echo:80', ...args);
+  const l7 = (...args: string[]) => l7In(waypointConfig, ...args);
 
   it('names the DENY policy and rule that refuse a request (exit 3), in text', async () => {
     const r = await l7('--method', 'DELETE', '--path', '/admin/users');
@@ -373,16 +374,7 @@ describe('hypha policy explain: L7, through a waypoint', () => {
   });
 
   it('a Service bound to a waypoint that does not exist is refused, fail closed (exit 3)', async () => {
-    const r = await explain(
-      '--config',
-      missingWaypointConfig,
-      '--from',
-      'demo/client',
-      '--to',
-      'demo/echo:80',
-      '--path',
-      '/',
-    );
+    const r = await l7In(missingWaypointConfig, '--path', '/');
     expect(r.code, r.stderr).toBe(3);
     expect(r.stdout).toContain(
       'decision: DENY: demo/echo is bound to waypoint demo/waypoint, which does not exist: refused (fail closed)',
