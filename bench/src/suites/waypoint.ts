@@ -40,13 +40,15 @@ interface Phases {
   saturateSecs: number;
   latencySecs: number;
 }
-const FULL: Phases = { warmupSecs: 3, saturateSecs: 8, latencySecs: 10 };
-const QUICK: Phases = { warmupSecs: 1, saturateSecs: 3, latencySecs: 3 };
-// Not measured: brings every proxy's JIT and heap to steady state first, so that the path measured
-// first on a shared proxy (the waypoint serves two paths) does not pay for its warm-up.
-const WARMUP = { rate: 1000, connections: 16, bytes: 1024 } as const;
+const FULL: Phases = { warmupSecs: 4, saturateSecs: 8, latencySecs: 10 };
+const QUICK: Phases = { warmupSecs: 2, saturateSecs: 3, latencySecs: 3 };
 const SATURATE = { rate: 6000, connections: 16, bytes: 1024 } as const;
 const FIXED = { rate: 500, connections: 4, bytes: 1024 } as const;
+// Not measured: the saturating load on every path first, which brings each proxy's JIT and heap to
+// steady state, so that the path measured first on a shared proxy (the waypoint serves two paths)
+// does not pay for it. A shorter warm-up at 1000/s was not enough: whichever waypoint path came
+// first saturated at half the other's rate with 1.5-2x the CPU per request.
+const WARMUP = SATURATE;
 
 export class WaypointBenchError extends Error {
   readonly code: 'MISSING_TOOL' | 'LOAD_FAILED' | 'MESH_BYPASSED';
