@@ -79,6 +79,9 @@ export interface Waypoint {
 }
 
 type DownReq = IncomingMessage | Http2ServerRequest;
+
+/** Request bodies up to this size (by content-length) are read whole before the pipeline runs. */
+const WHOLE_REQUEST_BYTES = 64 * 1024;
 type DownRes = ServerResponse | Http2ServerResponse;
 
 export async function createWaypoint(opts: WaypointOptions): Promise<Waypoint> {
@@ -314,6 +317,25 @@ class WaypointProxy implements Waypoint {
         },
       );
     }
+    // A small body of known length is read whole first: it goes upstream with the head in one
+    // write, and retries and mirrors can replay it without buffering later.
+    const len = headers['content-length'];
+    if (rc.body !== null && typeof len === 'string' && Number(len) <= WHOLE_REQUEST_BYTES) {
+      const body = req as Readable;
+      const chunks: Buffer[] = [];
+      body.on('data', (c: Buffer) => chunks.push(c));
+      body.once('end', () => {
+        const whole = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+        rc.body = whole;
+        rc.requestBytes = whole.length;
+        this.#run(rc);
+      });
+      return;
+    }
+    this.#run(rc);
+  }
+
+  #run(rc: RequestContext): void {
     let out: ReturnType<Next>;
     try {
       out = this.#pipeline(rc);

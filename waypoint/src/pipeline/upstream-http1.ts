@@ -9,6 +9,9 @@ import { isConnectFailure, type UpstreamPools } from '../upstream.js';
 import { failure, type Outcome, type RequestContext, type UpstreamAnswer } from './context.js';
 import { responseHead, writeHead } from './respond.js';
 
+/** Responses up to this size (by content-length) are written whole. */
+const WHOLE_RESPONSE_BYTES = 64 * 1024;
+
 type State = 'waiting' | 'held' | 'responding' | 'discarding' | 'done';
 
 class Http1Exchange implements Dispatcher.DispatchHandler, UpstreamAnswer {
@@ -25,6 +28,8 @@ class Http1Exchange implements Dispatcher.DispatchHandler, UpstreamAnswer {
   /** Body bytes that arrived before respond() or discard() decided where they go. */
   #early: Buffer[] | undefined;
   #ended = false;
+  /** Collect the body and write it with end() (small, known length). */
+  #whole = false;
 
   constructor(rc: RequestContext, resolve: (o: Outcome) => void) {
     this.#rc = rc;
@@ -82,7 +87,7 @@ class Http1Exchange implements Dispatcher.DispatchHandler, UpstreamAnswer {
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.#state === 'discarding') return;
-    if (this.#state !== 'responding') {
+    if (this.#state !== 'responding' || this.#whole) {
       if (this.#early === undefined) this.#early = [chunk];
       else this.#early.push(chunk);
       return;
@@ -97,9 +102,16 @@ class Http1Exchange implements Dispatcher.DispatchHandler, UpstreamAnswer {
 
   onResponseEnd(): void {
     this.#ended = true;
-    if (this.#state === 'responding') {
-      this.#state = 'done';
-      this.#rc.res.end();
+    if (this.#state !== 'responding') return;
+    this.#state = 'done';
+    const early = this.#early;
+    this.#early = undefined;
+    if (early === undefined) this.#rc.res.end();
+    else {
+      // A small answer leaves in one write: head and body together.
+      const body = early.length === 1 ? early[0]! : Buffer.concat(early);
+      this.#rc.responseBytes += body.length;
+      this.#rc.res.end(body);
     }
   }
 
@@ -129,9 +141,15 @@ class Http1Exchange implements Dispatcher.DispatchHandler, UpstreamAnswer {
     }
     writeHead(res, this.status, responseHead(rc, this.#headers));
     this.#state = 'responding';
-    const early = this.#early;
-    this.#early = undefined;
-    if (early !== undefined) for (const c of early) this.onResponseData(this.#controller!, c);
+    // A body of known small size is collected and written with the head in one write (one
+    // syscall, or one HBONE DATA frame) instead of head, chunks and end apart.
+    const len = this.#headers['content-length'];
+    this.#whole = typeof len === 'string' && Number(len) <= WHOLE_RESPONSE_BYTES;
+    if (!this.#whole) {
+      const early = this.#early;
+      this.#early = undefined;
+      if (early !== undefined) for (const c of early) this.onResponseData(this.#controller!, c);
+    }
     if (this.#ended) this.onResponseEnd();
     else this.#controller?.resume();
   }
