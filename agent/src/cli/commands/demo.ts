@@ -89,13 +89,9 @@ Examples:
         out(
           `  pods:  client ${addrs(pods.client)} (node-a), echo-v1 ${addrs(pods.echoV1)} (node-a), echo-v2 ${addrs(pods.echoV2)} (node-b), plain ${addrs(pods.plain)} (node-b, outside the mesh), waypoint ${addrs(waypoint.pod)} (${waypoint.node})`,
         );
+        const vips = [vip, vip6].flatMap((v) => (v === undefined ? [] : [hostPort(v, 80)])).join(' and ');
         out(
-          `  service demo/echo: ${[vip, vip6]
-            .filter(Boolean)
-            .map((v) => hostPort(v!, 80))
-            .join(
-              ' and ',
-            )} → pods :8080; bound to waypoint ${wpName} for the L7 part (label hypha.dev/use-waypoint)`,
+          `  service demo/echo: ${vips} → pods :8080; bound to waypoint ${wpName} for the L7 part (label hypha.dev/use-waypoint)`,
         );
         out('');
         for (const line of demo.report) out(line);
