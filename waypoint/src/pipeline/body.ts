@@ -9,7 +9,8 @@ export async function bufferForReplay(rc: RequestContext, max: number): Promise<
   if (body === null || Buffer.isBuffer(body)) return;
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const c of body) {
+  // Leaving a plain `for await` early destroys the stream: the rest of the body would be lost.
+  for await (const c of body.iterator({ destroyOnReturn: false })) {
     const chunk = c as Buffer;
     chunks.push(chunk);
     size += chunk.length;
