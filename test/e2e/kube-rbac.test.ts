@@ -23,11 +23,11 @@ import {
   unusedGrants,
 } from '@hypha/test';
 import { createRouteStatusReporter, type RouteStatusReporter } from '@hypha/waypoint';
+import { readWaypointTemplate, renderWaypointObjects } from '@hypha/waypoint/daemon/render';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Agent, startAgent } from '../../agent/src/agent/app.js';
 import { createKubeCa, type KubeCa } from '../../agent/src/ca/kube.js';
 import { findManifestsDir, renderManifests } from '../../agent/src/cli/commands/install.js';
-import { readWaypointTemplate, renderWaypointObjects } from '../../agent/src/waypoint-daemon/render.js';
 
 const SYSTEM = 'hypha-system';
 const NODE = 'node-1';

@@ -25,6 +25,13 @@ import net, { type Server, type Socket } from 'node:net';
 import type { Logger } from '@hypha/shared';
 import { type ConfigState, createFileSource, LABEL_GATEWAY_NAME, type Workload } from '@hypha/shared/config';
 import {
+  certificatesView,
+  ENDPOINT_NAMES,
+  type Endpoints,
+  listenAllFamilies,
+  startEndpoints,
+} from '@hypha/shared/daemon';
+import {
   AGENT_NODE_FLAGS,
   createHbonePool,
   createHboneServer,
@@ -39,7 +46,6 @@ import { createNodeCapture, type NodeCapture } from '../capture/index.js';
 import { getOriginalDst } from '../native/index.js';
 import type { AgentConfig } from './config.js';
 import { ConnectionTracker } from './connections.js';
-import { certificatesView, ENDPOINT_NAMES, type Endpoints, startEndpoints } from './endpoints.js';
 import {
   HandoffError,
   type HandoffServer,
@@ -49,7 +55,6 @@ import {
   type Takeover,
 } from './handoff.js';
 import { Inbound, stripV4Mapped } from './inbound.js';
-import { listenAllFamilies } from './listen.js';
 import { Outbound } from './outbound.js';
 import { PolicyMetrics } from './policy-metrics.js';
 import { WaypointGuard } from './waypoint-guard.js';

@@ -1,7 +1,9 @@
 // The agent's settings, validated once at start-up (flags and environment are outside input).
 import { DEFAULT_TRUST_DOMAIN } from '@hypha/shared';
 
-export type ConfigSource = { kind: 'file'; path: string } | { kind: 'kubernetes'; kubeconfig?: string };
+import type { ConfigSource } from '@hypha/shared/daemon';
+
+export type { ConfigSource };
 
 export interface AgentConfig {
   nodeName: string;

@@ -32,8 +32,8 @@ const HEAVY = [
   '/agent/dist/agent/app.js',
   '/agent/dist/mesh/',
   '/agent/dist/ca/server.js',
-  '/agent/dist/waypoint-daemon/app.js',
-  '/agent/dist/waypoint-daemon/render.js',
+  '/waypoint/dist/daemon/app.js',
+  '/waypoint/dist/daemon/render.js',
 ];
 
 // Preloaded with --import: records the URL of every module loaded (ESM and CommonJS) and writes

@@ -1,12 +1,12 @@
-// The agent's operator endpoints, on the ports Istio uses so tools feel at home:
+// A daemon's operator endpoints (node agent and waypoint), on the ports Istio uses so tools feel at home:
 //   15000 admin (localhost only): /config_dump, /certs, /connections, /logging, /quitquitquit
 //   15020 Prometheus /metrics
 //   15021 /healthz/ready: 200 only once config is synced and every local pod's certificate is held
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Logger } from '@hypha/shared';
-import { isLogLevel } from '@hypha/shared';
 import type { Registry } from 'prom-client';
+import type { Logger } from '../log/logger.js';
+import { isLogLevel } from '../log/logger.js';
 
 /** What /certs shows of held certificates (never keys). */
 export function certificatesView(certs: {

@@ -14,19 +14,18 @@ import { readFile } from 'node:fs/promises';
 import net, { type Server, type Socket } from 'node:net';
 import { createSilentLogger, type Logger, SpiffeId } from '@hypha/shared';
 import { type ConfigState, createFileSource } from '@hypha/shared/config';
+import { certificatesView, type Endpoints, listenAllFamilies, startEndpoints } from '@hypha/shared/daemon';
 import { createHbonePool, createHboneServer } from '@hypha/shared/hbone';
 import { CaClient, CertManager, type WorkloadCertificate } from '@hypha/shared/identity';
 import { createKubeSource } from '@hypha/shared/kube';
+import { collectDefaultMetrics, Registry } from 'prom-client';
 import {
   createRouteStatusReporter,
   createWaypoint,
   hboneConnectUpstream,
   hboneIngressHandler,
   type Waypoint,
-} from '@hypha/waypoint';
-import { collectDefaultMetrics, Registry } from 'prom-client';
-import { certificatesView, type Endpoints, startEndpoints } from '../agent/endpoints.js';
-import { listenAllFamilies } from '../agent/listen.js';
+} from '../index.js';
 import { type WaypointDaemonConfig, WaypointDaemonError } from './config.js';
 import { buildWaypointInput } from './input.js';
 

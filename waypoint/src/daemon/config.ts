@@ -1,5 +1,5 @@
 // The waypoint daemon's settings, validated once at start-up (flags and environment are outside input).
-import type { ConfigSource } from '../agent/config.js';
+import type { ConfigSource } from '@hypha/shared/daemon';
 
 export interface WaypointDaemonConfig {
   /** The Gateway this waypoint serves; its pods run as the service account of the same name. */

@@ -6,7 +6,7 @@
 // Pods bound to the Gateway themselves (waypoint-for workload|all) are passed as `boundWorkloads`:
 // agents send traffic addressed to their IPs here, authority podIP:port.
 import type { ConfigState, Service, WaypointRef } from '@hypha/shared/config';
-import type { EndpointInput, ServiceInput, WaypointConfigInput } from '@hypha/waypoint';
+import type { EndpointInput, ServiceInput, WaypointConfigInput } from '../index.js';
 
 function sameRef(a: WaypointRef | undefined, b: WaypointRef): boolean {
   return a !== undefined && a.name === b.name && a.namespace === b.namespace;

@@ -7,10 +7,10 @@ import { existsSync } from 'node:fs';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createLogger, type LogLevel } from '@hypha/shared';
+import type { WaypointDaemonConfig } from '@hypha/waypoint/daemon/config';
+import type { WaypointFor } from '@hypha/waypoint/daemon/render';
 import { type Command, Option } from 'commander';
 import { AgentConfigError, parseConfigSource } from '../../agent/config.js';
-import type { WaypointDaemonConfig } from '../../waypoint-daemon/config.js';
-import type { WaypointFor } from '../../waypoint-daemon/render.js';
 import { addMeshDaemonOptions } from '../daemon-options.js';
 import { durationFlagMs, UsageError } from '../errors.js';
 import { findManifestsDir } from './install.js';
@@ -50,7 +50,7 @@ function port(value: string, flag: string): number {
 async function template(): Promise<Record<string, unknown>[]> {
   const path = join(findManifestsDir(), 'waypoint', 'waypoint.yaml');
   if (!existsSync(path)) throw new UsageError(`waypoint template ${path} is missing; set HYPHA_MANIFESTS`);
-  const { readWaypointTemplate } = await import('../../waypoint-daemon/render.js');
+  const { readWaypointTemplate } = await import('@hypha/waypoint/daemon/render');
   return readWaypointTemplate(path);
 }
 
@@ -109,7 +109,7 @@ Examples:
         level: globals.logLevel,
         base: { waypoint: `${flags.namespace}/${flags.name}` },
       });
-      const { startWaypointDaemon } = await import('../../waypoint-daemon/app.js');
+      const { startWaypointDaemon } = await import('@hypha/waypoint/daemon/app');
       const daemon = await startWaypointDaemon(config, logger);
       await new Promise<void>((resolve) => {
         const stop = (signal: string) => {
@@ -140,7 +140,7 @@ Examples:
       const name = flags.name ?? 'waypoint';
       // The renderer and yaml load here, not with the CLI (see program.ts).
       const { mergeIntoConfigYaml, renderWaypointObjects, validateName } = await import(
-        '../../waypoint-daemon/render.js'
+        '@hypha/waypoint/daemon/render'
       );
       for (const [v, what] of [
         [namespace, 'namespace'],
@@ -211,7 +211,7 @@ Examples:
       const flags = cmd.optsWithGlobals() as { namespace?: string; kubeconfig?: string; json?: boolean };
       if (!flags.namespace) throw new UsageError('-n/--namespace is required');
       const { loadKubeConfig } = await import('@hypha/shared/kube');
-      const { fetchWaypointStatus, formatWaypointStatus } = await import('../../waypoint-daemon/status.js');
+      const { fetchWaypointStatus, formatWaypointStatus } = await import('@hypha/waypoint/daemon/status');
       const rows = await fetchWaypointStatus(loadKubeConfig(flags.kubeconfig), flags.namespace);
       process.stdout.write(
         flags.json ? `${JSON.stringify(rows, null, 2)}\n` : formatWaypointStatus(flags.namespace, rows),
