@@ -47,7 +47,12 @@ export async function http2Try(rc: RequestContext, pools: UpstreamPools): Promis
   }
   const got = await new Promise<H2Headers | ProxyFailureCode>((resolve) => {
     let timer: NodeJS.Timeout | undefined;
+    let settled = false;
+    // Once only: the stream's later 'close' must not clear the cancel hook of the next step (a
+    // retry's backoff or try), or the route timeout could no longer end the request.
     const done = (v: H2Headers | ProxyFailureCode) => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
       rc.clearAbort();
       resolve(v);
