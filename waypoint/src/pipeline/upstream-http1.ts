@@ -47,7 +47,11 @@ class Http1Exchange implements Dispatcher.DispatchHandler, UpstreamAnswer {
     if (this.#state !== 'waiting') return;
     if (this.#controller !== undefined)
       this.#controller.abort(new Error('waypoint cancelled the upstream try'));
-    else this.#settle(failure(this.#failureCode(undefined)));
+    else {
+      // Still queued or connecting: undici starts it later; onRequestStart aborts it then.
+      this.#state = 'done';
+      this.#settle(failure(this.#failureCode(undefined)));
+    }
   }
 
   #failureCode(err: unknown): ProxyFailureCode {
@@ -65,7 +69,8 @@ class Http1Exchange implements Dispatcher.DispatchHandler, UpstreamAnswer {
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.#controller = controller;
-    if (this.#rc.aborted !== undefined) controller.abort(new Error('waypoint cancelled the upstream try'));
+    if (this.#rc.aborted !== undefined || this.#state === 'done')
+      controller.abort(new Error('waypoint cancelled the upstream try'));
   }
 
   onBodySent(chunk: Buffer | string): void {
