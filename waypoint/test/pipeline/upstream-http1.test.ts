@@ -7,7 +7,7 @@ import type { WaypointSnapshot } from '../../src/config.js';
 import { failure, type UpstreamAnswer } from '../../src/pipeline/context.js';
 import { http1Try } from '../../src/pipeline/upstream-http1.js';
 import type { Cluster } from '../../src/traffic/cluster.js';
-import type { UpstreamPools } from '../../src/upstream.js';
+import { UpstreamPools } from '../../src/upstream.js';
 import { type Backend, service, startBackend } from '../helpers.js';
 import {
   clustersOf,
@@ -194,5 +194,35 @@ describe('HTTP/1.1 upstream try', () => {
     res.destroy();
     answer.respond(rc);
     expect(res.head).toBeUndefined();
+  });
+
+  it('cancels a try for good when its per-try timeout fires while still connecting', async () => {
+    // Connections take 80 ms to open; the try gives up after 20 ms.
+    const slowPools = new UpstreamPools({
+      connect: async (ep) => {
+        await new Promise((r) => setTimeout(r, 80));
+        const s = net.connect({ host: ep.ip, port: ep.port });
+        await new Promise((resolve, reject) => s.once('connect', resolve).once('error', reject));
+        return s;
+      },
+    });
+    try {
+      const before = echo.requests.length;
+      const { rc } = await setup(echo);
+      rc.perTryTimeoutMs = 20;
+      expect(await http1Try(rc, slowPools)).toEqual(failure('TIMEOUT'));
+      // What runs next (a retry's backoff) registers its cancel hook; the dead try must not clear it.
+      let cancelled = false;
+      rc.onAbort(() => {
+        cancelled = true;
+      });
+      await new Promise((r) => setTimeout(r, 150));
+      // The timed-out request was never sent once the connection came up.
+      expect(echo.requests.length).toBe(before);
+      rc.abort('TIMEOUT');
+      expect(cancelled).toBe(true);
+    } finally {
+      await slowPools.close();
+    }
   });
 });

@@ -5,12 +5,14 @@ import type { AddressInfo } from 'node:net';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WaypointSnapshot } from '../../src/config.js';
-import { failure, type UpstreamAnswer } from '../../src/pipeline/context.js';
+import { compose, failure, type UpstreamAnswer } from '../../src/pipeline/context.js';
+import { retryFilter } from '../../src/pipeline/retry.js';
 import { http2Try } from '../../src/pipeline/upstream-http2.js';
 import type { Cluster } from '../../src/traffic/cluster.js';
 import type { UpstreamPools } from '../../src/upstream.js';
 import {
   clustersOf,
+  httpRoute,
   prepare,
   type RequestInit,
   requestOf,
@@ -54,6 +56,11 @@ beforeAll(async () => {
       case '/pkg.Greeter/Unavailable':
         stream.respond({ ':status': 200, ...GRPC, 'grpc-status': '14' }, { endStream: true });
         break;
+      case '/pkg.Greeter/Busy':
+        // A 503 head, the body never finished: a retry discards it (the stream is cancelled).
+        stream.respond({ ':status': 503 });
+        stream.write('busy');
+        break;
       case '/pkg.Greeter/Reset':
         stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
         break;
@@ -70,6 +77,15 @@ beforeAll(async () => {
   await new Promise((r) => probe.close(r));
   snap = snapshotOf({
     services: [svc('greeter', '10.96.5.1', [{ name: 'g', ip: '127.0.0.1', port }], { appProtocol: 'grpc' })],
+    httpRoutes: [
+      httpRoute('busy', 'greeter', [
+        {
+          matches: [{ path: { type: 'PathPrefix', value: '/pkg.Greeter/Busy' } }],
+          timeouts: { request: '60ms' },
+          retry: { attempts: 1, codes: [503], backoff: '600ms' },
+        },
+      ]),
+    ],
   });
   clusters = clustersOf(snap);
   pools = tcpPools();
@@ -158,5 +174,14 @@ describe('HTTP/2 upstream try', () => {
   it('fails CONNECT_FAILED when nothing listens', async () => {
     const { rc } = await setup('/pkg.Greeter/Hello', {}, { ip: '127.0.0.1', port: closedPort });
     expect(await http2Try(rc, pools)).toEqual(failure('CONNECT_FAILED'));
+  });
+
+  it('leaves the request cancellable after a discarded try: a route timeout cuts the retry backoff short', async () => {
+    const { rc } = await setup('/pkg.Greeter/Busy');
+    const chain = compose([retryFilter({ maxBufferedBodyBytes: 1024 })], (r) => http2Try(r, pools));
+    const t0 = performance.now();
+    expect(await chain(rc)).toEqual(failure('TIMEOUT'));
+    // 60 ms route timeout; the backoff alone would take 300-600 ms.
+    expect(performance.now() - t0).toBeLessThan(250);
   });
 });
