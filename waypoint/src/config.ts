@@ -2,17 +2,25 @@
 // services indexed by VIP:port and hostname, the route table, authorization policy sets and traffic
 // settings per service. Clusters (endpoint health, circuit-breaker counters) live outside the
 // snapshot and are carried over by service key, so an update never resets them.
+//
+// Rebuilding is incremental: each object (Service, bound pod, TrafficPolicy, HTTPRoute/GRPCRoute,
+// AuthorizationPolicy) is compiled once and reused while its input object is the same
+// (compile-cache.ts); only the indexes are rebuilt from the compiled pieces, which is a few Map
+// writes per object. A request keeps the snapshot it started with.
 import {
   type CompiledAuthzPolicy,
   compileAuthorizationPolicy,
   indexPolicies,
   type PolicySet,
 } from './authz/policy.js';
+import { CompileCache, type Compiled, type CompileStats, emptyCompileStats } from './compile-cache.js';
 import { WaypointConfigError } from './errors.js';
 import {
+  type BoundWorkloadInput,
   buildPodEntry,
   buildService,
   type ServiceEntry,
+  type ServiceInput,
   type ServicePort,
   type WaypointConfigInput,
   type WorkloadInfo,
@@ -20,6 +28,25 @@ import {
 import { buildRouteTable } from './routing/translate.js';
 import type { RouteTable } from './routing/types.js';
 import { compileTrafficPolicy, DEFAULT_TRAFFIC, type TrafficSettings } from './traffic/policy.js';
+
+// Shared by every waypoint of the process: compiling is a pure function of the input object and
+// the parameter (cluster domain, Gateway), and entries go with their inputs.
+const serviceCache = new CompileCache<string, ServiceEntry>(
+  (raw, domain) => buildService(raw as ServiceInput, domain),
+  (domain) => domain,
+);
+const podCache = new CompileCache<undefined, ServiceEntry>(
+  (raw) => buildPodEntry(raw as BoundWorkloadInput),
+  () => '',
+);
+const trafficCache = new CompileCache<undefined, ReturnType<typeof compileTrafficPolicy>>(
+  (raw) => compileTrafficPolicy(raw),
+  () => '',
+);
+const authzCache = new CompileCache<WaypointConfigInput['gateway'], CompiledAuthzPolicy | undefined>(
+  (raw, gateway) => compileAuthorizationPolicy(raw, gateway),
+  (gateway) => `${gateway.namespace}/${gateway.name}`,
+);
 
 export interface WaypointSnapshot {
   gateway: { name: string; namespace: string };
@@ -42,28 +69,23 @@ export function addressKey(ip: string, port: number): string {
 
 /**
  * Validates and indexes a configuration. Bad objects are skipped and returned as errors (each names
- * its object and field); a bad Service is skipped too. Never throws for bad input.
+ * its object and field); a bad Service is skipped too. Never throws for bad input. Objects already
+ * compiled for an earlier snapshot are reused (`stats` counts both).
  */
 export function buildSnapshot(input: WaypointConfigInput): {
   snapshot: WaypointSnapshot;
   errors: WaypointConfigError[];
+  stats: CompileStats;
 } {
   const errors: WaypointConfigError[] = [];
+  const stats = emptyCompileStats();
   const domain = input.clusterDomain ?? 'cluster.local';
   const services = new Map<string, ServiceEntry>();
   const byAddress = new Map<string, { service: ServiceEntry; port: ServicePort }>();
   const byHostname = new Map<string, ServiceEntry>();
   for (const raw of input.services) {
-    let svc: ServiceEntry;
-    try {
-      svc = buildService(raw, domain);
-    } catch (err) {
-      if (err instanceof WaypointConfigError) {
-        errors.push(err);
-        continue;
-      }
-      throw err;
-    }
+    const svc = collect(errors, serviceCache.compile(raw, domain, stats));
+    if (svc === undefined) continue;
     services.set(svc.key, svc);
     for (const vip of svc.vips)
       for (const port of svc.ports.values())
@@ -80,13 +102,13 @@ export function buildSnapshot(input: WaypointConfigInput): {
 
   const pods = new Map<string, ServiceEntry>();
   for (const raw of input.boundWorkloads ?? []) {
-    const pod = collect(errors, () => buildPodEntry(raw));
+    const pod = collect(errors, podCache.compile(raw, undefined, stats));
     if (pod !== undefined) pods.set(pod.endpoints[0]!.ip, pod);
   }
 
   const traffic = new Map<string, TrafficSettings>();
   for (const raw of input.trafficPolicies ?? []) {
-    const r = collect(errors, () => compileTrafficPolicy(raw));
+    const r = collect(errors, trafficCache.compile(raw, undefined, stats));
     if (r === undefined) continue;
     for (const key of r.services) {
       const prev = traffic.get(key);
@@ -117,11 +139,12 @@ export function buildSnapshot(input: WaypointConfigInput): {
       grpcRoutes: input.grpcRoutes ?? [],
     },
     errors,
+    stats,
   );
 
   const compiled: CompiledAuthzPolicy[] = [];
   for (const raw of input.authorizationPolicies ?? []) {
-    const p = collect(errors, () => compileAuthorizationPolicy(raw, input.gateway));
+    const p = collect(errors, authzCache.compile(raw, input.gateway, stats));
     if (p !== undefined) compiled.push(p);
   }
   // Pods get the Gateway-targeted policies only (policies targeting a Service name no pod key).
@@ -147,19 +170,14 @@ export function buildSnapshot(input: WaypointConfigInput): {
       workloadsByIp,
     },
     errors,
+    stats,
   };
 }
 
-function collect<T>(errors: WaypointConfigError[], f: () => T): T | undefined {
-  try {
-    return f();
-  } catch (err) {
-    if (err instanceof WaypointConfigError) {
-      errors.push(err);
-      return undefined;
-    }
-    throw err;
-  }
+/** The compiled value; its errors (kept with it, so reported on every snapshot) go to `errors`. */
+function collect<T>(errors: WaypointConfigError[], r: Compiled<T>): T | undefined {
+  for (const e of r.errors) errors.push(e);
+  return r.value;
 }
 
 export function trafficFor(snapshot: WaypointSnapshot, serviceKey: string): TrafficSettings {

@@ -1,26 +1,24 @@
-// Raw HTTPRoute/GRPCRoute objects → RouteTable. Each object is validated on its own: a bad object
-// is skipped with an error that names it and the field, the others stay in force.
+// Raw HTTPRoute/GRPCRoute objects → RouteTable, in two steps:
+//
+//   raw object ──compileRoute (once per object, cached)──▶ CompiledRoute ──attach (every snapshot)──▶ RouteTable
+//                 schema, matches (compile-match.ts),        rules + parents    which parents this waypoint
+//                 actions (compile-action.ts), parent kinds                     serves, missing backends, order
+//
+// Each object is validated on its own: a bad object is skipped with an error that names it and the
+// field, the others stay in force. A compiled route does not depend on which Services exist, so a
+// Service or another route changing reuses it; attaching is a few Map reads per parentRef.
 //
 // Precedence (Gateway API, HTTPRoute "rules" docs; GRPCRoute maps onto it through its path):
 //   Exact path > longest PathPrefix > RegularExpression (longest first) > has method >
 //   most header matches > most query matches > oldest creationTimestamp > namespace/name
 //   alphabetical > rule order > match order.
-import { parseDuration } from '../duration.js';
+import { CompileCache, type Compiled, type CompileStats } from '../compile-cache.js';
 import { WaypointConfigError } from '../errors.js';
-import { type ObjectMeta, parseWith, readObjectMeta, type ServiceEntry } from '../model.js';
-import { type FilterSpec, grpcRouteSpecSchema, httpRouteSpecSchema, type RetrySpec } from './schema.js';
-import type {
-  BackendRef,
-  HeaderModifier,
-  Mirror,
-  PathMatch,
-  PathModifier,
-  RetryPolicy,
-  RouteAction,
-  RouteEntry,
-  RouteTable,
-  ValueMatch,
-} from './types.js';
+import { parseWith, readObjectMeta, type ServiceEntry } from '../model.js';
+import { compileAction } from './compile-action.js';
+import { compileGrpcMatch, compileHttpMatch, type GrpcMatch, type HttpMatch } from './compile-match.js';
+import { grpcRouteSpecSchema, httpRouteSpecSchema } from './schema.js';
+import type { RouteAction, RouteEntry, RouteTable } from './types.js';
 
 export interface RouteTableInputs {
   gateway: { name: string; namespace: string };
@@ -29,20 +27,58 @@ export interface RouteTableInputs {
   grpcRoutes: readonly unknown[];
 }
 
-const DEFAULT_RETRY_CODES = [502, 503, 504];
-const DEFAULT_RETRY_ATTEMPTS = 2;
-const DEFAULT_BACKOFF_MS = 25;
+export type RouteKind = RouteEntry['kind'];
 
-export function buildRouteTable(inputs: RouteTableInputs, errors: WaypointConfigError[]): RouteTable {
+type MatchEntry = Omit<RouteEntry, 'port' | 'hostnames' | 'action'>;
+
+interface CompiledRule {
+  matches: readonly MatchEntry[];
+  action: RouteAction;
+  /** `action` with `invalidBackends` set: used while a backend Service is missing (answers 500). */
+  unresolved: RouteAction;
+  backendServices: readonly string[];
+}
+
+type CompiledParent =
+  | {
+      type: 'Service';
+      index: number;
+      namespace: string;
+      name: string;
+      sectionName: string | undefined;
+      port: number | undefined;
+    }
+  | { type: 'Gateway'; namespace: string; name: string; port: number | undefined };
+
+/** One route object, validated and compiled; independent of the Services that exist. */
+export interface CompiledRoute {
+  kind: RouteKind;
+  namespace: string;
+  name: string;
+  /** Lowercase. */
+  hostnames: readonly string[];
+  rules: readonly CompiledRule[];
+  parents: readonly CompiledParent[];
+}
+
+const routes = new CompileCache<RouteKind, CompiledRoute>(compileRouteObject, (kind) => kind);
+
+/** The compiled route, or the error that rejects it (INVALID_OBJECT); cached per object. */
+export function compileRoute(kind: RouteKind, raw: unknown, stats?: CompileStats): Compiled<CompiledRoute> {
+  return routes.compile(raw, kind, stats);
+}
+
+export function buildRouteTable(
+  inputs: RouteTableInputs,
+  errors: WaypointConfigError[],
+  stats?: CompileStats,
+): RouteTable {
   const byService = new Map<string, RouteEntry[]>();
   const gateway: RouteEntry[] = [];
-  const add = (kind: 'HTTPRoute' | 'GRPCRoute', raw: unknown) => {
-    try {
-      translateRoute(kind, raw, inputs, byService, gateway, errors);
-    } catch (err) {
-      if (err instanceof WaypointConfigError) errors.push(err);
-      else throw err;
-    }
+  const add = (kind: RouteKind, raw: unknown) => {
+    const r = compileRoute(kind, raw, stats);
+    for (const e of r.errors) errors.push(e);
+    if (r.value !== undefined) attach(r.value, inputs, byService, gateway, errors);
   };
   for (const r of inputs.httpRoutes) add('HTTPRoute', r);
   for (const r of inputs.grpcRoutes) add('GRPCRoute', r);
@@ -51,14 +87,7 @@ export function buildRouteTable(inputs: RouteTableInputs, errors: WaypointConfig
   return { byService, gateway };
 }
 
-function translateRoute(
-  kind: 'HTTPRoute' | 'GRPCRoute',
-  raw: unknown,
-  inputs: RouteTableInputs,
-  byService: Map<string, RouteEntry[]>,
-  gateway: RouteEntry[],
-  errors: WaypointConfigError[],
-): void {
+function compileRouteObject(raw: unknown, kind: RouteKind): CompiledRoute {
   const { meta, spec: rawSpec } = readObjectMeta(kind, raw);
   const spec =
     kind === 'HTTPRoute'
@@ -68,14 +97,13 @@ function translateRoute(
     throw new WaypointConfigError('INVALID_OBJECT', kind, meta.namespace, meta.name, field, detail);
   };
 
-  // Compile every rule first, so a bad rule rejects the whole object (no half-applied routes).
-  const rules = spec.rules ?? [{}];
-  const compiled: { matches: Omit<RouteEntry, 'port' | 'hostnames' | 'action'>[]; action: RouteAction }[] =
-    [];
-  rules.forEach((rule, ri) => {
+  // Compile every rule and check every parentRef first, so a bad rule or parentRef rejects the whole
+  // object (no half-applied routes).
+  const rules: CompiledRule[] = [];
+  (spec.rules ?? [{}]).forEach((rule, ri) => {
     const base = `spec.rules[${ri}]`;
-    const action = compileAction(kind, meta, rule, base, inputs, fail);
-    const matches: Omit<RouteEntry, 'port' | 'hostnames' | 'action'>[] = [];
+    const { action, backendServices } = compileAction(kind, meta, rule, base, fail);
+    const matches: MatchEntry[] = [];
     const rawMatches = (rule.matches ?? []) as unknown[];
     const list = rawMatches.length === 0 ? [{}] : rawMatches;
     list.forEach((m, mi) => {
@@ -103,33 +131,71 @@ function translateRoute(
           );
       }
     }
-    compiled.push({ matches, action });
+    rules.push({ matches, action, unresolved: { ...action, invalidBackends: true }, backendServices });
   });
 
-  const hostnames = (spec.hostnames ?? []).map((h) => h.toLowerCase());
-  spec.parentRefs.forEach((ref, pi) => {
-    const ns = ref.namespace ?? meta.namespace;
+  const parents: CompiledParent[] = spec.parentRefs.map((ref, pi): CompiledParent => {
+    const namespace = ref.namespace ?? meta.namespace;
     const refKind = ref.kind ?? 'Gateway';
     const group = ref.group ?? (refKind === 'Service' ? '' : 'gateway.networking.k8s.io');
-    let target: RouteEntry[] | undefined;
-    let port = ref.port;
-    if (refKind === 'Service' && (group === '' || group === 'core')) {
-      const svc = inputs.services.get(`${ns}/${ref.name}`);
-      if (svc === undefined) return; // a Service this waypoint does not serve: another waypoint's business
-      if (ref.sectionName !== undefined) {
-        const named = [...svc.ports.values()].find((p) => p.name === ref.sectionName);
+    if (refKind === 'Service' && (group === '' || group === 'core'))
+      return {
+        type: 'Service',
+        index: pi,
+        namespace,
+        name: ref.name,
+        sectionName: ref.sectionName,
+        port: ref.port,
+      };
+    if (refKind === 'Gateway' && group === 'gateway.networking.k8s.io')
+      return { type: 'Gateway', namespace, name: ref.name, port: ref.port };
+    return fail(
+      `spec.parentRefs[${pi}].kind`,
+      `parentRef ${group}/${refKind} is not supported (use a Service or the waypoint Gateway)`,
+    );
+  });
+
+  return {
+    kind,
+    namespace: meta.namespace,
+    name: meta.name,
+    hostnames: (spec.hostnames ?? []).map((h) => h.toLowerCase()),
+    rules,
+    parents,
+  };
+}
+
+/** Adds a compiled route's entries under each parent this waypoint serves. */
+function attach(
+  route: CompiledRoute,
+  inputs: RouteTableInputs,
+  byService: Map<string, RouteEntry[]>,
+  gateway: RouteEntry[],
+  errors: WaypointConfigError[],
+): void {
+  const actions = route.rules.map((r) =>
+    r.backendServices.every((key) => inputs.services.has(key)) ? r.action : r.unresolved,
+  );
+  for (const parent of route.parents) {
+    let target: RouteEntry[];
+    let port = parent.port;
+    if (parent.type === 'Service') {
+      const svc = inputs.services.get(`${parent.namespace}/${parent.name}`);
+      if (svc === undefined) continue; // a Service this waypoint does not serve: another waypoint's business
+      if (parent.sectionName !== undefined) {
+        const named = [...svc.ports.values()].find((p) => p.name === parent.sectionName);
         if (named === undefined) {
           errors.push(
             new WaypointConfigError(
               'UNRESOLVED_REF',
-              kind,
-              meta.namespace,
-              meta.name,
-              `spec.parentRefs[${pi}].sectionName`,
-              `Service ${ns}/${ref.name} has no port named "${ref.sectionName}"`,
+              route.kind,
+              route.namespace,
+              route.name,
+              `spec.parentRefs[${parent.index}].sectionName`,
+              `Service ${parent.namespace}/${parent.name} has no port named "${parent.sectionName}"`,
             ),
           );
-          return;
+          continue;
         }
         port = named.port;
       }
@@ -139,281 +205,15 @@ function translateRoute(
         byService.set(svc.key, list);
       }
       target = list;
-    } else if (refKind === 'Gateway' && group === 'gateway.networking.k8s.io') {
-      if (ref.name !== inputs.gateway.name || ns !== inputs.gateway.namespace) return;
+    } else {
+      if (parent.name !== inputs.gateway.name || parent.namespace !== inputs.gateway.namespace) continue;
       target = gateway;
-    } else {
-      fail(
-        `spec.parentRefs[${pi}].kind`,
-        `parentRef ${group}/${refKind} is not supported (use a Service or the waypoint Gateway)`,
-      );
     }
-    for (const r of compiled)
-      for (const m of r.matches) target!.push({ ...m, port, hostnames, action: r.action });
-  });
-}
-
-type HttpMatch = NonNullable<
-  NonNullable<import('./schema.js').HttpRouteSpec['rules']>[number]['matches']
->[number];
-type GrpcMatch = NonNullable<
-  NonNullable<import('./schema.js').GrpcRouteSpec['rules']>[number]['matches']
->[number];
-type Fail = (field: string, detail: string) => never;
-
-function compileRegex(value: string, field: string, fail: Fail): RegExp {
-  try {
-    return new RegExp(`^(?:${value})$`);
-  } catch (err) {
-    return fail(field, `invalid regular expression: ${(err as Error).message}`);
+    route.rules.forEach((r, ri) => {
+      const action = actions[ri]!;
+      for (const m of r.matches) target.push({ ...m, port, hostnames: route.hostnames, action });
+    });
   }
-}
-
-function compileValueMatches(
-  list: HttpMatch['headers'],
-  field: string,
-  lower: boolean,
-  fail: Fail,
-): ValueMatch[] {
-  return (list ?? []).map((h, i) => {
-    const n = lower ? h.name.toLowerCase() : h.name;
-    if (h.type === 'RegularExpression')
-      return {
-        name: n,
-        type: 'RegularExpression',
-        value: h.value,
-        regex: compileRegex(h.value, `${field}[${i}].value`, fail),
-      };
-    return { name: n, type: 'Exact', value: h.value };
-  });
-}
-
-function compileHttpMatch(
-  m: HttpMatch,
-  base: string,
-  fail: Fail,
-): Pick<RouteEntry, 'path' | 'method' | 'headers' | 'query'> {
-  const type = m.path?.type ?? 'PathPrefix';
-  const value = m.path?.value ?? '/';
-  let path: PathMatch;
-  if (type === 'RegularExpression')
-    path = { type, value, regex: compileRegex(value, `${base}.path.value`, fail) };
-  else {
-    if (!value.startsWith('/')) fail(`${base}.path.value`, 'must start with "/"');
-    // PathPrefix matches path elements: a trailing "/" in the prefix is not significant.
-    path = {
-      type,
-      value: type === 'PathPrefix' && value.length > 1 ? value.replace(/\/+$/, '') || '/' : value,
-    };
-  }
-  return {
-    path,
-    method: m.method,
-    headers: compileValueMatches(m.headers, `${base}.headers`, true, fail),
-    query: compileValueMatches(m.queryParams, `${base}.queryParams`, false, fail),
-  };
-}
-
-function escapeRegex(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-}
-
-/** gRPC calls are POST /<service>/<method>; a GRPCRoute method match becomes a path match. */
-function compileGrpcMatch(
-  m: GrpcMatch,
-  base: string,
-  fail: Fail,
-): Pick<RouteEntry, 'path' | 'method' | 'headers' | 'query'> {
-  const mm = m.method;
-  let path: PathMatch = { type: 'PathPrefix', value: '/' };
-  if (mm !== undefined) {
-    if (mm.service === undefined && mm.method === undefined)
-      fail(`${base}.method`, 'one of service or method is required');
-    if ((mm.type ?? 'Exact') === 'Exact') {
-      if (mm.service !== undefined && mm.method !== undefined)
-        path = { type: 'Exact', value: `/${mm.service}/${mm.method}` };
-      else if (mm.service !== undefined) path = { type: 'PathPrefix', value: `/${mm.service}` };
-      else {
-        const v = `/[^/]+/${escapeRegex(mm.method!)}`;
-        path = { type: 'RegularExpression', value: v, regex: compileRegex(v, `${base}.method`, fail) };
-      }
-    } else {
-      const v = `/${mm.service ?? '[^/]+'}/${mm.method ?? '[^/]+'}`;
-      path = { type: 'RegularExpression', value: v, regex: compileRegex(v, `${base}.method`, fail) };
-    }
-  }
-  return {
-    path,
-    method: undefined,
-    headers: compileValueMatches(m.headers, `${base}.headers`, true, fail),
-    query: [],
-  };
-}
-
-function compileHeaderModifier(m: {
-  set?: { name: string; value: string }[] | undefined;
-  add?: { name: string; value: string }[] | undefined;
-  remove?: string[] | undefined;
-}): HeaderModifier {
-  return {
-    set: (m.set ?? []).map((h) => ({ name: h.name.toLowerCase(), value: h.value })),
-    add: (m.add ?? []).map((h) => ({ name: h.name.toLowerCase(), value: h.value })),
-    remove: (m.remove ?? []).map((h) => h.toLowerCase()),
-  };
-}
-
-function compilePathModifier(
-  p:
-    | { type: 'ReplaceFullPath'; replaceFullPath: string }
-    | { type: 'ReplacePrefixMatch'; replacePrefixMatch: string }
-    | undefined,
-): PathModifier | undefined {
-  if (p === undefined) return undefined;
-  return p.type === 'ReplaceFullPath'
-    ? { type: p.type, value: p.replaceFullPath }
-    : { type: p.type, value: p.replacePrefixMatch };
-}
-
-export function compileRetry(r: RetrySpec): RetryPolicy {
-  return {
-    attempts: r.attempts ?? DEFAULT_RETRY_ATTEMPTS,
-    codes: new Set(r.codes ?? DEFAULT_RETRY_CODES),
-    grpcCodes: new Set(),
-    backoffMs:
-      r.backoff === undefined ? DEFAULT_BACKOFF_MS : (parseDuration(r.backoff) ?? DEFAULT_BACKOFF_MS),
-  };
-}
-
-interface RawRule {
-  filters?: FilterSpec[] | undefined;
-  backendRefs?:
-    | {
-        name: string;
-        namespace?: string | undefined;
-        kind?: string | undefined;
-        group?: string | undefined;
-        port?: number | undefined;
-        weight?: number | undefined;
-        filters?: FilterSpec[] | undefined;
-      }[]
-    | undefined;
-  timeouts?: { request?: string | undefined; backendRequest?: string | undefined } | undefined;
-  retry?: RetrySpec | undefined;
-}
-
-function compileAction(
-  kind: string,
-  meta: ObjectMeta,
-  rule: RawRule,
-  base: string,
-  inputs: RouteTableInputs,
-  fail: Fail,
-): RouteAction {
-  const action: RouteAction = {
-    name: `${kind} ${meta.namespace}/${meta.name} rule ${base.match(/\[(\d+)\]/)?.[1] ?? '0'}`,
-    backends: [],
-    totalWeight: 0,
-    invalidBackends: false,
-    requestHeaders: undefined,
-    responseHeaders: undefined,
-    redirect: undefined,
-    rewrite: undefined,
-    mirrors: [],
-    requestTimeoutMs: undefined,
-    backendRequestTimeoutMs: undefined,
-    retry: undefined,
-  };
-  const mirrors: Mirror[] = [];
-  const serviceKey = (
-    ref: {
-      name: string;
-      namespace?: string | undefined;
-      kind?: string | undefined;
-      group?: string | undefined;
-    },
-    field: string,
-  ): string => {
-    if ((ref.kind ?? 'Service') !== 'Service' || !['', 'core', undefined].includes(ref.group)) {
-      fail(`${field}.kind`, `backendRef kind ${ref.group ?? ''}/${ref.kind} is not supported (only Service)`);
-    }
-    return `${ref.namespace ?? meta.namespace}/${ref.name}`;
-  };
-  (rule.filters ?? []).forEach((f, i) => {
-    const field = `${base}.filters[${i}]`;
-    switch (f.type) {
-      case 'RequestHeaderModifier':
-        action.requestHeaders = compileHeaderModifier(f.requestHeaderModifier);
-        break;
-      case 'ResponseHeaderModifier':
-        action.responseHeaders = compileHeaderModifier(f.responseHeaderModifier);
-        break;
-      case 'RequestRedirect': {
-        const r = f.requestRedirect;
-        action.redirect = {
-          scheme: r.scheme,
-          hostname: r.hostname,
-          port: r.port,
-          path: compilePathModifier(r.path),
-          statusCode: r.statusCode ?? 302,
-        };
-        break;
-      }
-      case 'URLRewrite':
-        action.rewrite = { hostname: f.urlRewrite.hostname, path: compilePathModifier(f.urlRewrite.path) };
-        break;
-      case 'RequestMirror': {
-        const m = f.requestMirror;
-        const percent =
-          m.percent ?? (m.fraction ? (100 * m.fraction.numerator) / (m.fraction.denominator ?? 100) : 100);
-        mirrors.push({
-          service: serviceKey(m.backendRef, `${field}.requestMirror.backendRef`),
-          port: m.backendRef.port,
-          percent,
-        });
-        break;
-      }
-    }
-  });
-  if (action.redirect && action.rewrite)
-    fail(`${base}.filters`, 'RequestRedirect and URLRewrite cannot be used together');
-  action.mirrors = mirrors;
-  const backends: BackendRef[] = [];
-  (rule.backendRefs ?? []).forEach((b, i) => {
-    const field = `${base}.backendRefs[${i}]`;
-    const key = serviceKey(b, field);
-    const weight = b.weight ?? 1;
-    if (!inputs.services.has(key)) action.invalidBackends = true;
-    if (weight === 0) return;
-    let requestHeaders: HeaderModifier | undefined;
-    let responseHeaders: HeaderModifier | undefined;
-    for (const f of b.filters ?? []) {
-      if (f.type === 'RequestHeaderModifier') requestHeaders = compileHeaderModifier(f.requestHeaderModifier);
-      else if (f.type === 'ResponseHeaderModifier')
-        responseHeaders = compileHeaderModifier(f.responseHeaderModifier);
-      else
-        fail(`${field}.filters`, `filter ${f.type} is not supported on a backendRef (only header modifiers)`);
-    }
-    backends.push({ service: key, port: b.port, weight, requestHeaders, responseHeaders });
-  });
-  action.backends = backends;
-  action.totalWeight = backends.reduce((s, b) => s + b.weight, 0);
-  if (rule.timeouts !== undefined) {
-    const req = rule.timeouts.request === undefined ? undefined : parseDuration(rule.timeouts.request);
-    const be =
-      rule.timeouts.backendRequest === undefined ? undefined : parseDuration(rule.timeouts.backendRequest);
-    // "0s" disables the timeout.
-    action.requestTimeoutMs = req === 0 ? undefined : req;
-    action.backendRequestTimeoutMs = be === 0 ? undefined : be;
-    if (
-      action.requestTimeoutMs !== undefined &&
-      action.backendRequestTimeoutMs !== undefined &&
-      action.backendRequestTimeoutMs > action.requestTimeoutMs
-    ) {
-      fail(`${base}.timeouts.backendRequest`, 'must not be longer than timeouts.request');
-    }
-  }
-  if (rule.retry !== undefined) action.retry = compileRetry(rule.retry);
-  return action;
 }
 
 const PATH_RANK = { Exact: 3, PathPrefix: 2, RegularExpression: 1 } as const;

@@ -1,5 +1,6 @@
 // The typed route table the data path reads. Built from raw HTTPRoute/GRPCRoute objects by
-// `translate.ts`; matched by `match.ts`. Plain data: rebuilt whole on every config change.
+// `translate.ts`; matched by `match.ts`. Plain data: the table is rebuilt on every config change
+// from routes compiled once per object (actions and match entries are shared between tables).
 
 export interface HeaderModifier {
   set: readonly { name: string; value: string }[];

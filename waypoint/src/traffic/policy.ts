@@ -14,8 +14,8 @@ import { z } from 'zod';
 import { parseDuration } from '../duration.js';
 import { WaypointConfigError } from '../errors.js';
 import { parseWith, readObjectMeta } from '../model.js';
+import { compileRetry } from '../routing/compile-action.js';
 import { durationString, retrySchema } from '../routing/schema.js';
-import { compileRetry } from '../routing/translate.js';
 import type { RetryPolicy } from '../routing/types.js';
 
 /** Istio's `retryOn` conditions this waypoint implements (the CRD's enum). */
