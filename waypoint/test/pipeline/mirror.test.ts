@@ -137,4 +137,30 @@ describe('mirror filter', () => {
     await new Promise((r) => setTimeout(r, 30));
     expect(shadow.requests.length).toBe(before);
   });
+
+  it('mirrors a body too large to buffer without it, while the client request streams it whole', async () => {
+    const before = shadow.requests.length;
+    const { rc } = requestOf(snap, {
+      host: 'reviews.shop.svc.cluster.local',
+      method: 'POST',
+      url: '/mirrored/big',
+      headers: { 'content-length': '2048' },
+      body: streamingBody('a'.repeat(1024), 'b'.repeat(1024)),
+    });
+    await prepare(rc, clusters);
+    const filter = mirrorFilter({
+      clusters,
+      pools,
+      log: pino({ level: 'silent' }),
+      maxBufferedBodyBytes: 1024,
+    });
+    const next = recordingNext(ok);
+    await filter.run(rc, next);
+    await eventually(() => shadow.requests.length > before);
+    expect(shadow.requests[before]!.url).toBe('/mirrored/big');
+    expect(shadow.requests[before]!.body).toBe('');
+    const chunks: Buffer[] = [];
+    for await (const c of next.calls[0]!.body as AsyncIterable<Buffer>) chunks.push(c);
+    expect(Buffer.concat(chunks).toString()).toBe('a'.repeat(1024) + 'b'.repeat(1024));
+  });
 });

@@ -25,9 +25,11 @@ const snap = snapshotOf({
     svc('slow', '10.96.7.2', ep('10.0.7.2')),
     svc('defaults', '10.96.7.3', ep('10.0.7.3')),
     svc('plain', '10.96.7.4', ep('10.0.7.4')),
+    svc('per-try', '10.96.7.5', ep('10.0.7.5')),
   ],
   httpRoutes: [
     httpRoute('flaky', 'flaky', [{ retry: { attempts: 2, codes: [503], backoff: '1ms' } }]),
+    httpRoute('per-try', 'per-try', [{ timeouts: { backendRequest: '30ms' } }]),
     httpRoute('slow', 'slow', [
       { timeouts: { request: '60ms' }, retry: { attempts: 3, codes: [503], backoff: '1ms' } },
     ]),
@@ -213,6 +215,14 @@ describe('retry filter: defaults', () => {
     const answer = upstreamAnswer(503);
     const next = recordingNext(() => answer);
     expect(filter.run(rc, next)).toBe(answer);
+    expect(next.calls).toHaveLength(1);
+  });
+
+  it("hands the route's backendRequest timeout to each try", async () => {
+    const rc = await setup('10.96.7.5');
+    const next = recordingNext(() => upstreamAnswer(200));
+    await filter.run(rc, next);
+    expect(rc.perTryTimeoutMs).toBe(30);
     expect(next.calls).toHaveLength(1);
   });
 });

@@ -79,6 +79,10 @@ const snap = snapshotOf({
         ],
       },
       {
+        matches: [{ path: { type: 'PathPrefix', value: '/elsewhere' } }],
+        filters: [{ type: 'RequestRedirect', requestRedirect: { hostname: 'other.example.com' } }],
+      },
+      {
         matches: [{ path: { type: 'Exact', value: '/full' } }],
         filters: [
           {
@@ -122,6 +126,16 @@ describe('rewrite filter: redirects', () => {
       headers: { location: 'https://shop.example.com/store/item?id=7' },
     });
     expect(next.calls).toHaveLength(0);
+  });
+});
+
+describe('rewrite filter: redirects keep what they do not change', () => {
+  it('keeps the scheme, the Host port, path and query; default status 302', async () => {
+    const { o } = await run({ url: '/elsewhere/a?b=1', host: 'reviews:8080' });
+    expect(o).toMatchObject({
+      status: 302,
+      headers: { location: 'http://other.example.com:8080/elsewhere/a?b=1' },
+    });
   });
 });
 
