@@ -67,6 +67,30 @@ export function addressKey(ip: string, port: number): string {
   return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
 }
 
+interface IndexKeys {
+  addresses: readonly (readonly [string, { service: ServiceEntry; port: ServicePort }])[];
+  hostnames: readonly string[];
+}
+
+const indexKeys = new WeakMap<ServiceEntry, IndexKeys>();
+
+/** A service's byAddress entries and hostnames, made once per compiled service. */
+function indexKeysOf(svc: ServiceEntry): IndexKeys {
+  let keys = indexKeys.get(svc);
+  if (keys === undefined) {
+    const addresses: [string, { service: ServiceEntry; port: ServicePort }][] = [];
+    for (const vip of svc.vips)
+      for (const port of svc.ports.values())
+        addresses.push([addressKey(vip, port.port), { service: svc, port }]);
+    keys = {
+      addresses,
+      hostnames: [svc.name, `${svc.name}.${svc.namespace}`, `${svc.name}.${svc.namespace}.svc`, svc.hostname],
+    };
+    indexKeys.set(svc, keys);
+  }
+  return keys;
+}
+
 /**
  * Validates and indexes a configuration. Bad objects are skipped and returned as errors (each names
  * its object and field); a bad Service is skipped too. Never throws for bad input. Objects already
@@ -87,17 +111,9 @@ export function buildSnapshot(input: WaypointConfigInput): {
     const svc = collect(errors, serviceCache.compile(raw, domain, stats));
     if (svc === undefined) continue;
     services.set(svc.key, svc);
-    for (const vip of svc.vips)
-      for (const port of svc.ports.values())
-        byAddress.set(addressKey(vip, port.port), { service: svc, port });
-    for (const h of [
-      svc.name,
-      `${svc.name}.${svc.namespace}`,
-      `${svc.name}.${svc.namespace}.svc`,
-      svc.hostname,
-    ]) {
-      if (!byHostname.has(h)) byHostname.set(h, svc);
-    }
+    const keys = indexKeysOf(svc);
+    for (const [key, entry] of keys.addresses) byAddress.set(key, entry);
+    for (const h of keys.hostnames) if (!byHostname.has(h)) byHostname.set(h, svc);
   }
 
   const pods = new Map<string, ServiceEntry>();

@@ -5,33 +5,80 @@
 // engine keeps only those whose parentRefs/targetRefs name one of its services or its Gateway.
 // Pods bound to the Gateway themselves (waypoint-for workload|all) are passed as `boundWorkloads`:
 // agents send traffic addressed to their IPs here, authority podIP:port.
-import type { ConfigState, Service, WaypointRef } from '@hypha/shared/config';
-import type { EndpointInput, ServiceInput, WaypointConfigInput } from '../index.js';
+//
+// The engine compiles each input object once and reuses it while the object is the same
+// (compile-cache.ts), so this hands back the same input object for state objects that did not
+// change: the config state replaces a Service or Workload view when it changes, never edits it.
+// A Service's input also carries its endpoints' workloads (names, labels), so it is rebuilt when one
+// of those workload views is replaced, even if the Service view itself is unchanged.
+import type { ConfigState, Endpoint, Service, WaypointRef, Workload } from '@hypha/shared/config';
+import type {
+  BoundWorkloadInput,
+  EndpointInput,
+  ServiceInput,
+  WaypointConfigInput,
+  WorkloadInfo,
+} from '../index.js';
+
+const workloadInfos = new WeakMap<Workload, WorkloadInfo>();
+const workloadEntries = new WeakMap<Workload, readonly BoundWorkloadInput[]>();
+const serviceInputs = new WeakMap<Service, { workloads: (Workload | undefined)[]; input: ServiceInput }>();
+const routeBackends = new WeakMap<object, readonly { ns: string; name: string }[]>();
 
 function sameRef(a: WaypointRef | undefined, b: WaypointRef): boolean {
   return a !== undefined && a.name === b.name && a.namespace === b.namespace;
 }
 
-function toServiceInput(state: ConfigState, svc: Service): ServiceInput {
-  const endpoints: EndpointInput[] = svc.endpoints.map((ep) => {
-    const w = ep.workloadUid !== undefined ? state.findWorkloadByUid(ep.workloadUid) : undefined;
+function workloadInfo(w: Workload): WorkloadInfo {
+  let info = workloadInfos.get(w);
+  if (info === undefined) {
+    info = {
+      name: w.name,
+      namespace: w.namespace,
+      serviceAccount: w.serviceAccount,
+      app: w.labels.app,
+      version: w.labels.version,
+    };
+    workloadInfos.set(w, info);
+  }
+  return info;
+}
+
+/** One `{ ip, workload }` per address of the workload (the same objects while it is unchanged). */
+function workloadEntriesOf(w: Workload): readonly BoundWorkloadInput[] {
+  let entries = workloadEntries.get(w);
+  if (entries === undefined) {
+    const workload = workloadInfo(w);
+    entries = w.ips.map((ip) => ({ ip, workload }));
+    workloadEntries.set(w, entries);
+  }
+  return entries;
+}
+
+function endpointWorkload(state: ConfigState, ep: Endpoint): Workload | undefined {
+  return ep.workloadUid !== undefined ? state.findWorkloadByUid(ep.workloadUid) : undefined;
+}
+
+function findServiceInput(state: ConfigState, svc: Service): ServiceInput {
+  const hit = serviceInputs.get(svc);
+  if (hit !== undefined && svc.endpoints.every((ep, i) => endpointWorkload(state, ep) === hit.workloads[i]))
+    return hit.input;
+  const workloads = svc.endpoints.map((ep) => endpointWorkload(state, ep));
+  const input = toServiceInput(svc, workloads);
+  serviceInputs.set(svc, { workloads, input });
+  return input;
+}
+
+function toServiceInput(svc: Service, workloads: readonly (Workload | undefined)[]): ServiceInput {
+  const endpoints: EndpointInput[] = svc.endpoints.map((ep, i) => {
+    const w = workloads[i];
     return {
       ip: ep.ip,
       // Dual-stack pods: the waypoint dials the address of the family the client used.
       ...(w !== undefined && w.ips.length > 1 ? { ips: w.ips } : {}),
       ready: ep.ready,
       targetPorts: ep.targetPorts,
-      ...(w
-        ? {
-            workload: {
-              name: w.name,
-              namespace: w.namespace,
-              serviceAccount: w.serviceAccount,
-              app: w.labels.app,
-              version: w.labels.version,
-            },
-          }
-        : {}),
+      ...(w ? { workload: workloadInfo(w) } : {}),
     };
   });
   return {
@@ -49,6 +96,19 @@ function toServiceInput(state: ConfigState, svc: Service): ServiceInput {
       })),
     endpoints,
   };
+}
+
+/** The Services a route's rules send traffic or mirror copies to (cached per route object). */
+function findBackendRefs(route: {
+  spec: Readonly<Record<string, unknown>>;
+  namespace: string;
+}): readonly { ns: string; name: string }[] {
+  let refs = routeBackends.get(route);
+  if (refs === undefined) {
+    refs = backendRefsOf(route.spec, route.namespace);
+    routeBackends.set(route, refs);
+  }
+  return refs;
 }
 
 function backendRefsOf(
@@ -95,7 +155,7 @@ export function buildWaypointInput(
   const services = new Map<string, Service>();
   for (const s of bound) services.set(`${s.namespace}/${s.name}`, s);
   for (const route of [...httpRoutes, ...grpcRoutes]) {
-    for (const ref of backendRefsOf(route.spec, route.namespace)) {
+    for (const ref of findBackendRefs(route)) {
       const key = `${ref.ns}/${ref.name}`;
       if (services.has(key)) continue;
       const svc = state.findServiceByName(ref.ns, ref.name);
@@ -108,33 +168,11 @@ export function buildWaypointInput(
   ]);
   const boundWorkloads = [...state.workloads()]
     .filter((w) => w.inMesh && w.ips.length > 0 && sameRef(state.findWaypointFor(w)?.ref, gateway))
-    .flatMap((w) =>
-      w.ips.map((ip) => ({
-        ip,
-        workload: {
-          name: w.name,
-          namespace: w.namespace,
-          serviceAccount: w.serviceAccount,
-          app: w.labels.app,
-          version: w.labels.version,
-        },
-      })),
-    );
-  const workloads = [...state.workloads()].flatMap((w) =>
-    w.ips.map((ip) => ({
-      ip,
-      workload: {
-        name: w.name,
-        namespace: w.namespace,
-        serviceAccount: w.serviceAccount,
-        app: w.labels.app,
-        version: w.labels.version,
-      },
-    })),
-  );
+    .flatMap(workloadEntriesOf);
+  const workloads = [...state.workloads()].flatMap(workloadEntriesOf);
   return {
     gateway: { name: gateway.name, namespace: gateway.namespace },
-    services: [...services.values()].map((s) => toServiceInput(state, s)),
+    services: [...services.values()].map((s) => findServiceInput(state, s)),
     httpRoutes,
     grpcRoutes,
     authorizationPolicies: [...state.authorizationPolicies()]
