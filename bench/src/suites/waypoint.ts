@@ -16,8 +16,8 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LocalMesh } from '@hypha/test';
 import { CertificateAuthority, SpiffeId } from '@hypha/shared/identity';
+import { LocalMesh } from '@hypha/test';
 import {
   fetchCpuSeconds,
   fetchRssMb,
@@ -295,6 +295,7 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
       return r;
     };
 
+    // 0. Warm-up, not measured (see WARMUP).
     for (const k of ORDER) await load(k, WARMUP, ph.warmupSecs);
     // 1. Saturated rate, and the proxy's CPU per request at its ceiling. The paths take turns
     // (rounds of saturateSecs each) so that a burst of other work on the machine does not land on
