@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import type { LocalMesh } from '@hypha/agent';
+import type { LocalMesh } from '@hypha/test';
 
 export class BenchLoadError extends Error {
   readonly code = 'LOAD_FAILED' as const;

@@ -4,7 +4,7 @@
 // + undici Pool), and prints its own CPU per 1000 requests at a fixed rate and its saturated rate.
 //   node bench/tools/waypoint-engine.mjs waypoint|floor [--rate 500] [--seconds 5] [--connections 4]
 //   node --cpu-prof --cpu-prof-dir=/tmp/prof bench/tools/waypoint-engine.mjs waypoint
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';

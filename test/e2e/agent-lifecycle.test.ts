@@ -1,8 +1,8 @@
 // Agent lifecycle on the namespace cluster: pods leaving the mesh, an agent killed with SIGKILL
 // and restarted, a graceful SIGTERM that keeps capture (issues 4 and 11).
-import { type DemoResult, startDemo } from '@hypha/agent';
+
 import { demoConfigObjects } from '@hypha/shared/config';
-import { eventually } from '@hypha/test';
+import { type DemoResult, eventually, startDemo } from '@hypha/test';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 let demo: DemoResult;

@@ -6,10 +6,9 @@
 // - a new agent that dies mid-hand-off leaves the old one serving;
 // - `hypha agent cleanup` removes every rule.
 import { randomBytes } from 'node:crypto';
-import { type LocalMesh, LocalMesh as Mesh } from '@hypha/agent';
 import { demoConfigObjects } from '@hypha/shared/config';
 import type { ClusterPod } from '@hypha/test';
-import { eventually } from '@hypha/test';
+import { eventually, type LocalMesh, LocalMesh as Mesh } from '@hypha/test';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const NODES = ['node-a', 'node-b'] as const;

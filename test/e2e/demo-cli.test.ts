@@ -4,9 +4,9 @@
 // exits, then removes everything on Ctrl-C.
 import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { checkSplit } from '../../agent/src/mesh/demo-l7.js';
 import { HYPHA_BIN, runHypha } from '../../agent/test/run-hypha.js';
 import { runCommand } from '../src/cluster/run.js';
+import { checkSplit } from '../src/mesh/demo-l7.js';
 
 const netnsList = async () => (await runCommand('ip', ['netns', 'list'])).stdout;
 

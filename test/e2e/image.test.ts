@@ -108,17 +108,24 @@ describe('container image (Dockerfile, multi-stage, Node 24)', () => {
     expect(out.exports).toEqual(expect.arrayContaining(['getOriginalDst', 'setTransparent', 'setMark']));
   });
 
-  it('has nft and ip for node-mode capture, and ships no dev dependencies or TypeScript sources', async () => {
+  it('has nft and ip for node-mode capture, and ships no dev dependencies, TypeScript sources or test harness', async () => {
     const res = await inImage(
       [
         '-c',
         'for t in nft ip; do command -v $t || echo "missing $t"; done; ' +
-          'for p in node_modules/vitest node_modules/typescript node_modules/@biomejs agent/src shared/src; do [ -e "/app/$p" ] && echo "present $p"; done; true',
+          'for p in node_modules/vitest node_modules/typescript node_modules/@biomejs agent/src shared/src test; do [ -e "/app/$p" ] && echo "present $p"; done; true',
       ],
       { entrypoint: 'sh' },
     );
     expect(res.code).toBe(0);
     expect(res.stdout).not.toMatch(/missing|present/);
+  });
+
+  it('hypha demo in the image says it needs a checkout, as the image ships no test harness', async () => {
+    const res = await inImage(['demo', '--check']);
+    expect(res.code).not.toBe(0);
+    expect(res.stderr).toContain('hypha demo needs the test-cluster harness');
+    expect(res.stderr).toContain('npx hypha demo');
   });
 
   it('the CA inside the image creates a root and issues a workload certificate that verifies', async () => {

@@ -5,9 +5,8 @@
 // IPv6-only variant: the same checks with no IPv4 address on any pod or node.
 
 import { fileURLToPath } from 'node:url';
-import { type DemoResult, demoConfigParams, runDemoTraffic, startDemo } from '@hypha/agent';
 import { demoConfigObjects } from '@hypha/shared/config';
-import { eventually } from '@hypha/test';
+import { type DemoResult, demoConfigParams, eventually, runDemoTraffic, startDemo } from '@hypha/test';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const ECHO_PORT = 9100;

@@ -4,8 +4,8 @@
 // through the API, as kubectl would make it.
 import { type ClusterPod, eventually as pollUntil } from '@hypha/test';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KubeMesh } from '../../agent/src/mesh/kube-mesh.js';
 import { runHypha } from '../../agent/test/run-hypha.js';
+import { KubeMesh } from './kube-mesh.js';
 
 const PORT = 9100;
 let mesh: KubeMesh;

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from '@hypha/shared';
 import { AGENT_NODE_FLAGS } from '@hypha/shared/hbone';
 import { fetchKube, type KubeRequestOptions, loadKubeConfig } from '@hypha/shared/kube';
+import { createKubeCa, type KubeCa } from '../../agent/src/ca/kube.js';
 import {
   type ClusterPod,
   createKubeApiServer,
@@ -13,11 +14,10 @@ import {
   type KubeApiServer,
   type KubeApiServerOptions,
   TestCluster,
-} from '@hypha/test';
-import { createKubeCa, type KubeCa } from '../ca/kube.js';
-import { type AgentProcess, type LogEvent, trackProcess } from './local-mesh.js';
+} from '../src/index.js';
+import { type AgentProcess, type LogEvent, trackProcess } from '../src/mesh/local-mesh.js';
 
-const HYPHA_BIN = fileURLToPath(new URL('../../bin/hypha.js', import.meta.url));
+const HYPHA_BIN = fileURLToPath(new URL('../../agent/bin/hypha.js', import.meta.url));
 const SYSTEM_NS = 'hypha-system';
 
 export interface KubeMeshOptions {

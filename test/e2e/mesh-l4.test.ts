@@ -1,7 +1,8 @@
 // The node agent's L4 data path end to end on a two-node namespace cluster, with real agents,
 // a real CA, nftables capture and HBONE between nodes (issue 4).
-import { type DemoResult, runDemoTraffic, startDemo } from '@hypha/agent';
+
 import type { RunningApp } from '@hypha/test';
+import { type DemoResult, runDemoTraffic, startDemo } from '@hypha/test';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 let demo: DemoResult;

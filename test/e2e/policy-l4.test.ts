@@ -1,8 +1,7 @@
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { type DemoResult, type LogEvent, startDemo } from '@hypha/agent';
 import { demoConfigObjects } from '@hypha/shared/config';
-import { type ClusterPod, eventually } from '@hypha/test';
+import { type ClusterPod, type DemoResult, eventually, type LogEvent, startDemo } from '@hypha/test';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const BIN = fileURLToPath(new URL('../../agent/bin/hypha.js', import.meta.url));

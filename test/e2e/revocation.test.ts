@@ -5,8 +5,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { type DemoResult, startDemo } from '@hypha/agent';
-import { type ClusterPod, eventually } from '@hypha/test';
+import { type ClusterPod, type DemoResult, eventually, startDemo } from '@hypha/test';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const run = promisify(execFile);

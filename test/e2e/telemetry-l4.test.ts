@@ -1,6 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import { type DemoResult, startDemo } from '@hypha/agent';
-import { type ClusterPod, eventually } from '@hypha/test';
+import { type ClusterPod, type DemoResult, eventually, startDemo } from '@hypha/test';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const BIN = fileURLToPath(new URL('../../agent/bin/hypha.js', import.meta.url));

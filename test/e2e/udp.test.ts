@@ -9,8 +9,7 @@ import { existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { type DemoResult, startDemo } from '@hypha/agent';
-import { type ClusterPod, eventually } from '@hypha/test';
+import { type ClusterPod, type DemoResult, eventually, startDemo } from '@hypha/test';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const execFileAsync = promisify(execFile);

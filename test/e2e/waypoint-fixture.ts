@@ -1,8 +1,9 @@
 // Shared set-up of the waypoint end-to-end tests: a two-node mesh with a client (node-a), echo-v1
 // (node-a), echo-v2 (node-b), Service demo/echo bound to waypoint demo/waypoint (its pod on node-b),
 // and Services echo-v1/echo-v2 selecting one version each (route backends).
-import { LocalMesh, type WaypointProcess } from '@hypha/agent';
+
 import type { ClusterPod } from '@hypha/test';
+import { LocalMesh, type WaypointProcess } from '@hypha/test';
 
 export interface WaypointScenario {
   mesh: LocalMesh;

@@ -2,8 +2,9 @@
 // Gateway with waypoint-for=workload. The client dials the pod IP; its agent sends the stream to
 // the waypoint (authority podIP:port), which applies the Gateway's L7 policy, counts the request
 // and forwards to exactly that pod, whose agent sees the waypoint's identity.
-import { LocalMesh, type WaypointProcess } from '@hypha/agent';
+
 import type { ClusterPod } from '@hypha/test';
+import { LocalMesh, type WaypointProcess } from '@hypha/test';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getScript, until } from './waypoint-fixture.js';
 

@@ -1,4 +1,6 @@
-// Public surface of @hypha/test: the network-namespace cluster harness and its sample apps.
+// Public surface of @hypha/test: the network-namespace cluster harness, its sample apps, the
+// stand-in Kubernetes API server, and the local mesh runner that `hypha demo` and the end-to-end
+// tests and benchmarks share (it runs the `hypha` binary; it never imports the agent).
 export type { RunningApp, SampleApp } from './cluster/apps.js';
 export { findAppPath, SAMPLE_APPS } from './cluster/apps.js';
 export type {
@@ -41,3 +43,16 @@ export {
   storePolicySource,
   unusedGrants,
 } from './kube-api/index.js';
+export type { DemoCheck, DemoResult } from './mesh/demo.js';
+export { DEMO_NODES, DEMO_WAYPOINT, demoConfigParams, runDemoTraffic, startDemo } from './mesh/demo.js';
+export { DEMO_L7, runL7Demo } from './mesh/demo-l7.js';
+export { runUpgradeCheck } from './mesh/demo-upgrade.js';
+export type {
+  AgentProcess,
+  LocalMeshOptions,
+  LogEvent,
+  MeshProcessExit,
+  StartWaypointOptions,
+  WaypointProcess,
+} from './mesh/local-mesh.js';
+export { hostPort, LocalMesh, trackProcess } from './mesh/local-mesh.js';

@@ -30,7 +30,7 @@ const HEAVY = [
   '/shared/dist/policy/',
   '/shared/dist/identity/ca', // ca.js, ca-client.js (x509 and ASN.1)
   '/agent/dist/agent/app.js',
-  '/agent/dist/mesh/',
+  '/test/dist/mesh/',
   '/agent/dist/ca/server.js',
   '/waypoint/dist/daemon/app.js',
   '/waypoint/dist/daemon/render.js',
@@ -118,5 +118,38 @@ describe('hypha loads a verb’s modules only when the verb runs', () => {
     const { code, modules } = await loadedBy(['ca', 'init', '--no-such-flag']);
     expect(code).toBe(2);
     expect(heavyIn(modules)).toEqual([]);
+  });
+});
+
+/** What only `hypha demo` and the tests may load: the cluster harness, the stand-in API server, the mesh runner. */
+const HARNESS = ['/test/dist/', '/test/src/', '/node_modules/@hypha/test/'];
+
+describe('the agent and the waypoint never load the demo or the test harness', () => {
+  it('their daemons and command modules import nothing of @hypha/test', async () => {
+    const out = join(dir, `modules-${runs++}.txt`);
+    const root = new URL('../../../', import.meta.url);
+    const entries = [
+      'agent/dist/cli/commands/agent.js',
+      'agent/dist/agent/app.js',
+      'agent/dist/cli/commands/waypoint.js',
+      'waypoint/dist/daemon/app.js',
+      'agent/dist/cli/commands/ca.js',
+      'agent/dist/ca/server.js',
+    ].map((p) => new URL(p, root).href);
+    const script = `for (const u of ${JSON.stringify(entries)}) await import(u);`;
+    const code = await new Promise<number>((resolve) => {
+      execFile(
+        process.execPath,
+        ['--import', RECORDER, '--input-type=module', '-e', script],
+        { timeout: 30_000, env: { ...process.env, HYPHA_TEST_MODULES_OUT: out } },
+        (err) => resolve(err ? 1 : 0),
+      );
+    });
+    expect(code).toBe(0);
+    const modules = (await readFile(out, 'utf8')).split('\n').filter(Boolean);
+    // The recorder saw the daemons load (so an empty list below means something).
+    expect(modules.some((u) => u.endsWith('/waypoint/dist/daemon/app.js'))).toBe(true);
+    expect(modules.some((u) => u.endsWith('/agent/dist/agent/app.js'))).toBe(true);
+    expect(modules.filter((u) => HARNESS.some((h) => u.includes(h)))).toEqual([]);
   });
 });

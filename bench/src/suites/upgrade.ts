@@ -20,8 +20,8 @@
 // connect and round trip of a new connection that did connect, and how long each node's
 // replacement took.
 import { loadavg } from 'node:os';
-import { type AgentProcess, LocalMesh } from '@hypha/agent';
 import { demoConfigObjects } from '@hypha/shared/config';
+import { type AgentProcess, LocalMesh } from '@hypha/test';
 import { sleep } from '../mesh-load.js';
 import type { BenchOptions, BenchResult, BenchSuiteResult } from '../types.js';
 

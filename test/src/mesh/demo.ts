@@ -5,7 +5,7 @@
 // outside the mesh passed through as plain TCP.
 import type { Logger } from '@hypha/shared';
 import { type DemoConfigParams, demoConfigObjects, demoConfigYaml } from '@hypha/shared/config';
-import type { ClusterPod, IpFamilies } from '@hypha/test';
+import type { ClusterPod, IpFamilies } from '../cluster/cluster.js';
 import { hostPort, LocalMesh, type WaypointProcess } from './local-mesh.js';
 
 export interface DemoCheck {

@@ -14,8 +14,8 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from '@hypha/shared';
 import { AGENT_NODE_FLAGS } from '@hypha/shared/hbone';
 import { CertificateAuthority } from '@hypha/shared/identity';
-import { type ClusterPod, type IpFamilies, TestCluster } from '@hypha/test';
 import { stringify } from 'yaml';
+import { type ClusterPod, type IpFamilies, TestCluster } from '../cluster/cluster.js';
 
 export interface LocalMeshOptions {
   nodes: readonly string[];
@@ -71,7 +71,8 @@ export interface StartWaypointOptions {
   args?: readonly string[];
 }
 
-const HYPHA_BIN = fileURLToPath(new URL('../../bin/hypha.js', import.meta.url));
+// The one `hypha` binary (agent/bin), found by path: the harness runs it, it does not import it.
+const HYPHA_BIN = fileURLToPath(new URL('../../../agent/bin/hypha.js', import.meta.url));
 
 export class LocalMesh {
   readonly cluster: TestCluster;

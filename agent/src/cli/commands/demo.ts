@@ -55,13 +55,20 @@ Examples:
     )
     .action(async (flags: { check: boolean; ipv6: boolean; ipv6Only: boolean }, cmd: Command) => {
       const globals = cmd.optsWithGlobals() as { logLevel: LogLevel };
+      // The demo mesh is the test harness's (@hypha/test): it loads here, never with the agent or
+      // the waypoint, and the image does not ship it.
+      const {
+        DEMO_L7,
+        DEMO_NODES,
+        DEMO_WAYPOINT,
+        hostPort,
+        runDemoTraffic,
+        runL7Demo,
+        runUpgradeCheck,
+        startDemo,
+      } = await loadDemoHarness();
       const problems = preflight();
       if (problems.length > 0) throw new Error(`cannot run the demo:\n  - ${problems.join('\n  - ')}`);
-      // The demo mesh (test harness, CA, config model) loads here, not with the CLI (see program.ts).
-      const { DEMO_NODES, DEMO_WAYPOINT, runDemoTraffic, startDemo } = await import('../../mesh/demo.js');
-      const { runUpgradeCheck } = await import('../../mesh/demo-upgrade.js');
-      const { DEMO_L7, runL7Demo } = await import('../../mesh/demo-l7.js');
-      const { hostPort } = await import('../../mesh/local-mesh.js');
       const out = (line: string) => process.stdout.write(`${line}\n`);
       // The demo's own log stays quiet unless asked; agents' JSON logs are parsed, not shown.
       const logger = createLogger({ level: globals.logLevel === 'info' ? 'warn' : globals.logLevel });
@@ -151,4 +158,17 @@ Examples:
         await demo.mesh.stop();
       }
     });
+}
+
+/** The test harness, or a clear error where it is not installed (the container image). */
+async function loadDemoHarness(): Promise<typeof import('@hypha/test')> {
+  try {
+    return await import('@hypha/test');
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code !== 'ERR_MODULE_NOT_FOUND') throw err;
+    throw new Error(
+      'hypha demo needs the test-cluster harness (@hypha/test), which this installation does not include (the container image ships only what the agent, the waypoint and the CA run). Run the demo from a checkout: bash scripts/install-system-packages.sh demo && npm ci && npx hypha demo',
+    );
+  }
 }
