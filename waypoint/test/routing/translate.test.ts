@@ -219,6 +219,29 @@ describe('validation', () => {
     expect(findRoute(snapshot.routes, 'shop/reviews', req('/ok'))?.routeName).toBe('good');
   });
 
+  it('rejects a route with an unsupported parentRef as a whole, not only from that parentRef on', () => {
+    const r = route('odd-parent', [{ matches: [{ path: { type: 'Exact', value: '/odd' } }] }], {
+      spec: {
+        parentRefs: [
+          { group: '', kind: 'Service', name: 'reviews', port: 80 },
+          { group: 'example.com', kind: 'Mesh', name: 'm' },
+        ],
+      },
+    });
+    const { snapshot, errors } = buildSnapshot(config([r]));
+    expect(errors.map((e) => [e.objectName, e.field])).toEqual([['odd-parent', 'spec.parentRefs[1].kind']]);
+    expect(findRoute(snapshot.routes, 'shop/reviews', req('/odd'))).toBeUndefined();
+  });
+
+  it('marks a rule whose backend Service is missing, and clears it when the Service appears', () => {
+    const r = route('to-v3', [{ backendRefs: [{ name: 'reviews-v3', port: 80 }] }]);
+    const without = buildSnapshot(config([r])).snapshot;
+    expect(findRoute(without.routes, 'shop/reviews', req('/'))?.action.invalidBackends).toBe(true);
+    const cfg = config([r]);
+    const withV3 = buildSnapshot({ ...cfg, services: [...cfg.services, svc('reviews-v3', '10.96.0.12')] });
+    expect(findRoute(withV3.snapshot.routes, 'shop/reviews', req('/'))?.action.invalidBackends).toBe(false);
+  });
+
   it('rejects a redirect combined with a rewrite', () => {
     const r = route('both', [
       {
