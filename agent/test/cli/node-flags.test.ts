@@ -3,12 +3,13 @@
 // pinned Node accepts the flags, and that an agent started without them says so.
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { AGENT_NODE_FLAGS, missingAgentNodeFlags } from '@hypha/shared/hbone';
+import { AGENT_NODE_FLAGS, missingAgentNodeFlags, WAYPOINT_NODE_FLAGS } from '@hypha/shared/hbone';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { HYPHA_BIN, runHypha } from '../run-hypha.js';
 
 const AGENT_YAML = fileURLToPath(new URL('../../../manifests/base/agent.yaml', import.meta.url));
+const WAYPOINT_YAML = fileURLToPath(new URL('../../../manifests/waypoint/waypoint.yaml', import.meta.url));
 
 describe('AGENT_NODE_FLAGS', () => {
   it("the DaemonSet's agent container runs node with exactly the list", async () => {
@@ -57,5 +58,30 @@ describe('AGENT_NODE_FLAGS', () => {
       .find((l) => l.msg?.startsWith("started without the agent's V8 flags"));
     expect(warn?.missing).toEqual([...AGENT_NODE_FLAGS]);
     expect(warn?.msg).toContain(`node ${AGENT_NODE_FLAGS.join(' ')}`);
+  });
+});
+
+describe('WAYPOINT_NODE_FLAGS', () => {
+  it("the waypoint Deployment's container runs node with exactly the list", async () => {
+    const docs = parseAllDocuments(await readFile(WAYPOINT_YAML, 'utf8')).map((d) => d.toJS());
+    const deploy = docs.find((d) => d?.kind === 'Deployment');
+    const container = deploy.spec.template.spec.containers.find(
+      (c: { name: string }) => c.name === 'waypoint',
+    );
+    expect(container.command).toEqual(['node', ...WAYPOINT_NODE_FLAGS, 'agent/bin/hypha.js']);
+    expect(container.args[0]).toBe('waypoint');
+  });
+
+  it('the pinned Node accepts them', async () => {
+    const { execFile } = await import('node:child_process');
+    const code = await new Promise<number>((resolve) => {
+      execFile(
+        process.execPath,
+        [...WAYPOINT_NODE_FLAGS, HYPHA_BIN, '--version'],
+        { timeout: 30_000 },
+        (err) => resolve(err ? Number((err as { code?: number }).code ?? 1) : 0),
+      );
+    });
+    expect(code).toBe(0);
   });
 });

@@ -30,6 +30,20 @@ export const AGENT_NODE_FLAGS: readonly string[] = Object.freeze([
   '--max-semi-space-size=2',
 ]);
 
+/**
+ * V8 flags the waypoint starts with (`node <flags> agent/bin/hypha.js waypoint`): the waypoint
+ * Deployment's container command (manifests/waypoint/waypoint.yaml, held to this list by a test)
+ * and the demo/test clusters' waypoints.
+ *
+ * Why: under load V8 grows the young generation to 2 x 16 MiB semi-spaces and keeps them, most of
+ * the gap between an idle waypoint and its peak RSS. Capped at 4 MiB the waypoint's peak fell and its
+ * CPU per request stayed within the run-to-run spread (`node --max-semi-space-size=N
+ * bench/tools/waypoint-engine.mjs waypoint`, N = 2, 4, 8, unset; and `npm run bench -- waypoint`,
+ * docs/benchmarks.md "Waypoint"). Not the agent's other two flags: with them the waypoint's request
+ * path got slower (see AGENT_NODE_FLAGS).
+ */
+export const WAYPOINT_NODE_FLAGS: readonly string[] = Object.freeze(['--max-semi-space-size=4']);
+
 /** The AGENT_NODE_FLAGS missing from a process's `execArgv` (empty when all are there). */
 export function missingAgentNodeFlags(execArgv: readonly string[] = process.execArgv): string[] {
   return AGENT_NODE_FLAGS.filter((f) => !execArgv.includes(f));

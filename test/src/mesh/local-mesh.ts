@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '@hypha/shared';
-import { AGENT_NODE_FLAGS } from '@hypha/shared/hbone';
+import { AGENT_NODE_FLAGS, WAYPOINT_NODE_FLAGS } from '@hypha/shared/hbone';
 import { CertificateAuthority } from '@hypha/shared/identity';
 import { stringify } from 'yaml';
 import { type ClusterPod, type IpFamilies, TestCluster } from '../cluster/cluster.js';
@@ -331,7 +331,7 @@ export class LocalMesh {
         this.#opts.drainTimeout ?? '1s',
         ...(opts.args ?? []),
       ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
+      { stdio: ['ignore', 'pipe', 'pipe'], nodeArgs: WAYPOINT_NODE_FLAGS },
     );
     const wp: WaypointProcess = {
       node: opts.node,
