@@ -171,6 +171,7 @@ class WaypointProxy implements Waypoint {
 
   updateConfig(config: WaypointConfigInput): WaypointConfigError[] {
     const built = buildSnapshot(config);
+    this.#log.debug({ compiled: built.stats.compiled, reused: built.stats.reused }, 'config applied');
     this.#snapshot = built.snapshot;
     this.#errors = built.errors;
     this.#logConfigErrors();

@@ -37,13 +37,19 @@ export class Cluster {
   constructor(service: ServiceEntry, settings: TrafficSettings = DEFAULT_TRAFFIC) {
     this.service = service;
     this.settings = settings;
-    this.update(service, settings);
+    this.#setEndpoints(service);
   }
 
   update(service: ServiceEntry, settings: TrafficSettings): void {
-    const old = new Map(this.#endpoints.map((e) => [e.ip, e]));
+    // Unchanged objects are reused from one config snapshot to the next (compile cache).
+    if (service === this.service && settings === this.settings) return;
     this.service = service;
     this.settings = settings;
+    this.#setEndpoints(service);
+  }
+
+  #setEndpoints(service: ServiceEntry): void {
+    const old = new Map(this.#endpoints.map((e) => [e.ip, e]));
     this.#endpoints = service.endpoints
       .filter((e) => e.ready)
       .map((info) => {
