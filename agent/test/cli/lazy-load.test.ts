@@ -151,5 +151,8 @@ describe('the agent and the waypoint never load the demo or the test harness', (
     expect(modules.some((u) => u.endsWith('/waypoint/dist/daemon/app.js'))).toBe(true);
     expect(modules.some((u) => u.endsWith('/agent/dist/agent/app.js'))).toBe(true);
     expect(modules.filter((u) => HARNESS.some((h) => u.includes(h)))).toEqual([]);
+    // A file-configured waypoint or agent does not load the Kubernetes client either (~77 MB RSS):
+    // the daemons import it only for a Kubernetes config source.
+    expect(modules.filter((u) => u.includes('/node_modules/@kubernetes/client-node/'))).toEqual([]);
   });
 });

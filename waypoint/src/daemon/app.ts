@@ -17,15 +17,10 @@ import { type ConfigState, createFileSource } from '@hypha/shared/config';
 import { certificatesView, type Endpoints, listenAllFamilies, startEndpoints } from '@hypha/shared/daemon';
 import { createHbonePool, createHboneServer } from '@hypha/shared/hbone';
 import { CaClient, CertManager, type WorkloadCertificate } from '@hypha/shared/identity';
-import { createKubeSource } from '@hypha/shared/kube';
 import { collectDefaultMetrics, Registry } from 'prom-client';
-import {
-  createRouteStatusReporter,
-  createWaypoint,
-  hboneConnectUpstream,
-  hboneIngressHandler,
-  type Waypoint,
-} from '../index.js';
+import { hboneIngressHandler } from '../hbone-ingress.js';
+import { hboneConnectUpstream } from '../hbone-upstream.js';
+import { createWaypoint, type Waypoint } from '../proxy.js';
 import { type WaypointDaemonConfig, WaypointDaemonError } from './config.js';
 import { buildWaypointInput } from './input.js';
 
@@ -48,10 +43,23 @@ export async function startWaypointDaemon(
   const log = logger.child({ component: 'waypoint-daemon', gateway: `${gw.namespace}/${gw.name}` });
   const identity = SpiffeId.of(config.trustDomain, gw.namespace, gw.name);
 
+  // The Kubernetes client (@kubernetes/client-node: ~850 modules, ~77 MB of RSS at import) loads
+  // only for a Kubernetes source; a file-configured waypoint never pays for it.
+  const kube =
+    config.source.kind === 'kubernetes'
+      ? {
+          ...(await import('@hypha/shared/kube')),
+          ...(await import('../status/reporter.js')),
+        }
+      : undefined;
   const source =
-    config.source.kind === 'file'
-      ? createFileSource({ path: config.source.path, trustDomain: config.trustDomain, logger })
-      : createKubeSource({
+    kube === undefined || config.source.kind === 'file'
+      ? createFileSource({
+          path: config.source.kind === 'file' ? config.source.path : '',
+          trustDomain: config.trustDomain,
+          logger,
+        })
+      : kube.createKubeSource({
           ...(config.source.kubeconfig ? { kubeconfig: config.source.kubeconfig } : {}),
           trustDomain: config.trustDomain,
           logger,
@@ -62,8 +70,8 @@ export async function startWaypointDaemon(
   // In Kubernetes, tell route authors whether their routes attached and resolved (route status);
   // started only after the first full sync so a half-synced state never reports BackendNotFound.
   const routeStatus =
-    config.source.kind === 'kubernetes'
-      ? createRouteStatusReporter({
+    kube !== undefined && config.source.kind === 'kubernetes'
+      ? kube.createRouteStatusReporter({
           ...(config.source.kubeconfig ? { kubeconfig: config.source.kubeconfig } : {}),
           state,
           waypoint: gw,
