@@ -3,6 +3,7 @@
 // route rule takes it. No service → 404 NR. No rule → the service itself on the dialed port.
 import { addressKey, type WaypointSnapshot } from '../config.js';
 import { podPort, type ServiceEntry, type ServicePort } from '../model.js';
+import { emptyAction } from '../routing/compile-action.js';
 import { findRoute } from '../routing/match.js';
 import type { RouteAction } from '../routing/types.js';
 import { type Filter, failure, type StreamContext } from './context.js';
@@ -37,28 +38,11 @@ const defaultActions = new WeakMap<ServicePort, RouteAction>();
 export function defaultAction(svc: ServiceEntry, port: ServicePort): RouteAction {
   let a = defaultActions.get(port);
   if (a === undefined) {
-    a = {
-      name: 'default',
-      backends: [
-        {
-          service: svc.key,
-          port: port.port,
-          weight: 1,
-          requestHeaders: undefined,
-          responseHeaders: undefined,
-        },
-      ],
-      totalWeight: 1,
-      invalidBackends: false,
-      requestHeaders: undefined,
-      responseHeaders: undefined,
-      redirect: undefined,
-      rewrite: undefined,
-      mirrors: [],
-      requestTimeoutMs: undefined,
-      backendRequestTimeoutMs: undefined,
-      retry: undefined,
-    };
+    a = emptyAction('default');
+    a.backends = [
+      { service: svc.key, port: port.port, weight: 1, requestHeaders: undefined, responseHeaders: undefined },
+    ];
+    a.totalWeight = 1;
     defaultActions.set(port, a);
   }
   return a;

@@ -69,15 +69,10 @@ export function compileRetry(r: RetrySpec): RetryPolicy {
   };
 }
 
-export function compileAction(
-  kind: string,
-  meta: ObjectMeta,
-  rule: RawRule,
-  base: string,
-  fail: Fail,
-): CompiledAction {
-  const action: RouteAction = {
-    name: `${kind} ${meta.namespace}/${meta.name} rule ${base.match(/\[(\d+)\]/)?.[1] ?? '0'}`,
+/** A route action that does nothing yet: no backends, filters, timeouts or retries. */
+export function emptyAction(name: string): RouteAction {
+  return {
+    name,
     backends: [],
     totalWeight: 0,
     invalidBackends: false,
@@ -90,6 +85,18 @@ export function compileAction(
     backendRequestTimeoutMs: undefined,
     retry: undefined,
   };
+}
+
+export function compileAction(
+  kind: string,
+  meta: ObjectMeta,
+  rule: RawRule,
+  base: string,
+  fail: Fail,
+): CompiledAction {
+  const action = emptyAction(
+    `${kind} ${meta.namespace}/${meta.name} rule ${base.match(/\[(\d+)\]/)?.[1] ?? '0'}`,
+  );
   const mirrors: Mirror[] = [];
   const serviceKey = (
     ref: {
