@@ -39,13 +39,17 @@ for (const [id, t] of self) {
   area.set(a, (area.get(a) ?? 0) + t);
 }
 const idle = [...fn].filter(([k]) => k.startsWith('(idle)')).reduce((s, [, v]) => s + v, 0);
-const pct = (v) => `${((100 * v) / total).toFixed(1)}%`;
 const busy = total - idle;
+// Shares are of the busy (non-idle) time: where the process spent the CPU it used.
+const pct = (v) => `${((100 * v) / busy).toFixed(1)}%`;
 process.stdout.write(
-  `${file}\nsampled ${(total / 1e6).toFixed(2)} s, idle ${pct(idle)}; shares below are of the whole\n`,
+  `${file}\nsampled ${(total / 1e6).toFixed(2)} s, busy ${((100 * busy) / total).toFixed(1)}%; shares below are of the busy time\n`,
 );
 process.stdout.write(`\nself time by area (busy ${(busy / 1e6).toFixed(2)} s)\n`);
-for (const [k, v] of [...area].sort((a, b) => b[1] - a[1]).slice(0, top))
+for (const [k, v] of [...area]
+  .filter(([k]) => k !== '(idle)')
+  .sort((a, b) => b[1] - a[1])
+  .slice(0, top))
   process.stdout.write(`${pct(v).padStart(6)}  ${k}\n`);
 // Inclusive: a sample counts for every area on its stack (so shares overlap).
 const parent = new Map();
@@ -63,5 +67,8 @@ process.stdout.write('\ntime with the area on the stack (inclusive; overlapping)
 for (const [k, v] of [...incl].sort((a, b) => b[1] - a[1]).slice(0, top))
   process.stdout.write(`${pct(v).padStart(6)}  ${k}\n`);
 process.stdout.write('\nself time by function\n');
-for (const [k, v] of [...fn].sort((a, b) => b[1] - a[1]).slice(0, top))
+for (const [k, v] of [...fn]
+  .filter(([k]) => !k.startsWith('(idle)'))
+  .sort((a, b) => b[1] - a[1])
+  .slice(0, top))
   process.stdout.write(`${pct(v).padStart(6)}  ${k}\n`);
