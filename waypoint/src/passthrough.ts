@@ -9,7 +9,7 @@ import { formatAuthority } from '@hypha/shared/hbone';
 import type { WaypointSnapshot } from './config.js';
 import { FAILURES } from './errors.js';
 import { endpointPort, type ServiceEntry } from './model.js';
-import { authorize } from './pipeline/authz.js';
+import { authorize, recordDryRun } from './pipeline/authz.js';
 import { dialAddress, headerValue } from './pipeline/balance.js';
 import { type StreamContext, stripPort } from './pipeline/context.js';
 import { relay } from './pipeline/relay.js';
@@ -37,6 +37,17 @@ export async function forwardTcp(
   const found = findTarget(snap, ctx);
   if (found === undefined) return void stream.destroy();
   const decision = authorize(snap, found.service.key, ctx, found.port.port, undefined);
+  if (decision.dryRun !== undefined) {
+    recordDryRun(
+      deps.requests.metrics,
+      deps.log,
+      decision,
+      found.service.key,
+      found.port.port,
+      ctx,
+      undefined,
+    );
+  }
   if (!decision.allowed) {
     deps.log.debug(
       { service: found.service.key, source: ctx.source.ip, policy: decision.policy },
@@ -133,6 +144,10 @@ export async function forwardUpgrade(
     host: hostHeader,
     headers: req.headers,
   });
+  if (decision.dryRun !== undefined) {
+    const where = { method, path };
+    recordDryRun(deps.requests.metrics, deps.log, decision, found.service.key, found.port.port, ctx, where);
+  }
   if (!decision.allowed) return reject(403, 'RBAC: access denied', '-');
   if (action.backends.length === 0 && action.invalidBackends)
     return reject(500, FAILURES.NO_CLUSTER.body, 'NC');

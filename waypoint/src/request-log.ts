@@ -23,6 +23,11 @@ export class RequestLog {
     return this.#access;
   }
 
+  /** For counters recorded outside a request's end (dry-run authorization on passthrough streams). */
+  get metrics(): RequestMetrics {
+    return this.#metrics;
+  }
+
   finish(rc: RequestContext, protocol: string): void {
     if (rc.finished) return;
     rc.finished = true;

@@ -61,6 +61,7 @@ export class RequestMetrics {
   readonly #requestBytes: SeriesHistogram<HttpLabelName>;
   readonly #responseBytes: SeriesHistogram<HttpLabelName>;
   readonly #audit: Counter<'policy'>;
+  readonly #dryRun: Counter<'policy' | 'would' | 'layer'>;
   /** Caller's short key (addresses, codes) → the four series; cleared when the config changes. */
   readonly #shortcuts = new Map<string, RequestSeries>();
 
@@ -97,6 +98,12 @@ export class RequestMetrics {
       name: 'hypha_waypoint_authz_audit_total',
       help: 'Requests matched by an AUDIT AuthorizationPolicy',
       labelNames: ['policy'],
+      registers,
+    });
+    this.#dryRun = new Counter({
+      name: 'hypha_authz_dry_run_total',
+      help: 'Requests and TCP connections a dry-run AuthorizationPolicy would have decided differently (not enforced)',
+      labelNames: ['policy', 'would', 'layer'],
       registers,
     });
   }
@@ -143,5 +150,10 @@ export class RequestMetrics {
 
   recordAudit(policy: string): void {
     this.#audit.labels(policy).inc();
+  }
+
+  /** A dry-run policy would have denied (or allowed) this request; the enforced decision stands. */
+  recordDryRun(policy: string, would: 'allow' | 'deny'): void {
+    this.#dryRun.labels(policy, would, 'L7').inc();
   }
 }

@@ -165,6 +165,24 @@ export class Inbound {
     }
     const verdict = decideInbound(this.#o.state, workload, req, this.#o.waypointGuard);
     if (mode === 'admit' && verdict.decision !== undefined) {
+      const dry = verdict.decision.dryRun;
+      if (dry !== undefined) {
+        const policy = `${dry.policy.namespace}/${dry.policy.name}`;
+        this.#o.policyMetrics?.recordDryRun(policy, dry.would);
+        this.#log.info(
+          {
+            policy,
+            would: dry.would,
+            rule: dry.rule,
+            enforced: verdict.decision.decision,
+            peer: req.peer?.toString(),
+            src: req.sourceIp,
+            dst: `${workload.namespace}/${workload.name}`,
+            port: req.port,
+          },
+          `dry-run policy ${policy} would ${dry.would}`,
+        );
+      }
       for (const a of verdict.decision.audit) {
         const audit = `${a.namespace}/${a.name}`;
         this.#o.policyMetrics?.recordAudit(audit);

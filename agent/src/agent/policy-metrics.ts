@@ -1,5 +1,6 @@
 // Counters for L4 authorization outcomes, beside Istio's connection metrics: who was refused and
-// which policy decided, AUDIT matches, and live connections a policy change closed.
+// which policy decided, AUDIT matches, dry-run policies' would-be decisions, and live connections a
+// policy change closed.
 // Labels stay low-cardinality on purpose (policy name and a fixed reason set); the peers of each
 // denial are in istio_tcp_connections_failed_total{response_flags="DENY"} and the access log.
 import { Counter, type Registry } from 'prom-client';
@@ -14,6 +15,7 @@ export class PolicyMetrics {
   readonly #denied: Counter<'policy' | 'reason'>;
   readonly #audit: Counter<'policy'>;
   readonly #closed: Counter<'policy' | 'reason'>;
+  readonly #dryRun: Counter<'policy' | 'would' | 'layer'>;
 
   constructor(registry: Registry) {
     this.#denied = new Counter({
@@ -34,6 +36,12 @@ export class PolicyMetrics {
       labelNames: ['policy', 'reason'],
       registers: [registry],
     });
+    this.#dryRun = new Counter({
+      name: 'hypha_authz_dry_run_total',
+      help: 'Inbound connections a dry-run AuthorizationPolicy would have decided differently (not enforced)',
+      labelNames: ['policy', 'would', 'layer'],
+      registers: [registry],
+    });
   }
 
   recordDenied(policy: string | undefined, reason: DenyKind): void {
@@ -42,6 +50,11 @@ export class PolicyMetrics {
 
   recordAudit(policy: string): void {
     this.#audit.labels(policy).inc();
+  }
+
+  /** A dry-run policy would have denied (or allowed) this connection; the enforced decision stands. */
+  recordDryRun(policy: string, would: 'allow' | 'deny'): void {
+    this.#dryRun.labels(policy, would, 'L4').inc();
   }
 
   recordClosedByPolicy(policy: string | undefined, reason: DenyKind): void {

@@ -17,6 +17,7 @@ import {
   type ConfigObject,
   type ConfigObjectKey,
   type DataplaneMode,
+  DRY_RUN_ANNOTATIONS,
   type EndpointSliceObject,
   type GatewayObject,
   LABEL_DATAPLANE_MODE,
@@ -172,7 +173,7 @@ const targetRef = z.object({
 const parentRef = targetRef.extend({ kind: z.string().min(1).optional() });
 
 const authorizationPolicySchema = z.object({
-  metadata,
+  metadata: metadata.extend({ annotations: z.record(z.string(), z.unknown()).optional() }),
   spec: z
     .object({
       selector: z.object({ matchLabels: labels.optional() }).optional(),
@@ -595,7 +596,25 @@ function buildAuthorizationPolicy(raw: unknown): ConfigObject {
     selector: matchLabels !== undefined && Object.keys(matchLabels).length > 0 ? matchLabels : undefined,
     targetRefs,
     rules,
+    ...(dryRunOf(p.metadata.annotations) ? { dryRun: true } : {}),
   };
+}
+
+/** `istio.io/dry-run` (Istio's spelling) or `hypha.dev/dry-run`: "true" or "false". */
+function dryRunOf(annotations: Readonly<Record<string, unknown>> | undefined): boolean {
+  let dryRun = false;
+  for (const key of DRY_RUN_ANNOTATIONS) {
+    const v = annotations?.[key];
+    if (v === undefined) continue;
+    if (v !== 'true' && v !== 'false') {
+      throw new FieldProblem(
+        `metadata.annotations["${key}"]`,
+        `${JSON.stringify(v)} must be "true" or "false"`,
+      );
+    }
+    if (v === 'true') dryRun = true;
+  }
+  return dryRun;
 }
 
 function buildRaw<K extends 'TrafficPolicy' | 'HTTPRoute' | 'GRPCRoute'>(

@@ -176,7 +176,15 @@ export interface AuthorizationPolicyObject {
   readonly targetRefs: readonly PolicyTargetRef[];
   /** Undefined: `rules` absent (matches nothing). `[{}]` matches everything. */
   readonly rules: readonly AuthorizationRule[] | undefined;
+  /**
+   * Annotated `istio.io/dry-run: "true"` (or `hypha.dev/dry-run`): evaluated and reported, never
+   * enforced. Absent when false.
+   */
+  readonly dryRun?: true;
 }
+
+/** Annotations that make an AuthorizationPolicy dry-run (Istio's spelling and Hypha's). */
+export const DRY_RUN_ANNOTATIONS = ['istio.io/dry-run', 'hypha.dev/dry-run'] as const;
 
 /** TrafficPolicy / HTTPRoute / GRPCRoute: validated metadata and references, spec kept as data. */
 export interface RawRouteOrPolicyObject<K extends 'TrafficPolicy' | 'HTTPRoute' | 'GRPCRoute'> {

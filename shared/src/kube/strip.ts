@@ -27,9 +27,11 @@ const META_KEYS = [
 
 function stripMeta(meta: unknown): Obj {
   const out = pick(meta, META_KEYS) ?? {};
-  // Only Hypha's own annotations can matter to the mesh.
+  // Only Hypha's own annotations can matter to the mesh, and Istio's dry-run (AuthorizationPolicy).
   if (isObj(meta) && isObj(meta.annotations)) {
-    const kept = Object.entries(meta.annotations).filter(([k]) => k.includes('hypha.dev/'));
+    const kept = Object.entries(meta.annotations).filter(
+      ([k]) => k.includes('hypha.dev/') || k === 'istio.io/dry-run',
+    );
     if (kept.length > 0) out.annotations = Object.fromEntries(kept);
   }
   return out;

@@ -11,6 +11,8 @@
 //       workloads it selects (ARCHITECTURE.md §6: "an L7 rule reaching an L4 enforcer becomes a DENY").
 //     AUDIT policy → those rules are left out of `l4Rules` (auditing never blocks traffic).
 //   `l7Fields` names every such field so the caller can log it once per policy.
+// - A dry-run ALLOW or DENY policy (annotation `istio.io/dry-run: "true"`) is compiled like any other;
+//   the evaluators leave it out of the enforced decision and report what it would have changed.
 // - Policies with targetRefs are waypoint (L7) policies: `enforcedByAgent` is false and the L4
 //   evaluator never applies them; `waypoint.ts` binds them to a waypoint's services.
 // - `remoteIpBlocks` join `ipBlocks` (and `remote.ip` reads the source IP): Hypha has no proxy
@@ -117,6 +119,11 @@ export interface CompiledAuthorizationPolicy {
   readonly l7Fields: readonly string[];
   /** ALLOW/DENY policy with L7 attributes: at L4, denies every connection to the workloads it selects. */
   readonly failClosed: boolean;
+  /**
+   * Annotated dry-run: never enforced; the evaluators report where the decision with it would differ.
+   * AUDIT policies ignore it (they never change a decision).
+   */
+  readonly dryRun: boolean;
   /** The validated object, for config dumps and explanations. */
   readonly object: AuthorizationPolicyObject;
 }
@@ -163,6 +170,7 @@ export function compileAuthorizationPolicy(policy: AuthorizationPolicyObject): C
     l4Rules: rules.filter((r) => !r.l7),
     l7Fields,
     failClosed: l7Fields.length > 0 && policy.action !== 'AUDIT',
+    dryRun: policy.dryRun === true && policy.action !== 'AUDIT',
     object: policy,
   };
 }

@@ -8,10 +8,13 @@
 //   3. No ALLOW policy applies → allow.
 //   4. Any ALLOW policy matches → allow. Otherwise → deny.
 //   AUDIT policies never change the decision; every matching one is reported in `audit`.
+//   Dry-run policies are left out of the decision. When one applies, the decision is taken again
+//   with them enforced; a difference is reported in `dryRun` ("would deny" / "would allow").
 // Rules are matched by match.ts, the same matcher the waypoint's L7 decision uses (waypoint.ts); the
 // agent evaluates only a policy's `l4Rules` (compile.ts says what happens to the others).
 //
-// Synchronous and allocation-light: this runs once per connection on the data path.
+// Synchronous and allocation-light: this runs once per connection on the data path. With no dry-run
+// policy applying to the workload, the second pass never runs and nothing more is allocated.
 
 import { DEFAULT_ROOT_NAMESPACE, type Labels, type Workload } from '../config/types.js';
 import type { SpiffeId } from '../identity/spiffe.js';
@@ -56,6 +59,22 @@ export interface L4Decision {
   readonly audit: readonly AuditMatch[];
   /** Set when the deciding policy failed closed because of L7 attributes: log it once per policy. */
   readonly failClosed?: boolean;
+  /**
+   * Set when a dry-run policy would have changed the decision (the caller logs and counts it).
+   * `decision` is always the enforced one, taken as if dry-run policies were absent.
+   */
+  readonly dryRun?: L4DryRun;
+}
+
+/** What dry-run policies would have changed: "policy X would deny (rule N)". */
+export interface L4DryRun {
+  readonly would: 'allow' | 'deny';
+  /** The dry-run policy responsible. */
+  readonly policy: PolicyRef;
+  /** Its matching rule, when a rule decided (absent for "an ALLOW policy would apply and none matches"). */
+  readonly rule?: number;
+  /** The decision's reason had the dry-run policies been enforced. */
+  readonly reason: string;
 }
 
 export interface EvaluateOptions {
@@ -90,18 +109,54 @@ export function evaluateL4(
   const root = options.rootNamespace ?? DEFAULT_ROOT_NAMESPACE;
   const workload = request.destination.workload;
   const facts = factsOf(scratch, request);
-  let audit: AuditMatch[] | undefined;
+  scan.audit = undefined;
+  scan.dryRun = false;
+  const enforced = decideL4(policies, workload, root, facts, false, scan);
+  const audit = scan.audit ?? NO_AUDIT;
+  if (!scan.dryRun) return withAudit(enforced, audit);
+  // A dry-run policy applies: decide again as if it were enforced, and report a difference.
+  const shadow = decideL4(policies, workload, root, facts, true, undefined);
+  if (shadow.decision === enforced.decision) return withAudit(enforced, audit);
+  return { ...enforced, audit, dryRun: dryRunOf(policies, workload, root, shadow) };
+}
+
+/** What one evaluation found beside its decision (module scratch: evaluation is never re-entered). */
+interface Scan {
+  audit: AuditMatch[] | undefined;
+  /** A dry-run policy applies to the workload. */
+  dryRun: boolean;
+}
+const scan: Scan = { audit: undefined, dryRun: false };
+
+/**
+ * The decision without AUDIT matches. `withDryRun` false: dry-run policies are left out (the
+ * enforced decision); true: they count as enforced (what they would do). `found` collects AUDIT
+ * matches and notes whether a dry-run policy applies.
+ */
+function decideL4(
+  policies: readonly CompiledAuthorizationPolicy[],
+  workload: Workload,
+  root: string,
+  facts: Facts,
+  withDryRun: boolean,
+  found: Scan | undefined,
+): L4Decision {
   let deny: L4Decision | undefined;
   let hasAllow = false;
   for (const p of policies) {
     if (!policyAppliesTo(p, workload, root)) continue;
     if (p.action === 'AUDIT') {
+      if (found === undefined) continue;
       const rule = firstMatchingRule(p.l4Rules, facts, true);
       if (rule !== undefined) {
-        audit ??= [];
-        audit.push({ namespace: p.namespace, name: p.name, rule: rule.index });
+        found.audit ??= [];
+        found.audit.push({ namespace: p.namespace, name: p.name, rule: rule.index });
       }
       continue;
+    }
+    if (p.dryRun) {
+      if (found !== undefined) found.dryRun = true;
+      if (!withDryRun) continue;
     }
     if (deny !== undefined) continue;
     if (p.failClosed) {
@@ -113,21 +168,45 @@ export function evaluateL4(
       hasAllow = true;
     }
   }
-  const auditOut = audit ?? NO_AUDIT;
-  if (deny !== undefined) return withAudit(deny, auditOut);
-  if (!hasAllow) return withAudit(noAllowDecision(workload), auditOut);
+  if (deny !== undefined) return deny;
+  if (!hasAllow) return noAllowDecision(workload);
+  const names: string[] = [];
   for (const p of policies) {
     if (p.action !== 'ALLOW' || p.failClosed || !policyAppliesTo(p, workload, root)) continue;
+    if (p.dryRun && !withDryRun) continue;
     const rule = firstMatchingRule(p.l4Rules, facts, false);
-    if (rule !== undefined) return withAudit(ruleDecision(p, rule), auditOut);
+    if (rule !== undefined) return ruleDecision(p, rule);
+    names.push(p.key);
   }
-  const names = policies
-    .filter((p) => p.action === 'ALLOW' && policyAppliesTo(p, workload, root))
-    .map((p) => `${p.namespace}/${p.name}`);
   return {
     decision: 'deny',
     reason: `denied: ALLOW policies apply to ${workload.namespace}/${workload.name} (${names.join(', ')}) but none matched`,
-    audit: auditOut,
+    audit: NO_AUDIT,
+  };
+}
+
+/**
+ * Which dry-run policy makes `shadow` (the decision with dry-run policies enforced) differ from the
+ * enforced one. Would deny: the dry-run DENY (or fail-closed) policy that decided, or, when no
+ * enforced ALLOW policy applies, the dry-run ALLOW policy that turned on allow-listing and matched
+ * nothing. Would allow: the dry-run ALLOW policy that matched.
+ */
+function dryRunOf(
+  policies: readonly CompiledAuthorizationPolicy[],
+  workload: Workload,
+  root: string,
+  shadow: L4Decision,
+): L4DryRun {
+  let policy = shadow.policy;
+  if (policy === undefined) {
+    const p = policies.find((q) => q.dryRun && q.action === 'ALLOW' && policyAppliesTo(q, workload, root));
+    policy = p === undefined ? { namespace: '', name: '' } : { namespace: p.namespace, name: p.name };
+  }
+  return {
+    would: shadow.decision,
+    policy,
+    ...(shadow.rule !== undefined ? { rule: shadow.rule } : {}),
+    reason: shadow.reason,
   };
 }
 
@@ -229,10 +308,12 @@ export function explainL4(
     `connection from ${from} to ${w.namespace}/${w.name} port ${request.destination.port}`,
   ];
   let applicable = 0;
+  let dryRuns = 0;
   for (const p of list) {
     if (!policyAppliesTo(p, w, root)) continue;
     applicable++;
-    const head = `${p.action} ${p.namespace}/${p.name}`;
+    if (p.dryRun) dryRuns++;
+    const head = `${p.action} ${p.namespace}/${p.name}${p.dryRun ? ' (dry-run)' : ''}`;
     if (p.failClosed) {
       lines.push(`  ${head}: fails closed, L7 attributes at L4: ${p.l7Fields.join(', ')}`);
       continue;
@@ -257,5 +338,23 @@ export function explainL4(
   lines.push(`decision: ${decision.decision.toUpperCase()}: ${decision.reason}`);
   for (const a of decision.audit)
     lines.push(`audit: AUDIT ${a.namespace}/${a.name} rules[${a.rule}] matched`);
+  const dr = decision.dryRun;
+  if (dr !== undefined) {
+    lines.push(dryRunLine(`${dr.policy.namespace}/${dr.policy.name}`, dr.would, dr.rule, dr.reason));
+  } else if (dryRuns > 0) {
+    lines.push(
+      `dry-run: no change (with the dry-run policies enforced, still ${decision.decision.toUpperCase()})`,
+    );
+  }
   return { decision, lines };
+}
+
+/** `dry-run: policy shop/x would deny (rules[0]): <reason>`, for explanations (L4 and L7). */
+export function dryRunLine(
+  policy: string,
+  would: 'allow' | 'deny',
+  rule: number | undefined,
+  reason: string,
+): string {
+  return `dry-run: policy ${policy} would ${would}${rule === undefined ? '' : ` (rules[${rule}])`}: ${reason}`;
 }

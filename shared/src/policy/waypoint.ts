@@ -13,7 +13,9 @@
 //   DENY rule matches on its L4 part alone: missing L7 data never widens access.
 // - A policy the waypoint cannot enforce entirely (a `when` key it does not read, a targetRef kind
 //   it does not serve) is rejected by name and field, not half-applied.
-// - Per request: no parsing, and no allocation unless an AUDIT policy matches. Decisions that depend
+// - Dry-run policies (annotation `istio.io/dry-run: "true"`) never decide: the set keeps them in a
+//   `shadow` set, decided second; where it differs, the decision carries `dryRun` ("would deny/allow").
+// - Per request: no parsing, and no allocation unless an AUDIT policy matches or a dry-run differs. Decisions that depend
 //   only on a rule are built once, frozen and shared: callers must not mutate them.
 import { ConfigError } from '../config/errors.js';
 import { translateObject } from '../config/translate.js';
@@ -23,6 +25,7 @@ import {
   type CompiledRule,
   compileAuthorizationPolicy,
 } from './compile.js';
+import { dryRunLine } from './evaluate.js';
 import { describeMismatch, type Facts, firstMatchingRule, newFacts, resetFacts } from './match.js';
 
 /** What the waypoint knows about one request, or one plain TCP connection (`request` undefined). */
@@ -53,6 +56,17 @@ export interface L7Decision {
   readonly rule: number | undefined;
   /** AUDIT policies that matched (`namespace/name`). */
   readonly audited: readonly string[];
+  /** Set when a dry-run policy would have changed `allowed` (the caller logs and counts it). */
+  readonly dryRun?: L7DryRun;
+}
+
+/** What dry-run policies would have changed: "policy X would deny (rule N)". */
+export interface L7DryRun {
+  readonly would: 'allow' | 'deny';
+  /** The dry-run policy responsible (`namespace/name`). */
+  readonly policy: string;
+  /** Its matching rule; undefined for "an ALLOW policy would apply and none matches". */
+  readonly rule: number | undefined;
 }
 
 /** A policy bound to one waypoint: which of its services it applies to. */
@@ -67,11 +81,16 @@ export interface WaypointPolicy {
   readonly compiled: CompiledAuthorizationPolicy;
 }
 
-/** The policies that apply to one destination service, split by action (computed once per config). */
+/**
+ * The policies that apply to one destination service, split by action (computed once per config).
+ * Dry-run policies are not in `deny`/`allow`: `shadow` is the same set with them enforced, present
+ * only when one applies, so the common case costs one property read.
+ */
 export interface L7PolicySet {
   readonly deny: readonly CompiledAuthorizationPolicy[];
   readonly allow: readonly CompiledAuthorizationPolicy[];
   readonly audit: readonly CompiledAuthorizationPolicy[];
+  readonly shadow?: L7PolicySet;
 }
 
 export const EMPTY_L7_POLICY_SET: L7PolicySet = Object.freeze({ deny: [], allow: [], audit: [] });
@@ -135,15 +154,28 @@ export function indexL7Policies(
   policies: readonly WaypointPolicy[],
   serviceKeys: Iterable<string>,
 ): Map<string, L7PolicySet> {
+  type Lists = { deny: CompiledAuthorizationPolicy[]; allow: CompiledAuthorizationPolicy[] };
   const out = new Map<string, L7PolicySet>();
   for (const key of serviceKeys) {
-    const set = { deny: [], allow: [], audit: [] } as {
-      [K in keyof L7PolicySet]: CompiledAuthorizationPolicy[];
+    const set: Lists & { audit: CompiledAuthorizationPolicy[]; shadow?: L7PolicySet } = {
+      deny: [],
+      allow: [],
+      audit: [],
     };
+    const shadow: Lists = { deny: [], allow: [] };
+    let dryRun = false;
     for (const p of policies) {
       if (!p.gateway && !p.services.includes(key)) continue;
-      (p.action === 'DENY' ? set.deny : p.action === 'ALLOW' ? set.allow : set.audit).push(p.compiled);
+      if (p.action === 'AUDIT') {
+        set.audit.push(p.compiled);
+        continue;
+      }
+      const list = p.action === 'DENY' ? 'deny' : 'allow';
+      shadow[list].push(p.compiled);
+      if (p.compiled.dryRun) dryRun = true;
+      else set[list].push(p.compiled);
     }
+    if (dryRun) set.shadow = { ...shadow, audit: [] };
     out.set(key, set);
   }
   return out;
@@ -192,8 +224,25 @@ export function evaluateL7(set: L7PolicySet, a: L7Attributes): L7Decision {
     audited.push(p.key);
   }
   const d = decide(set, f);
+  const shadow = set.shadow === undefined ? undefined : decide(set.shadow, f);
   f.request = undefined; // hold no request past its decision
+  if (shadow !== undefined && shadow.allowed !== d.allowed) {
+    return { ...d, audited: audited ?? NO_AUDIT, dryRun: dryRunOf(set.shadow!, shadow) };
+  }
   return audited === undefined ? d : { ...d, audited };
+}
+
+/**
+ * Which dry-run policy makes `shadow` (the decision with dry-run policies enforced) differ. Would
+ * deny: the dry-run DENY that matched, or, when no enforced ALLOW policy applies, the dry-run ALLOW
+ * policy that turned on allow-listing and matched nothing. Would allow: the dry-run ALLOW that matched.
+ */
+function dryRunOf(shadowSet: L7PolicySet, shadow: L7Decision): L7DryRun {
+  return {
+    would: shadow.allowed ? 'allow' : 'deny',
+    policy: shadow.policy ?? shadowSet.allow.find((p) => p.dryRun)?.key ?? '',
+    rule: shadow.rule,
+  };
 }
 
 function decide(set: L7PolicySet, f: Facts): L7Decision {
@@ -213,7 +262,7 @@ function decide(set: L7PolicySet, f: Facts): L7Decision {
 export function dependsOnRequest(set: L7PolicySet): boolean {
   for (const list of [set.deny, set.allow, set.audit])
     for (const p of list) for (const r of p.rules) if (r.needsRequest) return true;
-  return false;
+  return set.shadow !== undefined && dependsOnRequest(set.shadow);
 }
 
 export interface L7Explanation {
@@ -229,8 +278,9 @@ export function explainL7(set: L7PolicySet, a: L7Attributes): L7Explanation {
   const decision = evaluateL7(set, a);
   const f = factsOf(newFacts(), a);
   const lines: string[] = [];
-  for (const p of [...set.deny, ...set.allow, ...set.audit]) {
-    const head = `${p.action} ${p.key}`;
+  const all = set.shadow === undefined ? set : { ...set.shadow, audit: set.audit };
+  for (const p of [...all.deny, ...all.allow, ...all.audit]) {
+    const head = `${p.action} ${p.key}${p.dryRun ? ' (dry-run)' : ''}`;
     if (p.rules.length === 0) {
       lines.push(`  ${head}: no rules, matches nothing`);
       continue;
@@ -247,6 +297,15 @@ export function explainL7(set: L7PolicySet, a: L7Attributes): L7Explanation {
   const reason = reasonOf(decision, set);
   lines.push(`decision: ${decision.allowed ? 'ALLOW' : 'DENY'}: ${reason}`);
   for (const key of decision.audited) lines.push(`audit: AUDIT ${key} matched`);
+  const dr = decision.dryRun;
+  if (dr !== undefined) {
+    const shadow = set.shadow === undefined ? set : set.shadow;
+    lines.push(dryRunLine(dr.policy, dr.would, dr.rule, reasonOf(decide(shadow, f), shadow)));
+  } else if (set.shadow !== undefined) {
+    lines.push(
+      `dry-run: no change (with the dry-run policies enforced, still ${decision.allowed ? 'ALLOW' : 'DENY'})`,
+    );
+  }
   return { decision, reason, lines };
 }
 
@@ -286,7 +345,12 @@ function asKubernetesObject(raw: unknown): unknown {
     return {
       apiVersion: 'security.hypha.dev/v1',
       kind: r.kind,
-      metadata: { name: r.name, namespace: r.namespace, labels: r.labels },
+      metadata: {
+        name: r.name,
+        namespace: r.namespace,
+        labels: r.labels,
+        ...(r.dryRun === true ? { annotations: { 'hypha.dev/dry-run': 'true' } } : {}),
+      },
       spec: {
         action: r.action,
         targetRefs: r.targetRefs,

@@ -8,9 +8,11 @@ export function compiledPolicy(
   namespace: string,
   name: string,
   spec: Record<string, unknown>,
+  annotations?: Record<string, string>,
 ): CompiledAuthorizationPolicy {
+  const metadata = { namespace, name, ...(annotations !== undefined ? { annotations } : {}) };
   const r = translateObject(
-    { apiVersion: 'security.hypha.dev/v1', kind: 'AuthorizationPolicy', metadata: { namespace, name }, spec },
+    { apiVersion: 'security.hypha.dev/v1', kind: 'AuthorizationPolicy', metadata, spec },
     { source: 'test' },
   );
   if (r.status !== 'ok' || r.object.kind !== 'AuthorizationPolicy') {

@@ -1,6 +1,7 @@
 // Filter 2, authorization: the destination's AuthorizationPolicies decide (DENY, then ALLOW, Istio's
 // order); AUDIT matches are counted and logged, never change the answer. A denial is a local 403
 // "RBAC: access denied" with no hint of which policy decided (that goes to the access log).
+// Dry-run policies never decide: where one would have, it is counted and logged ("would deny").
 import type { Logger } from '@hypha/shared';
 import {
   type AuthzAttributes,
@@ -27,6 +28,39 @@ export function authorize(
     port,
     request,
   });
+}
+
+/**
+ * Counts and logs what a dry-run policy would have changed: one line naming the policy, the source,
+ * the destination and, for HTTP, method and path. The enforced decision stands.
+ */
+export function recordDryRun(
+  metrics: RequestMetrics,
+  log: Logger,
+  decision: AuthzDecision,
+  service: string,
+  port: number,
+  ctx: StreamContext,
+  request: { method: string; path: string } | undefined,
+): void {
+  const dry = decision.dryRun;
+  if (dry === undefined) return;
+  metrics.recordDryRun(dry.policy, dry.would);
+  log.info(
+    {
+      policy: dry.policy,
+      would: dry.would,
+      rule: dry.rule,
+      enforced: decision.allowed ? 'allow' : 'deny',
+      source: ctx.source.ip,
+      principal: ctx.peer?.principal,
+      service,
+      port,
+      method: request?.method,
+      path: request?.path,
+    },
+    `dry-run policy ${dry.policy} would ${dry.would}`,
+  );
 }
 
 const DENIED: Outcome = Object.freeze({ kind: 'local', status: 403, body: 'RBAC: access denied' });
@@ -56,6 +90,9 @@ export function authzFilter(deps: { metrics: RequestMetrics; log: Logger }): Fil
           },
           'AUDIT policy matched',
         );
+      }
+      if (decision.dryRun !== undefined) {
+        recordDryRun(deps.metrics, deps.log, decision, service.key, rc.port!.port, ctx, rc);
       }
       rc.authzPolicy = decision.policy;
       return decision.allowed ? next(rc) : DENIED;

@@ -11,10 +11,10 @@ import {
   type TestWaypoint,
 } from '../helpers.js';
 
-const policy = (name: string, spec: Record<string, unknown>) => ({
+const policy = (name: string, spec: Record<string, unknown>, annotations?: Record<string, string>) => ({
   apiVersion: 'security.hypha.dev/v1',
   kind: 'AuthorizationPolicy',
-  metadata: { name, namespace: 'shop' },
+  metadata: { name, namespace: 'shop', ...(annotations ? { annotations } : {}) },
   spec,
 });
 
@@ -49,6 +49,16 @@ beforeAll(async () => {
             },
           ],
         }),
+        // Dry-run: would deny /admin/* on reviews; evaluated, logged and counted, never enforced.
+        policy(
+          'deny-admin',
+          {
+            targetRefs: [{ kind: 'Service', name: 'reviews' }],
+            action: 'DENY',
+            rules: [{ to: [{ operation: { paths: ['/admin/*'] } }] }],
+          },
+          { 'istio.io/dry-run': 'true' },
+        ),
         policy('audit-writes', {
           targetRefs: [{ kind: 'Service', name: 'reviews' }],
           action: 'AUDIT',
@@ -127,5 +137,43 @@ describe('AUDIT', () => {
     );
     const metrics = await tw.wp.registry.getSingleMetricAsString('hypha_waypoint_authz_audit_total');
     expect(metrics).toContain('hypha_waypoint_authz_audit_total{policy="shop/audit-writes"} 1');
+  });
+});
+
+describe('dry-run', () => {
+  const dryRunLines = () => log.lines.filter((l) => l.msg === 'dry-run policy shop/deny-admin would deny');
+
+  it('a dry-run DENY lets the request through, and counts and logs it as "would deny"', async () => {
+    const before = backend.requests.length;
+    const r = await send(tw.pool, '/admin/users');
+    expect(r.status).toBe(200);
+    expect(backend.requests.length).toBe(before + 1);
+    expect(dryRunLines()).toEqual([
+      expect.objectContaining({
+        policy: 'shop/deny-admin',
+        would: 'deny',
+        rule: 0,
+        enforced: 'allow',
+        principal: 'cluster.local/ns/shop/sa/web',
+        service: 'shop/reviews',
+        method: 'GET',
+        path: '/admin/users',
+      }),
+    ]);
+    expect(dryRunLines()[0]!.source).toEqual(expect.any(String));
+    const metrics = await tw.wp.registry.getSingleMetricAsString('hypha_authz_dry_run_total');
+    expect(metrics).toContain(
+      'hypha_authz_dry_run_total{policy="shop/deny-admin",would="deny",layer="L7"} 1',
+    );
+  });
+
+  it('requests the dry-run policy would not deny are neither logged nor counted', async () => {
+    const logged = dryRunLines().length;
+    expect((await send(tw.pool, '/public/admin')).status).toBe(200);
+    expect(dryRunLines().length).toBe(logged);
+    const metrics = await tw.wp.registry.getSingleMetricAsString('hypha_authz_dry_run_total');
+    expect(metrics).toContain(
+      'hypha_authz_dry_run_total{policy="shop/deny-admin",would="deny",layer="L7"} 1',
+    );
   });
 });
