@@ -38,6 +38,10 @@ let config: string;
 let strictConfig: string;
 let waypointConfig: string;
 let missingWaypointConfig: string;
+let dryRunConfig: string;
+let waypointDryRunConfig: string;
+
+const DRY_RUN = { 'istio.io/dry-run': 'true' };
 
 /** The demo with Service demo/echo bound to waypoint demo/waypoint, and L7 policies on it. */
 function waypointObjects(gatewayName: string): object[] {
@@ -103,6 +107,29 @@ beforeAll(async () => {
   await writeFile(missingWaypointConfig, yaml(waypointObjects('some-other-gateway')));
   config = join(dir, 'mesh.yaml');
   await writeFile(config, yaml([...demoConfigObjects(), deny]));
+  // The same DENY as a dry run (L4), and a dry-run DENY on /admin/* at the waypoint (L7).
+  dryRunConfig = join(dir, 'dry-run.yaml');
+  await writeFile(
+    dryRunConfig,
+    yaml([...demoConfigObjects(), { ...deny, metadata: { ...deny.metadata, annotations: DRY_RUN } }]),
+  );
+  waypointDryRunConfig = join(dir, 'waypoint-dry-run.yaml');
+  await writeFile(
+    waypointDryRunConfig,
+    yaml([
+      ...waypointObjects('waypoint'),
+      {
+        apiVersion: 'security.hypha.dev/v1',
+        kind: 'AuthorizationPolicy',
+        metadata: { name: 'deny-admin', namespace: 'demo', annotations: DRY_RUN },
+        spec: {
+          targetRefs: [{ kind: 'Service', group: '', name: 'echo' }],
+          action: 'DENY',
+          rules: [{ to: [{ operation: { paths: ['/admin/*'] } }] }],
+        },
+      },
+    ]),
+  );
   strictConfig = join(dir, 'strict.yaml');
   await writeFile(
     strictConfig,
@@ -295,6 +322,85 @@ describe('hypha policy explain: decisions and failures', () => {
     const port = await explain('--config', config, '--from', 'demo/client', '--to', 'demo/echo:81');
     expect(port.code).toBe(1);
     expect(port.stderr).toBe('hypha: error: service demo/echo has no port 81 (ports: 80)\n');
+  });
+});
+
+interface DryRunJson {
+  policy: string;
+  would: string;
+  rule: number | null;
+}
+
+describe('hypha policy explain: dry-run policies, shown apart from the enforced decision', () => {
+  it('L4: a dry-run DENY leaves the connection allowed (exit 0) and says it would deny, in text', async () => {
+    const r = await explain('--config', dryRunConfig, '--from', 'demo/client', '--to', 'demo/echo-v2:8080');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('DENY demo/no-client-to-v2 (dry-run): rules[0] matches');
+    expect(r.stdout).toContain('decision: ALLOW: allowed: no ALLOW policy applies to demo/echo-v2');
+    expect(r.stdout).toContain(
+      'dry-run: policy demo/no-client-to-v2 would deny (rules[0]): denied by DENY policy demo/no-client-to-v2 rules[0]',
+    );
+    expect(r.stdout).toMatch(/^result: ALLOW$/m);
+  });
+
+  it('L4: --json carries the enforced decision and the dry-run result separately', async () => {
+    const r = await explain(
+      '--config',
+      dryRunConfig,
+      '--from',
+      'demo/client',
+      '--to',
+      'demo/echo:80',
+      '--json',
+    );
+    expect(r.code, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout) as {
+      decision: string;
+      targets: { workload: string; decision: string; dryRun: DryRunJson | null }[];
+    };
+    expect(j.decision).toBe('allow');
+    const byName = Object.fromEntries(j.targets.map((t) => [t.workload, t]));
+    expect(byName['demo/echo-v2']).toMatchObject({
+      decision: 'allow',
+      dryRun: { policy: 'demo/no-client-to-v2', would: 'deny', rule: 0 },
+    });
+    expect(byName['demo/echo-v1']).toMatchObject({ decision: 'allow', dryRun: null });
+  });
+
+  it('L7: a dry-run DENY at the waypoint leaves the request allowed and says it would deny', async () => {
+    const args = ['--from', 'demo/client', '--to', 'demo/echo:80', '--path', '/admin/users'];
+    const r = await explain('--config', waypointDryRunConfig, ...args, '--header', 'x-confirm=yes');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('DENY demo/deny-admin (dry-run): rules[0] matches');
+    expect(r.stdout).toContain('decision: ALLOW: allowed by ALLOW policy demo/allow-client rules[1]');
+    expect(r.stdout).toContain(
+      'dry-run: policy demo/deny-admin would deny (rules[0]): denied by DENY policy demo/deny-admin rules[0]',
+    );
+    const j = JSON.parse(
+      (await explain('--config', waypointDryRunConfig, ...args, '--header', 'x-confirm=yes', '--json'))
+        .stdout,
+    ) as { decision: string; waypoint: { decision: string; policies: string[]; dryRun: DryRunJson | null } };
+    expect(j.decision).toBe('allow');
+    expect(j.waypoint.decision).toBe('allow');
+    expect(j.waypoint.dryRun).toEqual({ policy: 'demo/deny-admin', would: 'deny', rule: 0 });
+    expect(j.waypoint.policies).toContain('DENY demo/deny-admin (dry-run)');
+    // A path the dry-run policy does not cover: nothing would change.
+    const other = JSON.parse(
+      (
+        await explain(
+          '--config',
+          waypointDryRunConfig,
+          '--from',
+          'demo/client',
+          '--to',
+          'demo/echo:80',
+          '--path',
+          '/items',
+          '--json',
+        )
+      ).stdout,
+    ) as { waypoint: { dryRun: DryRunJson | null } };
+    expect(other.waypoint.dryRun).toBeNull();
   });
 });
 

@@ -60,7 +60,16 @@ export interface ExplainWaypoint {
   policy: string | undefined;
   rule: number | undefined;
   reason: string;
+  /** What dry-run policies would have changed; `decision` is the enforced answer. */
+  dryRun: ExplainDryRun | undefined;
   lines: string[];
+}
+
+/** "dry-run: policy X would deny (rules[N])": a dry-run policy that would change the decision. */
+export interface ExplainDryRun {
+  policy: string;
+  would: 'allow' | 'deny';
+  rule: number | undefined;
 }
 
 export interface ExplainSource {
@@ -83,6 +92,7 @@ export interface ExplainTarget {
   policy: string | undefined;
   rule: number | undefined;
   reason: string;
+  dryRun: ExplainDryRun | undefined;
   lines: string[];
 }
 
@@ -249,6 +259,7 @@ Examples:
                       policy: waypoint.policy ?? null,
                       rule: waypoint.rule ?? null,
                       reason: waypoint.reason,
+                      dryRun: waypoint.dryRun ?? null,
                       lines: waypoint.lines,
                     },
               targets: evaluated.map((t) => ({
@@ -263,6 +274,7 @@ Examples:
                 policy: t.policy ?? null,
                 rule: t.rule ?? null,
                 reason: t.reason,
+                dryRun: t.dryRun ?? null,
                 lines: t.lines,
               })),
             },
@@ -542,6 +554,7 @@ async function explainWaypoint(
     port: hop.port,
     request,
     rule: undefined,
+    dryRun: undefined,
   };
   if (hop.lookup.waypoint === undefined) {
     const reason = `${hop.target} is bound to waypoint ${name}, which does not exist: refused (fail closed)`;
@@ -565,7 +578,10 @@ async function explainWaypoint(
     }
   }
   const set = indexL7Policies(bound, [hop.target]).get(hop.target)!;
-  const policies = [...set.deny, ...set.allow, ...set.audit].map((p) => `${p.action} ${p.key}`);
+  const all = set.shadow ?? set;
+  const policies = [...all.deny, ...all.allow, ...set.audit].map(
+    (p) => `${p.action} ${p.key}${p.dryRun ? ' (dry-run)' : ''}`,
+  );
   const who = from.identity?.principal ?? `${from.ip || 'an unknown address'} (no identity)`;
   if (request === undefined && dependsOnRequest(set)) {
     const reason = `the answer depends on the HTTP request (L7 policies apply: ${policies.join(', ')})`;
@@ -604,6 +620,7 @@ async function explainWaypoint(
     policy: ex.decision.policy,
     rule: ex.decision.rule,
     reason: ex.reason,
+    dryRun: ex.decision.dryRun === undefined ? undefined : { ...ex.decision.dryRun },
     lines: [`${what} from ${who} to ${hop.target} port ${hop.port}`, ...ex.lines],
   };
 }
@@ -617,7 +634,7 @@ async function evaluate(
 ): Promise<ExplainTarget> {
   const { decideInbound } = await import('../../agent/inbound.js');
   const { explainL4 } = await import('@hypha/shared/policy');
-  const base = { workload, ip, port, rule: undefined };
+  const base = { workload, ip, port, rule: undefined, dryRun: undefined };
   if (!workload.inMesh) {
     const reason = `${workload.namespace}/${workload.name} is not in the mesh: no agent enforces policy there, connections pass as plain TCP`;
     return { ...base, decision: 'allow', kind: undefined, policy: undefined, reason, lines: [reason] };
@@ -626,6 +643,11 @@ async function evaluate(
   const guard = new WaypointGuard();
   guard.rebuild(state);
   const verdict = decideInbound(state, workload, { port, peer: from.identity, sourceIp: from.ip }, guard);
+  const dry = verdict.decision?.dryRun;
+  const dryRun: ExplainDryRun | undefined =
+    dry === undefined
+      ? undefined
+      : { policy: `${dry.policy.namespace}/${dry.policy.name}`, would: dry.would, rule: dry.rule };
   const lines: string[] = [];
   if (verdict.decision !== undefined) {
     // explainL4 runs the same evaluator over the same policies, adding a line per policy.
@@ -654,6 +676,7 @@ async function evaluate(
         : undefined,
       rule: verdict.decision.rule,
       reason: verdict.decision.reason,
+      dryRun,
       lines,
     };
   }
@@ -664,6 +687,7 @@ async function evaluate(
     policy: verdict.policy,
     rule: verdict.decision?.rule,
     reason: verdict.reason,
+    dryRun,
     lines,
   };
 }
