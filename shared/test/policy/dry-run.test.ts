@@ -3,6 +3,7 @@
 // the ones docs/authorization.md shows.
 import { parseSpiffeId } from '@hypha/shared';
 import { translateObject } from '@hypha/shared/config';
+import { stripObject } from '@hypha/shared/kube';
 import {
   compileWaypointPolicy,
   evaluateL4,
@@ -40,6 +41,21 @@ describe('dry-run annotation', () => {
     expect(denyWeb({ 'hypha.dev/dry-run': 'true' }).dryRun).toBe(true);
     expect(denyWeb({ 'istio.io/dry-run': 'false' }).dryRun).toBe(false);
     expect(denyWeb().dryRun).toBe(false);
+  });
+
+  it("survives the Kubernetes informers' trimming (other annotations are dropped)", () => {
+    const listed = {
+      metadata: {
+        name: 'deny-web',
+        namespace: 'shop',
+        annotations: { 'istio.io/dry-run': 'true', 'kubectl.kubernetes.io/last-applied-configuration': '{}' },
+      },
+      spec: { ...onEcho, action: 'DENY', rules: [fromWeb] },
+    };
+    const stripped = stripObject(listed, 'security.hypha.dev/v1', 'AuthorizationPolicy');
+    expect(stripped.metadata).toMatchObject({ annotations: { 'istio.io/dry-run': 'true' } });
+    const r = translateObject(stripped, { source: 'kubernetes' });
+    expect(r.status === 'ok' && r.object.kind === 'AuthorizationPolicy' && r.object.dryRun).toBe(true);
   });
 
   it('rejects a value other than "true" or "false", naming the annotation', () => {

@@ -1,9 +1,12 @@
 // L7 AuthorizationPolicy enforced by the waypoint, seen from clients with different identities.
+
+import net, { type AddressInfo } from 'node:net';
 import { parseSpiffeId } from '@hypha/shared';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type Backend,
   captureLog,
+  loopbackIp,
   send,
   service,
   startBackend,
@@ -174,6 +177,69 @@ describe('dry-run', () => {
     const metrics = await tw.wp.registry.getSingleMetricAsString('hypha_authz_dry_run_total');
     expect(metrics).toContain(
       'hypha_authz_dry_run_total{policy="shop/deny-admin",would="deny",layer="L7"} 1',
+    );
+  });
+});
+
+describe('dry-run on plain TCP through the waypoint', () => {
+  const tcpLog = captureLog();
+  let echo: net.Server;
+  let tcp: TestWaypoint;
+
+  beforeAll(async () => {
+    const ip = loopbackIp();
+    echo = net.createServer((s) => s.pipe(s));
+    const port = await new Promise<number>((resolve) =>
+      echo.listen(0, ip, () => resolve((echo.address() as AddressInfo).port)),
+    );
+    tcp = await startWaypoint(
+      {
+        services: [
+          {
+            name: 'ledger',
+            namespace: 'shop',
+            vips: ['10.96.2.9'],
+            ports: [{ port: 80, name: 'tcp-ledger' }],
+            endpoints: [{ ip, targetPorts: { '80': port } }],
+          },
+        ],
+        authorizationPolicies: [
+          policy(
+            'deny-web-ledger',
+            {
+              targetRefs: [{ kind: 'Service', name: 'ledger' }],
+              action: 'DENY',
+              rules: [{ from: [{ source: { principals: ['cluster.local/ns/shop/sa/web'] } }] }],
+            },
+            { 'hypha.dev/dry-run': 'true' },
+          ),
+        ],
+      },
+      { host: '10.96.2.9', port: 80 },
+      { logger: tcpLog.logger },
+    );
+  });
+
+  afterAll(async () => {
+    await tcp.close();
+    echo.close();
+  });
+
+  it('forwards the connection, and counts and logs "would deny" without method or path', async () => {
+    const l = await tcp.listen({ host: '10.96.2.9', port: 80 }, web);
+    const s = net.connect(l.port, '127.0.0.1');
+    const got = new Promise<string>((resolve) => s.once('data', (d: Buffer) => resolve(d.toString())));
+    s.write('ping');
+    expect(await got).toBe('ping');
+    s.destroy();
+    const lines = tcpLog.lines.filter((x) => x.msg === 'dry-run policy shop/deny-web-ledger would deny');
+    expect(lines).toEqual([
+      expect.objectContaining({ would: 'deny', enforced: 'allow', service: 'shop/ledger', port: 80 }),
+    ]);
+    expect(lines[0]!.method).toBeUndefined();
+    const metrics = await tcp.wp.registry.getSingleMetricAsString('hypha_authz_dry_run_total');
+    expect(metrics).toContain(
+      'hypha_authz_dry_run_total{policy="shop/deny-web-ledger",would="deny",layer="L7"} 1',
     );
   });
 });
