@@ -170,14 +170,15 @@ function decideL4(
   }
   if (deny !== undefined) return deny;
   if (!hasAllow) return noAllowDecision(workload);
-  const names: string[] = [];
   for (const p of policies) {
     if (p.action !== 'ALLOW' || p.failClosed || !policyAppliesTo(p, workload, root)) continue;
     if (p.dryRun && !withDryRun) continue;
     const rule = firstMatchingRule(p.l4Rules, facts, false);
     if (rule !== undefined) return ruleDecision(p, rule);
-    names.push(p.key);
   }
+  const names = policies
+    .filter((p) => p.action === 'ALLOW' && policyAppliesTo(p, workload, root) && (withDryRun || !p.dryRun))
+    .map((p) => p.key);
   return {
     decision: 'deny',
     reason: `denied: ALLOW policies apply to ${workload.namespace}/${workload.name} (${names.join(', ')}) but none matched`,
