@@ -15,8 +15,9 @@
 //   it does not serve) is rejected by name and field, not half-applied.
 // - Dry-run policies (annotation `istio.io/dry-run: "true"`) never decide: the set keeps them in a
 //   `shadow` set, decided second; where it differs, the decision carries `dryRun` ("would deny/allow").
-// - Per request: no parsing, and no allocation unless an AUDIT policy matches or a dry-run differs. Decisions that depend
-//   only on a rule are built once, frozen and shared: callers must not mutate them.
+// - Per request: no parsing, and no allocation unless an AUDIT policy matches or a dry-run policy
+//   would change the answer. Decisions that depend only on a rule are built once, frozen and shared:
+//   callers must not mutate them.
 import { ConfigError } from '../config/errors.js';
 import { translateObject } from '../config/translate.js';
 import type { AuthorizationAction, AuthorizationPolicyObject } from '../config/types.js';
