@@ -36,6 +36,7 @@ import {
   type StreamContext,
 } from './pipeline/context.js';
 import { buildPipeline } from './pipeline/index.js';
+import { RateLimits } from './pipeline/rate-limit-buckets.js';
 import { answer } from './pipeline/respond.js';
 import { findService } from './pipeline/route.js';
 import { RequestLog } from './request-log.js';
@@ -60,6 +61,8 @@ export interface WaypointOptions {
   /** Largest request body buffered so retries and mirrors can replay it. */
   maxBufferedBodyBytes?: number;
   trustDomain?: string;
+  /** Monotonic milliseconds for the rate limit buckets (tests drive it); default performance.now. */
+  rateLimitClock?: () => number;
 }
 
 export interface Waypoint {
@@ -94,6 +97,7 @@ class WaypointProxy implements Waypoint {
   #snapshot: WaypointSnapshot;
   #errors: WaypointConfigError[];
   readonly #clusters = new Map<string, Cluster>();
+  readonly #rateLimits: RateLimits;
   readonly #pools: UpstreamPools;
   readonly #metrics: RequestMetrics;
   readonly #requests: RequestLog;
@@ -118,6 +122,7 @@ class WaypointProxy implements Waypoint {
     this.#tracing = tracing;
     this.#pools = new UpstreamPools({ connect: opts.connectUpstream });
     this.#sniffTimeoutMs = opts.sniffTimeoutMs ?? 1000;
+    this.#rateLimits = new RateLimits({ registry: this.registry, now: opts.rateLimitClock });
     const built = buildSnapshot(opts.config);
     this.#snapshot = built.snapshot;
     this.#errors = built.errors;
@@ -129,6 +134,7 @@ class WaypointProxy implements Waypoint {
       metrics: this.#metrics,
       log: this.#log,
       maxBufferedBodyBytes: opts.maxBufferedBodyBytes ?? 1 << 20,
+      rateLimits: this.#rateLimits,
     });
     this.#passthrough = {
       clusters: this.#clusters,
@@ -176,6 +182,7 @@ class WaypointProxy implements Waypoint {
     this.#errors = built.errors;
     this.#logConfigErrors();
     this.#syncClusters();
+    this.#rateLimits.retain(this.#snapshot.traffic.values());
     this.#metrics.invalidate();
     return built.errors;
   }

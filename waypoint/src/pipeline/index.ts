@@ -6,6 +6,7 @@
 // Each filter is a module of its own with a small `run(rc, next)`; `buildPipeline` composes them
 // once. The upstream step is HTTP/1.1 (undici) or HTTP/2 (gRPC, h2 services), by the backend port.
 import type { Logger } from '@hypha/shared';
+import { Registry } from 'prom-client';
 import type { RequestMetrics } from '../telemetry.js';
 import type { Cluster } from '../traffic/cluster.js';
 import type { UpstreamPools } from '../upstream.js';
@@ -16,6 +17,7 @@ import { compose, type Filter, type Next } from './context.js';
 import { faultFilter } from './fault.js';
 import { mirrorFilter } from './mirror.js';
 import { rateLimitFilter } from './rate-limit.js';
+import { RateLimits } from './rate-limit-buckets.js';
 import { retryFilter } from './retry.js';
 import { rewriteFilter } from './rewrite.js';
 import { routeFilter } from './route.js';
@@ -28,13 +30,15 @@ export interface PipelineDeps {
   metrics: RequestMetrics;
   log: Logger;
   maxBufferedBodyBytes: number;
+  /** The proxy's rate limit buckets (they outlive the pipeline's snapshots); default: buckets of its own. */
+  rateLimits?: RateLimits;
 }
 
 export function pipelineFilters(deps: PipelineDeps): Filter[] {
   return [
     routeFilter,
     authzFilter(deps),
-    rateLimitFilter,
+    rateLimitFilter({ rateLimits: deps.rateLimits ?? new RateLimits({ registry: new Registry() }) }),
     faultFilter,
     rewriteFilter(deps.clusters),
     mirrorFilter(deps),

@@ -10,6 +10,9 @@
 //     fault: { delay: { fixedDelay: 2s, percentage: 10 }, abort: { httpStatus: 503, percentage: 5 } }
 //     retry: { attempts: 2, codes: [503], backoff: 25ms }     # default for routes without retry, or
 //     retries: { attempts: 3, perTryTimeout: 2s, retryOn: [5xx, unavailable] }   # Istio's spelling
+//     rateLimits:                                            # local token buckets, per waypoint replica
+//       - { name: per-caller, requests: 10, interval: 1s, burst: 5, key: sourcePrincipal,
+//           routes: [{ name: reviews, rule: 0 }] }
 import { z } from 'zod';
 import { parseDuration } from '../duration.js';
 import { WaypointConfigError } from '../errors.js';
@@ -88,6 +91,36 @@ const ref = z.object({
   namespace: z.string().optional(),
 });
 
+/** What a rate limit counts separately: one bucket per distinct value (`none`: one bucket). */
+const RATE_LIMIT_KEY = /^(none|sourcePrincipal|sourceIp|header:[A-Za-z0-9!#$%&'*+\-.^_`|~]+)$/;
+
+const rateLimitSchema = z.object({
+  name: z
+    .string()
+    .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'must be a DNS label such as "per-caller"')
+    .max(63)
+    .optional(),
+  requests: count,
+  interval: durationString.optional(),
+  burst: count.optional(),
+  key: z
+    .string()
+    .max(263)
+    .regex(RATE_LIMIT_KEY, 'must be none, sourcePrincipal, sourceIp or header:<name>')
+    .optional(),
+  routes: z
+    .array(
+      z.object({
+        kind: z.enum(['HTTPRoute', 'GRPCRoute']).optional(),
+        name: z.string().min(1).max(253),
+        rule: z.number().int().min(0).max(63).optional(),
+      }),
+    )
+    .min(1)
+    .max(16)
+    .optional(),
+});
+
 const specSchema = z.object({
   targetRefs: z.array(ref).optional(),
   targetRef: ref.optional(),
@@ -137,7 +170,37 @@ const specSchema = z.object({
       retryOn: z.array(z.enum(RETRY_ON)).max(16).optional(),
     })
     .optional(),
+  rateLimits: z.array(rateLimitSchema).min(1).max(8).optional(),
 });
+
+export type RateLimitKey =
+  | { readonly type: 'none' }
+  | { readonly type: 'sourcePrincipal' }
+  | { readonly type: 'sourceIp' }
+  /** Lowercase header name. */
+  | { readonly type: 'header'; readonly name: string };
+
+/**
+ * One compiled `rateLimits` entry: a token bucket per key value holding up to `burst` requests,
+ * refilled at `requests` per `intervalMs`. Buckets live outside the snapshot (pipeline/rate-limit-
+ * buckets.ts), found by `id`; `signature` says whether a recompiled limit may keep them.
+ */
+export interface RateLimitSpec {
+  /** `namespace/name` of the TrafficPolicy. */
+  readonly policy: string;
+  /** The entry's `name`, else its index in `rateLimits`. */
+  readonly name: string;
+  /** `policy#name`: the same limit across config updates. */
+  readonly id: string;
+  readonly requests: number;
+  readonly intervalMs: number;
+  readonly burst: number;
+  readonly key: RateLimitKey;
+  /** The route rules it applies to (RouteAction names, exact or `... rule ` prefixes); undefined: all. */
+  readonly routes: { readonly exact: ReadonlySet<string>; readonly prefixes: readonly string[] } | undefined;
+  /** requests, interval, burst and key: buckets survive a config update only while it is unchanged. */
+  readonly signature: string;
+}
 
 export type LoadBalancerType = 'ROUND_ROBIN' | 'LEAST_REQUEST' | 'RANDOM' | 'CONSISTENT_HASH';
 
@@ -158,6 +221,8 @@ export interface TrafficSettings {
     abort: { httpStatus: number; grpcStatus: number | undefined; percent: number } | undefined;
   };
   retry: RetryPolicy | undefined;
+  /** Local rate limits, in `rateLimits` order; empty: none. */
+  rateLimits: readonly RateLimitSpec[];
 }
 
 /** Without a TrafficPolicy: round robin, no limits, no outlier detection, no faults. */
@@ -171,6 +236,7 @@ export const DEFAULT_TRAFFIC: TrafficSettings = {
   outlier: undefined,
   fault: { delay: undefined, abort: undefined },
   retry: undefined,
+  rateLimits: [],
 };
 
 /** Compiles one TrafficPolicy; returns the service keys it targets with its settings. */
@@ -235,6 +301,7 @@ export function compileTrafficPolicy(raw: unknown): { services: string[]; settin
       : spec.retries
         ? compileIstioRetries(spec.retries)
         : undefined,
+    rateLimits: compileRateLimits(meta, spec.rateLimits ?? []),
   };
   refs.forEach((r, i) => {
     if ((r.namespace ?? meta.namespace) !== meta.namespace) {
@@ -249,4 +316,58 @@ export function compileTrafficPolicy(raw: unknown): { services: string[]; settin
     }
   });
   return { services: refs.map((r) => `${meta.namespace}/${r.name}`), settings };
+}
+
+function compileRateLimits(
+  meta: { namespace: string; name: string },
+  limits: readonly z.infer<typeof rateLimitSchema>[],
+): RateLimitSpec[] {
+  const policy = `${meta.namespace}/${meta.name}`;
+  const seen = new Set<string>();
+  return limits.map((l, i) => {
+    const name = l.name ?? String(i);
+    const bad = (field: string, detail: string) =>
+      new WaypointConfigError(
+        'INVALID_OBJECT',
+        'TrafficPolicy',
+        meta.namespace,
+        meta.name,
+        `spec.rateLimits[${i}]${field}`,
+        detail,
+      );
+    if (seen.has(name)) throw bad('.name', `"${name}" names two rate limits`);
+    seen.add(name);
+    const intervalMs = parseDuration(l.interval ?? '1s') ?? 0;
+    if (intervalMs <= 0) throw bad('.interval', 'must be longer than 0');
+    const keyText = l.key ?? 'none';
+    const key: RateLimitKey = keyText.startsWith('header:')
+      ? { type: 'header', name: keyText.slice('header:'.length).toLowerCase() }
+      : { type: keyText as 'none' | 'sourcePrincipal' | 'sourceIp' };
+    const burst = l.burst ?? l.requests;
+    let routes: RateLimitSpec['routes'];
+    if (l.routes !== undefined) {
+      const exact = new Set<string>();
+      const prefixes: string[] = [];
+      for (const r of l.routes) {
+        for (const kind of r.kind === undefined ? ['HTTPRoute', 'GRPCRoute'] : [r.kind]) {
+          // RouteAction names read `HTTPRoute ns/name rule N` (routing/compile-action.ts).
+          const base = `${kind} ${meta.namespace}/${r.name} rule `;
+          if (r.rule === undefined) prefixes.push(base);
+          else exact.add(`${base}${r.rule}`);
+        }
+      }
+      routes = { exact, prefixes };
+    }
+    return {
+      policy,
+      name,
+      id: `${policy}#${name}`,
+      requests: l.requests,
+      intervalMs,
+      burst,
+      key,
+      routes,
+      signature: `${l.requests}/${intervalMs}/${burst}/${keyText}`,
+    };
+  });
 }
