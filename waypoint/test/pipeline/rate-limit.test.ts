@@ -252,6 +252,24 @@ describe('rate-limit filter', () => {
     expect(await status(snap, { headers: { 'x-user': 'u999' } })).toBe(429);
   });
 
+  it('when the buckets are full, forgets the ones that have refilled before any caller still spending', async () => {
+    const snap = limited({ requests: 1, interval: '1s', burst: 2, key: 'header:x-user' });
+    const { clock, status } = setup({ maxKeysPerLimit: 10 });
+    // busy0..4 spend both tokens at t=0; idle0..4 spend one at t=0 and have refilled by t=1s.
+    for (let i = 0; i < 5; i++) {
+      await status(snap, { headers: { 'x-user': `busy${i}` } });
+      await status(snap, { headers: { 'x-user': `busy${i}` } });
+      await status(snap, { headers: { 'x-user': `idle${i}` } });
+    }
+    clock.t = 500;
+    for (let i = 0; i < 5; i++) await status(snap, { headers: { 'x-user': `busy${i}` } }); // 429s, half a token
+    clock.t = 1000;
+    expect(await status(snap, { headers: { 'x-user': 'new' } })).toBe(200); // the sweep runs here
+    // The busy callers were kept: they have one token (not two), so the third request is refused.
+    expect(await status(snap, { headers: { 'x-user': 'busy0' } })).toBe(200);
+    expect(await status(snap, { headers: { 'x-user': 'busy0' } })).toBe(429);
+  });
+
   it('drops the buckets of limits no longer configured', async () => {
     const { status, rateLimits } = setup();
     const snap = limited({ requests: 1, interval: '1m' });
