@@ -48,9 +48,9 @@ export interface CompiledSource {
   readonly ipBlocks?: readonly Cidr[];
   readonly notIpBlocks?: readonly Cidr[];
   /**
-   * JWT principals. Hypha has no request authentication, so every request is one without a token:
-   * `requestPrincipals` never matches and `notRequestPrincipals` always does (Istio's meaning for a
-   * request that carries no token), instead of the fields being dropped and widening an ALLOW.
+   * JWT principals (`iss/sub`) of the token the waypoint verified (RequestAuthentication). A request
+   * without a verified token has none: `requestPrincipals` does not match and `notRequestPrincipals`
+   * does (Istio's meaning). L7 only: at L4 they fail closed like every L7 attribute.
    */
   readonly requestPrincipals?: StringMatcher;
   readonly notRequestPrincipals?: StringMatcher;
@@ -74,10 +74,21 @@ export interface CompiledOperation {
 export type L4ConditionKey = 'source.ip' | 'source.namespace' | 'source.principal' | 'destination.port';
 
 /**
- * What a `when` key reads. `unsupported`: a key Istio knows that no Hypha enforcer reads
- * (destination.ip, connection.sni, request.auth.*, ...): L4 fails closed on it, the waypoint rejects it.
+ * What a `when` key reads. `request.auth.*` keys (`requestPrincipal`, `audiences`, `presenter`,
+ * `claim`) read the verified token (waypoint only). `unsupported`: a key Istio knows that no Hypha
+ * enforcer reads (destination.ip, connection.sni, ...): L4 fails closed on it, the waypoint rejects it.
  */
-export type ConditionAttribute = 'ip' | 'namespace' | 'principal' | 'port' | 'header' | 'unsupported';
+export type ConditionAttribute =
+  | 'ip'
+  | 'namespace'
+  | 'principal'
+  | 'port'
+  | 'header'
+  | 'requestPrincipal'
+  | 'audiences'
+  | 'presenter'
+  | 'claim'
+  | 'unsupported';
 
 export interface CompiledCondition {
   /** As written, e.g. `request.headers[x-user]`. */
@@ -85,6 +96,8 @@ export interface CompiledCondition {
   readonly reads: ConditionAttribute;
   /** Lowercased header name, for `request.headers[...]`. */
   readonly header?: string;
+  /** The claim's path, for `request.auth.claims[a][b]`: ['a', 'b']. */
+  readonly claim?: readonly string[];
   readonly values?: StringMatcher | readonly Cidr[] | ReadonlySet<number>;
   readonly notValues?: StringMatcher | readonly Cidr[] | ReadonlySet<number>;
 }
@@ -141,6 +154,17 @@ const CONDITION_READS: ReadonlyMap<string, ConditionAttribute> = new Map<string,
   ['source.namespace', 'namespace'],
   ['source.principal', 'principal'],
   ['destination.port', 'port'],
+  ['request.auth.principal', 'requestPrincipal'],
+  ['request.auth.audiences', 'audiences'],
+  ['request.auth.presenter', 'presenter'],
+]);
+/** `when` reads that need the HTTP request (headers, or the token it carried). */
+const REQUEST_READS: ReadonlySet<ConditionAttribute> = new Set<ConditionAttribute>([
+  'header',
+  'requestPrincipal',
+  'audiences',
+  'presenter',
+  'claim',
 ]);
 const L4_CONDITION_KEYS: ReadonlySet<string> = new Set<L4ConditionKey>([
   'source.ip',
@@ -149,6 +173,7 @@ const L4_CONDITION_KEYS: ReadonlySet<string> = new Set<L4ConditionKey>([
   'destination.port',
 ]);
 const HEADER_KEY = /^request\.headers\[([^\]]+)\]$/;
+const CLAIM_KEY = /^request\.auth\.claims((?:\[[^\]]+\])+)$/;
 
 export function compileAuthorizationPolicy(policy: AuthorizationPolicyObject): CompiledAuthorizationPolicy {
   const l7Fields: string[] = [];
@@ -225,8 +250,7 @@ function compileRule(rule: AuthorizationRule, index: number, l7: boolean): Compi
     to,
     when,
     l7,
-    needsRequest:
-      (to?.some((o) => o.needsRequest) ?? false) || (when?.some((c) => c.reads === 'header') ?? false),
+    needsRequest: (to?.some((o) => o.needsRequest) ?? false) || (when?.some((c) => needsRequest(c)) ?? false),
   };
 }
 
@@ -269,10 +293,21 @@ function compileOperation(o: AuthorizationOperation): CompiledOperation {
   return out;
 }
 
+/** Reads the HTTP request: plain TCP (and L4) cannot satisfy it. */
+export function needsRequest(c: CompiledCondition): boolean {
+  return REQUEST_READS.has(c.reads);
+}
+
 function compileCondition(c: AuthorizationCondition): CompiledCondition {
   const header = HEADER_KEY.exec(c.key)?.[1]?.toLowerCase();
+  const claimPath = CLAIM_KEY.exec(c.key)?.[1];
+  const claim = claimPath?.slice(1, -1).split('][');
   const reads: ConditionAttribute =
-    header !== undefined ? 'header' : (CONDITION_READS.get(c.key) ?? 'unsupported');
+    header !== undefined
+      ? 'header'
+      : claim !== undefined
+        ? 'claim'
+        : (CONDITION_READS.get(c.key) ?? 'unsupported');
   const compile = (values: readonly string[]) => {
     if (reads === 'ip') return values.map(cidrOf);
     if (reads === 'port') return new Set(values.map(Number));
@@ -280,6 +315,7 @@ function compileCondition(c: AuthorizationCondition): CompiledCondition {
   };
   const out: Mutable<CompiledCondition> = { key: c.key, reads };
   if (header !== undefined) out.header = header;
+  if (claim !== undefined) out.claim = claim;
   if (c.values) out.values = compile(c.values);
   if (c.notValues) out.notValues = compile(c.notValues);
   return out;

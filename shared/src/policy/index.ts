@@ -20,6 +20,7 @@ export type {
   PolicyRef,
 } from './evaluate.js';
 export { evaluateL4, explainL4, policyAppliesTo, selectorMatches } from './evaluate.js';
+export type { RequestAuth } from './match.js';
 export type {
   GatewayRef,
   L7Attributes,

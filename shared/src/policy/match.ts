@@ -18,7 +18,18 @@ import type {
   CompiledSource,
   StringMatcher,
 } from './compile.js';
-import { matchString } from './compile.js';
+import { matchString, needsRequest } from './compile.js';
+
+/**
+ * The token the waypoint verified for this request (RequestAuthentication), as authorization reads
+ * it: `request.auth.principal` is `iss/sub`, `presenter` the `azp` claim.
+ */
+export interface RequestAuth {
+  readonly principal: string;
+  readonly audiences: readonly string[];
+  readonly presenter: string;
+  readonly claims: Readonly<Record<string, unknown>>;
+}
 
 export interface RequestFacts {
   readonly method: string;
@@ -41,6 +52,8 @@ export interface Facts {
   port: number;
   /** undefined: no HTTP request (L4, or plain TCP at the waypoint). */
   request: RequestFacts | undefined;
+  /** The verified token; undefined without one (and always at L4). */
+  auth: RequestAuth | undefined;
   /** Lowercased host and host without port, computed when a hosts rule first asks. */
   host: string | null;
   bareHost: string | null;
@@ -54,6 +67,7 @@ export function newFacts(): Facts {
     ip: null,
     port: 0,
     request: undefined,
+    auth: undefined,
     host: null,
     bareHost: null,
   };
@@ -66,6 +80,7 @@ export function resetFacts(
   ip: string,
   port: number,
   request: RequestFacts | undefined,
+  auth?: RequestAuth,
 ): Facts {
   f.principal = principal;
   f.namespace = namespace;
@@ -73,6 +88,7 @@ export function resetFacts(
   f.ip = null;
   f.port = port;
   f.request = request;
+  f.auth = auth;
   f.host = null;
   f.bareHost = null;
   return f;
@@ -125,8 +141,13 @@ function sourceFailure(s: CompiledSource, f: Facts): SourceField | undefined {
   if (s.notNamespaces && matchString(s.notNamespaces, f.namespace)) return 'notNamespaces';
   if (s.ipBlocks && !inBlocks(s.ipBlocks, f)) return 'ipBlocks';
   if (s.notIpBlocks && inBlocks(s.notIpBlocks, f)) return 'notIpBlocks';
-  // No request ever carries a verified token (see CompiledSource): requestPrincipals never match.
-  if (s.requestPrincipals) return 'requestPrincipals';
+  // Without a verified token the principal is '', which no matcher (not even `*`) matches.
+  if (s.requestPrincipals && !matchString(s.requestPrincipals, f.auth?.principal ?? '')) {
+    return 'requestPrincipals';
+  }
+  if (s.notRequestPrincipals && matchString(s.notRequestPrincipals, f.auth?.principal ?? '')) {
+    return 'notRequestPrincipals';
+  }
   return undefined;
 }
 
@@ -146,7 +167,7 @@ function operationFailure(o: CompiledOperation, f: Facts, forDeny: boolean): Ope
 }
 
 function conditionFailure(c: CompiledCondition, f: Facts, forDeny: boolean): ConditionPart | undefined {
-  if ((c.reads === 'header' && f.request === undefined) || c.reads === 'unsupported') {
+  if ((f.request === undefined && needsRequest(c)) || c.reads === 'unsupported') {
     return forDeny ? undefined : 'request';
   }
   if (c.values !== undefined && !conditionHolds(c, c.values, f)) return 'values';
@@ -172,9 +193,39 @@ function conditionHolds(
       const v = headerValue(c, f);
       return v !== undefined && matchString(values as StringMatcher, v);
     }
+    case 'requestPrincipal':
+      return matchString(values as StringMatcher, f.auth?.principal ?? '');
+    case 'presenter':
+      return matchString(values as StringMatcher, f.auth?.presenter ?? '');
+    case 'audiences':
+      return anyMatches(values as StringMatcher, f.auth?.audiences);
+    case 'claim':
+      return anyMatches(values as StringMatcher, claimValues(c, f));
     case 'unsupported':
       return false;
   }
+}
+
+function anyMatches(m: StringMatcher, values: readonly string[] | undefined): boolean {
+  if (values === undefined) return false;
+  for (const v of values) if (matchString(m, v)) return true;
+  return false;
+}
+
+/**
+ * A claim's values: a string, each string of a list, or a number or boolean as text (Istio reads
+ * strings and lists of strings). Nested claims follow the path: `claims[a][b]` is `claims.a.b`.
+ */
+function claimValues(c: CompiledCondition, f: Facts): readonly string[] | undefined {
+  let v: unknown = f.auth?.claims;
+  for (const part of c.claim!) {
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) return undefined;
+    v = (v as Record<string, unknown>)[part];
+  }
+  if (typeof v === 'string') return [v];
+  if (typeof v === 'number' || typeof v === 'boolean') return [String(v)];
+  if (Array.isArray(v)) return v.filter((x) => typeof x === 'string');
+  return undefined;
 }
 
 function headerValue(c: CompiledCondition, f: Facts): string | undefined {
@@ -241,16 +292,41 @@ export function describeMismatch(rule: CompiledRule, f: Facts, forDeny: boolean)
       const part = conditionFailure(c, f, forDeny);
       if (part === undefined) continue;
       if (part === 'request') {
-        return c.reads === 'header'
+        return needsRequest(c)
           ? `when[${i}] ${c.key}: no HTTP request (plain TCP)`
           : `when[${i}] ${c.key}: not available`;
       }
-      const header = c.reads === 'header' ? headerValue(c, f) : '';
-      const got = header === undefined ? ' (header absent)' : header === '' ? '' : ` ("${header}")`;
+      const got = conditionValueText(c, f);
       return `when[${i}] ${c.key} ${part === 'values' ? 'not in values' : 'in notValues'}${got}`;
     }
   }
   return undefined;
+}
+
+function conditionValueText(c: CompiledCondition, f: Facts): string {
+  switch (c.reads) {
+    case 'header': {
+      const header = headerValue(c, f);
+      return header === undefined ? ' (header absent)' : ` ("${header}")`;
+    }
+    case 'requestPrincipal':
+    case 'presenter':
+    case 'audiences':
+    case 'claim': {
+      if (f.auth === undefined) return ' (no verified token)';
+      const v =
+        c.reads === 'requestPrincipal'
+          ? [f.auth.principal]
+          : c.reads === 'presenter'
+            ? [f.auth.presenter]
+            : c.reads === 'audiences'
+              ? f.auth.audiences
+              : claimValues(c, f);
+      return v === undefined ? ' (claim absent)' : ` ("${v.join(', ')}")`;
+    }
+    default:
+      return '';
+  }
 }
 
 function sourceValue(field: SourceField, f: Facts): string {
@@ -265,7 +341,7 @@ function sourceValue(field: SourceField, f: Facts): string {
     case 'notIpBlocks':
       return f.ipText;
     default:
-      return 'no request principal (Hypha has no request authentication)';
+      return f.auth === undefined ? 'no request principal (no verified token)' : `"${f.auth.principal}"`;
   }
 }
 

@@ -27,7 +27,14 @@ import {
   compileAuthorizationPolicy,
 } from './compile.js';
 import { dryRunLine } from './evaluate.js';
-import { describeMismatch, type Facts, firstMatchingRule, newFacts, resetFacts } from './match.js';
+import {
+  describeMismatch,
+  type Facts,
+  firstMatchingRule,
+  newFacts,
+  type RequestAuth,
+  resetFacts,
+} from './match.js';
 
 /** What the waypoint knows about one request, or one plain TCP connection (`request` undefined). */
 export interface L7Attributes {
@@ -47,6 +54,8 @@ export interface L7Attributes {
         headers: Readonly<Record<string, string | string[] | undefined>>;
       }
     | undefined;
+  /** The token RequestAuthentication verified for the request; undefined without one. */
+  auth?: RequestAuth | undefined;
 }
 
 export interface L7Decision {
@@ -143,7 +152,7 @@ export function bindWaypointPolicy(p: CompiledAuthorizationPolicy, gateway: Gate
       if (c.reads !== 'unsupported') return;
       throw problem(
         `spec.rules[${rule.index}].when[${i}].key`,
-        `unsupported key ${c.key}: use request.headers[<name>], source.ip, remote.ip, source.namespace, source.principal or destination.port`,
+        `unsupported key ${c.key}: use request.headers[<name>], request.auth.claims[<name>], request.auth.principal, request.auth.audiences, request.auth.presenter, source.ip, remote.ip, source.namespace, source.principal or destination.port`,
       );
     });
   }
@@ -186,7 +195,7 @@ export function indexL7Policies(
 const scratch = newFacts();
 
 function factsOf(f: Facts, a: L7Attributes): Facts {
-  return resetFacts(f, a.principal ?? '', a.sourceNamespace ?? '', a.sourceIp, a.port, a.request);
+  return resetFacts(f, a.principal ?? '', a.sourceNamespace ?? '', a.sourceIp, a.port, a.request, a.auth);
 }
 
 const NO_AUDIT: readonly string[] = Object.freeze([]);
@@ -226,7 +235,8 @@ export function evaluateL7(set: L7PolicySet, a: L7Attributes): L7Decision {
   }
   const d = decide(set, f);
   const shadow = set.shadow === undefined ? undefined : decide(set.shadow, f);
-  f.request = undefined; // hold no request past its decision
+  f.request = undefined; // hold no request (or token) past its decision
+  f.auth = undefined;
   if (shadow !== undefined && shadow.allowed !== d.allowed) {
     return { ...d, audited: audited ?? NO_AUDIT, dryRun: dryRunOf(set.shadow!, shadow) };
   }

@@ -447,6 +447,11 @@ describe('L7 attributes at the L4 agent fail closed', () => {
 
   it.each([
     ['requestPrincipals', { rules: [{ from: [{ source: { requestPrincipals: ['*'] } }] }] }],
+    ['notRequestPrincipals', { rules: [{ from: [{ source: { notRequestPrincipals: ['*'] } }] }] }],
+    [
+      'request.auth.claims condition',
+      { rules: [{ when: [{ key: 'request.auth.claims[groups]', values: ['a'] }] }] },
+    ],
     ['remoteIpBlocks', { rules: [{ from: [{ source: { remoteIpBlocks: ['10.0.0.0/8'] } }] }] }],
     ['hosts', { rules: [{ to: [{ operation: { hosts: ['echo.shop'] } }] }] }],
     ['notPaths', { rules: [{ to: [{ operation: { notPaths: ['/x'] } }] }] }],

@@ -263,7 +263,7 @@ describe('binding policies to a waypoint (targetRefs)', () => {
     ],
     [
       'a when key the waypoint cannot read',
-      raw('x', { ...toApi, rules: [{}, { when: [{ key: 'request.auth.claims[iss]', values: ['x'] }] }] }),
+      raw('x', { ...toApi, rules: [{}, { when: [{ key: 'connection.sni', values: ['x'] }] }] }),
       'spec.rules[1].when[0].key',
     ],
     [

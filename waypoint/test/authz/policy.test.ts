@@ -65,7 +65,7 @@ describe('AuthorizationPolicy evaluation', () => {
     expect(decide([allowGet, denyWeb], attrs())).toMatchObject({ allowed: false, policy: 'shop/d' });
   });
 
-  it('reads requestPrincipals as for a request without a token (Hypha has no JWT authentication)', () => {
+  it('reads requestPrincipals as for a request without a token when none was verified', () => {
     // An ALLOW that requires a token must not turn into allow-all by dropping the field.
     const requireJwt = policy('jwt', {
       action: 'ALLOW',
@@ -146,7 +146,7 @@ describe('AuthorizationPolicy evaluation', () => {
       /AuthorizationPolicy shop\/bad: field spec\.rules\[0\]\.from\[0\]\.source\.ipBlocks\[0\]/,
     );
     expect(() =>
-      policy('k', { rules: [{ when: [{ key: 'request.auth.claims[iss]', values: ['x'] }] }] }),
+      policy('k', { rules: [{ when: [{ key: 'connection.sni', values: ['x'] }] }] }),
     ).toThrow(/spec\.rules\[0\]\.when\[0\]\.key/);
   });
 });
