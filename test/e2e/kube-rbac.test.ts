@@ -249,6 +249,7 @@ describe('manifests RBAC against an RBAC-enforcing API server', () => {
         '/apis/gateway.networking.k8s.io/v1/grpcroutes',
         '/apis/gateway.networking.k8s.io/v1/httproutes',
         '/apis/security.hypha.dev/v1/authorizationpolicies',
+        '/apis/security.hypha.dev/v1/requestauthentications',
         '/apis/traffic.hypha.dev/v1alpha1/trafficpolicies',
       ].sort(),
     );

@@ -71,6 +71,7 @@ describe('manifests', () => {
       expect.arrayContaining([
         'Namespace/hypha-system',
         'CustomResourceDefinition/authorizationpolicies.security.hypha.dev',
+        'CustomResourceDefinition/requestauthentications.security.hypha.dev',
         'CustomResourceDefinition/trafficpolicies.traffic.hypha.dev',
         'GatewayClass/hypha-waypoint',
         'ServiceAccount/hypha-agent',
@@ -187,6 +188,7 @@ describe('manifests', () => {
       'httproutes',
       'grpcroutes',
       'authorizationpolicies',
+      'requestauthentications',
       'trafficpolicies',
     ]) {
       expect(readable).toContain(kind);

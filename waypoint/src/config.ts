@@ -7,6 +7,13 @@
 // AuthorizationPolicy) is compiled once and reused while its input object is the same
 // (compile-cache.ts); only the indexes are rebuilt from the compiled pieces, which is a few Map
 // writes per object. A request keeps the snapshot it started with.
+
+import {
+  type AuthnSet,
+  type CompiledRequestAuthentication,
+  compileRequestAuthentication,
+  indexAuthn,
+} from './authn/policy.js';
 import {
   type CompiledAuthzPolicy,
   compileAuthorizationPolicy,
@@ -48,6 +55,14 @@ const authzCache = new CompileCache<WaypointConfigInput['gateway'], CompiledAuth
   (gateway) => `${gateway.namespace}/${gateway.name}`,
 );
 
+const authnCache = new CompileCache<
+  WaypointConfigInput['gateway'],
+  CompiledRequestAuthentication | undefined
+>(
+  (raw, gateway) => compileRequestAuthentication(raw, gateway),
+  (gateway) => `${gateway.namespace}/${gateway.name}`,
+);
+
 export interface WaypointSnapshot {
   gateway: { name: string; namespace: string };
   services: ReadonlyMap<string, ServiceEntry>;
@@ -59,6 +74,8 @@ export interface WaypointSnapshot {
   pods: ReadonlyMap<string, ServiceEntry>;
   routes: RouteTable;
   policies: ReadonlyMap<string, PolicySet>;
+  /** JWT rules per service key (RequestAuthentication); absent: no token is checked. */
+  authn: ReadonlyMap<string, AuthnSet>;
   traffic: ReadonlyMap<string, TrafficSettings>;
   workloadsByIp: ReadonlyMap<string, WorkloadInfo>;
 }
@@ -166,6 +183,13 @@ export function buildSnapshot(input: WaypointConfigInput): {
   // Pods get the Gateway-targeted policies only (policies targeting a Service name no pod key).
   const policies = indexPolicies(compiled, [...services.keys(), ...[...pods.values()].map((p) => p.key)]);
 
+  const authnPolicies: CompiledRequestAuthentication[] = [];
+  for (const raw of input.requestAuthentications ?? []) {
+    const p = collect(errors, authnCache.compile(raw, input.gateway, stats));
+    if (p !== undefined) authnPolicies.push(p);
+  }
+  const authn = indexAuthn(authnPolicies, [...services.keys(), ...[...pods.values()].map((p) => p.key)]);
+
   const workloadsByIp = new Map<string, WorkloadInfo>();
   for (const w of input.workloads ?? []) workloadsByIp.set(w.ip, w.workload);
   for (const svc of [...services.values(), ...pods.values()]) {
@@ -182,6 +206,7 @@ export function buildSnapshot(input: WaypointConfigInput): {
       pods,
       routes,
       policies,
+      authn,
       traffic,
       workloadsByIp,
     },

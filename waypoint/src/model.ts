@@ -58,6 +58,8 @@ export interface WaypointConfigInput {
   grpcRoutes?: readonly unknown[];
   authorizationPolicies?: readonly unknown[];
   trafficPolicies?: readonly unknown[];
+  /** RequestAuthentication objects (JWT); those with targetRefs naming this waypoint or its services apply. */
+  requestAuthentications?: readonly unknown[];
   /** Known workloads by IP, for the source labels of metrics and the access log. */
   workloads?: readonly { ip: string; workload: WorkloadInfo }[];
   /**
@@ -203,7 +205,7 @@ function recordSpec(kind: string, obj: Record<string, unknown>): unknown {
   }
   if (refs === undefined || typeof obj.spec !== 'object' || obj.spec === null) return obj.spec;
   const spec = obj.spec as Record<string, unknown>;
-  const field = kind === 'TrafficPolicy' ? 'targetRefs' : 'parentRefs';
+  const field = kind === 'TrafficPolicy' || kind === 'RequestAuthentication' ? 'targetRefs' : 'parentRefs';
   return spec[field] === undefined ? { ...spec, [field]: refs } : spec;
 }
 

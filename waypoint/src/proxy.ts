@@ -25,6 +25,7 @@ import type { Duplex, Readable } from 'node:stream';
 import { createSilentLogger, type Logger } from '@hypha/shared';
 import { formatAuthority } from '@hypha/shared/hbone';
 import { Registry } from 'prom-client';
+import { JwksCache, type JwksCacheOptions } from './authn/jwks.js';
 import { addressKey, buildSnapshot, trafficFor, type WaypointSnapshot } from './config.js';
 import type { WaypointConfigError } from './errors.js';
 import type { WaypointConfigInput } from './model.js';
@@ -63,6 +64,10 @@ export interface WaypointOptions {
   trustDomain?: string;
   /** Monotonic milliseconds for the rate limit buckets (tests drive it); default performance.now. */
   rateLimitClock?: () => number;
+  /** Remote JWKS cache settings (refresh interval, retries, clock); tests drive them. */
+  jwks?: JwksCacheOptions;
+  /** Wall clock (ms) for JWT exp/nbf checks; default Date.now. */
+  jwtClock?: () => number;
 }
 
 export interface Waypoint {
@@ -135,6 +140,12 @@ class WaypointProxy implements Waypoint {
       log: this.#log,
       maxBufferedBodyBytes: opts.maxBufferedBodyBytes ?? 1 << 20,
       rateLimits: this.#rateLimits,
+      jwks: new JwksCache({
+        onFetchError: (uri, err) =>
+          this.#log.warn({ uri, err: err.message }, 'JWKS fetch failed; keeping the last good key set'),
+        ...opts.jwks,
+      }),
+      ...(opts.jwtClock ? { jwtClock: opts.jwtClock } : {}),
     });
     this.#passthrough = {
       clusters: this.#clusters,

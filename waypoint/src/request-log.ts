@@ -82,6 +82,7 @@ export class RequestLog {
       upstream_host: rc.endpoint?.ip,
       route_name: rc.action?.name ?? '-',
       authz_policy: rc.authzPolicy,
+      authn_failure: rc.authnFailure,
     });
   }
 

@@ -42,6 +42,7 @@ export type {
   PodObject,
   PolicyTargetRef,
   RawRouteOrPolicyObject,
+  RequestAuthenticationObject,
   Service,
   ServiceObject,
   ServicePort,

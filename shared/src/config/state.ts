@@ -36,6 +36,7 @@ import {
   type Labels,
   type NamespaceObject,
   type PodObject,
+  type RequestAuthenticationObject,
   type Service,
   type ServiceObject,
   type TrafficPolicyObject,
@@ -46,6 +47,8 @@ import {
   type Workload,
 } from './types.js';
 
+/** The kinds kept as data (spec validated where they are used). */
+type RoutingObject = TrafficPolicyObject | RequestAuthenticationObject | HttpRouteObject | GrpcRouteObject;
 export interface ConfigStateOptions {
   /** Trust domain of workload identities. Default `cluster.local`. */
   trustDomain?: string;
@@ -78,7 +81,7 @@ export interface ConfigChange {
   readonly waypoints: ChangeSet<Waypoint>;
   readonly authorizationPolicies: ChangeSet<CompiledAuthorizationPolicy>;
   /** TrafficPolicies, HTTPRoutes and GRPCRoutes (kept raw until the waypoint gives them meaning). */
-  readonly routing: ChangeSet<TrafficPolicyObject | HttpRouteObject | GrpcRouteObject>;
+  readonly routing: ChangeSet<RoutingObject>;
 }
 
 export type ConfigChangeListener = (change: ConfigChange) => void;
@@ -136,6 +139,8 @@ export interface ConfigState {
   /** Ready pods of a waypoint (label gateway.networking.k8s.io/gateway-name). */
   findWaypointWorkloads(waypoint: WaypointRef): Workload[];
   findTrafficPolicies(namespace: string): TrafficPolicyObject[];
+  /** RequestAuthentication objects of a namespace (the waypoints enforce those with targetRefs). */
+  findRequestAuthentications(namespace: string): RequestAuthenticationObject[];
   findHttpRoutes(namespace: string): HttpRouteObject[];
   findGrpcRoutes(namespace: string): GrpcRouteObject[];
 
@@ -214,6 +219,7 @@ class IndexedConfigState implements ConfigState {
   readonly #policies = new Map<string, CompiledAuthorizationPolicy>();
   readonly #routing = {
     TrafficPolicy: new Map<string, TrafficPolicyObject>(),
+    RequestAuthentication: new Map<string, RequestAuthenticationObject>(),
     HTTPRoute: new Map<string, HttpRouteObject>(),
     GRPCRoute: new Map<string, GrpcRouteObject>(),
   };
@@ -296,6 +302,7 @@ class IndexedConfigState implements ConfigState {
       ['Gateway', this.#gateways],
       ['AuthorizationPolicy', this.#policies],
       ['TrafficPolicy', this.#routing.TrafficPolicy],
+      ['RequestAuthentication', this.#routing.RequestAuthentication],
       ['HTTPRoute', this.#routing.HTTPRoute],
       ['GRPCRoute', this.#routing.GRPCRoute],
     ];
@@ -311,7 +318,7 @@ class IndexedConfigState implements ConfigState {
     let gatewaysChanged = false;
     const namespaces = new ChangeCollector<NamespaceObject>();
     const policies = new ChangeCollector<CompiledAuthorizationPolicy>();
-    const routing = new ChangeCollector<TrafficPolicyObject | HttpRouteObject | GrpcRouteObject>();
+    const routing = new ChangeCollector<RoutingObject>();
 
     const apply = (
       kind: ConfigKind,
@@ -407,17 +414,15 @@ class IndexedConfigState implements ConfigState {
           return;
         }
         case 'TrafficPolicy':
+        case 'RequestAuthentication':
         case 'HTTPRoute':
         case 'GRPCRoute': {
-          const map = this.#routing[kind] as Map<
-            string,
-            TrafficPolicyObject | HttpRouteObject | GrpcRouteObject
-          >;
+          const map = this.#routing[kind] as Map<string, RoutingObject>;
           const prev = map.get(key);
           if (deepEqual(prev, next)) return;
           if (next === undefined) map.delete(key);
-          else map.set(key, next as TrafficPolicyObject);
-          routing.record(prev, next as TrafficPolicyObject | undefined);
+          else map.set(key, next as RoutingObject);
+          routing.record(prev, next as RoutingObject | undefined);
           return;
         }
       }
@@ -821,6 +826,10 @@ class IndexedConfigState implements ConfigState {
 
   findTrafficPolicies(namespace: string): TrafficPolicyObject[] {
     return inNamespace(this.#routing.TrafficPolicy, namespace);
+  }
+
+  findRequestAuthentications(namespace: string): RequestAuthenticationObject[] {
+    return inNamespace(this.#routing.RequestAuthentication, namespace);
   }
 
   findHttpRoutes(namespace: string): HttpRouteObject[] {

@@ -234,6 +234,11 @@ const KINDS: Readonly<Record<ConfigKind, KindSpec>> = {
     namespaced: true,
     build: (raw) => buildRaw(raw, 'TrafficPolicy'),
   },
+  RequestAuthentication: {
+    apiVersions: ['security.hypha.dev/v1'],
+    namespaced: true,
+    build: (raw) => buildRaw(raw, 'RequestAuthentication'),
+  },
   HTTPRoute: {
     apiVersions: ['gateway.networking.k8s.io/v1', 'gateway.networking.k8s.io/v1beta1'],
     namespaced: true,
@@ -617,15 +622,16 @@ function dryRunOf(annotations: Readonly<Record<string, unknown>> | undefined): b
   return dryRun;
 }
 
-function buildRaw<K extends 'TrafficPolicy' | 'HTTPRoute' | 'GRPCRoute'>(
+function buildRaw<K extends 'TrafficPolicy' | 'RequestAuthentication' | 'HTTPRoute' | 'GRPCRoute'>(
   raw: unknown,
   kind: K,
 ): ConfigObject {
   const r = rawSpecSchema.parse(raw);
   const { name, namespace, labels: l } = objectMeta(r.metadata);
-  const field = kind === 'TrafficPolicy' ? 'targetRefs' : 'parentRefs';
+  const policy = kind === 'TrafficPolicy' || kind === 'RequestAuthentication';
+  const field = policy ? 'targetRefs' : 'parentRefs';
   const schema = z.object({
-    spec: z.object({ [field]: z.array(kind === 'TrafficPolicy' ? targetRef : parentRef).optional() }),
+    spec: z.object({ [field]: z.array(policy ? targetRef : parentRef).optional() }),
   });
   const refs = (schema.parse(raw).spec[field] ?? []) as z.infer<typeof parentRef>[];
   return {
@@ -634,7 +640,7 @@ function buildRaw<K extends 'TrafficPolicy' | 'HTTPRoute' | 'GRPCRoute'>(
     namespace,
     labels: l,
     refs: refs.map((ref) => ({
-      group: ref.group ?? (kind === 'TrafficPolicy' ? '' : 'gateway.networking.k8s.io'),
+      group: ref.group ?? (policy ? '' : 'gateway.networking.k8s.io'),
       kind: ref.kind ?? 'Gateway',
       name: ref.name,
       namespace: ref.namespace,

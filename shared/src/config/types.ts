@@ -186,17 +186,24 @@ export interface AuthorizationPolicyObject {
 /** Annotations that make an AuthorizationPolicy dry-run (Istio's spelling and Hypha's). */
 export const DRY_RUN_ANNOTATIONS = ['istio.io/dry-run', 'hypha.dev/dry-run'] as const;
 
-/** TrafficPolicy / HTTPRoute / GRPCRoute: validated metadata and references, spec kept as data. */
-export interface RawRouteOrPolicyObject<K extends 'TrafficPolicy' | 'HTTPRoute' | 'GRPCRoute'> {
+/**
+ * TrafficPolicy / RequestAuthentication / HTTPRoute / GRPCRoute: validated metadata and references,
+ * spec kept as data (the waypoint validates and compiles the spec).
+ */
+export interface RawRouteOrPolicyObject<
+  K extends 'TrafficPolicy' | 'RequestAuthentication' | 'HTTPRoute' | 'GRPCRoute',
+> {
   readonly kind: K;
   readonly name: string;
   readonly namespace: string;
   readonly labels: Labels;
-  /** parentRefs for routes, targetRefs for TrafficPolicy. */
+  /** parentRefs for routes, targetRefs for TrafficPolicy and RequestAuthentication. */
   readonly refs: readonly PolicyTargetRef[];
   readonly spec: Readonly<Record<string, unknown>>;
 }
 export type TrafficPolicyObject = RawRouteOrPolicyObject<'TrafficPolicy'>;
+/** `security.hypha.dev/v1` RequestAuthentication (JWT); enforced by waypoints (targetRefs) only. */
+export type RequestAuthenticationObject = RawRouteOrPolicyObject<'RequestAuthentication'>;
 export type HttpRouteObject = RawRouteOrPolicyObject<'HTTPRoute'>;
 export type GrpcRouteObject = RawRouteOrPolicyObject<'GRPCRoute'>;
 
@@ -208,6 +215,7 @@ export type ConfigObject =
   | GatewayObject
   | AuthorizationPolicyObject
   | TrafficPolicyObject
+  | RequestAuthenticationObject
   | HttpRouteObject
   | GrpcRouteObject;
 

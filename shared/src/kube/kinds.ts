@@ -38,6 +38,11 @@ export const WATCHED_KINDS: readonly WatchedKind[] = [
     path: '/apis/security.hypha.dev/v1/authorizationpolicies',
   },
   {
+    kind: 'RequestAuthentication',
+    apiVersion: 'security.hypha.dev/v1',
+    path: '/apis/security.hypha.dev/v1/requestauthentications',
+  },
+  {
     kind: 'TrafficPolicy',
     apiVersion: 'traffic.hypha.dev/v1alpha1',
     path: '/apis/traffic.hypha.dev/v1alpha1/trafficpolicies',

@@ -92,6 +92,7 @@ export const DEFAULT_RESOURCES: readonly ResourceType[] = [
   custom('gateway.networking.k8s.io', 'v1', 'HTTPRoute', 'httproutes', true),
   custom('gateway.networking.k8s.io', 'v1', 'GRPCRoute', 'grpcroutes', true),
   custom('security.hypha.dev', 'v1', 'AuthorizationPolicy', 'authorizationpolicies', true),
+  custom('security.hypha.dev', 'v1', 'RequestAuthentication', 'requestauthentications', true),
   custom('traffic.hypha.dev', 'v1alpha1', 'TrafficPolicy', 'trafficpolicies', true),
 ];
 
@@ -119,6 +120,7 @@ const SHORT_NAMES: Record<string, readonly string[]> = {
   gatewayclasses: ['gc'],
   gateways: ['gtw'],
   authorizationpolicies: ['ap'],
+  requestauthentications: ['ra'],
   trafficpolicies: ['tp'],
 };
 

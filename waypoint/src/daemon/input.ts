@@ -178,6 +178,7 @@ export function buildWaypointInput(
     authorizationPolicies: [...state.authorizationPolicies()]
       .filter((p) => p.object.targetRefs.length > 0 && namespaces.has(p.namespace))
       .map((p) => p.object),
+    requestAuthentications: [...namespaces].flatMap((ns) => state.findRequestAuthentications(ns)),
     trafficPolicies: [...backendNamespaces].flatMap((ns) => state.findTrafficPolicies(ns)),
     workloads,
     boundWorkloads,

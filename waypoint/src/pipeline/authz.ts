@@ -20,6 +20,7 @@ export function authorize(
   ctx: StreamContext,
   port: number,
   request: AuthzAttributes['request'],
+  auth?: AuthzAttributes['auth'],
 ): AuthzDecision {
   return evaluateAuthz(snap.policies.get(serviceKey) ?? EMPTY_POLICY_SET, {
     principal: ctx.peer?.principal,
@@ -27,6 +28,7 @@ export function authorize(
     sourceIp: ctx.source.ip,
     port,
     request,
+    auth,
   });
 }
 
@@ -71,12 +73,19 @@ export function authzFilter(deps: { metrics: RequestMetrics; log: Logger }): Fil
     run(rc, next) {
       const service = rc.service!;
       const ctx = rc.stream;
-      const decision = authorize(rc.snap, service.key, ctx, rc.port!.port, {
-        method: rc.method,
-        path: rc.path,
-        host: rc.authority,
-        headers: rc.headers,
-      });
+      const decision = authorize(
+        rc.snap,
+        service.key,
+        ctx,
+        rc.port!.port,
+        {
+          method: rc.method,
+          path: rc.path,
+          host: rc.authority,
+          headers: rc.headers,
+        },
+        rc.auth,
+      );
       for (const p of decision.audited) {
         deps.metrics.recordAudit(p);
         deps.log.info(

@@ -11,6 +11,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { SpiffeId } from '@hypha/shared';
+import type { RequestAuth } from '@hypha/shared/policy';
 import type { WaypointSnapshot } from '../config.js';
 import type { ProxyFailureCode } from '../errors.js';
 import type { ServiceEntry, ServicePort } from '../model.js';
@@ -135,6 +136,10 @@ export class RequestContext {
   port: ServicePort | undefined;
   action: RouteAction | undefined;
   matched: PathMatch | undefined;
+  /** The verified token (authn filter); undefined without one. */
+  auth: RequestAuth | undefined;
+  /** Why the token was refused (401), for the access log. */
+  authnFailure: string | undefined;
   authzPolicy: string | undefined;
   backend: BackendRef | undefined;
   target: ServiceEntry | undefined;

@@ -145,8 +145,8 @@ describe('AuthorizationPolicy evaluation', () => {
     expect(bad).toThrow(
       /AuthorizationPolicy shop\/bad: field spec\.rules\[0\]\.from\[0\]\.source\.ipBlocks\[0\]/,
     );
-    expect(() =>
-      policy('k', { rules: [{ when: [{ key: 'connection.sni', values: ['x'] }] }] }),
-    ).toThrow(/spec\.rules\[0\]\.when\[0\]\.key/);
+    expect(() => policy('k', { rules: [{ when: [{ key: 'connection.sni', values: ['x'] }] }] })).toThrow(
+      /spec\.rules\[0\]\.when\[0\]\.key/,
+    );
   });
 });

@@ -86,6 +86,7 @@ describe('the waypoint pipeline', () => {
     });
     expect(filters.map((f) => f.name)).toEqual([
       'route',
+      'authn',
       'authz',
       'rate-limit',
       'fault',

@@ -32,7 +32,11 @@ export interface CheckOptions {
   now?: Date;
 }
 
-const CRDS = ['authorizationpolicies.security.hypha.dev', 'trafficpolicies.traffic.hypha.dev'];
+const CRDS = [
+  'authorizationpolicies.security.hypha.dev',
+  'requestauthentications.security.hypha.dev',
+  'trafficpolicies.traffic.hypha.dev',
+];
 const HBONE_PORT = 15008;
 
 interface K8sList<T> {
