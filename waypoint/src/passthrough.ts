@@ -1,14 +1,18 @@
 // What the waypoint forwards without parsing requests: plain TCP (a service port declared TCP, or a
 // stream that is not HTTP) and HTTP/1.1 upgrades (WebSocket). Both are authorized first: TCP on the
 // L4 attributes alone (an HTTP-only ALLOW never matches it), an upgrade as the HTTP request it
-// starts with. Then the bytes are piped both ways.
+// starts with, after its JWT is verified (RequestAuthentication, as the pipeline's authn filter).
+// Then the bytes are piped both ways.
 import http, { type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '@hypha/shared';
 import { formatAuthority } from '@hypha/shared/hbone';
+import type { RequestAuth } from '@hypha/shared/policy';
+import type { JwksCache } from './authn/jwks.js';
 import type { WaypointSnapshot } from './config.js';
 import { FAILURES } from './errors.js';
 import { endpointPort, type ServiceEntry } from './model.js';
+import { AUTHN_FLAG, authenticate, challenge } from './pipeline/authn.js';
 import { authorize, recordDryRun } from './pipeline/authz.js';
 import { dialAddress, headerValue } from './pipeline/balance.js';
 import { type StreamContext, stripPort } from './pipeline/context.js';
@@ -26,6 +30,9 @@ export interface PassthroughDeps {
   pools: UpstreamPools;
   log: Logger;
   requests: RequestLog;
+  /** RequestAuthentication on upgrades, as in the pipeline's authn filter. */
+  jwks: JwksCache;
+  jwtClock: () => number;
 }
 
 export async function forwardTcp(
@@ -96,11 +103,15 @@ export async function forwardUpgrade(
   let flags = '-';
   let service: ServiceEntry | undefined;
   let endpoint: EndpointState | undefined;
-  const reject = (status: number, text: string, flag: string) => {
+  let authnFailure: string | undefined;
+  const reject = (status: number, text: string, flag: string, headers: Record<string, string> = {}) => {
     code = status;
     flags = flag;
+    const extra = Object.entries(headers)
+      .map(([k, v]) => `${k}: ${v}\r\n`)
+      .join('');
     socket.end(
-      `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\ncontent-length: ${Buffer.byteLength(text)}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n${text}`,
+      `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\ncontent-length: ${Buffer.byteLength(text)}\r\ncontent-type: text/plain\r\n${extra}connection: close\r\n\r\n${text}`,
     );
   };
   socket.once('close', () => {
@@ -124,6 +135,7 @@ export async function forwardUpgrade(
       duration: Math.round(durationMs),
       downstream_remote_address: `${ctx.source.ip}:${ctx.source.port}`,
       upstream_host: endpoint?.ip,
+      authn_failure: authnFailure,
     });
   });
   const found = findService(snap, ctx, host);
@@ -138,12 +150,25 @@ export async function forwardUpgrade(
     port: found.port.port,
   });
   const action = route?.action ?? defaultAction(found.service, found.port);
-  const decision = authorize(snap, found.service.key, ctx, found.port.port, {
-    method,
-    path,
-    host: hostHeader,
-    headers: req.headers,
-  });
+  const authnSet = snap.authn.get(found.service.key);
+  let auth: RequestAuth | undefined;
+  if (authnSet !== undefined) {
+    const query = qi < 0 ? '' : url.slice(qi + 1);
+    const r = await authenticate(authnSet, req.headers, query, deps.jwks, deps.jwtClock());
+    if (r !== undefined && 'failure' in r) {
+      authnFailure = r.failure;
+      return reject(401, r.failure, AUTHN_FLAG, challenge(hostHeader));
+    }
+    auth = r?.auth;
+  }
+  const decision = authorize(
+    snap,
+    found.service.key,
+    ctx,
+    found.port.port,
+    { method, path, host: hostHeader, headers: req.headers },
+    auth,
+  );
   if (decision.dryRun !== undefined) {
     const where = { method, path };
     recordDryRun(deps.requests.metrics, deps.log, decision, found.service.key, found.port.port, ctx, where);

@@ -133,6 +133,12 @@ class WaypointProxy implements Waypoint {
     this.#errors = built.errors;
     this.#logConfigErrors();
     this.#syncClusters();
+    const jwks = new JwksCache({
+      onFetchError: (uri, err) =>
+        this.#log.warn({ uri, err: err.message }, 'JWKS fetch failed; keeping the last good key set'),
+      ...opts.jwks,
+    });
+    const jwtClock = opts.jwtClock ?? Date.now;
     this.#pipeline = buildPipeline({
       clusters: this.#clusters,
       pools: this.#pools,
@@ -140,18 +146,16 @@ class WaypointProxy implements Waypoint {
       log: this.#log,
       maxBufferedBodyBytes: opts.maxBufferedBodyBytes ?? 1 << 20,
       rateLimits: this.#rateLimits,
-      jwks: new JwksCache({
-        onFetchError: (uri, err) =>
-          this.#log.warn({ uri, err: err.message }, 'JWKS fetch failed; keeping the last good key set'),
-        ...opts.jwks,
-      }),
-      ...(opts.jwtClock ? { jwtClock: opts.jwtClock } : {}),
+      jwks,
+      jwtClock,
     });
     this.#passthrough = {
       clusters: this.#clusters,
       pools: this.#pools,
       log: this.#log,
       requests: this.#requests,
+      jwks,
+      jwtClock,
     };
 
     this.#h1 = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) => {

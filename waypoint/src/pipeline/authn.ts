@@ -11,6 +11,7 @@
 //   `outputClaimToHeaders` copies claims of a verified token into request headers.
 // - Signature checks are jose's (`jwtVerify`); nothing here parses or checks signatures by hand.
 
+import type { IncomingHttpHeaders } from 'node:http';
 import type { RequestAuth } from '@hypha/shared/policy';
 import { decodeJwt, errors, type JWTPayload, jwtVerify } from 'jose';
 import { type JwksCache, JwksFetchError } from '../authn/jwks.js';
@@ -33,48 +34,69 @@ export function authnFilter(deps: AuthnDeps): Filter {
     async run(rc, next) {
       const set = rc.snap.authn.get(rc.service!.key);
       if (set === undefined) return next(rc);
-      const found = findToken(rc, set);
-      if (found === undefined) return next(rc);
-      const r = await verify(found.token, set, deps.jwks, now());
-      if (typeof r === 'string') return refuse(rc, r);
-      rc.auth = authOf(r.payload);
-      const headers = rc.headers as Record<string, string | string[] | undefined>;
-      if (!r.rule.forwardOriginalToken && found.at.header !== undefined) delete headers[found.at.header];
-      for (const o of r.rule.outputClaimToHeaders) {
-        const v = r.payload[o.claim];
-        if (v === undefined || v === null) continue;
-        headers[o.header] = typeof v === 'string' ? v : JSON.stringify(v);
-      }
+      const r = await authenticate(set, rc.headers, rc.query, deps.jwks, now());
+      if (r === undefined) return next(rc);
+      if ('failure' in r) return refuse(rc, r.failure);
+      rc.auth = r.auth;
       return next(rc);
     },
   };
 }
 
+/**
+ * The request's token, verified: the token (undefined without one), or why it failed. On success the
+ * headers are edited for upstream (token header removed unless forwardOriginalToken, claims copied
+ * by outputClaimToHeaders). Serves the pipeline and the HTTP/1.1 upgrade path alike.
+ */
+export async function authenticate(
+  set: AuthnSet,
+  requestHeaders: IncomingHttpHeaders,
+  query: string,
+  jwks: JwksCache,
+  nowMs: number,
+): Promise<{ auth: RequestAuth } | { failure: string } | undefined> {
+  const found = findToken(requestHeaders, query, set);
+  if (found === undefined) return undefined;
+  const r = await verify(found.token, set, jwks, nowMs);
+  if (typeof r === 'string') return { failure: r };
+  const headers = requestHeaders as Record<string, string | string[] | undefined>;
+  if (!r.rule.forwardOriginalToken && found.at.header !== undefined) delete headers[found.at.header];
+  for (const o of r.rule.outputClaimToHeaders) {
+    const v = r.payload[o.claim];
+    if (v === undefined || v === null) continue;
+    headers[o.header] = typeof v === 'string' ? v : JSON.stringify(v);
+  }
+  return { auth: authOf(r.payload) };
+}
+
 function refuse(rc: RequestContext, reason: string): Outcome {
   rc.authnFailure = reason;
-  return {
-    kind: 'local',
-    status: 401,
-    body: reason,
-    flag: AUTHN_FLAG,
-    headers: { 'www-authenticate': `Bearer realm="${rc.host}", error="invalid_token"` },
-  };
+  return { kind: 'local', status: 401, body: reason, flag: AUTHN_FLAG, headers: challenge(rc.host) };
+}
+
+/** The `www-authenticate` header of a 401 (RFC 6750). */
+export function challenge(host: string): Record<string, string> {
+  return { 'www-authenticate': `Bearer realm="${host}", error="invalid_token"` };
 }
 
 /** The first token in a location some rule reads (rules in order, then their locations). */
-function findToken(rc: RequestContext, set: AuthnSet): { token: string; at: TokenLocation } | undefined {
+function findToken(
+  headers: IncomingHttpHeaders,
+  query: string,
+  set: AuthnSet,
+): { token: string; at: TokenLocation } | undefined {
   for (const rule of set.rules) {
     for (const at of rule.from) {
       if (at.header !== undefined) {
-        const v = rc.headers[at.header];
+        const v = headers[at.header];
         const value = Array.isArray(v) ? v[0] : v;
         if (value === undefined) continue;
         const prefix = at.prefix ?? '';
         if (prefix !== '' && !value.toLowerCase().startsWith(prefix.toLowerCase())) continue;
         const token = value.slice(prefix.length).trim();
         if (token !== '') return { token, at };
-      } else if (at.param !== undefined && rc.query !== '') {
-        const token = new URLSearchParams(rc.query).get(at.param);
+      } else if (at.param !== undefined && query !== '') {
+        const token = new URLSearchParams(query).get(at.param);
         if (token) return { token, at };
       }
     }

@@ -151,3 +151,36 @@ describe('config updates are incremental', () => {
     expect(second.errors).toEqual(first.errors);
   });
 });
+
+describe('RequestAuthentication through the config model', () => {
+  it('reaches the snapshot for the Service it targets, and a selector policy reaches none', () => {
+    put({
+      apiVersion: 'security.hypha.dev/v1',
+      kind: 'RequestAuthentication',
+      metadata: { name: 'jwt', namespace: 'shop' },
+      spec: {
+        targetRefs: [{ kind: 'Service', name: 'svc-3' }],
+        jwtRules: [{ issuer: 'https://issuer.example', jwksUri: 'https://issuer.example/jwks.json' }],
+      },
+    });
+    put({
+      apiVersion: 'security.hypha.dev/v1',
+      kind: 'RequestAuthentication',
+      metadata: { name: 'pods', namespace: 'shop' },
+      spec: {
+        selector: { matchLabels: { app: 'svc-4' } },
+        jwtRules: [{ issuer: 'https://other.example', jwksUri: 'https://other.example/jwks.json' }],
+      },
+    });
+    const { snapshot, errors } = buildSnapshot(buildWaypointInput(state, GATEWAY));
+    expect(errors).toEqual([]);
+    expect([...snapshot.authn.keys()]).toEqual(['shop/svc-3']);
+    expect(snapshot.authn.get('shop/svc-3')!.rules).toMatchObject([
+      {
+        policy: 'shop/jwt',
+        issuer: 'https://issuer.example',
+        keys: { uri: 'https://issuer.example/jwks.json' },
+      },
+    ]);
+  });
+});

@@ -1,5 +1,6 @@
 // RequestAuthentication and AuthorizationPolicy on tokens through a real waypoint: a JWT verified
 // by the waypoint (RS256, inline jwks), its subject and claims read by an ALLOW policy.
+import net from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -123,5 +124,33 @@ describe('requestPrincipals and claims through the waypoint', () => {
       response_flags: 'UAEX',
       authn_failure: 'Jwt is expired',
     });
+  });
+});
+
+/** Sends a WebSocket upgrade request by hand and returns what the waypoint answers, up to close. */
+function upgrade(authorization: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(tw.port, '127.0.0.1', () => {
+      s.write(
+        'GET /chat HTTP/1.1\r\nHost: reviews.shop.svc.cluster.local\r\nConnection: Upgrade\r\n' +
+          `Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: ${authorization}\r\n\r\n`,
+      );
+    });
+    let got = '';
+    s.on('data', (d) => {
+      got += d.toString();
+    });
+    s.once('close', () => resolve(got));
+    s.once('error', reject);
+  });
+}
+
+describe('upgrades (WebSocket) are authenticated too', () => {
+  it('an invalid token gets 401 with the reason; a valid token of a subject the policy refuses gets 403', async () => {
+    const expired = await upgrade(`Bearer ${await token('alice', {}, '-1m')}`);
+    expect(expired).toMatch(/^HTTP\/1\.1 401 /);
+    expect(expired).toContain('www-authenticate: Bearer');
+    expect(expired).toMatch(/Jwt is expired$/);
+    expect(await upgrade(`Bearer ${await token('bob')}`)).toMatch(/^HTTP\/1\.1 403 /);
   });
 });
