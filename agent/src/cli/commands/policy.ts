@@ -15,8 +15,9 @@
 //          ──► endpoint pods: L4 policy, the peer being the waypoint's identity
 import type { ConfigState, Service, WaypointLookup, Workload } from '@hypha/shared/config';
 import type { SpiffeId } from '@hypha/shared/identity';
-import type { L7Attributes } from '@hypha/shared/policy';
+import type { L7Attributes, RequestAuth } from '@hypha/shared/policy';
 import { type Command, Option } from 'commander';
+import { decodeJwt } from 'jose';
 import { UsageError } from '../errors.js';
 
 /** Exit codes an operator can script against (documented in --help and docs/operations.md). */
@@ -34,6 +35,7 @@ interface ExplainFlags {
   path?: string;
   header?: string[];
   host?: string;
+  jwt?: string;
 }
 
 /** The HTTP request named by --method/--path/--header/--host; host undefined = the destination's name. */
@@ -42,6 +44,8 @@ export interface ExplainRequest {
   path: string;
   host: string | undefined;
   headers: Record<string, string | string[]>;
+  /** The --jwt token's claims, decoded without verifying (the waypoint verifies the signature). */
+  auth: RequestAuth | undefined;
 }
 
 /** The waypoint hop of a waypoint-served destination. */
@@ -131,6 +135,10 @@ export function register(program: Command): void {
       (v: string, prev: string[] | undefined) => [...(prev ?? []), v],
     )
     .option('--host <host>', "Host header of the request (default: the destination's DNS name)")
+    .option(
+      '--jwt <token>',
+      'the request carries this JWT: its claims are decoded, not verified, for requestPrincipals and request.auth.* rules',
+    )
     .option('--json', 'print JSON instead of text', false)
     .addHelpText(
       'after',
@@ -145,9 +153,12 @@ then as a service account (--from) or a Service (--to).
 
 A destination served by a waypoint (label hypha.dev/use-waypoint on the Service, its namespace or
 the pod) is decided first by the waypoint's L7 policies (targetRefs), on the request given by
---method, --path, --header and --host; then each endpoint pod's L4 policies see the waypoint's
+--method, --path, --header, --host and --jwt; then each endpoint pod's L4 policies see the waypoint's
 identity. Without those flags the L7 policies that apply are listed, and if they read the
-request the answer is "depends" (exit 5).
+request the answer is "depends" (exit 5). --jwt TOKEN: the request carries a token whose claims
+(iss/sub for requestPrincipals, request.auth.claims[...]) the policies read; the claims are decoded
+without checking the signature or expiry (the waypoint's RequestAuthentication does that, and
+refuses an invalid token with 401 before any policy).
 
 Exit codes (for scripts):
   0  allowed (every endpoint, for a Service)
@@ -164,7 +175,8 @@ Examples:
   hypha policy explain --from-ip 10.0.0.7 --to demo/echo-v2:8080              (plaintext from an address)
   hypha policy explain --from demo/client --from-ip fd00::a --to demo/echo:80  (the client's IPv6 address)
   hypha policy explain --from demo/client --to demo/echo:80 --method DELETE --path /admin/users \\
-      --header x-confirm=yes                                                    (through a waypoint)`,
+      --header x-confirm=yes                                                    (through a waypoint)
+  hypha policy explain --from demo/client --to demo/echo:80 --jwt "$TOKEN"     (a request with a JWT)`,
     )
     .action(async (flags: ExplainFlags) => {
       const path = configPath(flags.config, process.env.HYPHA_CONFIG);
@@ -493,14 +505,15 @@ const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/;
 
 /** The HTTP request of --method/--path/--header/--host; undefined when none is given. */
 export function parseRequest(
-  flags: Pick<ExplainFlags, 'method' | 'path' | 'header' | 'host'>,
+  flags: Pick<ExplainFlags, 'method' | 'path' | 'header' | 'host' | 'jwt'>,
 ): ExplainRequest | undefined {
   const { method = 'GET', path = '/', header = [], host } = flags;
   if (
     flags.method === undefined &&
     flags.path === undefined &&
     flags.header === undefined &&
-    host === undefined
+    host === undefined &&
+    flags.jwt === undefined
   )
     return undefined;
   if (!/^[A-Z]+$/.test(method)) {
@@ -530,7 +543,24 @@ export function parseRequest(
       `--host "${host}" must be a host name, optionally with a port, e.g. --host echo.demo.svc.cluster.local`,
     );
   }
-  return { method, path, host, headers };
+  return { method, path, host, headers, auth: flags.jwt === undefined ? undefined : decodeToken(flags.jwt) };
+}
+
+/** The claims of --jwt, decoded WITHOUT verifying the signature (say so wherever they are shown). */
+function decodeToken(token: string): RequestAuth {
+  let claims: ReturnType<typeof decodeJwt>;
+  try {
+    claims = decodeJwt(token.replace(/^Bearer\s+/i, ''));
+  } catch (err) {
+    throw new UsageError(`--jwt: not a JWT (header.payload.signature, base64url): ${(err as Error).message}`);
+  }
+  const aud = claims.aud === undefined ? [] : Array.isArray(claims.aud) ? claims.aud : [claims.aud];
+  return {
+    principal: `${claims.iss ?? ''}/${claims.sub ?? ''}`,
+    audiences: aud,
+    presenter: typeof claims.azp === 'string' ? claims.azp : '',
+    claims,
+  };
 }
 
 /** The waypoint hop: which L7 policies apply to the destination, and their decision on the request. */
@@ -605,6 +635,7 @@ async function explainWaypoint(
     sourceIp: from.ip,
     port: hop.port,
     request,
+    auth: request?.auth,
   };
   const ex = explainL7(set, attributes);
   const what =
@@ -621,7 +652,15 @@ async function explainWaypoint(
     rule: ex.decision.rule,
     reason: ex.reason,
     dryRun: ex.decision.dryRun === undefined ? undefined : { ...ex.decision.dryRun },
-    lines: [`${what} from ${who} to ${hop.target} port ${hop.port}`, ...ex.lines],
+    lines: [
+      `${what} from ${who} to ${hop.target} port ${hop.port}`,
+      ...(request?.auth === undefined
+        ? []
+        : [
+            `  token: request principal ${request.auth.principal} (claims decoded, NOT verified: the waypoint checks signature, expiry, issuer and audience, and answers 401 to an invalid token)`,
+          ]),
+      ...ex.lines,
+    ],
   };
 }
 
