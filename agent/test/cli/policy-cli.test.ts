@@ -472,7 +472,7 @@ describe('hypha policy explain: L7, through a waypoint', () => {
     expect(r.stdout).toContain(
       'L7 policies that apply: DENY demo/deny-unconfirmed-admin, ALLOW demo/allow-client',
     );
-    expect(r.stdout).toContain('give --method, --path, --header <name>=<value> or --host');
+    expect(r.stdout).toContain('give --method, --path, --header <name>=<value>, --host or --jwt');
     expect(r.stdout).toMatch(/^result: DEPENDS$/m);
     const j = JSON.parse((await l7('--json')).stdout) as WaypointJson;
     expect(j.waypoint).toMatchObject({ decision: 'depends', request: null });

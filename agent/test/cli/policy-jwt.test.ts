@@ -112,7 +112,10 @@ describe('hypha policy explain --jwt', () => {
     expect(j.waypoint).toMatchObject({ policy: 'demo/allow-alice-or-admins', rule: 1 });
   });
 
-  it('without --jwt the request has no principal: denied', async () => {
+  it('without request flags the answer depends on the request; with a request but no --jwt there is no principal: denied', async () => {
+    const depends = await explain();
+    expect(depends.code).toBe(5);
+    expect(depends.stdout).toContain('--host or --jwt');
     const r = await explain('--path', '/');
     expect(r.code).toBe(3);
     expect(r.stdout).toContain('no request principal (no verified token)');

@@ -110,7 +110,7 @@ export interface CompiledRule {
   readonly when: readonly CompiledCondition[] | undefined;
   /** Uses attributes the node agent cannot check (see invariants). */
   readonly l7: boolean;
-  /** Reads the HTTP request (methods, paths, hosts, request headers): plain TCP cannot satisfy it. */
+  /** Reads the HTTP request (methods, paths, hosts, headers, its token): plain TCP cannot satisfy it. */
   readonly needsRequest: boolean;
 }
 
@@ -244,13 +244,17 @@ function l7FieldsOf(rule: AuthorizationRule, at: string): string[] {
 function compileRule(rule: AuthorizationRule, index: number, l7: boolean): CompiledRule {
   const to = rule.to?.map((t) => compileOperation(t.operation));
   const when = rule.when?.map(compileCondition);
+  const from = rule.from?.map((f) => compileSource(f.source));
   return {
     index,
-    from: rule.from?.map((f) => compileSource(f.source)),
+    from,
     to,
     when,
     l7,
-    needsRequest: (to?.some((o) => o.needsRequest) ?? false) || (when?.some((c) => needsRequest(c)) ?? false),
+    needsRequest:
+      (to?.some((o) => o.needsRequest) ?? false) ||
+      (when?.some((c) => needsRequest(c)) ?? false) ||
+      (from?.some((s) => s.requestPrincipals !== undefined || s.notRequestPrincipals !== undefined) ?? false),
   };
 }
 

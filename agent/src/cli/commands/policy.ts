@@ -164,7 +164,7 @@ Exit codes (for scripts):
   0  allowed (every endpoint, for a Service)
   3  denied (every endpoint, or by the waypoint's L7 policy)
   4  mixed: some endpoints of the Service allow it, others deny it
-  5  depends on the HTTP request: give --method/--path/--header/--host
+  5  depends on the HTTP request: give --method/--path/--header/--host/--jwt
   1  error (config not found, unknown destination, Service without endpoints)
   2  usage error
 
@@ -213,7 +213,7 @@ Examples:
       const { header, subject, targets, waypointOf } = resolveTargets(state, to);
       if (request !== undefined && waypointOf === undefined) {
         throw new UsageError(
-          `--method, --path, --header and --host need a destination served by a waypoint, and ${subject} is not ` +
+          `--method, --path, --header, --host and --jwt need a destination served by a waypoint, and ${subject} is not ` +
             '(label the Service, its namespace or the pod hypha.dev/use-waypoint=<waypoint>): node agents never see HTTP requests',
         );
       }
@@ -624,7 +624,7 @@ async function explainWaypoint(
       lines: [
         `from ${who} to ${hop.target} port ${hop.port}`,
         `  L7 policies that apply: ${policies.join(', ')}`,
-        '  their rules read the HTTP request: give --method, --path, --header <name>=<value> or --host',
+        '  their rules read the HTTP request: give --method, --path, --header <name>=<value>, --host or --jwt',
         'decision: DEPENDS: the answer depends on the HTTP request',
       ],
     };
