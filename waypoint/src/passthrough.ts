@@ -14,7 +14,7 @@ import { FAILURES } from './errors.js';
 import { endpointPort, type ServiceEntry } from './model.js';
 import { AUTHN_FLAG, authenticate, challenge } from './pipeline/authn.js';
 import { authorize, recordDryRun } from './pipeline/authz.js';
-import { dialAddress, headerValue } from './pipeline/balance.js';
+import { headerValue, upstreamOf } from './pipeline/balance.js';
 import { type StreamContext, stripPort } from './pipeline/context.js';
 import { relay } from './pipeline/relay.js';
 import { pickBackend } from './pipeline/rewrite.js';
@@ -68,11 +68,7 @@ export async function forwardTcp(
   if (ep === undefined || port === undefined) return void stream.destroy();
   let upstream: Duplex;
   try {
-    upstream = await deps.pools.fetchStream({
-      ip: dialAddress(ep.info, ctx.authority.host),
-      port,
-      workload: ep.info.workload,
-    });
+    upstream = await deps.pools.fetchStream(upstreamOf(ep.info, port, ctx.authority.host));
   } catch {
     return void stream.destroy();
   }
@@ -193,11 +189,7 @@ export async function forwardUpgrade(
   service = cluster.service;
   let upstream: Duplex;
   try {
-    upstream = await deps.pools.fetchStream({
-      ip: dialAddress(ep.info, ctx.authority.host),
-      port: epPort,
-      workload: ep.info.workload,
-    });
+    upstream = await deps.pools.fetchStream(upstreamOf(ep.info, epPort, ctx.authority.host));
   } catch {
     return reject(503, FAILURES.CONNECT_FAILED.body, 'UF');
   }

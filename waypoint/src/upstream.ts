@@ -73,6 +73,8 @@ export class UpstreamPools {
   readonly #connect: ConnectUpstream;
   readonly #keepAliveMs: number;
   readonly #h1 = new Map<string, Pool>();
+  /** The pool an UpstreamEndpoint object maps to, without building its key string per request. */
+  #h1ByEndpoint = new WeakMap<UpstreamEndpoint, Pool>();
   readonly #h2 = new Map<string, Promise<ClientHttp2Session>>();
   #closed = false;
 
@@ -91,6 +93,8 @@ export class UpstreamPools {
   }
 
   findHttp1(ep: UpstreamEndpoint): Pool {
+    const known = this.#h1ByEndpoint.get(ep);
+    if (known !== undefined) return known;
     const key = endpointKey(ep);
     let pool = this.#h1.get(key);
     if (pool === undefined) {
@@ -110,6 +114,7 @@ export class UpstreamPools {
       });
       this.#h1.set(key, pool);
     }
+    this.#h1ByEndpoint.set(ep, pool);
     return pool;
   }
 
@@ -157,6 +162,7 @@ export class UpstreamPools {
     this.#closed = true;
     const h1 = [...this.#h1.values()];
     this.#h1.clear();
+    this.#h1ByEndpoint = new WeakMap();
     const h2 = [...this.#h2.values()];
     this.#h2.clear();
     await Promise.allSettled([

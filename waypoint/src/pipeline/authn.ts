@@ -31,14 +31,16 @@ export function authnFilter(deps: AuthnDeps): Filter {
   const now = deps.now ?? Date.now;
   return {
     name: 'authn',
-    async run(rc, next) {
+    run(rc, next) {
+      // Most services have no RequestAuthentication: no promise for them.
       const set = rc.snap.authn.get(rc.service!.key);
       if (set === undefined) return next(rc);
-      const r = await authenticate(set, rc.headers, rc.query, deps.jwks, now());
-      if (r === undefined) return next(rc);
-      if ('failure' in r) return refuse(rc, r.failure);
-      rc.auth = r.auth;
-      return next(rc);
+      return authenticate(set, rc.headers, rc.query, deps.jwks, now()).then((r) => {
+        if (r === undefined) return next(rc);
+        if ('failure' in r) return refuse(rc, r.failure);
+        rc.auth = r.auth;
+        return next(rc);
+      });
     },
   };
 }

@@ -26,7 +26,7 @@ export function headerValue(headers: IncomingHttpHeaders, name: string | undefin
 /** One UpstreamEndpoint object per endpoint, port and family: pools find it without building keys. */
 const dialed = new WeakMap<EndpointInfo, Map<number, UpstreamEndpoint>>();
 
-function upstreamOf(info: EndpointInfo, port: number, clientHost: string): UpstreamEndpoint {
+export function upstreamOf(info: EndpointInfo, port: number, clientHost: string): UpstreamEndpoint {
   const ip = dialAddress(info, clientHost);
   let byPort = dialed.get(info);
   if (byPort === undefined) {

@@ -13,7 +13,7 @@ import type { Readable } from 'node:stream';
 import type { SpiffeId } from '@hypha/shared';
 import type { RequestAuth } from '@hypha/shared/policy';
 import type { WaypointSnapshot } from '../config.js';
-import type { ProxyFailureCode } from '../errors.js';
+import { FAILURES, type ProxyFailureCode } from '../errors.js';
 import type { ServiceEntry, ServicePort } from '../model.js';
 import type { HeaderMap } from '../routing/filters.js';
 import type { BackendRef, PathMatch, RouteAction } from '../routing/types.js';
@@ -92,19 +92,12 @@ export function failure(code: ProxyFailureCode): Outcome {
   return FAILURE_OUTCOMES[code];
 }
 
+/** One frozen outcome per failure code, derived from the FAILURES table. */
 const FAILURE_OUTCOMES = Object.fromEntries(
-  (
-    [
-      'OVERFLOW',
-      'CONNECT_FAILED',
-      'UPSTREAM_RESET',
-      'NO_HEALTHY_UPSTREAM',
-      'TIMEOUT',
-      'NO_ROUTE',
-      'NO_CLUSTER',
-      'DOWNSTREAM_CLOSED',
-    ] as const
-  ).map((code) => [code, Object.freeze({ kind: 'failure' as const, code })]),
+  (Object.keys(FAILURES) as ProxyFailureCode[]).map((code) => [
+    code,
+    Object.freeze({ kind: 'failure' as const, code }),
+  ]),
 ) as Record<ProxyFailureCode, Outcome>;
 
 export class RequestContext {

@@ -6,7 +6,7 @@ import type { Dispatcher } from 'undici';
 import { endpointPort } from '../model.js';
 import type { Cluster } from '../traffic/cluster.js';
 import type { UpstreamPools } from '../upstream.js';
-import { dialAddress } from './balance.js';
+import { upstreamOf } from './balance.js';
 import { bufferForReplay } from './body.js';
 import { type Filter, type Next, type Outcome, type RequestContext, stripPort } from './context.js';
 import { roll } from './fault.js';
@@ -31,11 +31,7 @@ export function mirrorFilter(deps: MirrorDeps): Filter {
       if (v !== undefined) headers[k] = v;
     }
     deps.pools
-      .findHttp1({
-        ip: dialAddress(ep.info, rc.stream.authority.host),
-        port: epPort,
-        workload: ep.info.workload,
-      })
+      .findHttp1(upstreamOf(ep.info, epPort, rc.stream.authority.host))
       .request({
         path: rc.upstreamPath,
         method: rc.method as Dispatcher.HttpMethod,

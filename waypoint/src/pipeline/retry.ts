@@ -3,6 +3,7 @@
 // without a deadline (gRPC server streaming). A try is repeated, with jittered exponential backoff,
 // on a connect failure, a reset, a per-try timeout, or a status or grpc-status the policy names;
 // only when the body can be replayed (buffered, see body.ts). Flag URX: retries ran out.
+import type { RetryPolicy } from '../routing/types.js';
 import { bufferForReplay } from './body.js';
 import { type Filter, failure, type Next, type Outcome, type RequestContext, sleepFor } from './context.js';
 
@@ -12,9 +13,8 @@ export function backoff(baseMs: number, retry: number): number {
 }
 
 export function retryFilter(opts: { maxBufferedBodyBytes: number }): Filter {
-  const tries = async (rc: RequestContext, next: Next): Promise<Outcome> => {
+  const tries = async (rc: RequestContext, next: Next, retry: RetryPolicy | undefined): Promise<Outcome> => {
     const action = rc.action!;
-    const retry = action.retry ?? rc.cluster!.settings.retry;
     let timer: NodeJS.Timeout | undefined;
     if (action.requestTimeoutMs !== undefined)
       timer = setTimeout(() => rc.abort('TIMEOUT'), action.requestTimeoutMs);
@@ -66,7 +66,7 @@ export function retryFilter(opts: { maxBufferedBodyBytes: number }): Filter {
       rc.perTryTimeoutMs = action.backendRequestTimeoutMs ?? retry?.perTryTimeoutMs;
       if (action.requestTimeoutMs === undefined && (retry === undefined || retry.attempts === 0))
         return next(rc);
-      return tries(rc, next);
+      return tries(rc, next, retry);
     },
   };
 }

@@ -164,12 +164,10 @@ export function http1Try(rc: RequestContext, pools: UpstreamPools): Promise<Outc
   return new Promise((resolve) => {
     const ex = new Http1Exchange(rc, resolve);
     if (rc.aborted !== undefined) return resolve(failure(rc.aborted === 'TIMEOUT' ? 'TIMEOUT' : rc.aborted));
-    const headers: Record<string, string | string[]> = { host: rc.upstreamHost };
-    const h = rc.upstreamHeaders;
-    for (const k in h) {
-      const v = h[k];
-      if (v !== undefined) headers[k] = v;
-    }
+    // The upstream head is built once (rewrite filter); undici skips undefined values, so it goes as
+    // it is, with the Host it needs (the same on every try).
+    const headers = rc.upstreamHeaders;
+    headers.host = rc.upstreamHost;
     // A streamed body is counted as undici writes it (onBodySent): a 'data' listener here would
     // start the stream flowing before undici reads it.
     const body: Buffer | Readable | null = rc.body;
