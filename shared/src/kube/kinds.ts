@@ -43,6 +43,11 @@ export const WATCHED_KINDS: readonly WatchedKind[] = [
     path: '/apis/security.hypha.dev/v1/requestauthentications',
   },
   {
+    kind: 'PeerAuthentication',
+    apiVersion: 'security.hypha.dev/v1',
+    path: '/apis/security.hypha.dev/v1/peerauthentications',
+  },
+  {
     kind: 'TrafficPolicy',
     apiVersion: 'traffic.hypha.dev/v1alpha1',
     path: '/apis/traffic.hypha.dev/v1alpha1/trafficpolicies',
