@@ -15,14 +15,7 @@
 //   credentials through `hypha ca revoke --kubernetes`.
 import { createSilentLogger, type Logger } from '@hypha/shared';
 import type { SpiffeId } from '@hypha/shared/identity';
-import {
-  BookmarkWatch,
-  fetchKube,
-  type KubeconfigOption,
-  KubeError,
-  loadKubeConfig,
-} from '@hypha/shared/kube';
-import { type KubeConfig, ListWatch } from '@kubernetes/client-node';
+import { fetchKube, Informer, type KubeconfigOption, KubeError, loadKubeConfig } from '@hypha/shared/kube';
 import {
   applyRevocation,
   EMPTY_REVOCATIONS,
@@ -116,17 +109,13 @@ export interface KubeRevocationListOptions {
 /** The CA's view of the ConfigMap, kept current by a list/watch on that one name. */
 export class KubeRevocationList implements RevocationSource {
   readonly namespace: string;
-  readonly #kc: KubeConfig;
   readonly #log: Logger;
-  readonly #informer: ListWatch<never>;
-  readonly #backoff: { initialMs: number; maxMs: number };
+  readonly #informer: Informer;
   readonly #where: string;
   #current: RevocationSnapshot = EMPTY_REVOCATIONS;
   #ids = new Set<string>();
   #problem: string | undefined;
   #reported = '';
-  #attempt = 0;
-  #timer: NodeJS.Timeout | undefined;
   #closed = false;
   #started = false;
   #synced = false;
@@ -136,35 +125,27 @@ export class KubeRevocationList implements RevocationSource {
 
   constructor(opts: KubeRevocationListOptions = {}) {
     this.namespace = opts.namespace ?? 'hypha-system';
-    this.#kc = loadKubeConfig(opts.kubeconfig);
+    const kc = loadKubeConfig(opts.kubeconfig);
     this.#log = (opts.logger ?? createSilentLogger()).child({ component: 'ca-revocations' });
-    this.#backoff = { initialMs: opts.backoff?.initialMs ?? 500, maxMs: opts.backoff?.maxMs ?? 30_000 };
     this.#where = describeConfigMap(this.namespace);
-    const path = `/api/v1/namespaces/${encodeURIComponent(this.namespace)}/configmaps`;
-    const fieldSelector = `metadata.name=${REVOCATIONS_CONFIGMAP}`;
-    const list = async () => {
-      const query = new URLSearchParams({ fieldSelector });
-      const res = (await fetchKube(this.#kc, `${path}?${query}`, { timeoutMs: 15_000 })) as {
-        metadata?: { resourceVersion?: string };
-        items?: unknown[];
-      };
-      this.#attempt = 0;
-      // ListWatch applies the items right after this promise settles; mark synced after that.
-      setImmediate(() => this.#onSynced());
-      return { metadata: { resourceVersion: res.metadata?.resourceVersion ?? '' }, items: res.items ?? [] };
-    };
-    this.#informer = new ListWatch<never>(
-      path,
-      new BookmarkWatch(this.#kc, () => this.#closed),
-      list as never,
-      false,
-      undefined,
-      fieldSelector,
-    );
-    this.#informer.on('add', (o) => this.#onObject(o as ConfigMapObject));
-    this.#informer.on('update', (o) => this.#onObject(o as ConfigMapObject));
-    this.#informer.on('delete', () => this.#onDelete());
-    this.#informer.on('error', (err) => this.#onError(err));
+    this.#informer = new Informer({
+      kubeconfig: kc,
+      path: `/api/v1/namespaces/${encodeURIComponent(this.namespace)}/configmaps`,
+      fieldSelector: `metadata.name=${REVOCATIONS_CONFIGMAP}`,
+      listTimeoutMs: 15_000,
+      ...(opts.backoff ? { backoff: opts.backoff } : {}),
+      handler: {
+        onAdd: (o) => this.#onObject(o as ConfigMapObject),
+        onUpdate: (o) => this.#onObject(o as ConfigMapObject),
+        onDelete: () => this.#onDelete(),
+        onSynced: () => this.#onSynced(),
+        onError: (err, retryInMs) =>
+          this.#log.warn(
+            { configMap: this.#where, err: err.message, retryInMs },
+            `list/watch of ${this.#where} failed: ${err.message}; retrying in ${retryInMs} ms (the current list stays in force)`,
+          ),
+      },
+    });
     this.ready = new Promise<void>((resolve, reject) => {
       this.#resolveReady = resolve;
       this.#rejectReady = reject;
@@ -176,7 +157,7 @@ export class KubeRevocationList implements RevocationSource {
   start(): Promise<void> {
     if (!this.#started && !this.#closed) {
       this.#started = true;
-      this.#informer.start().catch((err: unknown) => this.#onError(err));
+      this.#informer.start();
     }
     return this.ready;
   }
@@ -202,8 +183,7 @@ export class KubeRevocationList implements RevocationSource {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.#timer) clearTimeout(this.#timer);
-    await this.#informer.stop();
+    this.#informer.close();
     if (!this.#synced)
       this.#rejectReady(
         new KubeError('CLOSED', `the revocation list was closed before ${this.#where} was read`),
@@ -266,23 +246,6 @@ export class KubeRevocationList implements RevocationSource {
       { configMap: this.#where, version: next.version, serials: next.serials.length, ids: next.ids.length },
       'revocation list updated',
     );
-  }
-
-  #onError(err: unknown): void {
-    if (this.#closed) return;
-    const base = Math.min(this.#backoff.maxMs, this.#backoff.initialMs * 2 ** this.#attempt);
-    const delay = Math.round(base * (0.5 + Math.random()));
-    this.#attempt = Math.min(this.#attempt + 1, 30);
-    const message = err instanceof Error ? err.message : String(err);
-    this.#log.warn(
-      { configMap: this.#where, err: message, retryInMs: delay },
-      `list/watch of ${this.#where} failed: ${message}; retrying in ${delay} ms (the current list stays in force)`,
-    );
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      if (!this.#closed) this.#informer.start().catch((e: unknown) => this.#onError(e));
-    }, delay);
   }
 }
 

@@ -2,23 +2,23 @@
 // resourceVersion, with bookmarks), each object trimmed, translated by the same code as the file
 // source, and committed to the config state in batches.
 //
-//   API server ──list/watch──▶ ListWatch (client-node) ──add/update/delete──▶ translateObject
-//        ▲   BookmarkWatch (watch.ts) trims objects before the cache │ ok / ignored / invalid
-//        └── restart with backoff on errors                          ▼
-//                                                 pending batch ──microtask──▶ state.update()
+//   API server ──list/watch──▶ Informer (informer.ts) ──add/update/delete──▶ translateObject
+//        ▲   objects trimmed (strip.ts) before the cache     │ ok / ignored / invalid
+//        └── restart with backoff on errors                  ▼
+//                                        pending batch ──microtask──▶ state.update()
 //
 // Invariants:
 // - The state sees nothing until every informer has finished its first list; then it gets one
 //   batch, so readers never observe a half-synced cluster (e.g. pods without their namespace's
 //   opt-in label, or a policy missing while its peers are present). `ready` resolves after that batch.
-// - A watch that expires (410 Gone) is relisted by client-node's ListWatch, which diffs the new list
-//   against its cache: objects gone during the gap are deleted, changed ones updated. No ghosts and
-//   no lost objects, as long as every cache change passes through the callbacks below.
-// - Any other failure stops a ListWatch; we restart it after a jittered exponential backoff. It
-//   resumes from its last resourceVersion (bookmarks keep that fresh), or relists if it has none.
+// - A watch that expires (410 Gone) is relisted by the informer, which diffs the new list against
+//   its cache: objects gone during the gap are deleted, changed ones updated. No ghosts and no lost
+//   objects, as long as every cache change passes through the callbacks below.
+// - Any other failure restarts the list/watch after a jittered exponential backoff (in the
+//   informer). It resumes from its last resourceVersion (bookmarks keep that fresh), or relists if
+//   it has none.
 // - An invalid object never reaches the state. Its last good version stays in force (as with the
 //   file source); one never seen valid is skipped. Each problem is logged once per resourceVersion.
-import { KubeConfig, ListWatch } from '@kubernetes/client-node';
 import type { ConfigError } from '../config/errors.js';
 import { type ConfigState, createConfigState } from '../config/state.js';
 import { isConfigKind, translateObject } from '../config/translate.js';
@@ -26,20 +26,16 @@ import type { ConfigObject, ConfigObjectKey } from '../config/types.js';
 import type { Logger } from '../log/logger.js';
 import { createSilentLogger } from '../log/logger.js';
 import { KubeError } from './errors.js';
+import { Informer } from './informer.js';
 import { WATCHED_KINDS, type WatchedKind } from './kinds.js';
+import { type KubeConfig, type KubeconfigOption, loadKubeConfig } from './kubeconfig.js';
 import { fetchKube } from './request.js';
 import { stripObject } from './strip.js';
-import { BookmarkWatch } from './watch.js';
 
-export type KubeconfigOption =
-  /** Path to a kubeconfig file. */
-  | string
-  | KubeConfig
-  /** The pod's ServiceAccount (KUBERNETES_SERVICE_HOST/PORT and the mounted token). */
-  | { inCluster: true; pathPrefix?: string };
+export type { KubeconfigOption } from './kubeconfig.js';
 
 export interface KubeSourceOptions {
-  /** Default: $KUBECONFIG, else in-cluster, else ~/.kube/config (client-node's loadFromDefault). */
+  /** Default: $KUBECONFIG, else in-cluster, else ~/.kube/config (see kubeconfig.ts). */
   kubeconfig?: KubeconfigOption;
   /** The state to feed; default a new one that takes endpoints from EndpointSlices. */
   state?: ConfigState;
@@ -84,28 +80,6 @@ export interface KubeSource {
   close(): Promise<void>;
 }
 
-export function loadKubeConfig(option: KubeconfigOption | undefined): KubeConfig {
-  if (option instanceof KubeConfig) return option;
-  const kc = new KubeConfig();
-  try {
-    if (typeof option === 'string') kc.loadFromFile(option);
-    else if (option && 'inCluster' in option) kc.loadFromCluster(option.pathPrefix);
-    else kc.loadFromDefault();
-  } catch (err) {
-    throw new KubeError(
-      'KUBECONFIG',
-      `could not load Kubernetes credentials${typeof option === 'string' ? ` from ${option}` : ''}: ${(err as Error).message}`,
-    );
-  }
-  if (!kc.getCurrentCluster()) {
-    throw new KubeError(
-      'KUBECONFIG',
-      'no Kubernetes cluster configured: pass --kubeconfig, set KUBECONFIG, or run in a pod with a ServiceAccount',
-    );
-  }
-  return kc;
-}
-
 export function createKubeSource(options: KubeSourceOptions = {}): KubeSource {
   return new InformerKubeSource(options);
 }
@@ -114,11 +88,6 @@ type RawObject = Record<string, unknown> & {
   metadata?: { name?: string; namespace?: string; uid?: string; resourceVersion?: string };
 };
 
-interface ListResponse {
-  metadata?: { resourceVersion?: string; continue?: string };
-  items?: unknown[];
-}
-
 interface PendingChange {
   upsert?: ConfigObject;
   remove?: ConfigObjectKey;
@@ -126,122 +95,39 @@ interface PendingChange {
 
 class KindInformer {
   readonly kind: WatchedKind;
-  readonly informer: ListWatch<never>;
-  synced = false;
-  lists = 0;
-  watchEvents = 0;
-  bookmarks = 0;
-  expired = 0;
-  errors = 0;
-  #attempt = 0;
-  #timer: NodeJS.Timeout | undefined;
-  closed = false;
-  readonly #kc: KubeConfig;
+  readonly informer: Informer;
   readonly #log: Logger;
-  readonly #source: InformerKubeSource;
 
   constructor(kc: KubeConfig, kind: WatchedKind, source: InformerKubeSource, log: Logger) {
     this.kind = kind;
-    this.#kc = kc;
-    this.#source = source;
     this.#log = log.child({ kind: kind.kind });
-    const listFn = () => this.#list() as never;
-    this.informer = new ListWatch<never>(
-      kind.path,
-      new BookmarkWatch(
-        kc,
-        () => this.closed,
-        (phase, obj) => this.onWatchEvent(phase, obj),
-      ),
-      listFn,
-      false,
-    );
-    this.informer.on('add', (o) => source.onObject(kind, o));
-    this.informer.on('update', (o) => source.onObject(kind, o));
-    this.informer.on('delete', (o) => source.onDelete(kind, o));
-    this.informer.on('error', (err) => this.#onError(err));
-  }
-
-  start(): void {
-    this.informer.start().catch((err: unknown) => this.#onError(err));
-  }
-
-  stop(): void {
-    this.closed = true;
-    if (this.#timer) clearTimeout(this.#timer);
-    void this.informer.stop();
-  }
-
-  onWatchEvent(phase: string, obj: unknown): unknown {
-    this.#attempt = 0;
-    if (phase === 'BOOKMARK') {
-      this.bookmarks += 1;
-      return obj;
-    }
-    if (phase === 'ERROR') {
-      const status = obj as { code?: number; message?: string };
-      if (status.code === 410) {
-        this.expired += 1;
-        this.#log.info(
-          { code: 410 },
-          `${this.kind.kind} watch expired (${status.message ?? '410 Gone'}); relisting to reconcile`,
-        );
-      } else
-        this.#log.warn(
-          { status },
-          `${this.kind.kind} watch ended with an error event: ${status.message ?? ''}`,
-        );
-      return obj;
-    }
-    this.watchEvents += 1;
-    return stripObject(obj, this.kind.apiVersion, this.kind.kind);
-  }
-
-  async #list(): Promise<{ metadata: { resourceVersion: string }; items: unknown[] }> {
-    this.lists += 1;
-    const items: unknown[] = [];
-    let resourceVersion = '';
-    let cont: string | undefined;
-    const pageSize = this.#source.pageSize;
-    // Bounded: a 100k-object list at 500 per page is 200 pages.
-    for (let page = 0; page < 100_000; page++) {
-      const query = new URLSearchParams({ limit: String(pageSize) });
-      if (cont) query.set('continue', cont);
-      const res = (await fetchKube(this.#kc, `${this.kind.path}?${query}`)) as ListResponse;
-      for (const item of res.items ?? []) items.push(stripObject(item, this.kind.apiVersion, this.kind.kind));
-      resourceVersion = res.metadata?.resourceVersion ?? resourceVersion;
-      cont = res.metadata?.continue;
-      if (!cont) break;
-    }
-    if (this.lists > 1)
-      this.#log.info({ objects: items.length, resourceVersion }, `${this.kind.kind} relisted`);
-    this.#attempt = 0;
-    // ListWatch applies the items synchronously after this promise settles; mark synced after that.
-    setImmediate(() => {
-      if (this.closed || this.synced) return;
-      this.synced = true;
-      this.#source.onSynced();
+    this.informer = new Informer({
+      kubeconfig: kc,
+      path: kind.path,
+      pageSize: source.pageSize,
+      backoff: source.backoff,
+      transform: (obj) => stripObject(obj, kind.apiVersion, kind.kind),
+      handler: {
+        onAdd: (o) => source.onObject(kind, o),
+        onUpdate: (o) => source.onObject(kind, o),
+        onDelete: (o) => source.onDelete(kind, o),
+        onSynced: () => source.onSynced(),
+        onListed: ({ objects, resourceVersion, relist }) => {
+          if (relist) this.#log.info({ objects, resourceVersion }, `${kind.kind} relisted`);
+        },
+        onExpired: (message) =>
+          this.#log.info({ code: 410 }, `${kind.kind} watch expired (${message}); relisting to reconcile`),
+        onError: (err, retryInMs, attempt) =>
+          this.#log.warn(
+            { err: err.message, retryInMs, attempt },
+            `${kind.kind} list/watch failed: ${err.message}; retrying in ${retryInMs} ms`,
+          ),
+      },
     });
-    return { metadata: { resourceVersion }, items };
   }
 
-  #onError(err: unknown): void {
-    if (this.closed) return;
-    this.errors += 1;
-    const { initialMs, maxMs } = this.#source.backoff;
-    const base = Math.min(maxMs, initialMs * 2 ** this.#attempt);
-    const delay = Math.round(base * (0.5 + Math.random()));
-    this.#attempt = Math.min(this.#attempt + 1, 30);
-    const message = err instanceof Error ? err.message : String(err);
-    this.#log.warn(
-      { err: message, retryInMs: delay, attempt: this.#attempt },
-      `${this.kind.kind} list/watch failed: ${message}; retrying in ${delay} ms`,
-    );
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      if (!this.closed) this.start();
-    }, delay);
+  get synced(): boolean {
+    return this.informer.synced;
   }
 }
 
@@ -307,34 +193,24 @@ class InformerKubeSource implements KubeSource {
   start(): Promise<void> {
     if (!this.#started && !this.#closed) {
       this.#started = true;
-      const cluster = this.#kc.getCurrentCluster();
+      const server = this.#kc.cluster.server;
       this.#log.info(
-        { server: cluster?.server, node: this.#nodeName, kinds: this.#informers.map((i) => i.kind.kind) },
-        `watching the Kubernetes API at ${cluster?.server}`,
+        { server, node: this.#nodeName, kinds: this.#informers.map((i) => i.kind.kind) },
+        `watching the Kubernetes API at ${server}`,
       );
-      for (const informer of this.#informers) informer.start();
+      for (const i of this.#informers) i.informer.start();
     }
     return this.ready;
   }
 
   stats(): KindStats[] {
-    return this.#informers.map((i) => ({
-      kind: i.kind.kind,
-      synced: i.synced,
-      objects: i.informer.list().length,
-      lists: i.lists,
-      watchEvents: i.watchEvents,
-      bookmarks: i.bookmarks,
-      expired: i.expired,
-      errors: i.errors,
-      resourceVersion: i.informer.latestResourceVersion(),
-    }));
+    return this.#informers.map((i) => ({ kind: i.kind.kind, synced: i.synced, ...i.informer.stats() }));
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    for (const informer of this.#informers) informer.stop();
+    for (const i of this.#informers) i.informer.close();
     if (!this.#isReady)
       this.#rejectReady(new KubeError('CLOSED', 'the Kubernetes source was closed before it synced'));
   }

@@ -43,8 +43,8 @@ export async function startWaypointDaemon(
   const log = logger.child({ component: 'waypoint-daemon', gateway: `${gw.namespace}/${gw.name}` });
   const identity = SpiffeId.of(config.trustDomain, gw.namespace, gw.name);
 
-  // The Kubernetes client (@kubernetes/client-node: ~850 modules, ~77 MB of RSS at import) loads
-  // only for a Kubernetes source; a file-configured waypoint never pays for it.
+  // The Kubernetes source (our own informers, shared/src/kube; no @kubernetes/client-node) and the
+  // route status reporter load only for a Kubernetes source; a file-configured waypoint skips them.
   const kube =
     config.source.kind === 'kubernetes'
       ? {
