@@ -42,13 +42,13 @@ describe('DnsCache', () => {
     const r = packet.decode(cache.findReply(key, q, buf)!);
     expect(r.id).toBe(42);
     expect(r.questions?.[0]?.name).toBe('A.example.test');
-    expect(r.answers?.[0]?.ttl).toBe(35);
+    expect((r.answers?.[0] as { ttl?: number }).ttl).toBe(35);
     // Stamped from the same encoding for another client within the same second.
     const again = packet.decode(
       cache.findReply(key, queryFor('a.example.test', 43).q, queryFor('a.example.test', 43).buf)!,
     );
     expect(again.id).toBe(43);
-    expect(again.answers?.[0]?.ttl).toBe(35);
+    expect((again.answers?.[0] as { ttl?: number }).ttl).toBe(35);
     c.advance(35);
     expect(cache.findReply(key, q, buf)).toBeUndefined();
     expect(cache.size).toBe(0);
