@@ -4,4 +4,4 @@ export { CaptureError } from './errors.js';
 export type { CaptureDesiredState, CaptureStatus, NodeCapture, NodeCaptureOptions } from './node-capture.js';
 export { createNodeCapture } from './node-capture.js';
 export type { CapturePorts, RulesetInput } from './ruleset.js';
-export { EXPECTED_RULES, renderMembership, renderRuleset } from './ruleset.js';
+export { DNS_RULES, EXPECTED_RULES, expectedRuleCount, renderMembership, renderRuleset } from './ruleset.js';

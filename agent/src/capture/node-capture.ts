@@ -16,7 +16,7 @@ import { createSilentLogger, type Logger } from '@hypha/shared';
 import { CaptureError } from './errors.js';
 import {
   type CapturePorts,
-  EXPECTED_RULES,
+  expectedRuleCount,
   MANGLE_CHAIN,
   NAT_CHAIN,
   renderMembership,
@@ -89,6 +89,7 @@ export function createNodeCapture(options: NodeCaptureOptions = {}): NodeCapture
     outbound: options.ports?.outbound ?? 15001,
     inboundPlaintext: options.ports?.inboundPlaintext ?? options.ports?.inbound ?? 15006,
     hbone: options.ports?.hbone ?? 15008,
+    ...(options.ports?.dns !== undefined ? { dns: options.ports.dns } : {}),
   };
   for (const [name, port] of Object.entries(ports)) {
     if (!Number.isInteger(port) || port < 1 || port > 65535) {
@@ -363,7 +364,7 @@ export function createNodeCapture(options: NodeCaptureOptions = {}): NodeCapture
           chains.includes(NAT_CHAIN) &&
           chains.includes(MANGLE_CHAIN) &&
           chains.length === 2 &&
-          ruleCount === EXPECTED_RULES &&
+          ruleCount === expectedRuleCount(ports) &&
           rules === 1 &&
           route;
         return {
@@ -371,7 +372,7 @@ export function createNodeCapture(options: NodeCaptureOptions = {}): NodeCapture
           healthy,
           chains: chains.sort(),
           ruleCount,
-          expectedRuleCount: EXPECTED_RULES,
+          expectedRuleCount: expectedRuleCount(ports),
           meshPods: meshPods.sort(),
           policyRouting: { rules, route },
         };
