@@ -250,6 +250,7 @@ describe('manifests RBAC against an RBAC-enforcing API server', () => {
         '/apis/gateway.networking.k8s.io/v1/httproutes',
         '/apis/security.hypha.dev/v1/authorizationpolicies',
         '/apis/security.hypha.dev/v1/requestauthentications',
+        '/apis/security.hypha.dev/v1/peerauthentications',
         '/apis/traffic.hypha.dev/v1alpha1/trafficpolicies',
       ].sort(),
     );

@@ -72,6 +72,7 @@ describe('manifests', () => {
         'Namespace/hypha-system',
         'CustomResourceDefinition/authorizationpolicies.security.hypha.dev',
         'CustomResourceDefinition/requestauthentications.security.hypha.dev',
+        'CustomResourceDefinition/peerauthentications.security.hypha.dev',
         'CustomResourceDefinition/trafficpolicies.traffic.hypha.dev',
         'GatewayClass/hypha-waypoint',
         'ServiceAccount/hypha-agent',
@@ -189,6 +190,7 @@ describe('manifests', () => {
       'grpcroutes',
       'authorizationpolicies',
       'requestauthentications',
+      'peerauthentications',
       'trafficpolicies',
     ]) {
       expect(readable).toContain(kind);

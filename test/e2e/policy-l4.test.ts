@@ -6,6 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const BIN = fileURLToPath(new URL('../../agent/bin/hypha.js', import.meta.url));
 const ECHO_PORT = 9100;
+/** A second port on echo-v1, for per-port mTLS exceptions (a health checker outside the mesh). */
+const HEALTH_PORT = 9101;
 
 let demo: DemoResult;
 let client2: ClusterPod;
@@ -16,6 +18,7 @@ beforeAll(async () => {
   await Promise.all([
     demo.mesh.cluster.startApp(demo.pods.echoV1, 'tcp-echo', ['--port', String(ECHO_PORT)]),
     demo.mesh.cluster.startApp(demo.pods.echoV2, 'tcp-echo', ['--port', String(ECHO_PORT)]),
+    demo.mesh.cluster.startApp(demo.pods.echoV1, 'tcp-echo', ['--port', String(HEALTH_PORT)]),
   ]);
   await apply([]);
   // client2 joined after the agents started: wait for its certificate before sending traffic.
@@ -92,7 +95,13 @@ interface Explained {
   code: number;
   json: {
     decision: string;
-    targets: { decision: string; kind: string | null; policy: string | null; reason: string }[];
+    targets: {
+      decision: string;
+      kind: string | null;
+      policy: string | null;
+      reason: string;
+      mtls: { mode: string; rule: string } | null;
+    }[];
   };
 }
 
@@ -308,6 +317,50 @@ describe('L4 authorization on the namespace cluster', () => {
       await metric('node-a', 'hypha_policy_denied_total', { reason: 'strict_mtls' }),
     ).toBeGreaterThanOrEqual(1);
     await apply([]);
+  });
+
+  it('a STRICT PeerAuthentication with one port exempt: plaintext reaches that port only', async () => {
+    const { pods } = demo;
+    const plainTo = (port: number) => demo.mesh.cluster.tcpRoundTrip(pods.plain.netns, pods.echoV1.ip, port);
+    await apply([
+      {
+        apiVersion: 'security.hypha.dev/v1',
+        kind: 'PeerAuthentication',
+        metadata: { name: 'default', namespace: 'demo' },
+        spec: { mtls: { mode: 'STRICT' }, portLevelMtls: { [HEALTH_PORT]: { mode: 'PERMISSIVE' } } },
+      },
+    ]);
+    expect(await plainTo(HEALTH_PORT)).toBe(true);
+    expect(await plainTo(ECHO_PORT)).toBe(false);
+    // Mesh clients reach both ports over mTLS.
+    expect(await demo.mesh.cluster.tcpRoundTrip(pods.client.netns, pods.echoV1.ip, ECHO_PORT)).toBe(true);
+    expect(await demo.mesh.cluster.tcpRoundTrip(pods.client.netns, pods.echoV1.ip, HEALTH_PORT)).toBe(true);
+    const refused = await demo.mesh.agents
+      .get('node-a')!
+      .waitFor(
+        (e) =>
+          e.type === 'access' &&
+          e.direction === 'inbound_plaintext' &&
+          e.response_flags === 'DENY' &&
+          e.dst_workload === 'echo-v1' &&
+          String(e.error).includes('set by PeerAuthentication demo/default'),
+        5000,
+      );
+    // The log says which rule refused which port.
+    expect(refused.error).toBe(
+      `plaintext refused: port ${ECHO_PORT} of demo/echo-v1 requires mTLS (STRICT, set by PeerAuthentication demo/default: STRICT)`,
+    );
+    expect(refused.src).toContain(pods.plain.ip);
+    const exempt = await explain('outside/plain', `demo/echo-v1:${HEALTH_PORT}`);
+    expect([exempt.code, exempt.json.targets[0]?.decision]).toEqual([0, 'allow']);
+    expect(exempt.json.targets[0]?.mtls).toEqual({
+      mode: 'permissive',
+      rule: `PeerAuthentication demo/default portLevelMtls ${HEALTH_PORT}: PERMISSIVE`,
+    });
+    const strict = await explain('outside/plain', `demo/echo-v1:${ECHO_PORT}`);
+    expect([strict.code, strict.json.targets[0]?.kind]).toEqual([3, 'strict_mtls']);
+    await apply([]);
+    expect(await plainTo(ECHO_PORT)).toBe(true);
   });
 });
 

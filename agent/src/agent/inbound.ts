@@ -14,7 +14,7 @@
 //   ipBlocks rules.
 import net, { type Socket } from 'node:net';
 import type { Logger } from '@hypha/shared';
-import type { ConfigState, Workload } from '@hypha/shared/config';
+import { type ConfigState, mtlsFor, type Workload } from '@hypha/shared/config';
 import {
   copyBidirectional,
   createByteCounters,
@@ -81,14 +81,17 @@ export function decideInbound(
   req: { port: number; peer: SpiffeId | undefined; sourceIp: string },
   guard: WaypointGuard | undefined,
 ): InboundVerdict {
-  if (req.peer === undefined && workload.mtlsMode === 'strict') {
-    return {
-      ok: false,
-      kind: 'strict_mtls',
-      reason: `plaintext refused: namespace ${workload.namespace} is in STRICT mTLS mode`,
-      policy: undefined,
-      decision: undefined,
-    };
+  if (req.peer === undefined) {
+    const mtls = mtlsFor(workload, req.port);
+    if (mtls.mode === 'strict') {
+      return {
+        ok: false,
+        kind: 'strict_mtls',
+        reason: `plaintext refused: port ${req.port} of ${workload.namespace}/${workload.name} requires mTLS (STRICT, set by ${mtls.rule})`,
+        policy: undefined,
+        decision: undefined,
+      };
+    }
   }
   const bound = guard?.find(workload.uid);
   if (bound !== undefined && (req.peer === undefined || !bound.allowed.has(req.peer.toString()))) {

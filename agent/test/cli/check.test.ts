@@ -38,7 +38,7 @@ describe('hypha check', () => {
     expect(r.stdout).toMatch(/^CHECK\s+STATUS\s+DETAIL$/m);
     expect(r.stdout).toMatch(/^kubernetes-api\s+ok\s+https:\/\/127\.0\.0\.1:\d+ \(v1\.32/m);
     expect(r.stdout).toMatch(
-      /^crds\s+fail\s+missing CRD authorizationpolicies\.security\.hypha\.dev, requestauthentications\.security\.hypha\.dev, trafficpolicies\.traffic\.hypha\.dev: run "hypha install"/m,
+      /^crds\s+fail\s+missing CRD authorizationpolicies\.security\.hypha\.dev, requestauthentications\.security\.hypha\.dev, peerauthentications\.security\.hypha\.dev, trafficpolicies\.traffic\.hypha\.dev: run "hypha install"/m,
     );
     expect(r.stdout).toMatch(/^agents\s+fail\s+DaemonSet hypha-system\/hypha-agent not found/m);
     expect(r.stdout).toMatch(/check\(s\) failed/);

@@ -2,7 +2,7 @@
 // clear line, decisions exit 0 (allow) / 3 (deny) / 4 (mixed), failures exit 1.
 // Needs a build first (`npx turbo run build`; `npm test` does it).
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,6 +36,7 @@ function hypha(args: string[], env: Record<string, string> = {}): Promise<Run> {
 let dir: string;
 let config: string;
 let strictConfig: string;
+let portExemptConfig: string;
 let waypointConfig: string;
 let missingWaypointConfig: string;
 let dryRunConfig: string;
@@ -146,6 +147,17 @@ beforeAll(async () => {
           : o,
       ),
     ),
+  );
+  // STRICT by the label, one port of the echo pods exempt by a PeerAuthentication.
+  portExemptConfig = join(dir, 'port-exempt.yaml');
+  await writeFile(
+    portExemptConfig,
+    `${await readFile(strictConfig, 'utf8')}---\n${stringify({
+      apiVersion: 'security.hypha.dev/v1',
+      kind: 'PeerAuthentication',
+      metadata: { namespace: 'demo', name: 'echo-health' },
+      spec: { selector: { matchLabels: { app: 'echo' } }, portLevelMtls: { 9090: { mode: 'PERMISSIVE' } } },
+    })}`,
   );
 });
 
@@ -261,6 +273,42 @@ describe('hypha policy explain: decisions and failures', () => {
     expect(j.from.identity).toBe('spiffe://cluster.local/ns/demo/sa/other');
   });
 
+  it('a PeerAuthentication exempts one port of a STRICT workload, and explain names the rule', async () => {
+    const exempt = await explain(
+      '--config',
+      portExemptConfig,
+      '--from',
+      'outside/plain',
+      '--to',
+      'demo/echo-v1:9090',
+      '--json',
+    );
+    expect(exempt.code, exempt.stderr).toBe(0);
+    const j = JSON.parse(exempt.stdout) as { targets: { mtls: unknown; decision: string }[] };
+    expect(j.targets[0]).toMatchObject({
+      decision: 'allow',
+      mtls: {
+        mode: 'permissive',
+        rule: 'PeerAuthentication demo/echo-health portLevelMtls 9090: PERMISSIVE',
+      },
+    });
+    const other = await explain(
+      '--config',
+      portExemptConfig,
+      '--from',
+      'outside/plain',
+      '--to',
+      'demo/echo-v1:8080',
+    );
+    expect(other.code).toBe(3);
+    expect(other.stdout).toMatch(
+      /mTLS: port 8080 is STRICT \(namespace label hypha\.dev\/mtls-mode=strict: STRICT\): plaintext is refused/,
+    );
+    expect(other.stdout).toMatch(
+      /decision: DENY: plaintext refused: port 8080 of demo\/echo-v1 requires mTLS/,
+    );
+  });
+
   it('STRICT refuses plaintext from a pod outside the mesh before any policy; mesh pods still pass', async () => {
     const plain = await explain(
       '--config',
@@ -272,7 +320,9 @@ describe('hypha policy explain: decisions and failures', () => {
     );
     expect(plain.code).toBe(3);
     expect(plain.stdout).toMatch(/no identity \(plaintext\)/);
-    expect(plain.stdout).toMatch(/STRICT mTLS mode/);
+    expect(plain.stdout).toMatch(
+      /mTLS: port 8080 is STRICT \(namespace label hypha\.dev\/mtls-mode=strict: STRICT\): plaintext is refused before any policy/,
+    );
     const byIp = await explain(
       '--config',
       strictConfig,

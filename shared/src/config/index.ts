@@ -38,7 +38,10 @@ export type {
   HttpRouteObject,
   Labels,
   MtlsMode,
+  MtlsSetting,
   NamespaceObject,
+  PeerAuthenticationMode,
+  PeerAuthenticationObject,
   PodObject,
   PolicyTargetRef,
   RawRouteOrPolicyObject,
@@ -53,6 +56,7 @@ export type {
   WaypointLookup,
   WaypointRef,
   Workload,
+  WorkloadMtls,
 } from './types.js';
 export {
   DEFAULT_ROOT_NAMESPACE,
@@ -63,5 +67,6 @@ export {
   LABEL_USE_WAYPOINT,
   LABEL_USE_WAYPOINT_NAMESPACE,
   LABEL_WAYPOINT_FOR,
+  mtlsFor,
   WAYPOINT_GATEWAY_CLASS,
 } from './types.js';

@@ -34,7 +34,10 @@ import {
   type HttpRouteObject,
   LABEL_GATEWAY_NAME,
   type Labels,
+  type MtlsSetting,
   type NamespaceObject,
+  type PeerAuthenticationMode,
+  type PeerAuthenticationObject,
   type PodObject,
   type RequestAuthenticationObject,
   type Service,
@@ -45,6 +48,7 @@ import {
   type WaypointLookup,
   type WaypointRef,
   type Workload,
+  type WorkloadMtls,
 } from './types.js';
 
 /** The kinds kept as data (spec validated where they are used). */
@@ -94,6 +98,7 @@ export interface ConfigStats {
   endpointSlices: number;
   waypoints: number;
   authorizationPolicies: number;
+  peerAuthentications: number;
   trafficPolicies: number;
   httpRoutes: number;
   grpcRoutes: number;
@@ -141,6 +146,8 @@ export interface ConfigState {
   findTrafficPolicies(namespace: string): TrafficPolicyObject[];
   /** RequestAuthentication objects of a namespace (the waypoints enforce those with targetRefs). */
   findRequestAuthentications(namespace: string): RequestAuthenticationObject[];
+  /** PeerAuthentication objects of a namespace, oldest first (the order that breaks ties). */
+  findPeerAuthentications(namespace: string): readonly PeerAuthenticationObject[];
   findHttpRoutes(namespace: string): HttpRouteObject[];
   findGrpcRoutes(namespace: string): GrpcRouteObject[];
 
@@ -217,6 +224,9 @@ class IndexedConfigState implements ConfigState {
   readonly #slices = new Map<string, EndpointSliceObject>();
   readonly #gateways = new Map<string, GatewayObject>();
   readonly #policies = new Map<string, CompiledAuthorizationPolicy>();
+  readonly #peerAuths = new Map<string, PeerAuthenticationObject>();
+  /** namespace → its PeerAuthentications, oldest first. */
+  readonly #peerAuthsByNamespace = new Map<string, PeerAuthenticationObject[]>();
   readonly #routing = {
     TrafficPolicy: new Map<string, TrafficPolicyObject>(),
     RequestAuthentication: new Map<string, RequestAuthenticationObject>(),
@@ -243,6 +253,8 @@ class IndexedConfigState implements ConfigState {
   readonly #labelPool = new Map<string, { labels: Labels; refs: number }>();
   readonly #identities = new Map<string, SpiffeId>();
   readonly #portPool = new Map<string, Readonly<Record<string, number>>>();
+  /** Workloads with the same mTLS settings share one object (most of a namespace does). */
+  #mtlsPool = new Map<string, WorkloadMtls>();
   /** Per connection the agent asks for a workload's policies: answer from here until policies change.
    * Keyed by the (immutable) Workload object, so an updated workload misses and a removed one is
    * collected. */
@@ -301,6 +313,7 @@ class IndexedConfigState implements ConfigState {
       ['EndpointSlice', this.#slices],
       ['Gateway', this.#gateways],
       ['AuthorizationPolicy', this.#policies],
+      ['PeerAuthentication', this.#peerAuths],
       ['TrafficPolicy', this.#routing.TrafficPolicy],
       ['RequestAuthentication', this.#routing.RequestAuthentication],
       ['HTTPRoute', this.#routing.HTTPRoute],
@@ -316,6 +329,8 @@ class IndexedConfigState implements ConfigState {
     const dirtyPods = new Set<string>();
     const dirtyServices = new Set<string>();
     let gatewaysChanged = false;
+    /** Namespaces whose PeerAuthentications changed: their pods' mTLS settings are re-derived. */
+    const mtlsNamespaces = new Set<string>();
     const namespaces = new ChangeCollector<NamespaceObject>();
     const policies = new ChangeCollector<CompiledAuthorizationPolicy>();
     const routing = new ChangeCollector<RoutingObject>();
@@ -413,6 +428,20 @@ class IndexedConfigState implements ConfigState {
           this.#policyCache = new WeakMap();
           return;
         }
+        case 'PeerAuthentication': {
+          const prev = this.#peerAuths.get(key);
+          if (deepEqual(prev, next)) return;
+          const cur = next as PeerAuthenticationObject | undefined;
+          if (cur === undefined) this.#peerAuths.delete(key);
+          else this.#peerAuths.set(key, cur);
+          const list = (this.#peerAuthsByNamespace.get(namespace) ?? []).filter((p) => p !== prev);
+          if (cur !== undefined) list.push(cur);
+          list.sort(oldestFirst);
+          if (list.length === 0) this.#peerAuthsByNamespace.delete(namespace);
+          else this.#peerAuthsByNamespace.set(namespace, list);
+          mtlsNamespaces.add(namespace);
+          return;
+        }
         case 'TrafficPolicy':
         case 'RequestAuthentication':
         case 'HTTPRoute':
@@ -436,6 +465,12 @@ class IndexedConfigState implements ConfigState {
       for (const p of this.#podsByNamespace.get(ns) ?? []) dirtyPods.add(p);
       for (const s of this.#servicesByNamespace.get(ns) ?? []) dirtyServices.add(s);
     }
+    // PeerAuthentications feed their namespace's workloads; the root namespace's, every workload.
+    for (const ns of mtlsNamespaces) {
+      if (ns === this.rootNamespace) for (const p of this.#pods.keys()) dirtyPods.add(p);
+      else for (const p of this.#podsByNamespace.get(ns) ?? []) dirtyPods.add(p);
+    }
+    if (mtlsNamespaces.size > 0 && this.#mtlsPool.size > 4096) this.#mtlsPool = new Map();
 
     const workloads = new ChangeCollector<Workload>();
     const changedByNamespace = new Map<string, Workload[]>();
@@ -480,7 +515,9 @@ class IndexedConfigState implements ConfigState {
     const total =
       namespaces.size + workloads.size + services.size + waypoints.size + policies.size + routing.size;
     // Records that change no view (e.g. an EndpointSlice of an unknown Service) still bump the version.
-    if (total === 0 && dirtyServices.size === 0 && !gatewaysChanged) return undefined;
+    if (total === 0 && dirtyServices.size === 0 && !gatewaysChanged && mtlsNamespaces.size === 0) {
+      return undefined;
+    }
     this.#version++;
     const change: ConfigChange = {
       version: this.#version,
@@ -535,6 +572,7 @@ class IndexedConfigState implements ConfigState {
   #deriveWorkload(pod: PodObject): Workload {
     const ns = this.#namespaces.get(pod.namespace);
     const mode = pod.dataplaneMode ?? ns?.dataplaneMode;
+    const mtls = this.#deriveMtls(pod, ns);
     return {
       uid: pod.uid,
       name: pod.name,
@@ -547,10 +585,71 @@ class IndexedConfigState implements ConfigState {
       inMesh: mode === 'ambient' && !pod.hostNetwork,
       waypoint: bindingRef(pod.waypoint ?? ns?.waypoint),
       ready: pod.ready,
-      mtlsMode: ns?.mtlsMode ?? 'permissive',
+      mtlsMode: mtls.base.mode,
+      mtls,
       hostNetwork: pod.hostNetwork,
       namedPorts: pod.namedPorts,
     };
+  }
+
+  /**
+   * The workload's mTLS settings, most specific first: a PeerAuthentication selecting the pod (the
+   * oldest if several), its namespace's PeerAuthentication without selector, the namespace label
+   * (shorthand), the root namespace's PeerAuthentication without selector (mesh-wide), then the
+   * mesh default PERMISSIVE. Within one layer a port-level rule beats the layer's mode; UNSET (or
+   * no mode) defers to the next layer.
+   */
+  #deriveMtls(pod: PodObject, ns: NamespaceObject | undefined): WorkloadMtls {
+    const layers: { mode: PeerAuthenticationMode | undefined; ports: PortModes | undefined; rule: string }[] =
+      [];
+    const own = this.#peerAuthsByNamespace.get(pod.namespace);
+    if (own !== undefined) {
+      const selecting = own.find((p) => p.selector !== undefined && selectorMatches(p.selector, pod.labels));
+      if (selecting !== undefined) layers.push(peerAuthLayer(selecting, ''));
+      const wide = own.find((p) => p.selector === undefined);
+      if (wide !== undefined) layers.push(peerAuthLayer(wide, ''));
+    }
+    if (ns?.mtlsMode !== undefined) {
+      layers.push({
+        mode: ns.mtlsMode === 'strict' ? 'STRICT' : 'PERMISSIVE',
+        ports: undefined,
+        rule: `namespace label hypha.dev/mtls-mode=${ns.mtlsMode}`,
+      });
+    }
+    if (pod.namespace !== this.rootNamespace) {
+      const mesh = this.#peerAuthsByNamespace.get(this.rootNamespace)?.find((p) => p.selector === undefined);
+      if (mesh !== undefined) layers.push(peerAuthLayer(mesh, ' (mesh-wide)'));
+    }
+    const settle = (port: string | undefined): MtlsSetting => {
+      for (const layer of layers) {
+        const byPort = port === undefined ? undefined : layer.ports?.[port];
+        if (byPort !== undefined && byPort !== 'UNSET') {
+          return { mode: effectiveMode(byPort), rule: `${layer.rule} portLevelMtls ${port}: ${byPort}` };
+        }
+        if (layer.mode !== undefined && layer.mode !== 'UNSET') {
+          return { mode: effectiveMode(layer.mode), rule: `${layer.rule}: ${layer.mode}` };
+        }
+      }
+      return { mode: 'permissive', rule: 'mesh default: PERMISSIVE' };
+    };
+    const base = settle(undefined);
+    let ports: Record<string, MtlsSetting> | undefined;
+    for (const layer of layers) {
+      for (const port in layer.ports ?? {}) {
+        if (ports?.[port] !== undefined) continue;
+        const setting = settle(port);
+        if (setting.mode === base.mode && setting.rule === base.rule) continue;
+        ports ??= {};
+        ports[port] = setting;
+      }
+    }
+    const id = JSON.stringify([base, ports]);
+    let shared = this.#mtlsPool.get(id);
+    if (shared === undefined) {
+      shared = { base, ports };
+      this.#mtlsPool.set(id, shared);
+    }
+    return shared;
   }
 
   #deriveService(record: ServiceObject): Service {
@@ -828,6 +927,10 @@ class IndexedConfigState implements ConfigState {
     return inNamespace(this.#routing.TrafficPolicy, namespace);
   }
 
+  findPeerAuthentications(namespace: string): readonly PeerAuthenticationObject[] {
+    return this.#peerAuthsByNamespace.get(namespace) ?? [];
+  }
+
   findRequestAuthentications(namespace: string): RequestAuthenticationObject[] {
     return inNamespace(this.#routing.RequestAuthentication, namespace);
   }
@@ -869,6 +972,7 @@ class IndexedConfigState implements ConfigState {
       endpointSlices: this.#slices.size,
       waypoints: this.#waypoints.size,
       authorizationPolicies: this.#policies.size,
+      peerAuthentications: this.#peerAuths.size,
       trafficPolicies: this.#routing.TrafficPolicy.size,
       httpRoutes: this.#routing.HTTPRoute.size,
       grpcRoutes: this.#routing.GRPCRoute.size,
@@ -894,6 +998,25 @@ function hasEndpoints(s: Service): boolean {
   return s.endpoints.length > 0;
 }
 
+type PortModes = Readonly<Record<string, PeerAuthenticationMode>>;
+
+function peerAuthLayer(p: PeerAuthenticationObject, scope: string) {
+  return { mode: p.mode, ports: p.portLevel, rule: `PeerAuthentication ${p.namespace}/${p.name}${scope}` };
+}
+
+/** DISABLE cannot turn mTLS off in an ambient mesh (the HBONE port always requires it): plaintext is accepted, as PERMISSIVE. */
+function effectiveMode(mode: Exclude<PeerAuthenticationMode, 'UNSET'>): MtlsSetting['mode'] {
+  return mode === 'STRICT' ? 'strict' : 'permissive';
+}
+
+/** Istio's tie-break among competing policies: the oldest; then by name. */
+function oldestFirst(a: PeerAuthenticationObject, b: PeerAuthenticationObject): number {
+  const ca = a.created ?? '';
+  const cb = b.created ?? '';
+  if (ca !== cb) return ca < cb ? -1 : 1;
+  return byName(a, b);
+}
+
 function byName(a: { name: string }, b: { name: string }): number {
   return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
 }
@@ -909,7 +1032,7 @@ function workloadEqual(a: Workload, b: Workload): boolean {
     a.node === b.node &&
     a.ready === b.ready &&
     a.inMesh === b.inMesh &&
-    a.mtlsMode === b.mtlsMode &&
+    a.mtls === b.mtls &&
     a.hostNetwork === b.hostNetwork &&
     deepEqual(a.ips, b.ips) &&
     deepEqual(a.labels, b.labels) &&

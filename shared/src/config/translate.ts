@@ -28,6 +28,7 @@ import {
   LABEL_WAYPOINT_FOR,
   type Labels,
   type MtlsMode,
+  type PeerAuthenticationMode,
   type PodObject,
   type PolicyTargetRef,
   type ServiceObject,
@@ -188,6 +189,23 @@ const authorizationPolicySchema = z.object({
 
 const rawSpecSchema = z.object({ metadata, spec: z.record(z.string(), z.unknown()) });
 
+const peerAuthMode = z.enum(['STRICT', 'PERMISSIVE', 'DISABLE', 'UNSET']);
+const peerAuthenticationSchema = z.object({
+  metadata: metadata.extend({ creationTimestamp: z.string().optional() }),
+  spec: z
+    .object({
+      selector: z.object({ matchLabels: labels.optional() }).nullable().optional(),
+      mtls: z.object({ mode: peerAuthMode.optional() }).nullable().optional(),
+      portLevelMtls: z
+        .record(z.string(), z.object({ mode: peerAuthMode.optional() }))
+        .nullable()
+        .optional(),
+    })
+    .strict()
+    .nullable()
+    .optional(),
+});
+
 // ---- kinds ----
 
 type Build = (raw: unknown, ctx: BuildContext) => ConfigObject | Ignored;
@@ -238,6 +256,11 @@ const KINDS: Readonly<Record<ConfigKind, KindSpec>> = {
     apiVersions: ['security.hypha.dev/v1'],
     namespaced: true,
     build: (raw) => buildRaw(raw, 'RequestAuthentication'),
+  },
+  PeerAuthentication: {
+    apiVersions: ['security.hypha.dev/v1'],
+    namespaced: true,
+    build: buildPeerAuthentication,
   },
   HTTPRoute: {
     apiVersions: ['gateway.networking.k8s.io/v1', 'gateway.networking.k8s.io/v1beta1'],
@@ -602,6 +625,41 @@ function buildAuthorizationPolicy(raw: unknown): ConfigObject {
     targetRefs,
     rules,
     ...(dryRunOf(p.metadata.annotations) ? { dryRun: true } : {}),
+  };
+}
+
+function buildPeerAuthentication(raw: unknown): ConfigObject {
+  const p = peerAuthenticationSchema.parse(raw);
+  const { name, namespace, labels: l } = objectMeta(p.metadata);
+  const spec = p.spec ?? {};
+  let portLevel: Record<string, PeerAuthenticationMode> | undefined;
+  for (const [key, value] of Object.entries(spec.portLevelMtls ?? {})) {
+    const n = /^[0-9]{1,5}$/.test(key) ? Number(key) : 0;
+    if (n < 1 || n > 65535) {
+      throw new FieldProblem(
+        `spec.portLevelMtls[${JSON.stringify(key)}]`,
+        'must be a port number from 1 to 65535 (the workload port, not the Service port)',
+      );
+    }
+    if (value.mode === undefined) {
+      throw new FieldProblem(
+        `spec.portLevelMtls[${JSON.stringify(key)}].mode`,
+        'missing: say STRICT, PERMISSIVE, DISABLE or UNSET',
+      );
+    }
+    portLevel ??= {};
+    portLevel[String(n)] = value.mode;
+  }
+  const matchLabels = spec.selector?.matchLabels;
+  return {
+    kind: 'PeerAuthentication',
+    name,
+    namespace,
+    labels: l,
+    created: p.metadata.creationTimestamp,
+    selector: matchLabels !== undefined && Object.keys(matchLabels).length > 0 ? matchLabels : undefined,
+    mode: spec.mtls?.mode,
+    portLevel,
   };
 }
 

@@ -24,6 +24,8 @@ export const DEFAULT_ROOT_NAMESPACE = 'hypha-system';
 
 export type DataplaneMode = 'ambient' | 'none';
 export type MtlsMode = 'strict' | 'permissive';
+/** PeerAuthentication modes as written (Istio's spelling). UNSET inherits; DISABLE acts as PERMISSIVE. */
+export type PeerAuthenticationMode = 'STRICT' | 'PERMISSIVE' | 'DISABLE' | 'UNSET';
 export type WaypointFor = 'service' | 'workload' | 'all' | 'none';
 
 /** A label-selected waypoint: the Gateway's namespace and name, or `none` to opt out explicitly. */
@@ -187,6 +189,26 @@ export interface AuthorizationPolicyObject {
 export const DRY_RUN_ANNOTATIONS = ['istio.io/dry-run', 'hypha.dev/dry-run'] as const;
 
 /**
+ * `security.hypha.dev/v1` PeerAuthentication (Istio's shape): the mTLS mode of the workloads it
+ * selects (all of its namespace without a selector; the whole mesh in the root namespace), with
+ * per-port exceptions. Enforced by the destination node agent.
+ */
+export interface PeerAuthenticationObject {
+  readonly kind: 'PeerAuthentication';
+  readonly name: string;
+  readonly namespace: string;
+  readonly labels: Labels;
+  /** metadata.creationTimestamp (RFC 3339): the oldest of competing policies wins, as in Istio. */
+  readonly created: string | undefined;
+  /** matchLabels; undefined (or empty in the source) means namespace-wide. */
+  readonly selector: Labels | undefined;
+  /** spec.mtls.mode; undefined when absent (same as UNSET: inherit). */
+  readonly mode: PeerAuthenticationMode | undefined;
+  /** spec.portLevelMtls: workload (container) port → mode. */
+  readonly portLevel: Readonly<Record<string, PeerAuthenticationMode>> | undefined;
+}
+
+/**
  * TrafficPolicy / RequestAuthentication / HTTPRoute / GRPCRoute: validated metadata and references,
  * spec kept as data (the waypoint validates and compiles the spec).
  */
@@ -216,6 +238,7 @@ export type ConfigObject =
   | AuthorizationPolicyObject
   | TrafficPolicyObject
   | RequestAuthenticationObject
+  | PeerAuthenticationObject
   | HttpRouteObject
   | GrpcRouteObject;
 
@@ -244,9 +267,31 @@ export interface Workload {
   /** The waypoint this pod's workload-addressed traffic must go through (pod label > namespace). */
   readonly waypoint: WaypointRef | undefined;
   readonly ready: boolean;
+  /** The workload's mTLS mode on ports without a port-level rule (`mtls.base.mode`). */
   readonly mtlsMode: MtlsMode;
+  /** Which rule set it, and per-port exceptions: read through `mtlsFor(workload, port)`. */
+  readonly mtls: WorkloadMtls;
   readonly hostNetwork: boolean;
   readonly namedPorts: Readonly<Record<string, number>> | undefined;
+}
+
+/** An mTLS mode and the rule that set it, as a user would name it in a log line. */
+export interface MtlsSetting {
+  readonly mode: MtlsMode;
+  /** e.g. `PeerAuthentication shop/strict`, `namespace label hypha.dev/mtls-mode=strict`, `mesh default`. */
+  readonly rule: string;
+}
+
+/** A workload's effective mTLS settings: one for most ports, exceptions by workload port. */
+export interface WorkloadMtls {
+  /** Ports without an exception. */
+  readonly base: MtlsSetting;
+  readonly ports: Readonly<Record<string, MtlsSetting>> | undefined;
+}
+
+/** The mTLS setting that applies to a connection to `port` (the workload's port) of `workload`. */
+export function mtlsFor(workload: Workload, port: number): MtlsSetting {
+  return workload.mtls.ports?.[port] ?? workload.mtls.base;
 }
 
 export interface Endpoint {

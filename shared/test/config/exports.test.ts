@@ -27,6 +27,7 @@ it('@hypha/shared/config exports exactly these values', () => {
     'flattenLists',
     'formatIp',
     'isConfigKind',
+    'mtlsFor',
     'parseCidr',
     'parseIp',
     'translateObject',

@@ -37,6 +37,7 @@ export function workload(namespace: string, name: string, labels: Record<string,
     waypoint: undefined,
     ready: true,
     mtlsMode: 'permissive',
+    mtls: { base: { mode: 'permissive', rule: 'mesh default: PERMISSIVE' }, ports: undefined },
     hostNetwork: false,
     namedPorts: undefined,
   };

@@ -93,6 +93,7 @@ export const DEFAULT_RESOURCES: readonly ResourceType[] = [
   custom('gateway.networking.k8s.io', 'v1', 'GRPCRoute', 'grpcroutes', true),
   custom('security.hypha.dev', 'v1', 'AuthorizationPolicy', 'authorizationpolicies', true),
   custom('security.hypha.dev', 'v1', 'RequestAuthentication', 'requestauthentications', true),
+  custom('security.hypha.dev', 'v1', 'PeerAuthentication', 'peerauthentications', true),
   custom('traffic.hypha.dev', 'v1alpha1', 'TrafficPolicy', 'trafficpolicies', true),
 ];
 
@@ -121,6 +122,7 @@ const SHORT_NAMES: Record<string, readonly string[]> = {
   gateways: ['gtw'],
   authorizationpolicies: ['ap'],
   requestauthentications: ['ra'],
+  peerauthentications: ['pa'],
   trafficpolicies: ['tp'],
 };
 

@@ -35,6 +35,7 @@ export interface CheckOptions {
 const CRDS = [
   'authorizationpolicies.security.hypha.dev',
   'requestauthentications.security.hypha.dev',
+  'peerauthentications.security.hypha.dev',
   'trafficpolicies.traffic.hypha.dev',
 ];
 const HBONE_PORT = 15008;

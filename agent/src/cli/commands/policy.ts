@@ -13,7 +13,7 @@
 //   client ──► waypoint: L7 policy (evaluateL7, the waypoint's own engine) on the request
 //              (--method/--path/--header/--host), or "depends on the request" without them
 //          ──► endpoint pods: L4 policy, the peer being the waypoint's identity
-import type { ConfigState, Service, WaypointLookup, Workload } from '@hypha/shared/config';
+import type { ConfigState, MtlsSetting, Service, WaypointLookup, Workload } from '@hypha/shared/config';
 import type { SpiffeId } from '@hypha/shared/identity';
 import type { L7Attributes, RequestAuth } from '@hypha/shared/policy';
 import { type Command, Option } from 'commander';
@@ -97,6 +97,8 @@ export interface ExplainTarget {
   rule: number | undefined;
   reason: string;
   dryRun: ExplainDryRun | undefined;
+  /** The mTLS mode of the destination port and the rule that set it; undefined outside the mesh. */
+  mtls: MtlsSetting | undefined;
   lines: string[];
 }
 
@@ -281,6 +283,7 @@ Examples:
                 port: t.port,
                 inMesh: t.workload.inMesh,
                 mtlsMode: t.workload.mtlsMode,
+                mtls: t.mtls ?? null,
                 decision: t.decision,
                 kind: t.kind ?? null,
                 policy: t.policy ?? null,
@@ -673,7 +676,8 @@ async function evaluate(
 ): Promise<ExplainTarget> {
   const { decideInbound } = await import('../../agent/inbound.js');
   const { explainL4 } = await import('@hypha/shared/policy');
-  const base = { workload, ip, port, rule: undefined, dryRun: undefined };
+  const { mtlsFor } = await import('@hypha/shared/config');
+  const base = { workload, ip, port, rule: undefined, dryRun: undefined, mtls: undefined };
   if (!workload.inMesh) {
     const reason = `${workload.namespace}/${workload.name} is not in the mesh: no agent enforces policy there, connections pass as plain TCP`;
     return { ...base, decision: 'allow', kind: undefined, policy: undefined, reason, lines: [reason] };
@@ -687,6 +691,14 @@ async function evaluate(
     dry === undefined
       ? undefined
       : { policy: `${dry.policy.namespace}/${dry.policy.name}`, would: dry.would, rule: dry.rule };
+  const mtls = mtlsFor(workload, port);
+  const mtlsLine = `  mTLS: port ${port} is ${mtls.mode.toUpperCase()} (${mtls.rule}): ${
+    from.identity !== undefined
+      ? 'this connection uses mTLS'
+      : mtls.mode === 'strict'
+        ? 'plaintext is refused before any policy'
+        : 'plaintext is accepted and policy decides'
+  }`;
   const lines: string[] = [];
   if (verdict.decision !== undefined) {
     // explainL4 runs the same evaluator over the same policies, adding a line per policy.
@@ -694,14 +706,17 @@ async function evaluate(
       source: { identity: from.identity, ip: from.ip },
       destination: { workload, port },
     });
-    lines.push(...ex.lines);
+    lines.push(ex.lines[0]!, mtlsLine, ...ex.lines.slice(1));
   } else if (!verdict.ok) {
     const who = from.identity?.principal ?? `${from.ip || 'an unknown address'} (no identity)`;
     lines.push(
       `connection from ${who} to ${workload.namespace}/${workload.name} port ${port}`,
-      verdict.kind === 'strict_mtls'
-        ? `  namespace ${workload.namespace} is in STRICT mTLS mode (label hypha.dev/mtls-mode=strict): plaintext is refused before any policy`
-        : '  the pod is behind a waypoint: its agent admits only the waypoint identity, before any L4 policy',
+      mtlsLine,
+      ...(verdict.kind === 'strict_mtls'
+        ? []
+        : [
+            '  the pod is behind a waypoint: its agent admits only the waypoint identity, before any L4 policy',
+          ]),
       `decision: DENY: ${verdict.reason}`,
     );
   }
@@ -716,6 +731,7 @@ async function evaluate(
       rule: verdict.decision.rule,
       reason: verdict.decision.reason,
       dryRun,
+      mtls,
       lines,
     };
   }
@@ -727,6 +743,7 @@ async function evaluate(
     rule: verdict.decision?.rule,
     reason: verdict.reason,
     dryRun,
+    mtls,
     lines,
   };
 }
