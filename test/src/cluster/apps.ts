@@ -6,7 +6,14 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ClusterError } from './run.js';
 
-export const SAMPLE_APPS = ['tcp-echo', 'http-echo', 'load-client', 'bytes', 'churn-client'] as const;
+export const SAMPLE_APPS = [
+  'tcp-echo',
+  'http-echo',
+  'static-http',
+  'load-client',
+  'bytes',
+  'churn-client',
+] as const;
 export type SampleApp = (typeof SAMPLE_APPS)[number];
 
 /** Absolute path of a sample app next to this module (src → .ts, dist → .js). */
