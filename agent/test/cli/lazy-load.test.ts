@@ -3,10 +3,11 @@
 // OpenTelemetry, prom-client, yaml or the test harness the demo uses. Each run records every module
 // it loads through a `module.registerHooks` load hook (--import), so these tests check which files
 // loaded, not how long or how much memory that took.
-import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { execFile, spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createKubeApiServer, type KubeApiServer } from '@hypha/test';
 import type { Command } from 'commander';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildProgram } from '../../src/cli/program.js';
@@ -151,8 +152,139 @@ describe('the agent and the waypoint never load the demo or the test harness', (
     expect(modules.some((u) => u.endsWith('/waypoint/dist/daemon/app.js'))).toBe(true);
     expect(modules.some((u) => u.endsWith('/agent/dist/agent/app.js'))).toBe(true);
     expect(modules.filter((u) => HARNESS.some((h) => u.includes(h)))).toEqual([]);
-    // A file-configured waypoint or agent does not load the Kubernetes client either (~77 MB RSS):
-    // the daemons import it only for a Kubernetes config source.
+    // Nor the Kubernetes client library, in any mode (kubernetes mode: below).
     expect(modules.filter((u) => u.includes('/node_modules/@kubernetes/client-node/'))).toEqual([]);
+  });
+});
+
+// The recorder for long-running daemons: SIGUSR2 writes the list and exits (some daemons take
+// SIGTERM only once started, and a signal death skips 'exit' handlers).
+const DAEMON_RECORDER = `data:text/javascript,${encodeURIComponent(`
+import { registerHooks } from 'node:module';
+import { writeFileSync } from 'node:fs';
+const seen = [];
+registerHooks({ load(url, context, next) { seen.push(url); return next(url, context); } });
+process.on('SIGUSR2', () => { writeFileSync(process.env.HYPHA_TEST_MODULES_OUT, seen.join('\\n')); process.exit(0); });
+`)}`;
+
+/** The Kubernetes client library: ~850 modules and ~77 MB of RSS at import (docs/benchmarks.md). */
+const KUBE_CLIENT = '/node_modules/@kubernetes/client-node/';
+
+/**
+ * Runs a daemon of the built CLI until it logs `readyMsg`, then stops it (SIGUSR2 to the recorder);
+ * resolves to the modules it loaded. Fails with its output if it never gets there.
+ */
+async function daemonModules(args: readonly string[], readyMsg: string): Promise<string[]> {
+  const out = join(dir, `modules-${runs++}.txt`);
+  const child = spawn(process.execPath, ['--import', DAEMON_RECORDER, HYPHA_BIN, ...args], {
+    env: { ...process.env, HYPHA_TEST_MODULES_OUT: out },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  let ready = false;
+  const onData = (chunk: Buffer) => {
+    output += chunk.toString();
+    for (const line of output.split('\n')) {
+      if (!ready && line.includes(`"msg":"${readyMsg}"`)) {
+        ready = true;
+        child.kill('SIGUSR2');
+      }
+    }
+  };
+  child.stdout.on('data', onData);
+  child.stderr.on('data', onData);
+  const kill = setTimeout(() => child.kill('SIGKILL'), 60_000);
+  await new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  clearTimeout(kill);
+  if (!ready) throw new Error(`hypha ${args.join(' ')} never logged "${readyMsg}":\n${output.slice(-4000)}`);
+  return (await readFile(out, 'utf8')).split('\n').filter(Boolean);
+}
+
+describe('in kubernetes mode the daemons never load the Kubernetes client library', () => {
+  let api: KubeApiServer;
+  let kubeconfig: string;
+
+  beforeAll(async () => {
+    api = await createKubeApiServer({});
+    for (const name of ['hypha-system', 'shop'])
+      api.put({
+        apiVersion: 'v1',
+        kind: 'Namespace',
+        metadata: { name, labels: { 'hypha.dev/dataplane-mode': 'ambient' } },
+      });
+    kubeconfig = api.kubeconfigPath;
+    await writeFile(
+      join(dir, 'ca-token'),
+      api.issueToken({ namespace: 'hypha-system', serviceAccount: 'hypha-agent', audiences: ['hypha-ca'] }),
+    );
+  });
+  afterAll(async () => {
+    await api?.close();
+  });
+
+  it('the CA (root Secret, revocation ConfigMap watch, pod informer) syncs with the API and loads none of it', async () => {
+    const modules = await daemonModules(
+      ['ca', 'serve', '--config', 'kubernetes', '--kubeconfig', kubeconfig, '--listen', '127.0.0.1:0'],
+      'hypha CA ready',
+    );
+    expect(modules.some((u) => u.endsWith('/agent/dist/ca/kube-revocations.js'))).toBe(true);
+    expect(modules.some((u) => u.endsWith('/shared/dist/kube/informer.js'))).toBe(true);
+    expect(modules.filter((u) => u.includes(KUBE_CLIENT))).toEqual([]);
+    // The CA published its root: the agent and waypoint below trust it (no CA runs for them; they
+    // are stopped once their config is synced, before they ask for certificates).
+    const bundle = api.find('v1', 'ConfigMap', 'hypha-ca-root-cert', 'hypha-system') as
+      | { data?: Record<string, string> }
+      | undefined;
+    await writeFile(join(dir, 'root-cert.pem'), Object.values(bundle?.data ?? {})[0] ?? '');
+  });
+
+  const meshFlags = () => [
+    '--config',
+    `kubernetes:${kubeconfig}`,
+    '--ca-address',
+    'https://127.0.0.1:1',
+    '--ca-token-file',
+    join(dir, 'ca-token'),
+    '--ca-root-file',
+    join(dir, 'root-cert.pem'),
+    '--hbone-port',
+    '0',
+    '--admin-address',
+    '127.0.0.1:0',
+    '--metrics-address',
+    '127.0.0.1:0',
+    '--readiness-address',
+    '127.0.0.1:0',
+  ];
+
+  it('the agent syncs from the API and loads none of it', async () => {
+    const modules = await daemonModules(
+      [
+        'agent',
+        '--node',
+        'node-a',
+        ...meshFlags(),
+        '--capture',
+        'none',
+        '--handoff-dir',
+        'none',
+        '--outbound-port',
+        '0',
+        '--inbound-port',
+        '0',
+      ],
+      'initial sync from the Kubernetes API complete',
+    );
+    expect(modules.some((u) => u.endsWith('/shared/dist/kube/source.js'))).toBe(true);
+    expect(modules.filter((u) => u.includes(KUBE_CLIENT))).toEqual([]);
+  });
+
+  it('the waypoint syncs from the API and loads none of it', async () => {
+    const modules = await daemonModules(
+      ['waypoint', '--name', 'wp', '--namespace', 'shop', ...meshFlags()],
+      'initial sync from the Kubernetes API complete',
+    );
+    expect(modules.some((u) => u.endsWith('/waypoint/dist/status/reporter.js'))).toBe(true);
+    expect(modules.filter((u) => u.includes(KUBE_CLIENT))).toEqual([]);
   });
 });
