@@ -2,6 +2,7 @@
 import { DEFAULT_TRUST_DOMAIN } from '@hypha/shared';
 
 import type { ConfigSource } from '@hypha/shared/daemon';
+import type { UpstreamServer } from '../dns/index.js';
 
 export type { ConfigSource };
 
@@ -30,9 +31,19 @@ export interface AgentConfig {
   takeover?: 'auto' | 'required';
   /** On SIGTERM, keep serving this long while waiting for a successor to take over (0: don't wait). */
   handoffWaitMs?: number;
+  /** The DNS proxy (`--dns-proxy`); undefined: off, and mesh pods' DNS is not captured. */
+  dns?: AgentDnsConfig;
 }
 
-export const DEFAULT_PORTS = { outbound: 15001, inboundPlaintext: 15006, hbone: 15008 } as const;
+export interface AgentDnsConfig {
+  /** UDP and TCP (default 15053). */
+  port: number;
+  /** Resolvers for names outside the mesh; empty: the nameservers of /etc/resolv.conf. */
+  upstreams: readonly UpstreamServer[];
+  clusterDomain: string;
+}
+
+export const DEFAULT_PORTS = { outbound: 15001, inboundPlaintext: 15006, hbone: 15008, dns: 15053 } as const;
 
 export class AgentConfigError extends Error {
   readonly code = 'AGENT_CONFIG' as const;

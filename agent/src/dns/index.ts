@@ -1,4 +1,7 @@
 // Public surface of the agent's DNS proxy.
+
+export type { AgentDnsOptions } from './agent.js';
+export { startAgentDns } from './agent.js';
 export type { CacheLimits } from './cache.js';
 export { DnsCache } from './cache.js';
 export type { DnsDropReason, DnsSource } from './metrics.js';

@@ -112,7 +112,6 @@ export class Upstream {
   #closed = false;
 
   constructor(opts: UpstreamOptions) {
-    if (opts.servers.length === 0) throw new UpstreamError('NO_UPSTREAM', 'no upstream resolver configured');
     this.servers = opts.servers;
     this.#timeoutMs = opts.timeoutMs ?? 2000;
     this.#maxInflight = opts.maxInflight ?? 512;
@@ -126,6 +125,11 @@ export class Upstream {
   /** Asks the upstream servers in turn; UDP, then TCP when the UDP reply is truncated. */
   async fetchReply(question: Question): Promise<UpstreamReply> {
     if (this.#closed) throw new UpstreamError('UPSTREAM_FAILED', 'the DNS proxy is stopping');
+    if (this.servers.length === 0)
+      throw new UpstreamError(
+        'NO_UPSTREAM',
+        'no upstream resolver configured: pass --dns-upstream IP[:PORT]',
+      );
     if (this.#inflight >= this.#maxInflight)
       throw new UpstreamError('UPSTREAM_BUSY', `${this.#maxInflight} questions already outstanding upstream`);
     this.#inflight++;

@@ -38,6 +38,8 @@ export interface AdminHandlers {
   certs(): unknown;
   connections(): unknown;
   quit(): void;
+  /** Extra JSON views served at `/debug/<name>` (e.g. the agent's `/debug/dns`). */
+  debug?: Readonly<Record<string, () => unknown>>;
 }
 
 export interface Readiness {
@@ -151,8 +153,13 @@ export async function startEndpoints(opts: EndpointsOptions): Promise<Endpoints>
             200,
             'hypha agent admin: /config_dump /certs /connections /logging[?level=] /quitquitquit\n',
           );
-        default:
+        default: {
+          const name = url.pathname.startsWith('/debug/') ? url.pathname.slice('/debug/'.length) : '';
+          const debug = opts.admin.debug;
+          const view = debug !== undefined && Object.hasOwn(debug, name) ? debug[name] : undefined;
+          if (view !== undefined) return json(res, 200, view());
           return text(res, 404, `no such admin endpoint ${url.pathname}\n`);
+        }
       }
     } catch (err) {
       log.error({ err }, 'admin request failed');
