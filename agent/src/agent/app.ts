@@ -7,6 +7,7 @@
 //   :15008 HBONE server ─► Inbound ─► pod
 //   :15006 plaintext    ─► Inbound ─► pod
 //   :15000 admin, :15020 metrics, :15021 readiness
+//   :15053 DNS proxy (--dns-proxy) ─► Service names from ConfigState, the rest upstream (dns/)
 //
 // Start order matters: config first (so we know our pods), then certificates are requested, then
 // capture is adopted (the whole table replaced in one transaction with the full set of local pods:
@@ -43,6 +44,7 @@ import { CaClient, CertManager, type SpiffeId, tryParseSpiffeId } from '@hypha/s
 import { L4Metrics } from '@hypha/shared/telemetry';
 import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import { createNodeCapture, type NodeCapture } from '../capture/index.js';
+import { type DnsProxy, startAgentDns } from '../dns/index.js';
 import { getOriginalDst } from '../native/index.js';
 import type { AgentConfig } from './config.js';
 import { ConnectionTracker } from './connections.js';
@@ -73,7 +75,7 @@ interface ConfigSourceHandle {
 export interface Agent {
   readonly state: ConfigState;
   readonly endpoints: Endpoints;
-  readonly ports: { outbound: number; inboundPlaintext: number; hbone: number };
+  readonly ports: { outbound: number; inboundPlaintext: number; hbone: number; dns: number | undefined };
   /** Resolves once config is synced and every local mesh pod has its certificate. */
   readonly ready: Promise<void>;
   findNotReadyReasons(): string[];
@@ -139,6 +141,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
             outbound: config.ports.outbound,
             inboundPlaintext: config.ports.inboundPlaintext,
             hbone: config.ports.hbone,
+            ...(config.dns ? { dns: config.dns.port } : {}),
           },
           mark: TRANSPARENT_MARK,
           logger,
@@ -275,6 +278,11 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   // rules its predecessor left (that would let pods' traffic pass uncaptured for a moment).
   await source.ready;
   await reconcileLocalPods();
+  // DNS: listening before capture sends pods' port-53 traffic to it. Not part of the hand-off: its
+  // sockets use SO_REUSEPORT, so a new agent binds beside the old one (docs/decisions.md).
+  const dns: DnsProxy | undefined = config.dns
+    ? await startAgentDns({ ...config.dns, state, registry, logger })
+    : undefined;
   await capture?.start();
 
   // Admin views (used by the endpoints below).
@@ -401,12 +409,14 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
         configDump: () => configDump(),
         certs: () => certsView(),
         connections: () => tracker.snapshot(),
+        ...(dns ? { debug: { dns: () => dns.findDebugView() } } : {}),
         quit: () => void shutdown('/quitquitquit').then(() => process.exit(0)),
       },
     });
   } catch (err) {
     takeover?.abort((err as Error).message);
     for (const l of listeners.values()) l.close();
+    await dns?.close();
     throw err;
   }
   if (takeover !== undefined) {
@@ -463,6 +473,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     if (!accepting) return;
     accepting = false;
     for (const l of allListeners().values()) l.close();
+    void dns?.close();
   };
   /** Lets live connections finish (HBONE peers get GOAWAY) until the deadline, then cuts the rest. */
   const drain = async (graceful: boolean, progress?: (live: number) => void): Promise<{ cut: number }> => {
@@ -492,6 +503,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   let shuttingDown: Promise<void> | undefined;
   let handoffServer: HandoffServer | undefined;
   const closeAll = async (removeCapture: boolean) => {
+    await dns?.close();
     pool.close();
     await hbone.close();
     certs.close();
@@ -613,6 +625,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
       outbound: outboundPort,
       inboundPlaintext: plaintextPort,
       hbone: hbonePort,
+      dns: dns?.port,
       admin: endpoints.admin,
       capture: config.capture,
     },
@@ -622,7 +635,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   return {
     state,
     endpoints,
-    ports: { outbound: outboundPort, inboundPlaintext: plaintextPort, hbone: hbonePort },
+    ports: { outbound: outboundPort, inboundPlaintext: plaintextPort, hbone: hbonePort, dns: dns?.port },
     ready,
     findNotReadyReasons,
     shutdown,
