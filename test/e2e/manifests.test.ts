@@ -64,6 +64,7 @@ const find = (kind: string, name: string) => {
 const crds = base.filter((o) => o.kind === 'CustomResourceDefinition') as unknown as CrdObject[];
 const apCrd = compileCrd(crds.find((c) => c.spec.names.kind === 'AuthorizationPolicy')!);
 const tpCrd = compileCrd(crds.find((c) => c.spec.names.kind === 'TrafficPolicy')!);
+const paCrd = compileCrd(crds.find((c) => c.spec.names.kind === 'PeerAuthentication')!);
 
 describe('manifests', () => {
   it('render with kustomize: base, dev overlay and waypoint template', () => {
@@ -206,6 +207,31 @@ describe('manifests', () => {
     const wp = kustomize('manifests/waypoint') as Array<Record<string, Yaml>>;
     const statusBinding = wp.find((o) => o.roleRef?.name === 'hypha-waypoint-status');
     expect(statusBinding?.kind).toBe('RoleBinding');
+  });
+
+  it('PeerAuthentication: the CRD accepts the examples and refuses what Hypha refuses', () => {
+    const pas = examples('peer-authentications.yaml');
+    expect(pas.length).toBe(3);
+    for (const pa of pas) {
+      expect(paCrd.validate(pa), pa.metadata.name).toEqual([]);
+      expect(translateObject(pa, { source: 'example' }).status).toBe('ok');
+    }
+    const bad = (spec: Record<string, unknown>) => ({
+      apiVersion: 'security.hypha.dev/v1',
+      kind: 'PeerAuthentication',
+      metadata: { name: 'bad', namespace: 'shop' },
+      spec,
+    });
+    for (const [spec, expected] of [
+      [{ mtls: { mode: 'strict' } }, /mode/],
+      [{ portLevelMtls: { http: { mode: 'PERMISSIVE' } } }, /port numbers from 1 to 65535/],
+      [{ portLevelMtls: { 70000: { mode: 'PERMISSIVE' } } }, /port numbers from 1 to 65535/],
+      [{ portLevelMtls: { 8080: {} } }, /mode/],
+      [{ mTLS: { mode: 'STRICT' } }, /mTLS/],
+    ] as const) {
+      expect(messages(paCrd.validate(bad(spec))), JSON.stringify(spec)).toMatch(expected);
+      expect(translateObject(bad(spec), { source: 'example' }).status).toBe('invalid');
+    }
   });
 
   it('the CRDs accept every documented example, and Hypha reads each of them', () => {
