@@ -9,7 +9,13 @@
 //
 // --kube points at another build of shared/dist/kube/index.js (e.g. one made from an older commit)
 // to compare against.
-import { execFile } from 'node:child_process';
+//
+// --agent PATH/bin/hypha.js runs the whole agent instead (`hypha agent --config kubernetes:...
+// --capture none`, with the agent's V8 flags) and reads its RSS from /proc when it logs
+// "loading config" (the Kubernetes source is imported and built), when it logs the initial sync,
+// and 2 s later; then it is killed (no CA runs: the figures are config and runtime, not certificates).
+import { execFile, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 
@@ -20,6 +26,7 @@ const { values } = parseArgs({
     kube: { type: 'string' },
     child: { type: 'string' },
     kubeconfig: { type: 'string' },
+    agent: { type: 'string' },
   },
 });
 
@@ -102,8 +109,67 @@ for (let s = 0; s < 50; s++) {
   });
 }
 
+/** One `hypha agent` start: RSS (MB, from /proc) at "loading config", at the initial sync, and 2 s later. */
+function runAgent(bin) {
+  const child = spawn(
+    process.execPath,
+    [
+      '--external-memory-accounted-in-global-limit',
+      '--initial-heap-size=64',
+      '--max-semi-space-size=2',
+      bin,
+      'agent',
+      '--node',
+      'node-0',
+      '--config',
+      `kubernetes:${api.kubeconfigPath}`,
+      '--capture',
+      'none',
+      '--handoff-dir',
+      'none',
+      '--ca-address',
+      'https://127.0.0.1:1',
+      ...['--outbound-port', '0', '--inbound-port', '0', '--hbone-port', '0'],
+      ...['--admin-address', '127.0.0.1:0', '--metrics-address', '127.0.0.1:0'],
+      ...['--readiness-address', '127.0.0.1:0'],
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const rss = () => {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+    return Math.round((Number(m?.[1]) / 1024) * 10) / 10;
+  };
+  return new Promise((resolve, reject) => {
+    const r = {};
+    let buf = '';
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`the agent did not sync:\n${buf.slice(-3000)}`));
+    }, 120_000);
+    const onData = (chunk) => {
+      buf += chunk;
+      if (r.afterImport === undefined && buf.includes('"msg":"loading config"')) r.afterImport = rss();
+      if (r.ready === undefined && buf.includes('"msg":"initial sync from the Kubernetes API complete"')) {
+        r.ready = rss();
+        setTimeout(() => {
+          r.settled = rss();
+          clearTimeout(timer);
+          child.kill('SIGKILL');
+          resolve(r);
+        }, 2000);
+      }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+  });
+}
+
 const results = [];
 for (let run = 0; run < Number(values.runs); run++) {
+  if (values.agent) {
+    results.push(await runAgent(values.agent));
+    continue;
+  }
   const out = await new Promise((resolve, reject) => {
     execFile(
       process.execPath,
@@ -119,9 +185,19 @@ const median = (key) => {
   const v = results.map((r) => r[key]).sort((a, b) => a - b);
   return v[Math.floor(v.length / 2)];
 };
-process.stdout.write(
-  `${JSON.stringify(
-    {
+const summary = values.agent
+  ? {
+      agent: values.agent,
+      pods,
+      runs: results.length,
+      median: {
+        afterImportMb: median('afterImport'),
+        readyMb: median('ready'),
+        settledMb: median('settled'),
+      },
+      results,
+    }
+  : {
       kube: kubeUrl,
       pods,
       runs: results.length,
@@ -133,8 +209,5 @@ process.stdout.write(
         clientNodeModules: median('clientNode'),
       },
       results,
-    },
-    null,
-    2,
-  )}\n`,
-);
+    };
+process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
