@@ -5,7 +5,7 @@ import type { BenchOptions, BenchSuite, BenchSuiteResult } from './types.js';
 
 // Suites are loaded lazily (each is ./suites/<name>.js exporting `run`) so one suite's missing
 // peer tool does not stop the others from loading.
-const SUITE_NAMES = ['ca', 'hbone', 'l4', 'scale', 'upgrade', 'waypoint'] as const;
+const SUITE_NAMES = ['ca', 'dns', 'hbone', 'l4', 'scale', 'upgrade', 'waypoint'] as const;
 const SUITES: Record<string, () => Promise<BenchSuite>> = Object.fromEntries(
   SUITE_NAMES.map((name) => [
     name,

@@ -147,7 +147,8 @@ export function createDnsProxy(opts: DnsProxyOptions): DnsProxy {
   };
   // One upstream question per name at a time: concurrent askers share its answer.
   const forwarding = new Map<string, Promise<UpstreamReply>>();
-  const recent: DnsRecentQuery[] = [];
+  // The ring holds plain values; timestamps become text only when someone looks (debug view).
+  const recent: (Omit<DnsRecentQuery, 'at'> & { at: number })[] = [];
   let recentNext = 0;
   const tcpConnections = new Set<net.Socket>();
   let udp: dgram.Socket | undefined;
@@ -165,8 +166,8 @@ export function createDnsProxy(opts: DnsProxyOptions): DnsProxy {
     const type = q === undefined ? 'other' : typeLabel(q.question.type);
     const rcode = rcodeLabel(rcodeOf(reply));
     metrics.recordRequest(type, source, rcode);
-    const entry: DnsRecentQuery = {
-      at: new Date().toISOString(),
+    const entry = {
+      at: Date.now(),
       client,
       transport,
       name: q?.question.name ?? '',
@@ -427,7 +428,9 @@ export function createDnsProxy(opts: DnsProxyOptions): DnsProxy {
       cache: { entries: cache.size, bytes: cache.bytes, hits: cache.hits, misses: cache.misses },
       upstreamInflight: upstream.inflight,
       tcpConnections: tcpConnections.size,
-      recent: [...recent.slice(recentNext), ...recent.slice(0, recentNext)].reverse(),
+      recent: [...recent.slice(recentNext), ...recent.slice(0, recentNext)]
+        .reverse()
+        .map((r) => ({ ...r, at: new Date(r.at).toISOString() })),
     }),
     close,
   };
