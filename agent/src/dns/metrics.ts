@@ -11,7 +11,7 @@ import { Counter, type Registry } from 'prom-client';
 /** Who answered: the agent from mesh state, the upstream resolver, or the cache of its answers. */
 export type DnsSource = 'mesh' | 'upstream' | 'cache';
 /** Why a message got no reply or a connection was closed. */
-export type DnsDropReason = 'malformed' | 'tcp_oversized' | 'tcp_idle' | 'tcp_limit' | 'tcp_slow_reader';
+export type DnsDropReason = 'malformed' | 'tcp_stalled' | 'tcp_idle' | 'tcp_limit' | 'tcp_slow_reader';
 
 type RequestLabel = 'type' | 'source' | 'rcode';
 

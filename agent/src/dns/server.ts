@@ -345,7 +345,7 @@ export function createDnsProxy(opts: DnsProxyOptions): DnsProxy {
         clearTimeout(stall);
         stall = undefined;
       } else if (stall === undefined) {
-        stall = setTimeout(() => drop(socket, 'tcp_oversized'), tcpLimits.idleMs);
+        stall = setTimeout(() => drop(socket, 'tcp_stalled'), tcpLimits.idleMs);
       }
     });
   };
