@@ -13,6 +13,8 @@ export interface FakeZone {
   truncateUdp?: Set<string>;
   /** Names never answered. */
   silent?: Set<string>;
+  /** Names answered only after this many milliseconds. */
+  delayMs?: Map<string, number>;
 }
 
 export interface FakeUpstream {
@@ -61,7 +63,8 @@ export async function startFakeUpstream(zone: FakeZone): Promise<FakeUpstream> {
     }
     asked.push(`${query.questions?.[0]?.name}/${query.questions?.[0]?.type}/udp`);
     const r = reply(zone, query, 'udp');
-    if (r) udp.send(packet.encode(r), rinfo.port, rinfo.address);
+    const delay = zone.delayMs?.get(query.questions?.[0]?.name.toLowerCase() ?? '') ?? 0;
+    if (r) setTimeout(() => udp.send(packet.encode(r), rinfo.port, rinfo.address), delay);
   });
   await new Promise<void>((r) => udp.bind(0, '127.0.0.1', r));
   const port = udp.address().port;

@@ -81,10 +81,12 @@ beforeAll(async () => {
     records: new Map([
       ['ext.example.test', [a('ext.example.test', '192.0.2.10', 120)]],
       ['big.example.test', bigRecords],
+      ['slow.example.test', [a('slow.example.test', '192.0.2.20')]],
     ]),
     nxdomain: new Map([['gone.example.test', 60]]),
     truncateUdp: new Set(['big.example.test']),
     silent: new Set(['silent.example.test']),
+    delayMs: new Map([['slow.example.test', 200]]),
   });
   registry = new Registry();
   proxy = createDnsProxy({
@@ -197,6 +199,36 @@ describe('DNS proxy: forwarding and the cache', () => {
     expect(auto).not.toMatch(/flags: qr tc/);
   });
 
+  it('asks upstream once for a name many clients want at the same moment', async () => {
+    const outs = await Promise.all(Array.from({ length: 5 }, () => dig('+short', 'slow.example.test')));
+    expect(outs).toEqual(Array(5).fill('192.0.2.20\n'));
+    expect(upstream.asked.filter((q) => q.startsWith('slow.'))).toEqual(['slow.example.test/A/udp']);
+  });
+
+  it('answers SERVFAIL at once, without asking, when its upstream questions are at their bound', async () => {
+    const bounded = createDnsProxy({
+      state,
+      host: '127.0.0.1',
+      port: 0,
+      upstreams: [{ ip: '127.0.0.1', port: upstream.port }],
+      upstreamTimeoutMs: 1000,
+      maxUpstreamInflight: 1,
+    });
+    const port = await bounded.start();
+    try {
+      const ask = (name: string) =>
+        run('dig', ['-p', String(port), '@127.0.0.1', '+tries=1', '+time=3', name]).then((r) => r.stdout);
+      const hanging = ask('silent.example.test');
+      // Once the first question is outstanding upstream, a second name is refused without asking.
+      while (bounded.findDebugView().upstreamInflight === 0) await new Promise((r) => setTimeout(r, 10));
+      expect(status(await ask('other.example.test'))).toBe('SERVFAIL');
+      expect(upstream.asked.some((q) => q.startsWith('other.'))).toBe(false);
+      expect(status(await hanging)).toBe('SERVFAIL');
+    } finally {
+      await bounded.close();
+    }
+  });
+
   it('answers SERVFAIL when the upstream resolver does not answer', async () => {
     expect(status(await dig('silent.example.test'))).toBe('SERVFAIL');
   });
@@ -264,6 +296,41 @@ describe('DNS proxy: hostile input', () => {
     expect(await registry.getSingleMetricAsString('hypha_dns_dropped_total')).toMatch(
       /reason="malformed"} [1-9]/,
     );
+  });
+
+  it('refuses TCP connections beyond its limit and serves again once they close', async () => {
+    const limited = createDnsProxy({
+      state,
+      host: '127.0.0.1',
+      port: 0,
+      upstreams: [],
+      tcp: { maxConnections: 2 },
+    });
+    const port = await limited.start();
+    try {
+      const open = () =>
+        new Promise<net.Socket>((resolve) => {
+          const s = net.connect(port, '127.0.0.1', () => resolve(s));
+          s.on('error', () => {});
+        });
+      const held = [await open(), await open()];
+      while (limited.findDebugView().tcpConnections < 2) await new Promise((r) => setTimeout(r, 10));
+      const third = await open();
+      await new Promise<void>((r) => third.on('close', () => r()));
+      for (const s of held) s.destroy();
+      while (limited.findDebugView().tcpConnections > 0) await new Promise((r) => setTimeout(r, 10));
+      const { stdout } = await run('dig', [
+        '-p',
+        String(port),
+        '@127.0.0.1',
+        '+tcp',
+        '+short',
+        'web.shop.svc.cluster.local',
+      ]);
+      expect(stdout).toBe('10.96.0.10\n');
+    } finally {
+      await limited.close();
+    }
   });
 
   it('answers several pipelined TCP queries on one connection', async () => {
