@@ -1,6 +1,6 @@
-// DNS capture (issue 16 part 4): with a DNS port, mesh pods' port-53 traffic, UDP and TCP, to any
-// resolver address is redirected to it in the node namespace, and the pod sees the answer come
-// from the address it asked. Non-mesh pods' DNS is untouched. A dnsmasq in the node namespace on
+// DNS capture (issue 16 part 4): with a DNS port, mesh pods' port-53 traffic, UDP and TCP, IPv4 and
+// IPv6, to any resolver address is redirected to it in the node namespace, and the pod sees the
+// answer come from the address it asked. Non-mesh pods' DNS is untouched. A dnsmasq in the node namespace on
 // the DNS port stands in for the agent's proxy (the agent's own is tested in test/e2e/dns.test.ts).
 import type { ChildProcess } from 'node:child_process';
 import { type ClusterPod, TestCluster } from '@hypha/test';
@@ -23,13 +23,13 @@ let capture: NodeCapture;
 let resolver: ChildProcess;
 
 beforeAll(async () => {
-  cluster = await TestCluster.create({ nodes: ['node-a', 'node-b'] });
+  cluster = await TestCluster.create({ nodes: ['node-a', 'node-b'], ipFamilies: 'dual' });
   nodeNetns = cluster.node('node-a').netns;
   mesh = await cluster.addPod({ node: 'node-a', name: 'mesh' });
   plain = await cluster.addPod({ node: 'node-a', name: 'plain' });
   remote = await cluster.addPod({ node: 'node-b', name: 'remote' });
   capture = createNodeCapture({ netns: nodeNetns, ports: { dns: DNS_PORT } });
-  await capture.setMeshPods([mesh.ip]);
+  await capture.setMeshPods([...mesh.ips]);
   await capture.start();
   resolver = cluster.spawn(
     nodeNetns,
@@ -100,7 +100,14 @@ describe('DNS capture', () => {
     expect(await dig(mesh, remote.ip, '+tcp')).toBe(ANSWER);
   });
 
+  it("redirects a mesh pod's DNS over IPv6 too", async () => {
+    expect(remote.ipv6).toBeDefined();
+    expect(await dig(mesh, remote.ipv6!, '+notcp')).toBe(ANSWER);
+    expect(await dig(mesh, remote.ipv6!, '+tcp')).toBe(ANSWER);
+  });
+
   it("leaves a non-mesh pod's DNS alone", async () => {
     expect(await dig(plain, remote.ip, '+notcp')).not.toContain(ANSWER);
+    expect(await dig(plain, remote.ipv6!, '+notcp')).not.toContain(ANSWER);
   });
 });
