@@ -18,7 +18,9 @@
 // - The resourceVersion only moves forward with what was applied (list, event, bookmark); a restart
 //   resumes from it, so no event is applied twice or skipped.
 // - The backoff lives here and nowhere else: the owner is told each failure and the delay chosen.
-//   Any list or watch event resets it.
+//   Any list or watch event resets it. A 410 right after a list that made no progress (another
+//   410, or a watch that expired before its first event) also waits, so no relist loop hammers
+//   the API server.
 // - close() aborts whatever is in flight, a request still connecting included, and cancels a
 //   pending retry; no handler runs after it returns.
 // - A watch line longer than maxEventBytes fails the watch (and is retried with backoff) instead of
@@ -82,8 +84,11 @@ export interface InformerStats {
 }
 
 const DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024;
-/** A watch that sees no byte this long (bookmarks included) is presumed dead and reopened. */
-const WATCH_IDLE_MS = 5 * 60_000;
+/**
+ * A watch that sees no byte this long is presumed dead (a half-open connection) and fails. Longer
+ * than the timeoutSeconds we ask for (at most 10 min), so a healthy server always ends it first.
+ */
+const WATCH_IDLE_MS = 11 * 60_000;
 
 interface ListResponse {
   metadata?: { resourceVersion?: string; continue?: string };
@@ -118,6 +123,8 @@ export class Informer {
   #cache = new Map<string, KubeObject>();
   #resourceVersion = '';
   #attempt = 0;
+  /** A watch event or bookmark arrived since the last list (so a 410 now is not a loop). */
+  #progress = true;
   #synced = false;
   #started = false;
   readonly #abort = new AbortController();
@@ -181,7 +188,7 @@ export class Informer {
       try {
         if (!this.#resourceVersion) await this.#relist(signal);
         const end = await this.#watch(signal);
-        if (end === 'expired') this.#resourceVersion = '';
+        if (end === 'expired') await this.#expire(signal);
         else if (end === 'ended-quiet')
           // Closed before it delivered anything: not a failure, but no reason to reconnect at once
           // either (a proxy that cuts every watch would otherwise make us spin).
@@ -191,8 +198,8 @@ export class Informer {
         if (err instanceof KubeError && err.status === 410) {
           // A list's continue token expired mid-pagination: start the list over.
           this.expired += 1;
-          this.#resourceVersion = '';
           this.#h.onExpired?.(err.message);
+          await this.#expire(signal);
           continue;
         }
         this.errors += 1;
@@ -201,6 +208,17 @@ export class Informer {
         await this.#sleep(delay, signal);
       }
     }
+  }
+
+  /**
+   * Forget the resourceVersion so the next round relists. Right away after a watch that made
+   * progress; after a backoff when the last list was followed by nothing but another 410, so a
+   * server that keeps answering 410 is not relisted in a tight loop.
+   */
+  async #expire(signal: AbortSignal): Promise<void> {
+    this.#resourceVersion = '';
+    if (!this.#progress) await this.#sleep(this.#nextDelay(), signal);
+    this.#progress = false;
   }
 
   #nextDelay(): number {
@@ -250,6 +268,7 @@ export class Informer {
     this.#attempt = 0;
     this.#replace(items);
     this.#resourceVersion = resourceVersion;
+    this.#progress = false;
     this.#h.onListed?.({ objects: items.length, resourceVersion, relist: this.lists > 1 });
     if (!this.#synced) {
       this.#synced = true;
@@ -386,6 +405,7 @@ export class Informer {
       case 'DELETED': {
         if (!obj) return undefined;
         this.#attempt = 0;
+        this.#progress = true;
         this.watchEvents += 1;
         const trimmed = this.#transform(obj) as KubeObject;
         const key = keyOf(trimmed);
@@ -401,6 +421,7 @@ export class Informer {
       }
       case 'BOOKMARK':
         this.#attempt = 0;
+        this.#progress = true;
         this.bookmarks += 1;
         this.#resourceVersion = obj?.metadata?.resourceVersion ?? this.#resourceVersion;
         return undefined;

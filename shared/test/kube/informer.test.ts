@@ -141,6 +141,25 @@ describe('Informer', () => {
     expect(names(i)).toEqual(['a']);
   });
 
+  it('gets through a list that keeps expiring (410 on its pages) and syncs', async () => {
+    const server = await startServer();
+    server.put({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop' } });
+    for (let n = 0; n < 5; n++) server.put(configMap(`cm-${n}`));
+    server.injectFailure({
+      path: '/configmaps',
+      watch: false,
+      status: 410,
+      message: 'continue expired',
+      times: 3,
+    });
+    const { informer: i, seen } = informer(server.kubeconfigPath, { pageSize: 2 });
+    i.start();
+    await waitFor('synced', () => seen.synced);
+    expect(seen.expired).toHaveLength(3);
+    expect(seen.errors).toEqual([]);
+    expect(names(i)).toEqual(['cm-0', 'cm-1', 'cm-2', 'cm-3', 'cm-4']);
+  });
+
   it('moves its resourceVersion on with bookmarks and resumes a dropped watch from there', async () => {
     const server = await startServer({ bookmarkIntervalMs: 50 });
     server.put({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop' } });
