@@ -207,8 +207,15 @@ export function createDnsProxy(opts: DnsProxyOptions): DnsProxy {
       pending = upstream.fetchReply(q.question);
       forwarding.set(key, pending);
       const p = pending;
+      // Nothing on this chain may reject: an unhandled rejection would stop the agent.
       p.then(
-        (r) => cache.store(key, r.packet, r.size),
+        (r) => {
+          try {
+            cache.store(key, r.packet, r.size);
+          } catch (err) {
+            log.debug({ name: q.question.name, err: (err as Error).message }, 'upstream answer not cached');
+          }
+        },
         () => {},
       ).finally(() => {
         if (forwarding.get(key) === p) forwarding.delete(key);
@@ -223,7 +230,18 @@ export function createDnsProxy(opts: DnsProxyOptions): DnsProxy {
           authorities: (r.packet.authorities ?? []).filter((a) => a.type !== 'OPT'),
           additionals: (r.packet.additionals ?? []).filter((a) => a.type !== 'OPT'),
         };
-        send(encodeReply(q, records), 'upstream');
+        let out: Buffer;
+        try {
+          out = encodeReply(q, records);
+        } catch (err) {
+          // A record dns-packet decoded but cannot encode again: the client gets SERVFAIL.
+          log.debug(
+            { name: q.question.name, err: (err as Error).message },
+            'upstream answer not re-encodable',
+          );
+          out = encodeError(q.id, 'SERVFAIL', q);
+        }
+        send(out, 'upstream');
       },
       (err: Error & { code?: string }) => {
         log.debug({ name: q.question.name, type: q.question.type, err: err.message }, 'upstream failed');
@@ -232,23 +250,45 @@ export function createDnsProxy(opts: DnsProxyOptions): DnsProxy {
     );
   };
 
-  /** Answers one message; `reply` gets the whole reply (the transport applies its size rule). */
+  /**
+   * Answers one message whatever it holds: an exception from the codec (a bug, or a record it
+   * cannot handle) costs that query a SERVFAIL, never the process. False: dropped, no reply comes.
+   */
   const answer = (
     buf: Buffer,
     client: string,
     transport: 'udp' | 'tcp',
     reply: (b: Buffer) => void,
-  ): void => {
+  ): boolean => {
+    try {
+      return answerOrThrow(buf, client, transport, reply);
+    } catch (err) {
+      log.warn(
+        { client, err: (err as Error).message },
+        'DNS query failed inside the proxy; answered SERVFAIL',
+      );
+      reply(encodeError(buf.readUInt16BE(0), 'SERVFAIL'));
+      return true;
+    }
+  };
+
+  /** Answers one message; `reply` gets the whole reply (the transport applies its size rule). */
+  const answerOrThrow = (
+    buf: Buffer,
+    client: string,
+    transport: 'udp' | 'tcp',
+    reply: (b: Buffer) => void,
+  ): boolean => {
     const q = parseQuery(buf);
     if (isProblem(q)) {
       if (q.kind === 'drop') {
         metrics.recordDropped('malformed');
-        return;
+        return false;
       }
       const r = encodeError(q.id, q.rcode);
       record(undefined, client, transport, r, 'mesh');
       reply(r);
-      return;
+      return true;
     }
     const send: Send = (r, source) => {
       const out = transport === 'udp' ? fitUdp(q, r) : r;
@@ -260,7 +300,7 @@ export function createDnsProxy(opts: DnsProxyOptions): DnsProxy {
       const svc = index.findService(name);
       if (svc !== undefined) {
         send(meshReply(q, svc), 'mesh');
-        return;
+        return true;
       }
       if (index.isInServiceZone(name)) {
         const r = encodeReply(q, {
@@ -271,16 +311,17 @@ export function createDnsProxy(opts: DnsProxyOptions): DnsProxy {
           additionals: [],
         });
         send(r, 'mesh');
-        return;
+        return true;
       }
     }
     const key = cacheKey(q.question);
     const hit = cache.findReply(key, q, buf);
     if (hit !== undefined) {
       send(hit, 'cache');
-      return;
+      return true;
     }
     forward(q, key, send);
+    return true;
   };
 
   const onUdp = (msg: Buffer, rinfo: dgram.RemoteInfo): void => {
@@ -336,7 +377,11 @@ export function createDnsProxy(opts: DnsProxyOptions): DnsProxy {
         const msg = buffered.subarray(2, 2 + len);
         buffered = buffered.subarray(2 + len);
         inFlight++;
-        answer(msg, client, 'tcp', write);
+        if (!answer(msg, client, 'tcp', write)) {
+          // Not a query (a response, or no header): whoever sends that is no DNS client.
+          socket.destroy();
+          return;
+        }
         if (socket.destroyed) return;
       }
       if (inFlight >= tcpLimits.maxPipelined) socket.pause();

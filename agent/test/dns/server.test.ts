@@ -280,13 +280,20 @@ describe('DNS proxy: hostile input', () => {
     expect(await udpExchange(resp)).toBeUndefined();
   });
 
-  it('closes a TCP client that sends a frame too short to be DNS, or stalls mid-message', async () => {
+  it('closes a TCP client that sends a frame too short to be DNS, a response, or stalls mid-message', async () => {
     const closed = (s: net.Socket) => new Promise<void>((r) => s.on('close', () => r()));
     const bad = net.connect(proxy.port, '127.0.0.1');
     bad.on('error', () => {});
     const badClosed = closed(bad);
     bad.write(Buffer.from([0, 3, 1, 2, 3]));
     await badClosed;
+    const responder = net.connect(proxy.port, '127.0.0.1');
+    responder.on('error', () => {});
+    const responderClosed = closed(responder);
+    responder.write(
+      packet.streamEncode({ id: 5, type: 'response', questions: [{ type: 'A', name: 'x.example.test' }] }),
+    );
+    await responderClosed;
     const slow = net.connect(proxy.port, '127.0.0.1');
     slow.on('error', () => {});
     const slowClosed = closed(slow);
