@@ -422,27 +422,34 @@ export function createDnsProxy(opts: DnsProxyOptions): DnsProxy {
 
   const NO_IPV6 = new Set(['EAFNOSUPPORT', 'EADDRNOTAVAIL', 'EPROTONOSUPPORT']);
 
+  const bindBoth = async (host: string, wanted: number): Promise<void> => {
+    const u = await bindUdp(host, wanted);
+    const p = u.address().port;
+    try {
+      tcp = await listenTcp(host, p);
+    } catch (err) {
+      u.close();
+      throw err;
+    }
+    udp = u;
+    port = p;
+  };
+
   const start = async (): Promise<number> => {
     let host = opts.host ?? '::';
     const wanted = opts.port ?? DEFAULT_DNS_PORT;
-    try {
-      udp = await bindUdp(host, wanted);
-    } catch (err) {
-      if (opts.host !== undefined || !NO_IPV6.has((err as NodeJS.ErrnoException).code ?? ''))
-        throw bindError(err, wanted);
-      host = '0.0.0.0';
-      udp = await bindUdp(host, wanted).catch((e) => {
-        throw bindError(e, wanted);
-      });
+    // Port 0: the UDP port the kernel picked may be taken for TCP; pick again (a few times).
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await bindBoth(host, wanted);
+        break;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code ?? '';
+        if (opts.host === undefined && host !== '0.0.0.0' && NO_IPV6.has(code)) host = '0.0.0.0';
+        else if (!(wanted === 0 && code === 'EADDRINUSE' && attempt < 10)) throw bindError(err, wanted);
+      }
     }
-    port = udp.address().port;
-    udp.on('message', onUdp);
-    try {
-      tcp = await listenTcp(host, port);
-    } catch (err) {
-      udp.close();
-      throw bindError(err, port);
-    }
+    udp!.on('message', onUdp);
     log.info(
       { host, port, upstreams: upstream.servers, clusterDomain: index.clusterDomain },
       'DNS proxy listening (UDP and TCP)',

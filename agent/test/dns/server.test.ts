@@ -271,6 +271,36 @@ describe('DNS proxy: hostile input', () => {
     expect(await dig('+short', 'web.shop.svc.cluster.local')).toBe('10.96.0.10\n');
   });
 
+  it('keeps serving after thousands of corrupted queries (seeded mutations of real ones)', async () => {
+    let seed = 0x2545f491;
+    const rand = (n: number) => {
+      seed ^= seed << 13;
+      seed ^= seed >>> 17;
+      seed ^= seed << 5;
+      return (seed >>> 0) % n;
+    };
+    const bases = [
+      packet.encode({ id: 1, type: 'query', questions: [{ type: 'A', name: 'web.shop.svc.cluster.local' }] }),
+      packet.encode({
+        id: 2,
+        type: 'query',
+        questions: [{ type: 'TXT', name: 'ext.example.test' }],
+        additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 4096 } as Answer],
+      }),
+    ];
+    const s = dgram.createSocket('udp4');
+    for (let i = 0; i < 3000; i++) {
+      const m = Buffer.from(bases[i % 2]!);
+      for (let k = 0; k <= rand(6); k++) m[rand(m.length)] = rand(256);
+      const cut = rand(4) === 0 ? m.subarray(0, rand(m.length)) : m;
+      s.send(cut, proxy.port, '127.0.0.1');
+      if (i % 200 === 0) await new Promise((r) => setImmediate(r));
+    }
+    s.close();
+    expect(await dig('+short', 'web.shop.svc.cluster.local')).toBe('10.96.0.10\n');
+    expect(await dig('+tcp', '+short', 'web.shop.svc.cluster.local')).toBe('10.96.0.10\n');
+  });
+
   it('never answers a response (no ping-pong between two servers)', async () => {
     const resp = packet.encode({
       id: 9,
