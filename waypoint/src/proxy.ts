@@ -24,6 +24,7 @@ import { Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
 import { createSilentLogger, type Logger } from '@hypha/shared';
 import { formatAuthority } from '@hypha/shared/hbone';
+import type { TapHub } from '@hypha/shared/telemetry';
 import { Registry } from 'prom-client';
 import { JwksCache, type JwksCacheOptions } from './authn/jwks.js';
 import { addressKey, buildSnapshot, trafficFor, type WaypointSnapshot } from './config.js';
@@ -62,6 +63,8 @@ export interface WaypointOptions {
   /** Largest request body buffered so retries and mirrors can replay it. */
   maxBufferedBodyBytes?: number;
   trustDomain?: string;
+  /** Finished requests for `hypha tap` (admin /tap), named as `reporter` (`waypoint ns/name`). */
+  tap?: { hub: TapHub; reporter: string };
   /** Monotonic milliseconds for the rate limit buckets (tests drive it); default performance.now. */
   rateLimitClock?: () => number;
   /** Remote JWKS cache settings (refresh interval, retries, clock); tests drive them. */
@@ -123,7 +126,7 @@ class WaypointProxy implements Waypoint {
     this.#log = (opts.logger ?? createSilentLogger()).child({ component: 'waypoint' });
     const access = opts.accessLog ?? (opts.logger ?? createSilentLogger()).child({ component: 'access' });
     this.#metrics = new RequestMetrics(this.registry);
-    this.#requests = new RequestLog(this.#metrics, access, opts.trustDomain ?? 'cluster.local');
+    this.#requests = new RequestLog(this.#metrics, access, opts.trustDomain ?? 'cluster.local', opts.tap);
     this.#tracing = tracing;
     this.#pools = new UpstreamPools({ connect: opts.connectUpstream });
     this.#sniffTimeoutMs = opts.sniffTimeoutMs ?? 1000;

@@ -2,6 +2,7 @@
 // line. `finish` runs once per request, on the downstream response's 'close'; it also gives back
 // what the request held (circuit-breaker slot, endpoint in-flight count).
 import type { Logger } from '@hypha/shared';
+import type { TapEvent, TapHub } from '@hypha/shared/telemetry';
 import type { WaypointSnapshot } from './config.js';
 import type { ServiceEntry, WorkloadInfo } from './model.js';
 import type { RequestContext, StreamContext } from './pipeline/context.js';
@@ -12,11 +13,18 @@ export class RequestLog {
   readonly #metrics: RequestMetrics;
   readonly #access: Logger;
   readonly #trustDomain: string;
+  readonly #tap: { hub: TapHub; reporter: string } | undefined;
 
-  constructor(metrics: RequestMetrics, access: Logger, trustDomain: string) {
+  constructor(
+    metrics: RequestMetrics,
+    access: Logger,
+    trustDomain: string,
+    tap?: { hub: TapHub; reporter: string },
+  ) {
     this.#metrics = metrics;
     this.#access = access;
     this.#trustDomain = trustDomain;
+    this.#tap = tap;
   }
 
   get access(): Logger {
@@ -61,6 +69,10 @@ export class RequestLog {
       },
       code >= 500 || code === 0,
     );
+    if (this.#tap?.hub.active) {
+      const tap = this.#tap;
+      tap.hub.publish(() => this.#tapEvent(tap.reporter, rc, protocol, code, flags, durationMs, service));
+    }
     if (!this.#access.isLevelEnabled('info')) return;
     this.#access.info({
       start_time: new Date(Date.now() - durationMs).toISOString(),
@@ -84,6 +96,55 @@ export class RequestLog {
       authz_policy: rc.authzPolicy,
       authn_failure: rc.authnFailure,
     });
+  }
+
+  #tapEvent(
+    reporter: string,
+    rc: RequestContext,
+    protocol: string,
+    status: number,
+    flags: string,
+    durationMs: number,
+    service: ServiceEntry | undefined,
+  ): TapEvent {
+    const src = rc.snap.workloadsByIp.get(rc.stream.source.ip);
+    const dst = rc.endpoint?.info.workload ?? (service?.pod ? service.endpoints[0]?.workload : undefined);
+    return {
+      kind: 'request',
+      time: new Date().toISOString(),
+      reporter,
+      source: {
+        ip: rc.stream.source.ip,
+        port: rc.stream.source.port,
+        workload: src?.name,
+        namespace: src?.namespace ?? rc.stream.peer?.namespace,
+        identity: rc.stream.peer?.toString(),
+      },
+      destination: {
+        ip: rc.endpoint?.ip,
+        workload: dst?.name,
+        namespace: dst?.namespace ?? service?.namespace,
+        identity:
+          dst?.serviceAccount === undefined
+            ? undefined
+            : `spiffe://${this.#trustDomain}/ns/${dst.namespace}/sa/${dst.serviceAccount}`,
+        service: service === undefined || service.pod ? undefined : `${service.namespace}/${service.name}`,
+      },
+      mtls: rc.stream.peer !== undefined,
+      method: rc.method,
+      path: rc.path,
+      authority: rc.authority,
+      protocol,
+      status,
+      grpcStatus: rc.grpcStatus,
+      flags,
+      durationMs: Math.round(durationMs * 1000) / 1000,
+      bytesSent: rc.responseBytes,
+      bytesReceived: rc.requestBytes,
+      route: rc.action?.name,
+      policy: rc.authzPolicy,
+      error: rc.authnFailure,
+    };
   }
 
   /** Metrics for one request; labels are built once per distinct key (see RequestMetrics). */

@@ -41,7 +41,7 @@ import {
   missingAgentNodeFlags,
 } from '@hypha/shared/hbone';
 import { CaClient, CertManager, type SpiffeId, tryParseSpiffeId } from '@hypha/shared/identity';
-import { L4Metrics } from '@hypha/shared/telemetry';
+import { L4Metrics, TapHub } from '@hypha/shared/telemetry';
 import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import { createNodeCapture, type NodeCapture } from '../capture/index.js';
 import { type DnsProxy, startAgentDns } from '../dns/index.js';
@@ -96,7 +96,14 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   collectDefaultMetrics({ register: registry });
   const l4 = new L4Metrics(registry);
   const policyMetrics = new PolicyMetrics(registry);
-  const tracker = new ConnectionTracker({ metrics: l4, accessLog: logger.child({ component: 'access' }) });
+  // `hypha tap` reads finished connections from here (admin /tap); free while nobody listens.
+  const tap = new TapHub();
+  const tracker = new ConnectionTracker({
+    metrics: l4,
+    accessLog: logger.child({ component: 'access' }),
+    tap,
+    node: config.nodeName,
+  });
 
   // 1. Configuration: a YAML file (demo, tests, laptops) or the Kubernetes API; both feed the
   // same translation into the same state.
@@ -409,6 +416,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
         configDump: () => configDump(),
         certs: () => certsView(),
         connections: () => tracker.snapshot(),
+        tap,
         ...(dns ? { debug: { dns: () => dns.findDebugView() } } : {}),
         quit: () => void shutdown('/quitquitquit').then(() => process.exit(0)),
       },

@@ -6,7 +6,14 @@
 // the access log and the live table always agree.
 import type { Logger } from '@hypha/shared';
 import type { Workload } from '@hypha/shared/config';
-import type { ByteCounts, ConnectionMeta, L4Metrics, PeerLabels } from '@hypha/shared/telemetry';
+import type {
+  ByteCounts,
+  ConnectionMeta,
+  L4Metrics,
+  PeerLabels,
+  TapEvent,
+  TapHub,
+} from '@hypha/shared/telemetry';
 
 export type Direction = 'inbound' | 'outbound' | 'inbound_plaintext' | 'passthrough';
 
@@ -69,11 +76,21 @@ export class ConnectionTracker {
   >();
   #nextId = 1;
   readonly #cluster: string;
+  readonly #tap: TapHub | undefined;
+  readonly #reporter: string;
 
-  constructor(opts: { metrics: L4Metrics; accessLog: Logger; cluster?: string }) {
+  constructor(opts: {
+    metrics: L4Metrics;
+    accessLog: Logger;
+    cluster?: string;
+    tap?: TapHub;
+    node?: string;
+  }) {
     this.#metrics = opts.metrics;
     this.#accessLog = opts.accessLog;
     this.#cluster = opts.cluster ?? 'Kubernetes';
+    this.#tap = opts.tap;
+    this.#reporter = `agent ${opts.node ?? '-'}`;
   }
 
   /**
@@ -102,6 +119,7 @@ export class ConnectionTracker {
       const flags = info.responseFlags ?? '-';
       recorder.close(flags);
       this.#log(conn, flags, info);
+      if (this.#tap?.active) this.#tap.publish(() => this.#tapEvent(conn, flags, info));
     };
     const entry: { conn: TrackedConnection; finish: typeof finish; aborted?: AbortInfo } = { conn, finish };
     this.#live.set(conn.id, entry);
@@ -111,11 +129,41 @@ export class ConnectionTracker {
   /** A connection refused before any upstream existed (counted as failed, logged, never live). */
   recordRefused(start: Omit<ConnectionStart, 'abort'>, info: FinishInfo & { responseFlags: string }): void {
     this.#metrics.recordFailed(this.#meta({ ...start, abort: () => {} }), info.responseFlags);
-    this.#log(
-      { ...start, abort: () => {}, id: 0, startedAt: Date.now(), bytes: { sent: 0, received: 0 } },
-      info.responseFlags,
-      info,
-    );
+    const conn = { ...start, abort: () => {}, id: 0, startedAt: Date.now(), bytes: { sent: 0, received: 0 } };
+    this.#log(conn, info.responseFlags, info);
+    if (this.#tap?.active) this.#tap.publish(() => this.#tapEvent(conn, info.responseFlags, info));
+  }
+
+  #tapEvent(conn: TrackedConnection, flags: string, info: FinishInfo): TapEvent {
+    const svc = conn.destination.service;
+    return {
+      kind: 'connection',
+      time: new Date().toISOString(),
+      reporter: this.#reporter,
+      direction: conn.direction,
+      source: {
+        ip: conn.source.ip,
+        port: conn.source.port,
+        workload: conn.source.workload?.name,
+        namespace: conn.source.workload?.namespace,
+        identity: conn.source.identity,
+      },
+      destination: {
+        ip: conn.destination.ip,
+        port: conn.destination.port,
+        workload: conn.destination.workload?.name,
+        namespace: conn.destination.workload?.namespace,
+        identity: conn.destination.identity,
+        service: svc ? `${svc.namespace}/${svc.name}` : undefined,
+      },
+      mtls: conn.mutualTls,
+      flags,
+      durationMs: Date.now() - conn.startedAt,
+      bytesSent: conn.bytes.sent,
+      bytesReceived: conn.bytes.received,
+      error: info.error,
+      policy: info.policy,
+    };
   }
 
   list(): TrackedConnection[] {

@@ -14,6 +14,7 @@ import { register as registerDemo } from './commands/demo.js';
 import { register as registerInstall } from './commands/install.js';
 import { register as registerPolicy } from './commands/policy.js';
 import { register as registerStatus } from './commands/status.js';
+import { register as registerTap } from './commands/tap.js';
 import { register as registerWaypoint } from './commands/waypoint.js';
 
 function version(): string {
@@ -55,6 +56,7 @@ Examples:
   registerInstall(program);
   registerPolicy(program);
   registerStatus(program);
+  registerTap(program);
   registerWaypoint(program);
   return program;
 }

@@ -1,5 +1,5 @@
 // A daemon's operator endpoints (node agent and waypoint), on the ports Istio uses so tools feel at home:
-//   15000 admin (localhost only): /config_dump, /certs, /connections, /logging, /quitquitquit
+//   15000 admin (localhost only): /config_dump, /certs, /connections, /tap, /logging, /quitquitquit
 //   15020 Prometheus /metrics
 //   15021 /healthz/ready: 200 only once config is synced and every local pod's certificate is held
 import http from 'node:http';
@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../log/logger.js';
 import { isLogLevel } from '../log/logger.js';
+import { parseTapFilter, type TapHub } from '../telemetry/tap.js';
 
 /** What /certs shows of held certificates (never keys). */
 export function certificatesView(certs: {
@@ -38,6 +39,8 @@ export interface AdminHandlers {
   certs(): unknown;
   connections(): unknown;
   quit(): void;
+  /** Live finished requests/connections, streamed at `/tap` (newline-delimited JSON). */
+  tap?: TapHub;
   /** Extra JSON views served at `/debug/<name>` (e.g. the agent's `/debug/dns`). */
   debug?: Readonly<Record<string, () => unknown>>;
 }
@@ -87,6 +90,33 @@ function text(
   res.end(body);
 }
 
+/** `GET /tap`: one JSON line per finished request/connection matching the query, until the reader leaves. */
+function serveTap(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  url: URL,
+  hub: TapHub | undefined,
+): void {
+  if (hub === undefined) return text(res, 404, 'this process has no tap\n');
+  if (req.method !== 'GET') return text(res, 405, 'use GET /tap\n');
+  let filter: ReturnType<typeof parseTapFilter>;
+  try {
+    filter = parseTapFilter((k) => url.searchParams.get(k));
+  } catch (err) {
+    return text(res, 400, `${(err as Error).message}\n`);
+  }
+  const leave = hub.subscribe(filter, {
+    write: (line) => res.write(line),
+    onDrain: (listener) => res.once('drain', listener),
+  });
+  if (leave === undefined)
+    return text(res, 429, `too many taps at once (${hub.subscribers}); try again later\n`);
+  res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+  // Headers now, so the reader knows it is subscribed before the first event.
+  res.flushHeaders();
+  res.on('close', leave);
+}
+
 export function splitHostPort(address: string): { host: string; port: number } {
   const i = address.lastIndexOf(':');
   const host = address.slice(0, i).replace(/^\[|\]$/g, '');
@@ -130,6 +160,8 @@ export async function startEndpoints(opts: EndpointsOptions): Promise<Endpoints>
           return json(res, 200, opts.admin.certs());
         case '/connections':
           return json(res, 200, opts.admin.connections());
+        case '/tap':
+          return serveTap(req, res, url, opts.admin.tap);
         case '/logging': {
           const level = url.searchParams.get('level');
           if (level !== null) {
@@ -151,7 +183,7 @@ export async function startEndpoints(opts: EndpointsOptions): Promise<Endpoints>
           return text(
             res,
             200,
-            'hypha agent admin: /config_dump /certs /connections /logging[?level=] /quitquitquit\n',
+            'hypha admin: /config_dump /certs /connections /tap[?namespace=&to=&from=&method=&path=&status=&kind=] /logging[?level=] /quitquitquit\n',
           );
         default: {
           const name = url.pathname.startsWith('/debug/') ? url.pathname.slice('/debug/'.length) : '';

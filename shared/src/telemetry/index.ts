@@ -3,3 +3,13 @@ export type { ByteCounts, ConnectionMeta, PeerLabels, TcpLabelName, TcpLabels } 
 export { ConnectionRecorder, L4Metrics, TCP_LABEL_NAMES, tcpLabels } from './l4-metrics.js';
 export type { CounterSeries } from './series.js';
 export { HistogramSeries, SeriesCounter, SeriesHistogram } from './series.js';
+export type { TapEvent, TapFilter, TapLine, TapPeer, TapSink } from './tap.js';
+export {
+  MAX_TAP_SUBSCRIBERS,
+  parseTapFilter,
+  TAP_FILTER_KEYS,
+  TapFilterError,
+  TapHub,
+  tapFilterQuery,
+  tapMatches,
+} from './tap.js';

@@ -17,6 +17,7 @@ import { type ConfigState, createFileSource } from '@hypha/shared/config';
 import { certificatesView, type Endpoints, listenAllFamilies, startEndpoints } from '@hypha/shared/daemon';
 import { createHbonePool, createHboneServer } from '@hypha/shared/hbone';
 import { CaClient, CertManager, type WorkloadCertificate } from '@hypha/shared/identity';
+import { TapHub } from '@hypha/shared/telemetry';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { hboneIngressHandler } from '../hbone-ingress.js';
 import { hboneConnectUpstream } from '../hbone-upstream.js';
@@ -112,6 +113,8 @@ export async function startWaypointDaemon(
 
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  // `hypha tap` reads finished requests from here (admin /tap); free while nobody listens.
+  const tap = new TapHub();
   const pool = createHbonePool({ logger });
   const waypoint = await createWaypoint({
     config: buildWaypointInput(state, gw),
@@ -125,6 +128,7 @@ export async function startWaypointDaemon(
     logger,
     accessLog: config.accessLog ? logger.child({ component: 'access' }) : createSilentLogger(),
     trustDomain: config.trustDomain,
+    tap: { hub: tap, reporter: `waypoint ${gw.namespace}/${gw.name}` },
   });
   const unsubscribe = state.onChange(() => {
     const errors = waypoint.updateConfig(buildWaypointInput(state, gw));
@@ -218,6 +222,7 @@ export async function startWaypointDaemon(
       },
       certs: () => certificatesView(certs),
       connections: () => hbone.stats(),
+      tap,
       quit: () => void shutdown('/quitquitquit').then(() => process.exit(0)),
     },
   });
