@@ -110,7 +110,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   const source: ConfigSourceHandle =
     config.source.kind === 'file'
       ? createFileSource({ path: config.source.path, trustDomain: config.trustDomain, logger })
-      : // Loaded only when used: the Kubernetes client costs ~80 MB of heap and seconds of start-up.
+      : // Loaded only when used: the Kubernetes source (informers, kubeconfig) is not needed in file mode.
         (await import('@hypha/shared/kube')).createKubeSource({
           ...(config.source.kubeconfig ? { kubeconfig: config.source.kubeconfig } : {}),
           trustDomain: config.trustDomain,

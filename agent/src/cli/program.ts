@@ -1,6 +1,6 @@
 // Builds the `hypha` command tree. Each verb lives in ./commands/<verb>.ts and exports a
 // `register(program)` function, so verbs stay independent of each other. A verb file imports
-// only commander and small option helpers at the top; its heavy modules (Kubernetes client, CA
+// only commander and small option helpers at the top; its heavy modules (Kubernetes source, CA
 // server, agent, waypoint engine, yaml, the demo's test harness) load with `await import()` inside
 // its action, so `hypha --help` and `hypha <verb> --help` stay cheap (agent/test/cli/lazy-load.test.ts).
 import { readFileSync } from 'node:fs';

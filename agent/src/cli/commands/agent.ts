@@ -201,8 +201,8 @@ Example (outside Kubernetes):
         throw err;
       }
       const logger = createLogger({ level: globals.logLevel, base: { node: config.nodeName } });
-      // Loaded here, not at the top: the agent pulls in the Kubernetes client (seconds to import),
-      // which every other verb of the CLI would otherwise pay for.
+      // Loaded here, not at the top: the agent's modules (data path, capture, telemetry) are for
+      // this verb only; every other verb of the CLI would otherwise pay for them.
       // Signals are taken from the start: one that arrives while the agent starts (it may already
       // hold sockets handed over by its predecessor) is acted on as soon as it is up, not by
       // Node's default of dying on the spot.
