@@ -4,7 +4,8 @@
 // agent, which answers Service names itself and forwards the rest to an upstream resolver (dnsmasq
 // in a non-mesh pod, the test's "outside world").
 import type { ChildProcess } from 'node:child_process';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type ClusterPod, LocalMesh } from '@hypha/test';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,6 +23,8 @@ let clusterDns: string;
 let resolver: ChildProcess;
 let resolverLog = '';
 const netnsConfDirs: string[] = [];
+/** Whether this run created /etc/netns itself (then it removes it again, if empty). */
+let createdEtcNetns = false;
 
 const pod = (name: string, namespace: string, node: string, ip: string, app: string) => ({
   apiVersion: 'v1',
@@ -34,6 +37,7 @@ const pod = (name: string, namespace: string, node: string, ip: string, app: str
 /** /etc/netns/NS/resolv.conf: `ip netns exec NS` mounts it over /etc/resolv.conf, as a pod's. */
 async function writePodResolvConf(p: ClusterPod): Promise<void> {
   const dir = join('/etc/netns', p.netns);
+  if (!existsSync('/etc/netns')) createdEtcNetns = true;
   await mkdir(dir, { recursive: true });
   netnsConfDirs.push(dir);
   await writeFile(
@@ -117,6 +121,7 @@ afterAll(async () => {
   resolver?.kill('SIGKILL');
   await mesh?.stop();
   for (const d of netnsConfDirs) await rm(d, { recursive: true, force: true });
+  if (createdEtcNetns) await rmdir('/etc/netns').catch(() => {}); // only if empty: others may use it
 });
 
 describe('DNS proxy in the agent, from inside a mesh pod', () => {
