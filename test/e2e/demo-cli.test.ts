@@ -58,6 +58,45 @@ describe('hypha demo', () => {
       await waitFor(/Press Ctrl-C to stop/, 120_000);
       expectL7Lines(out);
       expect(out).toMatch(/ip netns exec \S+ curl -si http:\/\/\S+\/admin {3}# 403 from the waypoint/);
+      // hypha tap, as printed, shows a request the user sends while the demo runs.
+      const tapLine = out.match(/ {2}npx hypha tap ((?:--admin unix:\S+ ?)+) {2}#/);
+      expect(tapLine, out).not.toBeNull();
+      const tap = spawn(
+        process.execPath,
+        [
+          HYPHA_BIN,
+          'tap',
+          ...tapLine![1]!.trim().split(/\s+/),
+          '--kind',
+          'request',
+          '--max',
+          '1',
+          '-o',
+          'json',
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let tapOut = '';
+      let tapErr = '';
+      tap.stdout.on('data', (d: Buffer) => {
+        tapOut += d.toString();
+      });
+      const tapExited = new Promise<number | null>((r) => tap.once('exit', (c) => r(c)));
+      await new Promise<void>((resolve) =>
+        tap.stderr.on('data', (d: Buffer) => {
+          tapErr += d.toString();
+          if (/connected to unix:\S+waypoint/.test(tapErr)) resolve();
+        }),
+      );
+      const call = out.match(/ip netns exec (\S+) curl -s (http:\/\/\S+\/) {3}# call the service/)!;
+      await runCommand('ip', ['netns', 'exec', call[1]!, 'curl', '-s', `${call[2]}tapped-by-the-demo`]);
+      expect(await tapExited, tapErr).toBe(0);
+      expect(JSON.parse(tapOut)).toMatchObject({
+        kind: 'request',
+        path: '/tapped-by-the-demo',
+        status: 200,
+        source: { identity: 'spiffe://cluster.local/ns/demo/sa/client' },
+      });
       const prefix = nodes[1] as string;
       // Kill node-b's agent the way a crash would.
       const pids = (await runCommand('ip', ['netns', 'pids', `${prefix}-node-b`])).stdout

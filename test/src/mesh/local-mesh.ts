@@ -374,6 +374,45 @@ export class LocalMesh {
     return r.stdout;
   }
 
+  /**
+   * Unix sockets in the mesh directory that reach each running agent's and waypoint's admin port
+   * (it listens on localhost inside its namespace), so tools on the host can use them, e.g.
+   * `hypha tap --admin unix:PATH`. One small forwarder per namespace; they end with the mesh.
+   */
+  async exposeAdmin(): Promise<{ name: string; address: string }[]> {
+    const targets = [
+      ...[...this.agents.keys()].map((node) => ({
+        name: `agent ${node}`,
+        netns: this.cluster.node(node).netns,
+        file: `admin-${node}.sock`,
+      })),
+      ...[...this.waypoints.values()].map((w) => ({
+        name: `waypoint ${w.namespace}/${w.name}`,
+        netns: w.pod.netns,
+        file: `admin-waypoint-${w.namespace}-${w.name}.sock`,
+      })),
+    ];
+    return Promise.all(
+      targets.map(async (t) => {
+        const path = join(this.dir, t.file);
+        const child = this.cluster.spawn(t.netns, process.execPath, ['-e', ADMIN_FORWARDER, path], {
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        await new Promise<void>((resolve, reject) => {
+          let err = '';
+          child.stderr?.on('data', (d: Buffer) => {
+            err += d.toString();
+          });
+          child.stdout?.once('data', () => resolve());
+          child.once('exit', (code) =>
+            reject(new Error(`admin forwarder for ${t.name} exited ${code}: ${err}`)),
+          );
+        });
+        return { name: t.name, address: `unix:${path}` };
+      }),
+    );
+  }
+
   async stop(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
@@ -381,6 +420,12 @@ export class LocalMesh {
     await rm(this.dir, { recursive: true, force: true });
   }
 }
+
+/** Forwards each connection on a unix socket (argv[1], mode 0600) to 127.0.0.1:15000 of its namespace. */
+const ADMIN_FORWARDER = `const net=require('net'),fs=require('fs');const p=process.argv[1];try{fs.unlinkSync(p)}catch{}
+const s=net.createServer(c=>{const u=net.connect(15000,'127.0.0.1');const k=()=>{c.destroy();u.destroy()};
+c.on('error',k);u.on('error',k);c.on('close',k);u.on('close',k);c.pipe(u).pipe(c)});
+s.listen(p,()=>{fs.chmodSync(p,0o600);process.stdout.write('listening\\n')});process.on('SIGTERM',()=>process.exit(0));`;
 
 /** The waypoint's Gateway and pod, as `hypha waypoint apply` and the Deployment would create them. */
 function waypointConfigObjects(opts: StartWaypointOptions, pod: ClusterPod): Record<string, unknown>[] {

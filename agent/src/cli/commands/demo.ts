@@ -139,6 +139,11 @@ Examples:
         out(
           `  $EDITOR ${mesh.configPath}   # change labels, the route's weights or the policies; agents and waypoint reload live`,
         );
+        // The admin ports listen on localhost inside each namespace; these sockets reach them from here.
+        const admins = await mesh.exposeAdmin();
+        out(
+          `  npx hypha tap ${admins.map((x) => `--admin ${x.address}`).join(' ')}   # live requests (waypoint) and connections (agents); add -n demo, --status 4xx, -o json ...`,
+        );
         out('');
         out('Press Ctrl-C to stop and remove everything.');
         // Say when a mesh process ends on its own (a crash, or an agent handed off by hand).
