@@ -57,6 +57,19 @@ export class ServiceNameIndex {
     return name === this.serviceZone || name.endsWith(`.${this.serviceZone}`);
   }
 
+  /**
+   * Whether a normalized name lies *below* a known Service (`db-0.db.ns.svc.<domain>`: a
+   * StatefulSet pod's hostname; `_http._tcp.web.ns.svc.<domain>`: an SRV name). The proxy does not
+   * make those records; the cluster's DNS does, so such names are forwarded, not NXDOMAIN.
+   */
+  isBelowService(name: string): boolean {
+    if (!name.endsWith(`.${this.serviceZone}`)) return false;
+    const labels = name.slice(0, -(this.serviceZone.length + 1)).split('.');
+    if (labels.length < 3) return false;
+    const parent = `${labels[labels.length - 2]}.${labels[labels.length - 1]}.${this.serviceZone}`;
+    return this.#byName.has(parent);
+  }
+
   close(): void {
     this.#unsubscribe();
   }

@@ -5,6 +5,7 @@
 //              ├─ yes: A/AAAA from the Service's VIPs (headless: ready endpoint IPs), other types
 //              │       an empty NOERROR                                           source="mesh"
 //              ├─ under svc.<cluster domain> but unknown: NXDOMAIN                source="mesh"
+//              │  (names below a known Service, pod hostnames and SRV, go upstream)
 //              └─ else: cache hit ─► reply with aged TTLs                         source="cache"
 //                       miss ─► upstream (one outstanding query per name, shared)  source="upstream"
 //   reply ─► UDP: TC and no records if larger than the client takes; TCP: whole, length-prefixed
@@ -302,7 +303,7 @@ export function createDnsProxy(opts: DnsProxyOptions): DnsProxy {
         send(meshReply(q, svc), 'mesh');
         return true;
       }
-      if (index.isInServiceZone(name)) {
+      if (index.isInServiceZone(name) && !index.isBelowService(name)) {
         const r = encodeReply(q, {
           rcode: RCODE.NXDOMAIN,
           authoritative: true,

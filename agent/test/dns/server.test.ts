@@ -82,6 +82,7 @@ beforeAll(async () => {
       ['ext.example.test', [a('ext.example.test', '192.0.2.10', 120)]],
       ['big.example.test', bigRecords],
       ['slow.example.test', [a('slow.example.test', '192.0.2.20')]],
+      ['db-0.db.shop.svc.cluster.local', [a('db-0.db.shop.svc.cluster.local', '10.1.0.2')]],
     ]),
     nxdomain: new Map([['gone.example.test', 60]]),
     truncateUdp: new Set(['big.example.test']),
@@ -146,6 +147,18 @@ describe('DNS proxy: Service names from the mesh state', () => {
     expect(status(out)).toBe('NXDOMAIN');
     expect(out).toMatch(/cluster\.local\.\s+\d+\s+IN\s+SOA/);
     expect(upstream.asked).toEqual([]);
+  });
+
+  it("forwards names below a known Service (a StatefulSet pod's hostname, SRV) to the cluster's DNS", async () => {
+    expect(await dig('+short', 'db-0.db.shop.svc.cluster.local')).toBe('10.1.0.2\n');
+    expect(status(await dig('_http._tcp.web.shop.svc.cluster.local', 'SRV'))).toBe('NOERROR');
+    expect(upstream.asked).toEqual([
+      'db-0.db.shop.svc.cluster.local/A/udp',
+      '_http._tcp.web.shop.svc.cluster.local/SRV/udp',
+    ]);
+    // Below an unknown name (what a search path makes of a full name) is still NXDOMAIN, locally.
+    expect(status(await dig('web.shop.svc.cluster.local.shop.svc.cluster.local'))).toBe('NXDOMAIN');
+    upstream.asked.length = 0;
   });
 
   it('answers a type it does not make (MX, TXT) for a Service name with an empty NOERROR', async () => {
