@@ -18,6 +18,8 @@ export { ClusterError, listNetns, runCommand } from './cluster/run.js';
 export type { CleanupStaleOptions, CleanupStaleResult } from './cluster/stale.js';
 export { cleanupStale } from './cluster/stale.js';
 export { eventually } from './eventually.js';
+export type { FuzzParameters } from './fuzz.js';
+export { fuzzParameters, fuzzTestTimeout } from './fuzz.js';
 export type {
   AuthorizationDecision,
   KubeApiServer,

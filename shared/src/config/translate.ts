@@ -759,7 +759,7 @@ function formatPath(path: readonly PropertyKey[]): string {
 
 function describeIssue(issue: z.core.$ZodIssue, raw: unknown): string {
   const value = valueAt(raw, issue.path);
-  const shown = value === undefined ? '' : ` (got ${truncate(JSON.stringify(value))})`;
+  const shown = value === undefined ? '' : ` (got ${preview(value)})`;
   if (issue.code === 'invalid_type' && value === undefined) return `missing: expected ${issue.expected}`;
   if (issue.code === 'invalid_value') {
     return `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}${shown}`;
@@ -775,6 +775,19 @@ function valueAt(raw: unknown, path: readonly PropertyKey[]): unknown {
     cur = (cur as Record<PropertyKey, unknown>)[seg];
   }
   return cur;
+}
+
+/**
+ * The offending value as it would read in the file, cut short. A value nested thousands of levels
+ * deep (or one that refers to itself through YAML aliases) cannot be serialized; the error then
+ * says what it is instead of failing the whole translation.
+ */
+function preview(value: unknown): string {
+  try {
+    return truncate(JSON.stringify(value));
+  } catch {
+    return Array.isArray(value) ? 'a list nested too deeply to show' : 'a mapping nested too deeply to show';
+  }
 }
 
 function truncate(s: string | undefined): string {

@@ -288,6 +288,16 @@ describe('kinds and documents', () => {
     expect(r).toMatchObject({ status: 'invalid', key: { kind: 'Pod', namespace: 'shop', name: 'web' } });
   });
 
+  it('refuses a value nested too deeply to print, naming its field, instead of throwing', () => {
+    let deep: unknown = 'x';
+    for (let i = 0; i < 100_000; i++) deep = [deep];
+    const raw = pod('web', { namespace: 'shop', ip: '10.1.0.1' });
+    (raw.spec as Record<string, unknown>).nodeName = deep;
+    expect(errors(raw)).toEqual([
+      'cluster/demo.yaml: Pod shop/web: field spec.nodeName: Invalid input: expected string, received array (got a list nested too deeply to show)',
+    ]);
+  });
+
   it('expands kubectl List objects', () => {
     const list = {
       apiVersion: 'v1',
