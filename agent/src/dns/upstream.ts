@@ -4,8 +4,9 @@
 // - Bounded: at most `maxInflight` questions are outstanding upstream at once; beyond that a
 //   question fails at once with UPSTREAM_BUSY (the client gets SERVFAIL and retries), so a flood of
 //   unique names cannot grow memory without limit.
-// - A reply is accepted only from the server asked, with the id we chose (random, unique among
-//   outstanding queries) and the question we asked; anything else is ignored (spoofing, stale).
+// - A reply is accepted only from the server asked, on the socket of its question (a fresh random
+//   source port each), with the random id we chose and the question we asked; anything else is
+//   ignored (spoofing, stale).
 // - UDP first; a truncated UDP reply is asked again over TCP (RFC 7766), so the client gets the
 //   whole answer. Each try has its own deadline; servers are tried in order, one after another.
 // - The proxy's own queries leave the agent's network namespace through OUTPUT: the capture rules
@@ -93,20 +94,13 @@ export function parseUpstream(value: string): UpstreamServer {
   return { ip, port };
 }
 
-interface Pending {
-  readonly server: UpstreamServer;
-  readonly question: Question;
-  readonly resolve: (r: { buf: Buffer; packet: Packet }) => void;
-  readonly timer: NodeJS.Timeout;
-}
-
 export class Upstream {
   readonly servers: readonly UpstreamServer[];
   readonly #timeoutMs: number;
   readonly #maxInflight: number;
   readonly #recordLatency: UpstreamOptions['recordLatency'];
-  readonly #pending = new Map<number, Pending>();
-  readonly #sockets = new Map<4 | 6, dgram.Socket>();
+  /** Outstanding UDP questions: their sockets, and how to abandon each when the proxy stops. */
+  readonly #udp = new Map<dgram.Socket, () => void>();
   readonly #tcp = new Set<net.Socket>();
   #inflight = 0;
   #closed = false;
@@ -136,6 +130,7 @@ export class Upstream {
     try {
       let last: Error | undefined;
       for (const server of this.servers) {
+        if (this.#closed) break;
         try {
           const udp = await this.#timed('udp', () => this.#askUdp(server, question));
           if (((udp.packet.flags ?? 0) & packet.TRUNCATED_RESPONSE) === 0)
@@ -156,10 +151,7 @@ export class Upstream {
 
   close(): void {
     this.#closed = true;
-    for (const p of this.#pending.values()) clearTimeout(p.timer);
-    this.#pending.clear();
-    for (const s of this.#sockets.values()) s.close();
-    this.#sockets.clear();
+    for (const abandon of [...this.#udp.values()]) abandon();
     for (const s of this.#tcp) s.destroy();
   }
 
@@ -170,41 +162,23 @@ export class Upstream {
     return r;
   }
 
-  #socketFor(family: 4 | 6): dgram.Socket {
-    let s = this.#sockets.get(family);
-    if (s !== undefined) return s;
-    s = dgram.createSocket(family === 4 ? 'udp4' : 'udp6');
-    s.on('error', () => {}); // ICMP errors and the like: the pending query times out or a retry goes on
-    s.on('message', (buf, rinfo) => this.#onMessage(buf, rinfo));
-    s.unref();
-    this.#sockets.set(family, s);
-    return s;
-  }
-
-  #onMessage(buf: Buffer, rinfo: dgram.RemoteInfo): void {
-    if (buf.length < 12) return;
-    const p = this.#pending.get(buf.readUInt16BE(0));
-    if (p === undefined || rinfo.port !== p.server.port || stripMapped(rinfo.address) !== p.server.ip) return;
-    let decoded: Packet;
-    try {
-      decoded = packet.decode(buf);
-    } catch {
-      return;
-    }
-    if (decoded.type !== 'response' || !sameQuestion(decoded.questions?.[0], p.question)) return;
-    clearTimeout(p.timer);
-    this.#pending.delete(buf.readUInt16BE(0));
-    p.resolve({ buf, packet: decoded });
-  }
-
+  /**
+   * One UDP question on its own socket (a fresh random source port, as dnsmasq does), so a spoofed
+   * answer has to guess the port as well as the 16-bit id. Only misses pay for it: cached answers
+   * never reach here.
+   */
   #askUdp(server: UpstreamServer, question: Question): Promise<{ buf: Buffer; packet: Packet }> {
-    let id = (Math.random() * 0x10000) | 0;
-    while (this.#pending.has(id)) id = (id + 1) & 0xffff;
+    const id = (Math.random() * 0x10000) | 0;
     const query = encodeUpstreamQuery(id, question);
-    const socket = this.#socketFor(isIP(server.ip) === 6 ? 6 : 4);
+    const socket = dgram.createSocket(isIP(server.ip) === 6 ? 'udp6' : 'udp4');
     return new Promise((resolve, reject) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#udp.delete(socket);
+        socket.close();
+      };
       const timer = setTimeout(() => {
-        this.#pending.delete(id);
+        done();
         reject(
           new UpstreamError(
             'UPSTREAM_TIMEOUT',
@@ -212,7 +186,25 @@ export class Upstream {
           ),
         );
       }, this.#timeoutMs);
-      this.#pending.set(id, { server, question, resolve, timer });
+      this.#udp.set(socket, () => {
+        done();
+        reject(new UpstreamError('UPSTREAM_FAILED', 'the DNS proxy is stopping'));
+      });
+      // ICMP unreachable and the like: the question times out, or the next server is asked.
+      socket.on('error', () => {});
+      socket.on('message', (buf, rinfo) => {
+        if (buf.length < 12 || buf.readUInt16BE(0) !== id) return;
+        if (rinfo.port !== server.port || stripMapped(rinfo.address) !== server.ip) return;
+        let decoded: Packet;
+        try {
+          decoded = packet.decode(buf);
+        } catch {
+          return;
+        }
+        if (decoded.type !== 'response' || !sameQuestion(decoded.questions?.[0], question)) return;
+        done();
+        resolve({ buf, packet: decoded });
+      });
       socket.send(query, server.port, server.ip);
     });
   }
