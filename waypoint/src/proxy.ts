@@ -174,7 +174,12 @@ class WaypointProxy implements Waypoint {
         socket.destroy();
       });
     });
-    this.#h1.on('clientError', (_err, socket: Duplex) => socket.destroy());
+    this.#h1.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => refuseMalformed(err, socket));
+    // A client may send its request and half-close at once (`printf ... | nc -N`, HTTP/1.0 tools,
+    // an HBONE END_STREAM right behind the request). Node's default ends our side on that FIN,
+    // before the proxied response exists, so the client got nothing. Half-open (undocumented but
+    // long-standing in node:http): the response is written, then the stream ends.
+    (this.#h1 as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
     this.#h2 = http2.createServer({ settings: { initialWindowSize: STREAM_WINDOW } }, (req, res) => {
       const ctx = this.#streamCtx.get(req.stream.session as object);
       if (ctx === undefined) return void res.stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
@@ -413,4 +418,26 @@ function writeStringsAsBuffers(stream: Duplex): void {
     }
     return write.call(this, chunk, ...rest);
   } as Duplex['write'];
+}
+
+/**
+ * A request node:http cannot parse (bad request line, header names, chunk sizes, headers over the
+ * size limit) is answered before the stream closes, so the client reads why instead of seeing a
+ * bare reset. Nothing is written once a response has started or the client has gone.
+ */
+function refuseMalformed(err: NodeJS.ErrnoException, socket: Duplex): void {
+  const status =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? '431 Request Header Fields Too Large'
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? '408 Request Timeout'
+        : '400 Bad Request';
+  // node:http keeps the response in progress on the socket; a status line cannot follow its headers.
+  const inProgress = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+  if (socket.writable && inProgress?.headersSent !== true && err.code !== 'ECONNRESET') {
+    socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    socket.once('finish', () => socket.destroy());
+    return;
+  }
+  socket.destroy();
 }
