@@ -17,7 +17,7 @@ import {
   type TranslateResult,
   translateObject,
 } from '@hypha/shared/config';
-import { fuzzParameters } from '@hypha/test';
+import { fuzzParameters, fuzzTestTimeout } from '@hypha/test';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments, stringify } from 'yaml';
@@ -196,7 +196,12 @@ describe('translateObject under mutated objects', () => {
     }
   });
 
-  it('never throws; every refusal names a field; valid objects still load afterwards', () => {
+  const anyObject = fuzzParameters({ runs: 400, timeLimitMs: 8_000 });
+  const oneField = fuzzParameters({ runs: 300, timeLimitMs: 6_000 });
+
+  it('never throws; every refusal names a field; valid objects still load afterwards', {
+    timeout: fuzzTestTimeout(anyObject),
+  }, () => {
     fc.assert(
       fc.property(seedIndex, fc.array(mutation, { minLength: 1, maxLength: 4 }), (i, ms) => {
         const raw = clone(SEEDS[i]!);
@@ -205,11 +210,13 @@ describe('translateObject under mutated objects', () => {
         // No state leaks between calls: the untouched seed translates as before.
         expect(translateObject(clone(SEEDS[i]!), { source: 'fuzz.yaml' }).status).not.toBe('invalid');
       }),
-      fuzzParameters({ runs: 400, timeLimitMs: 8_000 }),
+      anyObject,
     );
   });
 
-  it('a single dropped or retyped field of a valid object is refused at that field or above it', () => {
+  it('a single dropped or retyped field of a valid object is refused at that field or above it', {
+    timeout: fuzzTestTimeout(oneField),
+  }, () => {
     fc.assert(
       fc.property(
         seedIndex,
@@ -240,7 +247,7 @@ describe('translateObject under mutated objects', () => {
           expect(related, `${mutated}: ${r.errors.map((e) => e.message).join(' | ')}`).toBe(true);
         },
       ),
-      fuzzParameters({ runs: 300, timeLimitMs: 6_000 }),
+      oneField,
     );
   });
 
@@ -361,7 +368,11 @@ describe('file source under mutated YAML writes', () => {
 
   const counts = () => ({ ...source.state.stats(), version: 0 });
 
-  it('never throws; a write that does not parse keeps the last good state; a good write restores it', async () => {
+  const writes = fuzzParameters({ runs: 30, timeLimitMs: 6_000 });
+
+  it('never throws; a write that does not parse keeps the last good state; a good write restores it', {
+    timeout: fuzzTestTimeout(writes),
+  }, async () => {
     await fc.assert(
       fc.asyncProperty(textMutation, async (m) => {
         const bad = applyText(good, goodObjects, m);
@@ -380,7 +391,7 @@ describe('file source under mutated YAML writes', () => {
         expect(source.errors).toEqual([]);
         expect(counts()).toEqual(goodStats);
       }),
-      fuzzParameters({ runs: 30, timeLimitMs: 6_000 }),
+      writes,
     );
   });
 });
