@@ -133,7 +133,7 @@ const fromClientToEchoV2 = {
   source_workload: 'client',
   source_workload_namespace: 'demo',
   source_principal: CLIENT_ID,
-  destination_workload: 'echo',
+  destination_workload: 'echo-v2', // the pod has no controller: it is its own workload
   destination_workload_namespace: 'demo',
   destination_principal: ECHO_ID,
   destination_version: 'v2',

@@ -8,7 +8,13 @@ import { z } from 'zod';
 import { WaypointConfigError } from './errors.js';
 
 export interface WorkloadInfo {
+  /** The pod's name. */
   name: string;
+  /**
+   * Istio's workload name for metric labels (the pod's controller, see workloadName in
+   * @hypha/shared/telemetry); the pod's name when absent.
+   */
+  workload?: string | undefined;
   namespace: string;
   serviceAccount?: string | undefined;
   app?: string | undefined;
@@ -117,6 +123,7 @@ export interface ObjectMeta {
 const name = z.string().min(1).max(253);
 const workloadSchema = z.object({
   name,
+  workload: z.string().optional(),
   namespace: name,
   serviceAccount: z.string().optional(),
   app: z.string().optional(),

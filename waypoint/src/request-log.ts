@@ -167,14 +167,14 @@ export class RequestLog {
         const svc = service?.pod ? undefined : service;
         return {
           source: {
-            workload: src?.name,
+            workload: src?.workload ?? src?.name,
             namespace: src?.namespace ?? ctx.peer?.namespace,
             principal: ctx.peer?.toString(),
             app: src?.app,
             version: src?.version,
           },
           destination: {
-            workload: dst?.name,
+            workload: dst?.workload ?? dst?.name,
             namespace: dst?.namespace ?? svc?.namespace,
             principal:
               dst?.serviceAccount === undefined

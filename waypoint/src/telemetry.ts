@@ -4,6 +4,8 @@
 import {
   type ConnectionMeta,
   type CounterSeries,
+  type DryRunLabelName,
+  dryRunCounter,
   type HistogramSeries,
   SeriesCounter,
   SeriesHistogram,
@@ -61,7 +63,7 @@ export class RequestMetrics {
   readonly #requestBytes: SeriesHistogram<HttpLabelName>;
   readonly #responseBytes: SeriesHistogram<HttpLabelName>;
   readonly #audit: Counter<'policy'>;
-  readonly #dryRun: Counter<'policy' | 'would' | 'layer'>;
+  readonly #dryRun: Counter<DryRunLabelName>;
   /** Caller's short key (addresses, codes) → the four series; cleared when the config changes. */
   readonly #shortcuts = new Map<string, RequestSeries>();
 
@@ -100,12 +102,8 @@ export class RequestMetrics {
       labelNames: ['policy'],
       registers,
     });
-    this.#dryRun = new Counter({
-      name: 'hypha_authz_dry_run_total',
-      help: 'Requests and TCP connections a dry-run AuthorizationPolicy would have decided differently (not enforced)',
-      labelNames: ['policy', 'would', 'layer'],
-      registers,
-    });
+    // Shared with the agents (layer L4): one definition, so Prometheus sees one HELP.
+    this.#dryRun = dryRunCounter(registry);
   }
 
   /** Records one request, building its labels from scratch (no shortcut). */

@@ -14,6 +14,7 @@ import type {
   TapEvent,
   TapHub,
 } from '@hypha/shared/telemetry';
+import { appLabel, versionLabel, workloadName } from '@hypha/shared/telemetry';
 
 export type Direction = 'inbound' | 'outbound' | 'inbound_plaintext' | 'passthrough';
 
@@ -59,11 +60,12 @@ export interface AbortInfo {
 export function peerLabels(w: Workload | undefined, principal: string | undefined): PeerLabels {
   if (w === undefined) return { principal };
   return {
-    workload: w.labels['app.kubernetes.io/name'] ?? w.labels.app ?? w.name,
+    // The waypoint names workloads with the same functions: one pod, one name in every metric.
+    workload: workloadName(w.name, w.labels),
     namespace: w.namespace,
     principal: principal ?? w.identity.toString(),
-    app: w.labels.app ?? w.labels['app.kubernetes.io/name'],
-    version: w.labels.version ?? w.labels['app.kubernetes.io/version'],
+    app: appLabel(w.labels),
+    version: versionLabel(w.labels),
   };
 }
 

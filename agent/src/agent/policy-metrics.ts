@@ -3,6 +3,7 @@
 // policy change closed.
 // Labels stay low-cardinality on purpose (policy name and a fixed reason set); the peers of each
 // denial are in istio_tcp_connections_failed_total{response_flags="DENY"} and the access log.
+import { type DryRunLabelName, dryRunCounter } from '@hypha/shared/telemetry';
 import { Counter, type Registry } from 'prom-client';
 
 /** Why a connection was refused: the fixed set of `reason` label values. */
@@ -15,7 +16,7 @@ export class PolicyMetrics {
   readonly #denied: Counter<'policy' | 'reason'>;
   readonly #audit: Counter<'policy'>;
   readonly #closed: Counter<'policy' | 'reason'>;
-  readonly #dryRun: Counter<'policy' | 'would' | 'layer'>;
+  readonly #dryRun: Counter<DryRunLabelName>;
 
   constructor(registry: Registry) {
     this.#denied = new Counter({
@@ -36,12 +37,8 @@ export class PolicyMetrics {
       labelNames: ['policy', 'reason'],
       registers: [registry],
     });
-    this.#dryRun = new Counter({
-      name: 'hypha_authz_dry_run_total',
-      help: 'Inbound connections a dry-run AuthorizationPolicy would have decided differently (not enforced)',
-      labelNames: ['policy', 'would', 'layer'],
-      registers: [registry],
-    });
+    // Shared with the waypoint (layer L7): one definition, so Prometheus sees one HELP.
+    this.#dryRun = dryRunCounter(registry);
   }
 
   recordDenied(policy: string | undefined, reason: DenyKind): void {

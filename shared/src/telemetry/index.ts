@@ -1,4 +1,6 @@
 // Public surface of @hypha/shared/telemetry: name every export (no `export *`).
+export type { DryRunLabelName } from './authz-metrics.js';
+export { dryRunCounter } from './authz-metrics.js';
 export type { ByteCounts, ConnectionMeta, PeerLabels, TcpLabelName, TcpLabels } from './l4-metrics.js';
 export { ConnectionRecorder, L4Metrics, TCP_LABEL_NAMES, tcpLabels } from './l4-metrics.js';
 export type { CounterSeries } from './series.js';
@@ -13,3 +15,4 @@ export {
   tapFilterQuery,
   tapMatches,
 } from './tap.js';
+export { appLabel, versionLabel, workloadName } from './workload-labels.js';

@@ -192,12 +192,14 @@ export class L4Metrics {
     };
     this.#sent = make(
       'istio_tcp_sent_bytes_total',
-      'Bytes sent to the destination during TCP connections',
+      // Istio's meaning: the response direction.
+      'Bytes sent during response of TCP connections (server to client)',
       foldLive,
     );
     this.#received = make(
       'istio_tcp_received_bytes_total',
-      'Bytes received from the destination during TCP connections',
+      // Istio's meaning: the request direction.
+      'Bytes received during request of TCP connections (client to server)',
       foldLive,
     );
   }

@@ -12,6 +12,7 @@
 // A Service's input also carries its endpoints' workloads (names, labels), so it is rebuilt when one
 // of those workload views is replaced, even if the Service view itself is unchanged.
 import type { ConfigState, Endpoint, Service, WaypointRef, Workload } from '@hypha/shared/config';
+import { appLabel, versionLabel, workloadName } from '@hypha/shared/telemetry';
 import type {
   BoundWorkloadInput,
   EndpointInput,
@@ -34,10 +35,12 @@ function workloadInfo(w: Workload): WorkloadInfo {
   if (info === undefined) {
     info = {
       name: w.name,
+      // The agents name workloads with the same functions: one pod, one name in every metric.
+      workload: workloadName(w.name, w.labels),
       namespace: w.namespace,
       serviceAccount: w.serviceAccount,
-      app: w.labels.app,
-      version: w.labels.version,
+      app: appLabel(w.labels),
+      version: versionLabel(w.labels),
     };
     workloadInfos.set(w, info);
   }
