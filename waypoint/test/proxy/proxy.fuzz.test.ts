@@ -238,7 +238,7 @@ async function exchange(bytes: Buffer): Promise<Outcome> {
       clearTimeout(timer);
       const text = got.toString('latin1');
       const line = /^HTTP\/1\.[01] \d{3}[^\r\n]*\r\n/.exec(text)?.[0];
-      stream.destroy();
+      hangUp(stream);
       resolve({ response: line, ended });
     };
     // Bounded wait: neither a response nor the end is a hang, which the property rejects.
@@ -252,6 +252,17 @@ async function exchange(bytes: Buffer): Promise<Outcome> {
     stream.on('close', () => finish(true));
     stream.end(bytes);
   });
+}
+
+/**
+ * Ends our side and lets the waypoint finish, resetting only a tunnel that stays open. Resetting
+ * every tunnel right after its answer would be, at this rate, what the HBONE server's rapid-reset
+ * guard answers with GOAWAY(ENHANCE_YOUR_CALM) for the whole connection (docs/hbone.md).
+ */
+function hangUp(stream: Duplex): void {
+  stream.resume();
+  stream.end();
+  setTimeout(() => stream.destroy(), 2_000).unref();
 }
 
 async function goodRequestServed(): Promise<void> {
@@ -282,5 +293,175 @@ test('every odd HTTP request through HBONE gets a response or a clean close, and
       await goodRequestServed();
     }),
     params,
+  );
+});
+
+// ---- HTTP/2 with prior knowledge: hand-written frames, one request on stream 1 ----
+
+function h2frame(
+  type: number,
+  flags: number,
+  streamId: number,
+  payload: Uint8Array = Buffer.alloc(0),
+): Buffer {
+  const h = Buffer.alloc(9);
+  h.writeUIntBE(payload.length, 0, 3);
+  h[3] = type;
+  h[4] = flags;
+  h.writeUInt32BE(streamId, 5);
+  return Buffer.concat([h, payload]);
+}
+
+/** HPACK integer with an n-bit prefix (RFC 7541 section 5.1). */
+function hpackInt(value: number, prefixBits: number): Buffer {
+  const max = (1 << prefixBits) - 1;
+  if (value < max) return Buffer.from([value]);
+  const out = [max];
+  let v = value - max;
+  while (v >= 128) {
+    out.push((v & 127) | 128);
+    v = Math.floor(v / 128);
+  }
+  out.push(v);
+  return Buffer.from(out);
+}
+
+/** Every header as "literal without indexing, new name": any bytes, no table state. */
+function hpack(headers: readonly Header[]): Buffer {
+  return Buffer.concat(
+    headers.flatMap(([n, v]) => {
+      const name = Buffer.from(String(n), 'latin1');
+      const value = Buffer.from(String(v), 'latin1');
+      return [Buffer.from([0]), hpackInt(name.length, 7), name, hpackInt(value.length, 7), value];
+    }),
+  );
+}
+
+interface H2Request {
+  method: Text;
+  scheme: string | undefined;
+  path: Text | undefined;
+  authority: Text | undefined;
+  headers: Header[];
+  body: Uint8Array | undefined;
+  endStream: boolean;
+}
+
+const h2Header: fc.Arbitrary<Header> = fc.oneof(
+  fc.constantFrom<Header>(
+    ['content-length', '0'],
+    ['content-length', '5'],
+    ['content-length', 'x'],
+    ['connection', 'keep-alive'],
+    ['te', 'gzip'],
+    ['te', 'trailers'],
+    ['upgrade', 'websocket'],
+    ['Upper', 'x'],
+    [':status', '200'],
+    [':bogus', 'x'],
+    ['host', 'other.example'],
+    ['content-type', 'application/grpc'],
+    ['grpc-timeout', '1S'],
+    ['grpc-timeout', 'forever'],
+    ['x-request-id', ''],
+  ),
+  fc.tuple(
+    token.map((t) => t.toLowerCase()),
+    fc.string({ maxLength: 30 }),
+  ),
+  fc.tuple(oddBytes, oddBytes),
+  fc.tuple(
+    token.map((t) => t.toLowerCase()),
+    fc.integer({ min: 8_000, max: 70_000 }).map((n) => new Long('v', n)),
+  ),
+);
+
+const h2Request: fc.Arbitrary<H2Request> = fc.record({
+  method,
+  scheme: fc.oneof(
+    { weight: 6, arbitrary: fc.constant('http') },
+    { weight: 1, arbitrary: fc.constantFrom(undefined, 'https', 'ftp', '') },
+  ),
+  path: fc.oneof({ weight: 6, arbitrary: path }, { weight: 1, arbitrary: fc.constant(undefined) }),
+  authority: fc.oneof(
+    { weight: 6, arbitrary: fc.constant(HOST) },
+    { weight: 1, arbitrary: fc.constantFrom(undefined, '', 'unknown.example', `${HOST}:99999`) },
+    { weight: 1, arbitrary: oddBytes },
+  ),
+  headers: fc.array(h2Header, { maxLength: 5 }),
+  body: fc.option(fc.uint8Array({ maxLength: 300 }), { nil: undefined }),
+  endStream: fc.oneof(
+    { weight: 4, arbitrary: fc.constant(true) },
+    { weight: 1, arbitrary: fc.constant(false) },
+  ),
+});
+
+function encodeH2(r: H2Request): Buffer {
+  const headers: Header[] = [[':method', r.method]];
+  if (r.scheme !== undefined) headers.push([':scheme', r.scheme]);
+  if (r.path !== undefined) headers.push([':path', r.path]);
+  if (r.authority !== undefined) headers.push([':authority', r.authority]);
+  headers.push(...r.headers);
+  const block = hpack(headers);
+  const frames = [Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), h2frame(4, 0, 0)];
+  const noBody = r.body === undefined;
+  for (let i = 0; i < block.length || i === 0; i += 16_384) {
+    const last = i + 16_384 >= block.length;
+    const flags = (last ? 0x4 : 0) | (i === 0 && noBody && r.endStream ? 0x1 : 0);
+    frames.push(h2frame(i === 0 ? 1 : 9, flags, 1, block.subarray(i, i + 16_384)));
+  }
+  if (r.body !== undefined) frames.push(h2frame(0, r.endStream ? 0x1 : 0, 1, r.body));
+  return Buffer.concat(frames);
+}
+
+/** Sends one HTTP/2 request on a fresh tunnel; resolves once stream 1 is answered or the tunnel ends. */
+async function exchangeH2(bytes: Buffer, complete: boolean): Promise<{ answered: boolean; ended: boolean }> {
+  const stream = await tunnel();
+  return new Promise((resolve) => {
+    let buf = Buffer.alloc(0);
+    let done = false;
+    const finish = (answered: boolean, ended: boolean): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      hangUp(stream);
+      resolve({ answered, ended });
+    };
+    // Bounded wait: a complete request neither answered nor refused is a hang, which the property
+    // rejects. One without END_STREAM may rightly wait for the rest of its body: waited on briefly.
+    const timer = setTimeout(() => finish(false, false), complete ? 10_000 : 1_000);
+    stream.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      while (buf.length >= 9) {
+        const len = buf.readUIntBE(0, 3);
+        if (buf.length < 9 + len) break;
+        const type = buf[3]!;
+        const id = buf.readUInt32BE(5) & 0x7fffffff;
+        // HEADERS or RST_STREAM on stream 1, or GOAWAY: the request got its answer or refusal.
+        if (((type === 1 || type === 3) && id === 1) || type === 7) return finish(true, false);
+        buf = buf.subarray(9 + len);
+      }
+    });
+    stream.on('error', () => finish(false, true));
+    stream.on('end', () => finish(false, true));
+    stream.on('close', () => finish(false, true));
+    stream.write(bytes);
+  });
+}
+
+const h2Params = fuzzParameters({ runs: 60, timeLimitMs: 8_000 });
+
+test('every odd HTTP/2 request through HBONE is answered, refused or closed, and the waypoint keeps serving', {
+  timeout: fuzzTestTimeout(h2Params),
+}, async () => {
+  await fc.assert(
+    fc.asyncProperty(h2Request, async (r) => {
+      const out = await exchangeH2(encodeH2(r), r.endStream);
+      if (r.endStream)
+        expect(out.answered || out.ended, 'an answer, a refusal or the end of the tunnel').toBe(true);
+      expect(await tunnelsReleased()).toBe(0);
+      await goodRequestServed();
+    }),
+    h2Params,
   );
 });
