@@ -25,6 +25,17 @@ done < "$here/system-packages.txt"
 [ "$print" = 1 ] && { printf '%s\n' "${pkgs[@]}"; exit 0; }
 [ "$(id -u)" = 0 ] || { echo "$0: run as root (apt-get install): sudo bash $0 $*" >&2; exit 1; }
 export DEBIAN_FRONTEND=noninteractive
+# Packages whose Debian system service we never want running: the tests start the binary themselves,
+# inside their own network namespaces. A service this run's install started is stopped and disabled;
+# one that was installed before is left as it was.
+no_service=(prometheus)
+fresh=()
+for p in "${no_service[@]}"; do
+  case " ${pkgs[*]} " in *" $p "*) dpkg -s "$p" >/dev/null 2>&1 || fresh+=("$p") ;; esac
+done
 echo "installing: ${pkgs[*]}"
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+if [ ${#fresh[@]} -gt 0 ] && [ -d /run/systemd/system ]; then
+  systemctl disable --now "${fresh[@]/%/.service}" >/dev/null 2>&1 || true
+fi

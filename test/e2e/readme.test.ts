@@ -82,6 +82,7 @@ describe('README set-up commands', () => {
       'stunnel4',
       'iperf3',
       'dnsutils',
+      'prometheus',
     ])
       expect(test).toContain(p);
   });

@@ -15,16 +15,33 @@ export interface WaypointScenario {
   setExtra(extra: Record<string, unknown>[]): Promise<void>;
   /** Runs a Node script in the client pod; returns its stdout. */
   runInClient(script: string): Promise<string>;
+  /** The pods of `options.extraPods`, by name. */
+  extraPods: Record<string, ClusterPod>;
 }
 
-export async function startWaypointScenario(): Promise<WaypointScenario> {
-  const mesh = await LocalMesh.create({ nodes: ['node-a', 'node-b'] });
+/** A mesh pod in namespace demo that no Service binds to the waypoint (for plain L4 traffic). */
+export interface ExtraPod {
+  node: 'node-a' | 'node-b';
+  name: string;
+  labels: Record<string, string>;
+  serviceAccount: string;
+}
+
+export async function startWaypointScenario(
+  options: { extraPods?: readonly ExtraPod[]; agentArgs?: readonly string[] } = {},
+): Promise<WaypointScenario> {
+  const mesh = await LocalMesh.create({
+    nodes: ['node-a', 'node-b'],
+    ...(options.agentArgs ? { agentArgs: options.agentArgs } : {}),
+  });
   try {
     const pods = {
       client: await mesh.addPod('node-a', 'client', 'demo'),
       echoV1: await mesh.addPod('node-a', 'echo-v1', 'demo'),
       echoV2: await mesh.addPod('node-b', 'echo-v2', 'demo'),
     };
+    const extraPods: Record<string, ClusterPod> = {};
+    for (const p of options.extraPods ?? []) extraPods[p.name] = await mesh.addPod(p.node, p.name, 'demo');
     const vips = {
       echo: mesh.cluster.allocateServiceIp(),
       v1: mesh.cluster.allocateServiceIp(),
@@ -59,6 +76,7 @@ export async function startWaypointScenario(): Promise<WaypointScenario> {
       svc('echo', vips.echo, { app: 'echo' }, { 'hypha.dev/use-waypoint': 'waypoint' }),
       svc('echo-v1', vips.v1, { app: 'echo', version: 'v1' }),
       svc('echo-v2', vips.v2, { app: 'echo', version: 'v2' }),
+      ...(options.extraPods ?? []).map((p) => pod(extraPods[p.name]!, p.labels, p.serviceAccount)),
     ];
     await mesh.writeConfig(base);
     await Promise.all([
@@ -91,7 +109,7 @@ export async function startWaypointScenario(): Promise<WaypointScenario> {
       const r = await mesh.cluster.exec(pods.client.netns, process.execPath, ['-e', script]);
       return r.stdout;
     };
-    return { mesh, pods, vips, waypoint, base, setExtra, runInClient };
+    return { mesh, pods, vips, waypoint, base, setExtra, runInClient, extraPods };
   } catch (err) {
     await mesh.stop();
     throw err;

@@ -58,3 +58,21 @@ export type {
   WaypointProcess,
 } from './mesh/local-mesh.js';
 export { hostPort, LocalMesh, trackProcess } from './mesh/local-mesh.js';
+export type {
+  PodAnnotations,
+  PrometheusServer,
+  PrometheusTarget,
+  PromMetadata,
+  PromSample,
+  PromTargetStatus,
+  StartPrometheusOptions,
+  StaticConfig,
+} from './prometheus.js';
+export {
+  findOnPath,
+  kubernetesPodTargets,
+  meshScrapeTargets,
+  prometheusConfig,
+  promtoolCheckMetrics,
+  startPrometheus,
+} from './prometheus.js';
