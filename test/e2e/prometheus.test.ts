@@ -316,6 +316,24 @@ describe('a real Prometheus scraping the mesh', () => {
       ),
     ).toEqual(['echo-v1', 'echo-v2']);
 
+    // The waypoint's hop to the pods is an edge from the waypoint's workload (the agents report
+    // it as the source, with its identity), not from "unknown".
+    const hops = await p.query(
+      'sum by (source_workload, source_workload_namespace, source_principal, destination_workload) (istio_tcp_connections_opened_total{reporter="destination",destination_app="echo"})',
+    );
+    expect(
+      hops
+        .map(
+          (h) =>
+            `${h.metric.source_workload_namespace}/${h.metric.source_workload} ${h.metric.source_principal} -> ${h.metric.destination_workload}`,
+        )
+        .sort(),
+    ).toEqual(
+      ['echo-v1', 'echo-v2'].map(
+        (pod) => `demo/${s.waypoint.pod.name} spiffe://cluster.local/ns/demo/sa/waypoint -> ${pod}`,
+      ),
+    );
+
     // Kiali's mTLS lock on the edge, and the identities on it.
     const security = await p.query(
       'sum by (connection_security_policy, source_principal, destination_principal) (istio_tcp_connections_opened_total{reporter="destination",destination_workload="db"})',

@@ -224,12 +224,16 @@ export class Inbound {
     const peer = req.peer.toString();
     const claimed = req.forwardedFor;
     const sourceIp = this.#vouchedSourceIp(req.peer, claimed?.ip) ?? stripV4Mapped(conn.remoteAddress);
+    // The source workload (metric labels, logs) is the pod at the source address only when it holds
+    // the identity the peer proved, as for a claimed address: a waypoint dials from its own pod
+    // without `forwarded`, and is then named as itself rather than "unknown".
+    const sourcePod = this.#o.state.findWorkloadByIp(sourceIp);
     const base = {
       direction: 'inbound' as const,
       source: {
         ip: sourceIp,
         port: claimed?.port ?? conn.remotePort,
-        workload: claimed ? this.#o.state.findWorkloadByIp(claimed.ip) : undefined,
+        workload: sourcePod?.identity.equals(req.peer) ? sourcePod : undefined,
         identity: peer,
       },
       destination: {
