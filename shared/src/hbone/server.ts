@@ -528,6 +528,11 @@ export class HboneServer {
     headers: IncomingHttpHeaders,
   ): Promise<void> {
     stream.on('error', () => {});
+    // A peer that closes the stream while we still send (RST_STREAM with NO_ERROR: what node's
+    // stream.destroy() sends) leaves node waiting for our writes to finish, and they never will:
+    // no window update comes for a closed stream. The stream, its upstream connection and its
+    // slot then stayed open until the whole HBONE connection ended.
+    stream.once('aborted', () => stream.destroy());
     state.streams += 1;
     this.#armIdle(state);
     let answered = false;
