@@ -390,6 +390,10 @@ export class HbonePool {
   ): Promise<HboneTunnel> {
     const session = conn.session;
     if (conn.state === 'closed' || session === undefined || session.closed || session.destroyed) {
+      // A session that failed a moment ago (ERR_HTTP2_TOO_MANY_INVALID_FRAMES, a socket error) has
+      // not emitted 'close' yet: retire it now, or every retry picks it again and the tunnel fails
+      // although a new connection would have served it.
+      this.#retire(conn);
       return Promise.reject(
         new RetryableRefusal(
           new HboneError('STREAM_RESET', `HBONE ${target.addr}: connection closed before the stream opened`),
@@ -400,6 +404,7 @@ export class HbonePool {
     try {
       stream = session.request(headers, { endStream: false });
     } catch (err) {
+      this.#retire(conn);
       return Promise.reject(
         new RetryableRefusal(
           new HboneError('STREAM_RESET', `HBONE ${target.addr}: ${errText(err)}`, { cause: err }),

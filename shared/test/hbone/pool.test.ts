@@ -307,3 +307,21 @@ test('a connection whose PINGs go unanswered is closed and not reused', async ()
     await hbone.close();
   }
 });
+
+test('a tunnel asked for just as its pooled connection dies opens on a new connection', async () => {
+  const hbone = await startHboneServer(mesh.server);
+  const pool = newPool();
+  try {
+    const first = await pool.connect(request(hbone.port));
+    first.stream.on('error', () => {});
+    // The HTTP/2 session fails (as with ERR_HTTP2_TOO_MANY_INVALID_FRAMES); its 'close' event has
+    // not run yet when the next connect picks a connection.
+    (first.stream as unknown as { session: { destroy(): void } }).session.destroy();
+    const next = await pool.connect(request(hbone.port));
+    expect(next.connectionId).not.toBe(first.connectionId);
+    next.stream.end();
+  } finally {
+    pool.close();
+    await hbone.close();
+  }
+});
