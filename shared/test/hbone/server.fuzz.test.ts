@@ -22,6 +22,7 @@ import {
   sleep,
   startEcho,
   startHboneServer,
+  startTcpServer,
 } from './fixtures.js';
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
@@ -41,15 +42,26 @@ const END_STREAM = 0x1;
 const ACK = 0x1;
 const END_HEADERS = 0x4;
 const PROBE = Buffer.from('fuzzprob');
+const PROBE2 = Buffer.from('fuzzpro2');
 
 let mesh: Mesh;
 let echo: Awaited<ReturnType<typeof startEcho>>;
+/** An app that sends as fast as it may until its connection closes: tunnels to it always have data in flight. */
+let talker: Awaited<ReturnType<typeof startTcpServer>>;
 let hbone: RunningServer;
 let handlerErrors = 0;
 
 beforeAll(async () => {
   mesh = await createMesh();
   echo = await startEcho();
+  talker = await startTcpServer((sock) => {
+    const chunk = Buffer.alloc(16 * 1024);
+    const pump = (): void => {
+      while (!sock.destroyed && sock.write(chunk));
+      if (!sock.destroyed) sock.once('drain', pump);
+    };
+    pump();
+  });
   const { tcpHandler } = await import('./fixtures.js');
   hbone = await startHboneServer(mesh.server, {
     // Short handshake/SETTINGS timeouts: a case that never finishes its preface ends quickly.
@@ -67,6 +79,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await hbone?.close();
   if (echo) await closeServer(echo.server);
+  if (talker) await closeServer(talker.server);
 });
 
 // ---- a tiny HTTP/2 encoder ----
@@ -154,7 +167,14 @@ interface Case {
   preface: 'ok' | 'garbage' | 'cut' | 'garbage-after';
   settingsFirst: boolean;
   ops: Op[];
+  /** RST_STREAM code the client closes its answered streams with, once the probe came back. */
+  closeCode: number;
 }
+
+const closeCode = fc.oneof(
+  { weight: 3, arbitrary: fc.constantFrom(0x0, 0x8) },
+  { weight: 1, arbitrary: fc.integer({ min: 0, max: 13 }) },
+);
 
 const streamId = fc.oneof(
   { weight: 6, arbitrary: fc.constantFrom(1, 3, 5, 7) },
@@ -173,9 +193,10 @@ const rarely = fc.oneof(
   { weight: 1, arbitrary: fc.constant(true) },
 );
 
-function connectHeaders(echoPort: number): fc.Arbitrary<Header[]> {
+function connectHeaders(echoPort: number, talkerPort: number): fc.Arbitrary<Header[]> {
   const authority = fc.oneof(
     { weight: 4, arbitrary: fc.constant(`127.0.0.1:${echoPort}`) },
+    { weight: 3, arbitrary: fc.constant(`127.0.0.1:${talkerPort}`) },
     {
       weight: 4,
       arbitrary: fc.constantFrom(
@@ -252,14 +273,14 @@ function connectHeaders(echoPort: number): fc.Arbitrary<Header[]> {
     });
 }
 
-function caseArbitrary(echoPort: number): fc.Arbitrary<Case> {
+function caseArbitrary(echoPort: number, talkerPort: number): fc.Arbitrary<Case> {
   const op: fc.Arbitrary<Op> = fc.oneof(
     {
       weight: 6,
       arbitrary: fc.record({
         op: fc.constant('headers' as const),
         stream: streamId,
-        headers: connectHeaders(echoPort),
+        headers: connectHeaders(echoPort, talkerPort),
         endStream: fc.boolean(),
         endHeaders: fc.oneof(
           { weight: 9, arbitrary: fc.constant(true) },
@@ -359,7 +380,7 @@ function caseArbitrary(echoPort: number): fc.Arbitrary<Case> {
   const requests: fc.Arbitrary<Case> = fc
     .array(
       fc.record({
-        headers: connectHeaders(echoPort),
+        headers: connectHeaders(echoPort, talkerPort),
         endStream: rarely,
         thenReset: rarely,
         data: fc.option(fc.uint8Array({ maxLength: 32 }), { nil: undefined }),
@@ -369,9 +390,11 @@ function caseArbitrary(echoPort: number): fc.Arbitrary<Case> {
       }),
       { minLength: 1, maxLength: 6 },
     )
-    .map((reqs) => ({
+    .chain((reqs) => closeCode.map((code) => ({ reqs, code })))
+    .map(({ reqs, code }) => ({
       preface: 'ok' as const,
       settingsFirst: true,
+      closeCode: code,
       ops: reqs.flatMap((r, i): Op[] => {
         const stream = 1 + 2 * i;
         const ops: Op[] = [
@@ -399,14 +422,16 @@ function caseArbitrary(echoPort: number): fc.Arbitrary<Case> {
       { weight: 1, arbitrary: fc.constant(false) },
     ),
     ops: fc.array(op, { minLength: 1, maxLength: 8 }),
+    closeCode,
   });
   return fc.oneof(requests, frames);
 }
 
 /** Frames of a case, and the streams whose answer the client may expect. */
-function encode(c: Case): { bytes: Buffer; expectAnswer: Set<number>; complete: boolean } {
+function encode(c: Case): { bytes: Buffer; expectAnswer: Set<number>; complete: boolean; toTalker: boolean } {
   const out: Buffer[] = [];
   const expectAnswer = new Set<number>();
+  let toTalker = false;
   let complete = true;
   if (c.preface === 'ok' || c.preface === 'garbage-after') out.push(PREFACE);
   else if (c.preface === 'cut') out.push(PREFACE.subarray(0, 10));
@@ -421,6 +446,8 @@ function encode(c: Case): { bytes: Buffer; expectAnswer: Set<number>; complete: 
     switch (o.op) {
       case 'headers': {
         const block = headerBlock(o.headers);
+        if (o.headers.some(([n, v]) => n === ':authority' && v === `127.0.0.1:${talker.port}`))
+          toTalker = true;
         const chunks: Buffer[] = [];
         for (let i = 0; i < block.length; i += 16_384) chunks.push(block.subarray(i, i + 16_384));
         if (chunks.length === 0) chunks.push(Buffer.alloc(0));
@@ -505,7 +532,7 @@ function encode(c: Case): { bytes: Buffer; expectAnswer: Set<number>; complete: 
     }
   }
   out.push(frame(T.PING, 0, 0, PROBE));
-  return { bytes: Buffer.concat(out), expectAnswer, complete: complete && c.preface === 'ok' };
+  return { bytes: Buffer.concat(out), expectAnswer, complete: complete && c.preface === 'ok', toTalker };
 }
 
 interface Seen {
@@ -513,10 +540,27 @@ interface Seen {
   goaway: boolean;
   probeAcked: boolean;
   closed: boolean;
+  /**
+   * After the client closed its streams (RST_STREAM with the case's code) and a second probe came
+   * back: did the server release them all while the connection stayed up? Undefined when the
+   * connection did not get that far.
+   */
+  releasedWhileOpen?: boolean;
+}
+
+async function streamsReleased(): Promise<boolean> {
+  for (let i = 0; i < 250 && hbone.server.stats().streams > 0; i++) await sleep(20);
+  return hbone.server.stats().streams === 0;
 }
 
 /** Runs one case on a fresh mTLS connection; resolves with what the server did. */
-function runCase(bytes: Buffer, expectAnswer: ReadonlySet<number>, complete: boolean): Promise<Seen> {
+function runCase(
+  bytes: Buffer,
+  expectAnswer: ReadonlySet<number>,
+  complete: boolean,
+  closeCode: number,
+  toTalker: boolean,
+): Promise<Seen> {
   return new Promise((resolve) => {
     const seen: Seen = { answered: new Set(), goaway: false, probeAcked: false, closed: false };
     const socket = tlsConnect({
@@ -538,8 +582,28 @@ function runCase(bytes: Buffer, expectAnswer: ReadonlySet<number>, complete: boo
       socket.destroy();
       resolve(seen);
     };
+    let closing = false;
+    let probe2Acked = false;
     const settled = (): boolean =>
       seen.closed || seen.goaway || (seen.probeAcked && [...expectAnswer].every((s) => seen.answered.has(s)));
+    // Phase 2, on a connection still up: close every answered stream, probe again, then the server
+    // must hold no stream although the connection lives on.
+    const closeStreams = (): void => {
+      closing = true;
+      const code = Buffer.alloc(4);
+      code.writeUInt32BE(closeCode >>> 0);
+      socket.write(
+        Buffer.concat([
+          // A bare RST_STREAM, or (CANCEL) DATA with END_STREAM first, as node's close(code) does.
+          ...[...expectAnswer].flatMap((id) =>
+            closeCode === 0x8
+              ? [frame(T.DATA, END_STREAM, id), frame(T.RST, 0, id, code)]
+              : [frame(T.RST, 0, id, code)],
+          ),
+          frame(T.PING, 0, 0, PROBE2),
+        ]),
+      );
+    };
     // Bounded wait: a server that neither answers nor closes fails the property below.
     // A case that leaves a frame half-sent can only be waited out; keep that wait short.
     const timer = setTimeout(done, complete ? 5_000 : 1_000);
@@ -556,9 +620,22 @@ function runCase(bytes: Buffer, expectAnswer: ReadonlySet<number>, complete: boo
         if (type === T.HEADERS || type === T.RST) seen.answered.add(id);
         if (type === T.GOAWAY) seen.goaway = true;
         if (type === T.PING && flags & ACK && payload.equals(PROBE)) seen.probeAcked = true;
+        if (type === T.PING && flags & ACK && payload.equals(PROBE2)) probe2Acked = true;
         buf = buf.subarray(9 + len);
       }
-      if (settled()) done();
+      if (seen.closed || seen.goaway) return done();
+      if (!closing && settled()) {
+        closing = true;
+        // A tunnel to the app that keeps sending: let the server's writes fill the stream's window
+        // first, so the close lands while the server still has data it cannot send.
+        if (toTalker) setTimeout(closeStreams, 150);
+        else closeStreams();
+      } else if (closing && probe2Acked && seen.releasedWhileOpen === undefined) {
+        void streamsReleased().then((released) => {
+          if (!seen.closed && !seen.goaway) seen.releasedWhileOpen = released;
+          done();
+        });
+      }
     });
     socket.on('error', () => {});
     socket.on('close', () => {
@@ -597,22 +674,25 @@ async function serverHoldsNothing(): Promise<{ connections: number; streams: num
   return { connections: s.connections, streams: s.streams };
 }
 
-const params = fuzzParameters({ runs: 120, timeLimitMs: 12_000 });
+const params = fuzzParameters({ runs: 100, timeLimitMs: 12_000 });
 
 test('hostile HTTP/2 and HBONE CONNECT input is answered or refused, leaks nothing, and good clients stay served', {
   timeout: fuzzTestTimeout(params),
 }, async () => {
   await goodClientServed();
   await fc.assert(
-    fc.asyncProperty(caseArbitrary(echo.port), async (c) => {
-      const { bytes, expectAnswer, complete } = encode(c);
-      const seen = await runCase(bytes, expectAnswer, complete);
+    fc.asyncProperty(caseArbitrary(echo.port, talker.port), async (c) => {
+      const { bytes, expectAnswer, complete, toTalker } = encode(c);
+      const seen = await runCase(bytes, expectAnswer, complete, c.closeCode, toTalker);
       // Refused, closed, or alive and answering: the probe PING comes back and every stream opened
       // with a complete header block got HEADERS or RST_STREAM.
       if (!seen.goaway && !seen.closed && complete) {
         expect(seen.probeAcked, 'probe PING acknowledged').toBe(true);
         for (const s of expectAnswer) expect(seen.answered.has(s), `stream ${s} answered`).toBe(true);
       }
+      // Streams the client closed are released while its connection lives (not only when it ends).
+      if (seen.releasedWhileOpen !== undefined)
+        expect(seen.releasedWhileOpen, 'closed streams released').toBe(true);
       expect(await serverHoldsNothing()).toEqual({ connections: 0, streams: 0 });
       await goodClientServed();
       expect(handlerErrors).toBe(0);
