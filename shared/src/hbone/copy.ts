@@ -46,6 +46,8 @@ export interface CopyOptions {
 
 interface H2StreamLike {
   rstCode?: number;
+  /** True once the peer or the session's end aborted the stream (node:http2). */
+  aborted?: boolean;
   close(code?: number): void;
 }
 
@@ -76,9 +78,11 @@ export function resetStream(s: Duplex): void {
     else s.destroy(new Error('tunnel reset: the other side of the tunnel failed'));
     return;
   }
-  if (s instanceof Socket && !s.connecting) {
+  // A socket that already sent FIN (or is sending it) cannot be RST: libuv answers EINVAL and Node
+  // then never emits 'close', so whoever waits for it (the copy loop, the connection tracker) waits
+  // forever. It is closed normally instead.
+  if (s instanceof Socket && !s.connecting && !s.writableEnded) {
     try {
-      // libuv refuses to RST a socket that already sent FIN; it is then closed normally.
       s.resetAndDestroy();
       return;
     } catch {
@@ -197,6 +201,9 @@ function pump(src: Duplex, dst: Duplex, count: (n: number) => void): void {
   dst.on('drain', () => src.resume());
   src.once('end', () => {
     if (dst.destroyed || dst.writableEnded) return;
+    // A stream aborted under us (its HTTP/2 session destroyed: PING timeout, peer gone) still emits
+    // 'end'. That is no clean end: leave the other side open for the reset that 'close' brings.
+    if (isH2Stream(src) && src.aborted) return;
     if (corked) uncork();
     dst.end();
   });

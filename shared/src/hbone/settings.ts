@@ -1,10 +1,17 @@
 // HTTP/2 and TLS settings shared by the HBONE server and client, in one place so both ends agree.
 //
 // Why these windows: node:http2 defaults to 64 KiB stream and connection windows, which caps a
-// single tunnel at roughly one window per round trip. 4 MiB per stream lets one stream fill a fast
-// link; 16 MiB per connection lets four streams do so at once before they share. Windows only
-// bound what the peer may send before we read; memory stays bounded because a stream whose reader
-// is slow stops acknowledging (no WINDOW_UPDATE) once its Readable buffer is full.
+// single tunnel at roughly one window per round trip. Bigger windows let one stream fill a fast
+// link, but not too big: node:http2 stops reading its socket while one of its writes is pending.
+// When both ends carry bulk data and both kernels' buffers fill (packet loss shrinks TCP's
+// windows), each end waits for the other to read and neither does: the connection deadlocks until
+// PING declares it dead. Windows at 4/16 MiB let each end queue more than the two kernels' buffers
+// hold; 1 MiB per stream and 2 MiB per connection keep what is unconsumed within them (seen on the
+// namespace cluster: 4 transfers of 8 MiB each way under 1-3% loss deadlocked at 4/16 MiB, passed at
+// 1/2 MiB; test/e2e/chaos-network.test.ts) and cost no single-stream throughput here (`npm run
+// bench -- hbone --quick`: 4.9 Gbit/s vs 4.6 at 4/16 MiB, same run conditions). Windows only bound
+// what the peer may send before we read; memory stays bounded because a stream whose reader is slow
+// stops acknowledging (no WINDOW_UPDATE) once its Readable buffer is full.
 
 import type { ServerSessionOptions, SessionOptions, Settings } from 'node:http2';
 import type { SecureContextOptions } from 'node:tls';
@@ -23,8 +30,8 @@ export interface FlowControlOptions {
 }
 
 export const DEFAULT_FLOW_CONTROL: Readonly<FlowControlOptions> = {
-  streamWindow: 4 * MiB,
-  connectionWindow: 16 * MiB,
+  streamWindow: MiB,
+  connectionWindow: 2 * MiB,
   // The peer may send DATA frames up to 64 KiB: fewer frames per byte (measured ~8-13% less CPU
   // per GiB than 16 KiB on loopback; see docs/hbone.md).
   maxFrameSize: 64 * 1024,

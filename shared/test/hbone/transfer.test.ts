@@ -1,8 +1,8 @@
 // Bytes through real TLS on loopback: large transfers both ways, many concurrent streams,
 // half-close in both directions, reset propagation, live byte counters.
 import { constants as h2c } from 'node:http2';
-import type { Socket } from 'node:net';
-import { type HboneRequest, resetStream } from '@hypha/shared/hbone';
+import { createServer, connect as netConnect, type Socket } from 'node:net';
+import { copyBidirectional, type HboneRequest, resetStream } from '@hypha/shared/hbone';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
   closeServer,
@@ -144,6 +144,37 @@ describe('reset propagation', () => {
     } finally {
       pool.close();
       await closeServer(app.server);
+    }
+  });
+
+  test('a tunnel whose HTTP/2 connection dies under it (PING timeout) resets the client, and the copy ends', async () => {
+    // The agent's side of an outbound connection: a local client socket copied into a tunnel.
+    const front = createServer();
+    await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
+    const accepted = once<Socket>(front, 'connection');
+    const client = netConnect((front.address() as { port: number }).port, '127.0.0.1');
+    const down = await accepted;
+    const pool = newPool();
+    try {
+      const t = await connect(pool, echo.port);
+      const copied = copyBidirectional(down, t.stream);
+      client.write('ping');
+      await once(client, 'data');
+      let cleanEnd = false;
+      client.on('end', () => {
+        cleanEnd = true;
+      });
+      const errored = once<NodeJS.ErrnoException>(client, 'error');
+      // What the pool does when PINGs go unanswered: the whole HTTP/2 session is destroyed.
+      (t.stream as unknown as { session: { destroy(): void } }).session.destroy();
+      expect((await errored).code).toBe('ECONNRESET');
+      expect(cleanEnd).toBe(false);
+      // The copy (and with it the agent's connection tracking) finishes instead of waiting forever.
+      expect((await copied).outcome).toBe('upstream_reset');
+    } finally {
+      client.destroy();
+      pool.close();
+      await closeServer(front);
     }
   });
 

@@ -7,8 +7,8 @@ export interface HeldConnection {
   exchange(n: number): Promise<number>;
   /** Half-closes the client side (FIN). */
   end(): void;
-  /** Resolves when the connection closed, with the bytes echoed in total. */
-  waitClosed(): Promise<{ total: number }>;
+  /** Resolves when the connection closed (within `ms`, default 10 s), with the bytes echoed in total. */
+  waitClosed(ms?: number): Promise<{ total: number }>;
   kill(): void;
 }
 
@@ -67,7 +67,8 @@ export function steerHeldConnection(child: ChildProcess): HeldConnection {
       return Number(e.total);
     },
     end: () => child.stdin!.write('end\n'),
-    waitClosed: () => next((e) => e.event === 'closed').then((e) => ({ total: Number(e.total) })),
+    waitClosed: (ms?: number) =>
+      next((e) => e.event === 'closed', ms).then((e) => ({ total: Number(e.total) })),
     kill: () => child.kill(),
   };
 }
