@@ -168,6 +168,27 @@ export class LocalMesh {
     });
     await writeFile(join(this.dir, 'tokens.yaml'), stringify({ tokens }));
     for (const [node, token] of this.#tokens) await writeFile(join(this.dir, `token-${node}`), token);
+    await this.#spawnCa();
+  }
+
+  /** Kills the CA process (SIGKILL by default, as a crash would); the agents keep what they hold. */
+  async killCa(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const ca = this.#ca;
+    if (ca === undefined || ca.exitCode !== null || ca.signalCode !== null) return;
+    await new Promise<void>((resolve) => {
+      ca.once('exit', () => resolve());
+      ca.kill(signal);
+    });
+  }
+
+  /** Starts the CA again from its directory (same root, same tokens), as a restarted pod would. */
+  async restartCa(): Promise<void> {
+    await this.killCa();
+    await this.#spawnCa();
+  }
+
+  async #spawnCa(): Promise<void> {
+    const caDir = join(this.dir, 'ca');
     const first = this.cluster.node(this.#opts.nodes[0]!);
     this.#ca = this.cluster.spawnNode(
       first.netns,
