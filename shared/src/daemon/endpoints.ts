@@ -97,20 +97,31 @@ function serveTap(
   url: URL,
   hub: TapHub | undefined,
 ): void {
-  if (hub === undefined) return text(res, 404, 'this process has no tap\n');
-  if (req.method !== 'GET') return text(res, 405, 'use GET /tap\n');
+  if (hub === undefined) {
+    text(res, 404, 'this process has no tap\n');
+    return;
+  }
+  if (req.method !== 'GET') {
+    text(res, 405, 'use GET /tap\n');
+    return;
+  }
   let filter: ReturnType<typeof parseTapFilter>;
   try {
     filter = parseTapFilter((k) => url.searchParams.get(k));
   } catch (err) {
-    return text(res, 400, `${(err as Error).message}\n`);
+    text(res, 400, `${(err as Error).message}\n`);
+    return;
   }
   const leave = hub.subscribe(filter, {
     write: (line) => res.write(line),
-    onDrain: (listener) => res.once('drain', listener),
+    onDrain: (listener) => {
+      res.once('drain', listener);
+    },
   });
-  if (leave === undefined)
-    return text(res, 429, `too many taps at once (${hub.subscribers}); try again later\n`);
+  if (leave === undefined) {
+    text(res, 429, `too many taps at once (${hub.subscribers}); try again later\n`);
+    return;
+  }
   res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
   // Headers now, so the reader knows it is subscribed before the first event.
   res.flushHeaders();
