@@ -103,4 +103,33 @@ describe('crashes under load', () => {
       `agent crash: ${outage.length} requests while node-b had no agent, ${outage.filter(([, st]) => st !== 200).length} failed, 0 reached echo-v2; echo-v2 answered again ${firstOk ? `${((firstOk[0] - readyAt) / 1000).toFixed(2)} s` : 'never'} after the new agent was ready`,
     );
   }, 90_000);
+
+  it('SIGKILL of the waypoint fails closed (no request gets around it), and it serves again once restarted in its pod', async () => {
+    const traffic = load(10_000);
+    await sleep(1500);
+    const killedAt = Date.now();
+    const waypoint = s.mesh.waypoints.get('demo/waypoint')!;
+    waypoint.process.kill('SIGKILL');
+    await new Promise((r) => waypoint.process.once('exit', r));
+    await sleep(2000);
+    // The container restarts in the same pod (same address), as the kubelet does after a crash.
+    const restarted = await s.mesh.restartWaypoint('demo', 'waypoint');
+    s.waypoint = restarted;
+    const readyAt = Date.now();
+    const samples = await traffic;
+    expect(samples.filter(([t]) => t < killedAt - 100).every(([, st]) => st === 200)).toBe(true);
+    // Service demo/echo is bound to the waypoint: with it down, nothing reached the pods another way.
+    const outage = samples.filter(([t]) => t > killedAt + 200 && t < readyAt - 200);
+    expect(outage.length).toBeGreaterThan(10);
+    expect(outage.filter(([, st]) => st === 200)).toEqual([]);
+    const tail = samples.slice(-40);
+    expect(
+      tail.every(([, st]) => st === 200),
+      JSON.stringify(tail),
+    ).toBe(true);
+    const firstOk = samples.find(([t, st]) => t > killedAt + 200 && st === 200);
+    console.log(
+      `waypoint crash: ${outage.length} requests during the outage, none answered by a pod; the first success ${firstOk ? `${((firstOk[0] - readyAt) / 1000).toFixed(2)} s` : 'never'} after the restarted waypoint was ready`,
+    );
+  }, 90_000);
 });

@@ -87,6 +87,8 @@ export class LocalMesh {
   readonly #opts: LocalMeshOptions;
   readonly #tokens = new Map<string, string>();
   #ca: ChildProcess | undefined;
+  /** How each waypoint was started, so a restart runs it the same way. */
+  readonly #waypointOptions = new Map<string, StartWaypointOptions>();
   #stopped = false;
   readonly #exitListeners = new Set<(exit: MeshProcessExit) => void>();
   /** The last config written as objects (startWaypoint adds its objects to it). */
@@ -327,6 +329,36 @@ export class LocalMesh {
       opts.namespace,
     );
     await this.writeConfig([...this.#objects, ...waypointConfigObjects(opts, pod)], { header: this.#header });
+    this.#waypointOptions.set(key, opts);
+    return this.#spawnWaypoint(opts, pod);
+  }
+
+  /**
+   * Kills a waypoint (SIGKILL by default, as a crash would) and starts it again in the same pod,
+   * as the kubelet restarts a crashed container: same pod, same address. Resolves once it is ready.
+   */
+  async restartWaypoint(
+    namespace: string,
+    name: string,
+    signal: NodeJS.Signals = 'SIGKILL',
+  ): Promise<WaypointProcess> {
+    const wp = this.waypoints.get(`${namespace}/${name}`);
+    if (wp === undefined) throw new Error(`no waypoint ${namespace}/${name} runs`);
+    const p = wp.process;
+    if (p.exitCode === null && p.signalCode === null) {
+      await new Promise<void>((resolve) => {
+        p.once('exit', () => resolve());
+        p.kill(signal);
+      });
+    }
+    return this.#spawnWaypoint(
+      this.#waypointOptions.get(`${namespace}/${name}`) ?? { node: wp.node, namespace, name },
+      wp.pod,
+    );
+  }
+
+  async #spawnWaypoint(opts: StartWaypointOptions, pod: ClusterPod): Promise<WaypointProcess> {
+    const key = `${opts.namespace}/${opts.name}`;
     const child = this.cluster.spawnNode(
       pod.netns,
       HYPHA_BIN,
