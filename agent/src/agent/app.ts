@@ -137,7 +137,28 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     token: async () => (await readFile(config.ca.tokenFile, 'utf8')).trim(),
     caTrustBundlePem: caRoot,
   });
-  const certs = new CertManager({ provider: caClient });
+  const ttl = config.certTtlSeconds === undefined ? {} : { ttlSeconds: config.certTtlSeconds };
+  const certs = new CertManager({
+    provider: (id) => caClient.fetchWorkloadCertificate(id, ttl),
+    onRenewalFailed: (f) =>
+      log.warn(
+        {
+          identity: f.id.toString(),
+          notAfter: f.notAfter,
+          err: f.error.message,
+          failures: f.failures,
+          retryInMs: Math.max(0, Math.round(f.nextAttemptAt - Date.now())),
+        },
+        f.notAfter.getTime() > Date.now()
+          ? 'certificate renewal failed; serving with the held certificate until it expires'
+          : 'certificate renewal failed; the held certificate has expired',
+      ),
+    onExpired: (e) =>
+      log.error(
+        { identity: e.id.toString(), notAfter: e.notAfter, err: e.lastError },
+        `certificate expired: ${e.id} (notAfter ${e.notAfter.toISOString()}); new connections for it fail until the CA answers`,
+      ),
+  });
   const revoked = { serials: new Set<string>(), ids: new Set<string>(), version: -1, content: '' };
 
   // 3. Capture.
@@ -576,6 +597,16 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     registers: [registry],
     collect() {
       this.set(certs.listCertificates().filter((c) => c.notAfter !== undefined).length);
+    },
+  });
+  new Gauge({
+    name: 'hypha_agent_certificates_by_state',
+    help: 'Workload certificates of this agent by state (ready, renewing, backoff, fetching, expired)',
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const c of certs.listCertificates()) this.inc({ state: c.state });
     },
   });
   new Gauge({

@@ -11,6 +11,8 @@ export interface AgentConfig {
   source: ConfigSource;
   trustDomain: string;
   ca: { address: string; tokenFile: string; rootFile: string };
+  /** Lifetime asked of the CA for workload certificates (`--cert-ttl`, default 24 h; the CA may clamp it). */
+  certTtlSeconds?: number;
   capture: 'node' | 'none';
   /** What to do with traffic to destinations that are not in the mesh registry. */
   outboundPolicy: 'passthrough' | 'registry-only';

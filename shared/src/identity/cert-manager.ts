@@ -7,7 +7,8 @@
 //   node full of renewals cannot starve a pod that has no certificate yet.
 // - A certificate is renewed at about half its remaining life (jittered so a node's pods do not
 //   renew in lockstep). On failure the old certificate stays in use until it expires, and the fetch
-//   is retried with exponential backoff from 0.5 s to 150 s.
+//   is retried with exponential backoff from 0.5 s to 150 s. Each failed renewal is reported
+//   (onRenewalFailed) and so is a certificate that reaches notAfter without renewal (onExpired).
 // - Time and timers come from an injectable clock, so tests can move through a day in milliseconds.
 import type { WorkloadCertificate } from './ca.js';
 import type { SpiffeId } from './spiffe.js';
@@ -41,6 +42,19 @@ export interface CertManagerOptions {
   maxBackoffMs?: number;
   /** Renewal happens at (1 - renewJitter * random) of half the remaining life. Default 0.1. */
   renewJitter?: number;
+  /** A renewal of a held certificate failed (the held one stays in use until notAfter). */
+  onRenewalFailed?: (event: RenewalFailure) => void;
+  /** A held certificate reached notAfter without being renewed; new connections for it fail. */
+  onExpired?: (event: { id: SpiffeId; notAfter: Date; lastError?: string }) => void;
+}
+
+export interface RenewalFailure {
+  id: SpiffeId;
+  notAfter: Date;
+  error: Error;
+  failures: number;
+  /** When the next attempt is due (epoch ms). */
+  nextAttemptAt: number;
 }
 
 export type CertManagerErrorCode = 'CERT_UNAVAILABLE' | 'CERT_FORGOTTEN' | 'CERT_MANAGER_CLOSED';
@@ -54,7 +68,8 @@ export class CertManagerError extends Error {
   }
 }
 
-export type CertificateState = 'fetching' | 'ready' | 'renewing' | 'backoff';
+/** `expired`: the held certificate is past notAfter (renewal kept failing); new connections fail. */
+export type CertificateState = 'fetching' | 'ready' | 'renewing' | 'backoff' | 'expired';
 
 /** One identity's status, for /certs on the admin port and for expiry metrics. */
 export interface CertificateStatus {
@@ -80,6 +95,10 @@ interface Entry {
   attempting: boolean;
   waiters: Waiter[];
   timer?: unknown;
+  /** While renewal fails: fires at the held certificate's notAfter, to report its expiry. */
+  expiryTimer?: unknown;
+  /** The certificate whose expiry was reported (once each). */
+  expiryReported?: WorkloadCertificate;
   nextAttemptAt?: number;
   failures: number;
   lastError?: Error;
@@ -94,6 +113,8 @@ export class CertManager {
   readonly #initialBackoff: number;
   readonly #maxBackoff: number;
   readonly #renewJitter: number;
+  readonly #onRenewalFailed: CertManagerOptions['onRenewalFailed'];
+  readonly #onExpired: CertManagerOptions['onExpired'];
   readonly #entries = new Map<string, Entry>();
   readonly #listeners = new Set<(id: SpiffeId, cert: WorkloadCertificate) => void>();
   // Slots for fetches: first fetches (no certificate yet) go ahead of renewals.
@@ -111,6 +132,8 @@ export class CertManager {
     this.#initialBackoff = opts.initialBackoffMs ?? 500;
     this.#maxBackoff = opts.maxBackoffMs ?? 150_000;
     this.#renewJitter = opts.renewJitter ?? 0.1;
+    this.#onRenewalFailed = opts.onRenewalFailed;
+    this.#onExpired = opts.onExpired;
   }
 
   /**
@@ -164,7 +187,16 @@ export class CertManager {
     return [...this.#entries.values()].map((e) => {
       const s: CertificateStatus = {
         id: e.id,
-        state: e.attempting ? (e.cert ? 'renewing' : 'fetching') : e.lastError ? 'backoff' : 'ready',
+        state:
+          e.cert && !this.#valid(e.cert)
+            ? 'expired'
+            : e.attempting
+              ? e.cert
+                ? 'renewing'
+                : 'fetching'
+              : e.lastError
+                ? 'backoff'
+                : 'ready',
         failures: e.failures,
       };
       if (e.cert) {
@@ -191,7 +223,7 @@ export class CertManager {
     if (!e) return;
     this.#entries.delete(key);
     e.gone = true;
-    if (e.timer !== undefined) this.#clock.clearTimeout(e.timer);
+    this.#clearTimers(e);
     this.#settle(
       e,
       undefined,
@@ -204,7 +236,7 @@ export class CertManager {
     this.#closed = true;
     for (const e of this.#entries.values()) {
       e.gone = true;
-      if (e.timer !== undefined) this.#clock.clearTimeout(e.timer);
+      this.#clearTimers(e);
       this.#settle(
         e,
         undefined,
@@ -215,6 +247,13 @@ export class CertManager {
     this.#listeners.clear();
     // Queued attempts see `gone` and return their slot at once.
     for (const next of [...this.#urgent.splice(0), ...this.#routine.splice(0)]) next();
+  }
+
+  #clearTimers(e: Entry): void {
+    if (e.timer !== undefined) this.#clock.clearTimeout(e.timer);
+    if (e.expiryTimer !== undefined) this.#clock.clearTimeout(e.expiryTimer);
+    e.timer = undefined;
+    e.expiryTimer = undefined;
   }
 
   #valid(cert: WorkloadCertificate): boolean {
@@ -259,6 +298,8 @@ export class CertManager {
     const remaining = Math.max(0, cert.notAfter.getTime() - now);
     const delay = (remaining / 2) * (1 - this.#renewJitter * this.#random());
     this.#schedule(e, delay);
+    if (e.expiryTimer !== undefined) this.#clock.clearTimeout(e.expiryTimer);
+    e.expiryTimer = undefined;
     this.#settle(e, cert, undefined);
     for (const l of this.#listeners) {
       try {
@@ -277,11 +318,47 @@ export class CertManager {
     // ±10 % so agents that lost the CA together do not come back together.
     const delay = Math.min(this.#maxBackoff, base * (0.9 + 0.2 * this.#random()));
     this.#schedule(e, delay);
+    const held = e.cert;
+    // Renewal is failing: watch for the held certificate's expiry (reported once per certificate).
+    if (held && e.expiryTimer === undefined && e.expiryReported !== held) {
+      e.expiryTimer = this.#clock.setTimeout(
+        () => {
+          e.expiryTimer = undefined;
+          if (e.gone || e.cert !== held) return;
+          e.expiryReported = held;
+          const event: { id: SpiffeId; notAfter: Date; lastError?: string } = {
+            id: e.id,
+            notAfter: held.notAfter,
+          };
+          if (e.lastError) event.lastError = e.lastError.message;
+          this.#notify(() => this.#onExpired?.(event));
+        },
+        Math.max(0, held.notAfter.getTime() - this.#clock.now()) + 1,
+      );
+    }
+    if (held)
+      this.#notify(() =>
+        this.#onRenewalFailed?.({
+          id: e.id,
+          notAfter: held.notAfter,
+          error: err,
+          failures: e.failures,
+          nextAttemptAt: e.nextAttemptAt ?? this.#clock.now() + delay,
+        }),
+      );
     this.#settle(
       e,
       undefined,
       new CertManagerError('CERT_UNAVAILABLE', `no certificate for ${e.id}: ${err.message}`, { cause: err }),
     );
+  }
+
+  #notify(fn: () => void): void {
+    try {
+      fn();
+    } catch {
+      // A reporting hook's failure must not stop the manager.
+    }
   }
 
   #schedule(e: Entry, delayMs: number): void {

@@ -24,6 +24,7 @@ export type {
   CertManagerClock,
   CertManagerErrorCode,
   CertManagerOptions,
+  RenewalFailure,
 } from './cert-manager.js';
 export { CertManager, CertManagerError, systemClock } from './cert-manager.js';
 export type { ChainVerification } from './certificate.js';

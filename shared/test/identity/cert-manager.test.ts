@@ -204,6 +204,54 @@ describe('CertManager', () => {
     ca.release();
   });
 
+  it('reports each failed renewal and, once, the expiry of a certificate the CA never renewed; /certs says expired', async () => {
+    const clock = new FakeClock();
+    const ca = new FakeProvider(clock, 40_000);
+    const failures: { id: string; notAfter: number; error: string }[] = [];
+    const expired: { id: string; notAfter: number; lastError?: string }[] = [];
+    const m = new CertManager({
+      provider: ca.fetch,
+      clock,
+      random: () => 0.5,
+      onRenewalFailed: (f) =>
+        failures.push({ id: f.id.toString(), notAfter: f.notAfter.getTime(), error: f.error.message }),
+      onExpired: (e) => {
+        const ev: { id: string; notAfter: number; lastError?: string } = {
+          id: e.id.toString(),
+          notAfter: e.notAfter.getTime(),
+        };
+        if (e.lastError !== undefined) ev.lastError = e.lastError;
+        expired.push(ev);
+      },
+    });
+    managers.push(m);
+    const first = await m.fetchCertificate(WEB);
+    ca.failWith = new Error('connect ECONNREFUSED 10.0.0.1:15012');
+    await clock.advance(30_000);
+    expect(failures.length).toBeGreaterThan(0);
+    expect(failures[0]).toEqual({
+      id: WEB.toString(),
+      notAfter: first.notAfter.getTime(),
+      error: 'connect ECONNREFUSED 10.0.0.1:15012',
+    });
+    expect(expired).toEqual([]);
+    expect(m.listCertificates()[0]!.state).toBe('backoff');
+    await clock.advance(30_000);
+    expect(expired).toEqual([
+      {
+        id: WEB.toString(),
+        notAfter: first.notAfter.getTime(),
+        lastError: 'connect ECONNREFUSED 10.0.0.1:15012',
+      },
+    ]);
+    expect(m.listCertificates()[0]!.state).toBe('expired');
+    // The CA returns: renewed, ready again, and no second expiry report for the old certificate.
+    ca.failWith = undefined;
+    await clock.advance(200_000);
+    expect(m.listCertificates()[0]!.state).toBe('ready');
+    expect(expired).toHaveLength(1);
+  });
+
   it('after close, rejects callers and leaves no timers behind', async () => {
     const { clock, m } = setup();
     await m.fetchCertificate(WEB);

@@ -5,7 +5,7 @@ import { type Command, Option } from 'commander';
 import { type AgentConfig, AgentConfigError, DEFAULT_PORTS, parseConfigSource } from '../../agent/config.js';
 import { parseUpstream } from '../../dns/upstream.js';
 import { addMeshDaemonOptions } from '../daemon-options.js';
-import { durationFlagMs, UsageError } from '../errors.js';
+import { durationFlagMs, durationFlagSeconds, UsageError } from '../errors.js';
 import { nodeLeavesMesh, registerCleanup } from './agent-cleanup.js';
 
 interface AgentFlags {
@@ -19,6 +19,7 @@ interface AgentFlags {
   outboundPolicy: 'passthrough' | 'registry-only';
   drainTimeout: string;
   revocationPoll: string;
+  certTtl: string;
   adminAddress: string;
   metricsAddress: string;
   readinessAddress: string;
@@ -101,6 +102,14 @@ export function register(program: Command): void {
         .env('HYPHA_REVOCATION_POLL')
         .default('30s'),
     )
+    .addOption(
+      new Option(
+        '--cert-ttl <duration>',
+        'lifetime asked of the CA for workload certificates (renewed at half life; the CA clamps it to its maximum)',
+      )
+        .env('HYPHA_CERT_TTL')
+        .default('24h'),
+    )
     .option('--admin-address <host:port>', 'admin endpoint (keep it on localhost)', '127.0.0.1:15000')
     .option('--metrics-address <host:port>', 'Prometheus /metrics', '0.0.0.0:15020')
     .option('--readiness-address <host:port>', '/healthz/ready', '0.0.0.0:15021')
@@ -160,6 +169,7 @@ Example (outside Kubernetes):
           source: parseConfigSource(flags.config),
           trustDomain: flags.trustDomain,
           ca: { address: flags.caAddress, tokenFile: flags.caTokenFile, rootFile: flags.caRootFile },
+          certTtlSeconds: durationFlagSeconds('--cert-ttl', flags.certTtl),
           capture: flags.capture,
           outboundPolicy: flags.outboundPolicy,
           ports: {

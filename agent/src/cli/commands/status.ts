@@ -216,7 +216,8 @@ export function renderStatus(dump: ConfigDump, connections: ConnectionView[], no
 }
 
 function certState(c: CertView): string {
-  if (c.state === 'backoff' && c.lastError) return `backoff (${c.failures ?? 0} failures: ${c.lastError})`;
+  if ((c.state === 'backoff' || c.state === 'expired') && c.lastError)
+    return `${c.state} (${c.failures ?? 0} failures: ${c.lastError})`;
   return c.state;
 }
 
