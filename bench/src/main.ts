@@ -5,7 +5,9 @@ import type { BenchOptions, BenchSuite, BenchSuiteResult } from './types.js';
 
 // Suites are loaded lazily (each is ./suites/<name>.js exporting `run`) so one suite's missing
 // peer tool does not stop the others from loading.
-const SUITE_NAMES = ['ca', 'dns', 'hbone', 'l4', 'scale', 'upgrade', 'waypoint'] as const;
+const SUITE_NAMES = ['ca', 'dns', 'hbone', 'l4', 'scale', 'soak', 'upgrade', 'waypoint'] as const;
+/** Not part of "all": the soak runs for minutes (`soak [--minutes N]`, default 20). */
+const LONG_SUITES = new Set(['soak']);
 const SUITES: Record<string, () => Promise<BenchSuite>> = Object.fromEntries(
   SUITE_NAMES.map((name) => [
     name,
@@ -14,8 +16,9 @@ const SUITES: Record<string, () => Promise<BenchSuite>> = Object.fromEntries(
 );
 
 function usage(): string {
-  return `usage: npm run bench -- <suite...> [--json] [--quick]
-suites: ${Object.keys(SUITES).join(', ')} (or "all")
+  return `usage: npm run bench -- <suite...> [--json] [--quick] [--minutes N]
+suites: ${Object.keys(SUITES).join(', ')} (or "all", which leaves out soak)
+  --minutes N  the soak's duration (default 20)
   --json   print one JSON object per suite: {suite, results: [{name, value, unit, peer?, peerValue?, ratio?}]}
   --quick  shorter runs (smoke check; figures are noisier)`;
 }
@@ -46,9 +49,17 @@ function round(n: number): string {
 async function main(argv: string[]): Promise<number> {
   const opts: BenchOptions = {};
   const names: string[] = [];
-  for (const a of argv) {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
     if (a === '--json') opts.json = true;
-    else if (a === '--quick') opts.quick = true;
+    else if (a === '--minutes' || a.startsWith('--minutes=')) {
+      const v = Number(a === '--minutes' ? argv[++i] : a.slice('--minutes='.length));
+      if (!(v > 0)) {
+        process.stderr.write(`bench: --minutes needs a positive number\n${usage()}\n`);
+        return 2;
+      }
+      opts.minutes = v;
+    } else if (a === '--quick') opts.quick = true;
     else if (a === '--help' || a === '-h') {
       process.stdout.write(`${usage()}\n`);
       return 0;
@@ -57,7 +68,10 @@ async function main(argv: string[]): Promise<number> {
       return 2;
     } else names.push(a);
   }
-  const selected = names.length === 0 || names.includes('all') ? Object.keys(SUITES) : names;
+  const selected =
+    names.length === 0 || names.includes('all')
+      ? Object.keys(SUITES).filter((n) => !LONG_SUITES.has(n))
+      : names;
   for (const n of selected) {
     if (!SUITES[n]) {
       process.stderr.write(`bench: unknown suite "${n}"\n${usage()}\n`);

@@ -24,6 +24,8 @@ export interface BenchOptions {
   json?: boolean;
   /** Shorter runs for smoke checks (`--quick`). */
   quick?: boolean;
+  /** The soak's duration in minutes (`--minutes N`). */
+  minutes?: number;
 }
 
 export type BenchSuite = (opts: BenchOptions) => Promise<BenchSuiteResult>;

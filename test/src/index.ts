@@ -76,3 +76,5 @@ export {
   promtoolCheckMetrics,
   startPrometheus,
 } from './prometheus.js';
+export type { ProcessSample, SoakOptions, SoakResult, StreamResult, TrafficCount } from './soak.js';
+export { formatSoak, runSoak } from './soak.js';
