@@ -7,6 +7,7 @@ export type { FileSource, FileSourceOptions } from './file-source.js';
 export { createFileSource } from './file-source.js';
 export type { Cidr, ParsedIp } from './ip.js';
 export { canonicalIp, cidrContains, formatIp, parseCidr, parseIp } from './ip.js';
+export { AUTO_VIP_CIDR, hashedVip } from './service-entries.js';
 export type {
   ChangeSet,
   ConfigChange,
@@ -33,13 +34,16 @@ export type {
   DataplaneMode,
   Endpoint,
   EndpointSliceObject,
+  GatewayListener,
   GatewayObject,
   GrpcRouteObject,
   HttpRouteObject,
   Labels,
+  MeshConfigObject,
   MtlsMode,
   MtlsSetting,
   NamespaceObject,
+  OutboundTrafficPolicyMode,
   PeerAuthenticationMode,
   PeerAuthenticationObject,
   PodObject,
@@ -47,8 +51,19 @@ export type {
   RawRouteOrPolicyObject,
   RequestAuthenticationObject,
   Service,
+  ServiceEntry,
+  ServiceEntryAddressMatch,
+  ServiceEntryEndpoint,
+  ServiceEntryHostMatch,
+  ServiceEntryLocation,
+  ServiceEntryObject,
+  ServiceEntryPort,
+  ServiceEntryResolution,
   ServiceObject,
   ServicePort,
+  TcpRouteObject,
+  TlsRouteObject,
+  TlsSecretObject,
   TrafficPolicyObject,
   Waypoint,
   WaypointBinding,
@@ -60,6 +75,7 @@ export type {
 } from './types.js';
 export {
   DEFAULT_ROOT_NAMESPACE,
+  INGRESS_GATEWAY_CLASS,
   LABEL_DATAPLANE_MODE,
   LABEL_GATEWAY_NAME,
   LABEL_MTLS_MODE,
@@ -67,6 +83,8 @@ export {
   LABEL_USE_WAYPOINT,
   LABEL_USE_WAYPOINT_NAMESPACE,
   LABEL_WAYPOINT_FOR,
+  MESH_CONFIG_NAME,
   mtlsFor,
+  SERVICE_ENTRY_API_VERSION,
   WAYPOINT_GATEWAY_CLASS,
 } from './types.js';

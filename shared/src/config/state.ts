@@ -22,6 +22,7 @@ import { SpiffeId } from '../identity/spiffe.js';
 import { type CompiledAuthorizationPolicy, compileAuthorizationPolicy } from '../policy/compile.js';
 import { policyAppliesTo, selectorMatches } from '../policy/evaluate.js';
 import { deepEqual } from './equal.js';
+import { ServiceEntryIndex } from './service-entries.js';
 import {
   type ConfigKind,
   type ConfigObject,
@@ -34,6 +35,8 @@ import {
   type HttpRouteObject,
   LABEL_GATEWAY_NAME,
   type Labels,
+  MESH_CONFIG_NAME,
+  type MeshConfigObject,
   type MtlsSetting,
   type NamespaceObject,
   type PeerAuthenticationMode,
@@ -41,8 +44,16 @@ import {
   type PodObject,
   type RequestAuthenticationObject,
   type Service,
+  type ServiceEntry,
+  type ServiceEntryAddressMatch,
+  type ServiceEntryHostMatch,
+  type ServiceEntryObject,
   type ServiceObject,
+  type TcpRouteObject,
+  type TlsRouteObject,
+  type TlsSecretObject,
   type TrafficPolicyObject,
+  WAYPOINT_GATEWAY_CLASS,
   type Waypoint,
   type WaypointBinding,
   type WaypointLookup,
@@ -52,7 +63,13 @@ import {
 } from './types.js';
 
 /** The kinds kept as data (spec validated where they are used). */
-type RoutingObject = TrafficPolicyObject | RequestAuthenticationObject | HttpRouteObject | GrpcRouteObject;
+type RoutingObject =
+  | TrafficPolicyObject
+  | RequestAuthenticationObject
+  | HttpRouteObject
+  | GrpcRouteObject
+  | TlsRouteObject
+  | TcpRouteObject;
 export interface ConfigStateOptions {
   /** Trust domain of workload identities. Default `cluster.local`. */
   trustDomain?: string;
@@ -86,6 +103,9 @@ export interface ConfigChange {
   readonly authorizationPolicies: ChangeSet<CompiledAuthorizationPolicy>;
   /** TrafficPolicies, HTTPRoutes and GRPCRoutes (kept raw until the waypoint gives them meaning). */
   readonly routing: ChangeSet<RoutingObject>;
+  readonly serviceEntries: ChangeSet<ServiceEntry>;
+  /** The root namespace's MeshConfig `default`, when it changed (`current` undefined: removed). */
+  readonly meshConfig: Updated<MeshConfigObject | undefined> | undefined;
 }
 
 export type ConfigChangeListener = (change: ConfigChange) => void;
@@ -102,6 +122,7 @@ export interface ConfigStats {
   trafficPolicies: number;
   httpRoutes: number;
   grpcRoutes: number;
+  serviceEntries: number;
 }
 
 export interface ConfigUpdate {
@@ -150,12 +171,26 @@ export interface ConfigState {
   findPeerAuthentications(namespace: string): readonly PeerAuthenticationObject[];
   findHttpRoutes(namespace: string): HttpRouteObject[];
   findGrpcRoutes(namespace: string): GrpcRouteObject[];
+  /** The ServiceEntry a DNS name (lower case, no trailing dot) names: exact host, else nearest wildcard. */
+  findServiceEntryByHost(name: string): ServiceEntryHostMatch | undefined;
+  /** The ServiceEntry a destination belongs to: its allocated VIP, spec.addresses, or a CIDR of them. */
+  findServiceEntryByAddress(ip: string, port: number): ServiceEntryAddressMatch | undefined;
+  findServiceEntry(namespace: string, name: string): ServiceEntry | undefined;
+  /** The root namespace's MeshConfig `default` (mesh-wide settings), if any. */
+  findMeshConfig(): MeshConfigObject | undefined;
+  findTlsRoutes(namespace: string): TlsRouteObject[];
+  findTcpRoutes(namespace: string): TcpRouteObject[];
+  /** A Gateway of either Hypha class (waypoint or ingress), as written. */
+  findGateway(namespace: string, name: string): GatewayObject | undefined;
+  /** A Secret of type kubernetes.io/tls (the only Secrets the config reads). */
+  findTlsSecret(namespace: string, name: string): TlsSecretObject | undefined;
 
   workloads(): IterableIterator<Workload>;
   services(): IterableIterator<Service>;
   waypoints(): IterableIterator<Waypoint>;
   namespaces(): IterableIterator<NamespaceObject>;
   authorizationPolicies(): IterableIterator<CompiledAuthorizationPolicy>;
+  serviceEntries(): IterableIterator<ServiceEntry>;
   stats(): ConfigStats;
 }
 
@@ -232,7 +267,10 @@ class IndexedConfigState implements ConfigState {
     RequestAuthentication: new Map<string, RequestAuthenticationObject>(),
     HTTPRoute: new Map<string, HttpRouteObject>(),
     GRPCRoute: new Map<string, GrpcRouteObject>(),
+    TLSRoute: new Map<string, TlsRouteObject>(),
+    TCPRoute: new Map<string, TcpRouteObject>(),
   };
+  readonly #tlsSecrets = new Map<string, TlsSecretObject>();
 
   // derived views and indexes
   readonly #workloads = new Map<string, Workload>(); // by ns/name
@@ -248,6 +286,10 @@ class IndexedConfigState implements ConfigState {
   readonly #slicesByService = new Map<string, Set<string>>();
   readonly #waypoints = new Map<string, Waypoint>();
   readonly #policiesByNamespace = new Map<string, CompiledAuthorizationPolicy[]>();
+  readonly #entryRecords = new Map<string, ServiceEntryObject>();
+  readonly #entriesByNamespace = new Map<string, Set<string>>();
+  readonly #entries = new ServiceEntryIndex();
+  readonly #meshConfigs = new Map<string, MeshConfigObject>();
 
   // sharing
   readonly #labelPool = new Map<string, { labels: Labels; refs: number }>();
@@ -318,6 +360,11 @@ class IndexedConfigState implements ConfigState {
       ['RequestAuthentication', this.#routing.RequestAuthentication],
       ['HTTPRoute', this.#routing.HTTPRoute],
       ['GRPCRoute', this.#routing.GRPCRoute],
+      ['ServiceEntry', this.#entryRecords],
+      ['MeshConfig', this.#meshConfigs],
+      ['TLSRoute', this.#routing.TLSRoute],
+      ['TCPRoute', this.#routing.TCPRoute],
+      ['Secret', this.#tlsSecrets],
     ];
     for (const [kind, map] of maps) {
       for (const o of map.values()) yield { kind, namespace: o.namespace, name: o.name };
@@ -328,7 +375,10 @@ class IndexedConfigState implements ConfigState {
     const dirtyNamespaces = new Set<string>();
     const dirtyPods = new Set<string>();
     const dirtyServices = new Set<string>();
+    const dirtyEntries = new Set<string>();
+    const meshConfigBefore = this.findMeshConfig();
     let gatewaysChanged = false;
+    let secretsChanged = false;
     /** Namespaces whose PeerAuthentications changed: their pods' mTLS settings are re-derived. */
     const mtlsNamespaces = new Set<string>();
     const namespaces = new ChangeCollector<NamespaceObject>();
@@ -442,16 +492,46 @@ class IndexedConfigState implements ConfigState {
           mtlsNamespaces.add(namespace);
           return;
         }
+        case 'Secret': {
+          const prev = this.#tlsSecrets.get(key);
+          if (deepEqual(prev, next)) return;
+          if (next === undefined) this.#tlsSecrets.delete(key);
+          else this.#tlsSecrets.set(key, next as TlsSecretObject);
+          secretsChanged = true;
+          return;
+        }
         case 'TrafficPolicy':
         case 'RequestAuthentication':
         case 'HTTPRoute':
-        case 'GRPCRoute': {
+        case 'GRPCRoute':
+        case 'TLSRoute':
+        case 'TCPRoute': {
           const map = this.#routing[kind] as Map<string, RoutingObject>;
           const prev = map.get(key);
           if (deepEqual(prev, next)) return;
           if (next === undefined) map.delete(key);
           else map.set(key, next as RoutingObject);
           routing.record(prev, next as RoutingObject | undefined);
+          return;
+        }
+        case 'ServiceEntry': {
+          const prev = this.#entryRecords.get(key);
+          if (deepEqual(prev, next)) return;
+          if (next === undefined) {
+            this.#entryRecords.delete(key);
+            removeFromSetMap(this.#entriesByNamespace, namespace, key);
+          } else {
+            this.#entryRecords.set(key, next as ServiceEntryObject);
+            addToSetMap(this.#entriesByNamespace, namespace, key);
+          }
+          dirtyEntries.add(key);
+          return;
+        }
+        case 'MeshConfig': {
+          const prev = this.#meshConfigs.get(key);
+          if (deepEqual(prev, next)) return;
+          if (next === undefined) this.#meshConfigs.delete(key);
+          else this.#meshConfigs.set(key, next as MeshConfigObject);
           return;
         }
       }
@@ -464,6 +544,7 @@ class IndexedConfigState implements ConfigState {
     for (const ns of dirtyNamespaces) {
       for (const p of this.#podsByNamespace.get(ns) ?? []) dirtyPods.add(p);
       for (const s of this.#servicesByNamespace.get(ns) ?? []) dirtyServices.add(s);
+      for (const e of this.#entriesByNamespace.get(ns) ?? []) dirtyEntries.add(e);
     }
     // PeerAuthentications feed their namespace's workloads; the root namespace's, every workload.
     for (const ns of mtlsNamespaces) {
@@ -512,10 +593,38 @@ class IndexedConfigState implements ConfigState {
     const waypoints = new ChangeCollector<Waypoint>();
     if (gatewaysChanged || dirtyNamespaces.size > 0) this.#deriveWaypoints(waypoints);
 
+    const serviceEntries = new ChangeCollector<ServiceEntry>();
+    for (const key of dirtyEntries) {
+      const prev = this.#entries.find(key);
+      const record = this.#entryRecords.get(key);
+      const next = record === undefined ? undefined : this.#deriveServiceEntry(record);
+      if (deepEqual(prev, next)) continue;
+      this.#entries.set(key, next);
+      serviceEntries.record(prev, next);
+    }
+    const meshConfigAfter = this.findMeshConfig();
+    const meshConfig =
+      meshConfigBefore === meshConfigAfter
+        ? undefined
+        : { previous: meshConfigBefore, current: meshConfigAfter };
+
     const total =
-      namespaces.size + workloads.size + services.size + waypoints.size + policies.size + routing.size;
+      namespaces.size +
+      workloads.size +
+      services.size +
+      waypoints.size +
+      policies.size +
+      routing.size +
+      serviceEntries.size +
+      (meshConfig === undefined ? 0 : 1);
     // Records that change no view (e.g. an EndpointSlice of an unknown Service) still bump the version.
-    if (total === 0 && dirtyServices.size === 0 && !gatewaysChanged && mtlsNamespaces.size === 0) {
+    if (
+      total === 0 &&
+      dirtyServices.size === 0 &&
+      !gatewaysChanged &&
+      !secretsChanged &&
+      mtlsNamespaces.size === 0
+    ) {
       return undefined;
     }
     this.#version++;
@@ -527,6 +636,8 @@ class IndexedConfigState implements ConfigState {
       waypoints,
       authorizationPolicies: policies,
       routing,
+      serviceEntries,
+      meshConfig,
     };
     let failure: unknown;
     for (const listener of [...this.#listeners]) {
@@ -669,6 +780,22 @@ class IndexedConfigState implements ConfigState {
     };
   }
 
+  #deriveServiceEntry(record: ServiceEntryObject): ServiceEntry {
+    const ns = this.#namespaces.get(record.namespace);
+    return {
+      name: record.name,
+      namespace: record.namespace,
+      labels: record.labels,
+      hosts: record.hosts,
+      addresses: record.addresses,
+      ports: record.ports,
+      resolution: record.resolution,
+      location: record.location,
+      endpoints: record.endpoints,
+      waypoint: bindingRef(record.waypoint ?? ns?.waypoint),
+    };
+  }
+
   #endpointsFromSelector(svc: ServiceObject, selector: Labels): Endpoint[] {
     const index = this.#byLabel.get(svc.namespace);
     if (index === undefined) return [];
@@ -737,6 +864,8 @@ class IndexedConfigState implements ConfigState {
   #deriveWaypoints(changes: ChangeCollector<Waypoint>): void {
     const seen = new Set<string>();
     for (const [key, gw] of this.#gateways) {
+      // Ingress gateways (class hypha) are no waypoints: nothing binds traffic to them.
+      if (gw.gatewayClassName !== WAYPOINT_GATEWAY_CLASS) continue;
       seen.add(key);
       const svc = this.#serviceRecords.get(key);
       const addresses = [...gw.addresses];
@@ -943,6 +1072,44 @@ class IndexedConfigState implements ConfigState {
     return inNamespace(this.#routing.GRPCRoute, namespace);
   }
 
+  findTlsRoutes(namespace: string): TlsRouteObject[] {
+    return inNamespace(this.#routing.TLSRoute, namespace);
+  }
+
+  findTcpRoutes(namespace: string): TcpRouteObject[] {
+    return inNamespace(this.#routing.TCPRoute, namespace);
+  }
+
+  findGateway(namespace: string, name: string): GatewayObject | undefined {
+    return this.#gateways.get(keyOf(namespace, name));
+  }
+
+  findTlsSecret(namespace: string, name: string): TlsSecretObject | undefined {
+    return this.#tlsSecrets.get(keyOf(namespace, name));
+  }
+
+  findServiceEntryByHost(name: string): ServiceEntryHostMatch | undefined {
+    return this.#entries.findByHost(name);
+  }
+
+  findServiceEntryByAddress(ip: string, port: number): ServiceEntryAddressMatch | undefined {
+    const m = this.#entries.findByAddress(ip, port);
+    if (m !== undefined || !ip.startsWith('::ffff:')) return m;
+    return this.#entries.findByAddress(ip.slice(7), port);
+  }
+
+  findServiceEntry(namespace: string, name: string): ServiceEntry | undefined {
+    return this.#entries.find(keyOf(namespace, name));
+  }
+
+  findMeshConfig(): MeshConfigObject | undefined {
+    return this.#meshConfigs.get(keyOf(this.rootNamespace, MESH_CONFIG_NAME));
+  }
+
+  serviceEntries(): IterableIterator<ServiceEntry> {
+    return this.#entries.values();
+  }
+
   workloads(): IterableIterator<Workload> {
     return this.#workloads.values();
   }
@@ -976,6 +1143,7 @@ class IndexedConfigState implements ConfigState {
       trafficPolicies: this.#routing.TrafficPolicy.size,
       httpRoutes: this.#routing.HTTPRoute.size,
       grpcRoutes: this.#routing.GRPCRoute.size,
+      serviceEntries: this.#entries.size,
     };
   }
 }

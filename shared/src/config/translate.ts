@@ -11,7 +11,7 @@
 import { z } from 'zod';
 import { authorizationRuleSchema, toAuthorizationRule } from '../policy/schema.js';
 import { ConfigError, type ConfigObjectLocation } from './errors.js';
-import { canonicalIp } from './ip.js';
+import { canonicalIp, parseCidr } from './ip.js';
 import {
   type ConfigKind,
   type ConfigObject,
@@ -20,6 +20,7 @@ import {
   DRY_RUN_ANNOTATIONS,
   type EndpointSliceObject,
   type GatewayObject,
+  INGRESS_GATEWAY_CLASS,
   LABEL_DATAPLANE_MODE,
   LABEL_MTLS_MODE,
   LABEL_SERVICE_NAME,
@@ -27,10 +28,16 @@ import {
   LABEL_USE_WAYPOINT_NAMESPACE,
   LABEL_WAYPOINT_FOR,
   type Labels,
+  MESH_CONFIG_NAME,
+  type MeshConfigObject,
   type MtlsMode,
   type PeerAuthenticationMode,
   type PodObject,
   type PolicyTargetRef,
+  SERVICE_ENTRY_API_VERSION,
+  type ServiceEntryEndpoint,
+  type ServiceEntryObject,
+  type ServiceEntryPort,
   type ServiceObject,
   type ServicePort,
   WAYPOINT_GATEWAY_CLASS,
@@ -159,7 +166,34 @@ const gatewaySchema = z.object({
   metadata,
   spec: z.object({
     gatewayClassName: z.string(),
-    listeners: z.array(z.object({ name: z.string(), port, protocol: z.string() })).optional(),
+    listeners: z
+      .array(
+        z.object({
+          name: z.string(),
+          port,
+          protocol: z.string(),
+          hostname: z.string().optional(),
+          tls: z
+            .object({
+              mode: z.string().optional(),
+              certificateRefs: z
+                .array(
+                  z.object({
+                    group: z.string().optional(),
+                    kind: z.string().optional(),
+                    name: z.string().min(1),
+                    namespace: z.string().optional(),
+                  }),
+                )
+                .optional(),
+            })
+            .optional(),
+          allowedRoutes: z
+            .object({ namespaces: z.object({ from: z.string().optional() }).optional() })
+            .optional(),
+        }),
+      )
+      .optional(),
     addresses: addressList,
   }),
   status: z.object({ addresses: addressList }).optional(),
@@ -189,6 +223,13 @@ const authorizationPolicySchema = z.object({
 
 const rawSpecSchema = z.object({ metadata, spec: z.record(z.string(), z.unknown()) });
 
+// Secrets: only kubernetes.io/tls ones are read (ingress gateway certificates); values are base64.
+const secretSchema = z.object({
+  metadata,
+  type: z.string().optional(),
+  data: z.record(z.string(), z.string()).optional(),
+});
+
 const peerAuthMode = z.enum(['STRICT', 'PERMISSIVE', 'DISABLE', 'UNSET']);
 const peerAuthenticationSchema = z.object({
   metadata: metadata.extend({ creationTimestamp: z.string().optional() }),
@@ -204,6 +245,57 @@ const peerAuthenticationSchema = z.object({
     .strict()
     .nullable()
     .optional(),
+});
+
+const SE_PROTOCOLS = ['HTTP', 'HTTPS', 'HTTP2', 'GRPC', 'TLS', 'TCP', 'MONGO'] as const;
+const serviceEntrySchema = z.object({
+  metadata,
+  spec: z
+    .object({
+      hosts: z.array(z.string()).min(1, 'must name at least one host'),
+      addresses: z.array(z.string()).optional(),
+      ports: z
+        .array(
+          z
+            .object({
+              number: port,
+              protocol: z.enum(SE_PROTOCOLS).optional(),
+              name: z
+                .string()
+                .regex(PORT_NAME, 'must be a port name (lowercase letters, digits, "-")')
+                .optional(),
+              targetPort: port.optional(),
+            })
+            .strict(),
+        )
+        .min(1, 'must list at least one port'),
+      resolution: z.enum(['DNS', 'STATIC', 'NONE']).optional(),
+      location: z.enum(['MESH_EXTERNAL', 'MESH_INTERNAL']).optional(),
+      endpoints: z
+        .array(
+          z
+            .object({
+              address: z.string().min(1),
+              ports: z.record(z.string(), port).optional(),
+              labels: labels.optional(),
+              network: z.string().optional(),
+              locality: z.string().optional(),
+              weight: z.number().int().min(0).optional(),
+              serviceAccount: z.string().optional(),
+            })
+            .strict(),
+        )
+        .optional(),
+      exportTo: z.array(z.string()).optional(),
+      workloadSelector: z.unknown().optional(),
+      subjectAltNames: z.array(z.string()).optional(),
+    })
+    .strict(),
+});
+
+const meshConfigSchema = z.object({
+  metadata,
+  spec: z.record(z.string(), z.unknown()).nullable().optional(),
 });
 
 // ---- kinds ----
@@ -272,6 +364,19 @@ const KINDS: Readonly<Record<ConfigKind, KindSpec>> = {
     namespaced: true,
     build: (raw) => buildRaw(raw, 'GRPCRoute'),
   },
+  TLSRoute: {
+    apiVersions: ['gateway.networking.k8s.io/v1alpha2', 'gateway.networking.k8s.io/v1alpha3'],
+    namespaced: true,
+    build: (raw) => buildRaw(raw, 'TLSRoute'),
+  },
+  TCPRoute: {
+    apiVersions: ['gateway.networking.k8s.io/v1alpha2'],
+    namespaced: true,
+    build: (raw) => buildRaw(raw, 'TCPRoute'),
+  },
+  Secret: { apiVersions: ['v1'], namespaced: true, build: buildTlsSecret },
+  ServiceEntry: { apiVersions: [SERVICE_ENTRY_API_VERSION], namespaced: true, build: buildServiceEntry },
+  MeshConfig: { apiVersions: [SERVICE_ENTRY_API_VERSION], namespaced: true, build: buildMeshConfig },
 };
 
 /** Kinds that commonly sit in the same manifests (e.g. `hypha waypoint apply --print`); skipped quietly. */
@@ -284,7 +389,6 @@ const IGNORED_KINDS: ReadonlySet<string> = new Set([
   'Job',
   'CronJob',
   'ConfigMap',
-  'Secret',
   'Endpoints',
   'Role',
   'RoleBinding',
@@ -549,8 +653,9 @@ function buildEndpointSlice(raw: unknown): ConfigObject | Ignored {
 
 function buildGateway(raw: unknown): ConfigObject | Ignored {
   const g = gatewaySchema.parse(raw);
-  if (g.spec.gatewayClassName !== WAYPOINT_GATEWAY_CLASS) {
-    return { ignored: `gatewayClassName is not ${WAYPOINT_GATEWAY_CLASS}` };
+  const className = g.spec.gatewayClassName;
+  if (className !== WAYPOINT_GATEWAY_CLASS && className !== INGRESS_GATEWAY_CLASS) {
+    return { ignored: `gatewayClassName is neither ${WAYPOINT_GATEWAY_CLASS} nor ${INGRESS_GATEWAY_CLASS}` };
   }
   const { name, namespace, labels: l } = objectMeta(g.metadata);
   const addresses: string[] = [];
@@ -586,8 +691,31 @@ function buildGateway(raw: unknown): ConfigObject | Ignored {
     waypointFor,
     addresses,
     listeners: g.spec.listeners ?? [],
+    gatewayClassName: className,
   };
   return gw;
+}
+
+function buildTlsSecret(raw: unknown): ConfigObject | Ignored {
+  const s = secretSchema.parse(raw);
+  if (s.type !== 'kubernetes.io/tls') return { ignored: 'only Secrets of type kubernetes.io/tls are read' };
+  const { name, namespace, labels: l } = objectMeta(s.metadata);
+  // Never echo a value in an error: they are key material.
+  const pem = (key: 'tls.crt' | 'tls.key', marker: string): string => {
+    const v = s.data?.[key];
+    if (v === undefined) throw new FieldProblem(`data["${key}"]`, 'is missing');
+    const text = Buffer.from(v, 'base64').toString('utf8');
+    if (!text.includes(marker)) throw new FieldProblem(`data["${key}"]`, 'is not base64 of a PEM block');
+    return text;
+  };
+  return {
+    kind: 'Secret',
+    name,
+    namespace,
+    labels: l,
+    certificate: pem('tls.crt', '-----BEGIN CERTIFICATE-----'),
+    privateKey: pem('tls.key', 'PRIVATE KEY-----'),
+  };
 }
 
 function buildAuthorizationPolicy(raw: unknown): ConfigObject {
@@ -663,6 +791,165 @@ function buildPeerAuthentication(raw: unknown): ConfigObject {
   };
 }
 
+/** A host of a ServiceEntry: a DNS name, or `*.` followed by one (any name below it). */
+const SE_HOST = /^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+function buildServiceEntry(raw: unknown): ConfigObject {
+  const e = serviceEntrySchema.parse(raw);
+  const { name, namespace, labels: l } = objectMeta(e.metadata);
+  const spec = e.spec;
+  const resolution = spec.resolution ?? 'NONE';
+  const hosts: string[] = [];
+  spec.hosts.forEach((h, i) => {
+    const host = h.endsWith('.') ? h.slice(0, -1) : h;
+    if (host === '*') {
+      throw new FieldProblem(
+        `spec.hosts[${i}]`,
+        '"*" would match every name; write "*.domain" for a wildcard',
+      );
+    }
+    if (host.length > 253 || !SE_HOST.test(host)) {
+      throw new FieldProblem(
+        `spec.hosts[${i}]`,
+        `"${h}" must be a lower-case DNS name, optionally starting with "*." (got it as written)`,
+      );
+    }
+    if (canonicalIp(host) !== undefined) {
+      throw new FieldProblem(`spec.hosts[${i}]`, `"${h}" is an IP address; put addresses in spec.addresses`);
+    }
+    if (hosts.includes(host)) throw new FieldProblem(`spec.hosts[${i}]`, `"${h}" is listed twice`);
+    if (host.startsWith('*.') && resolution === 'DNS' && (spec.endpoints ?? []).length === 0) {
+      throw new FieldProblem(
+        `spec.hosts[${i}]`,
+        `the wildcard "${h}" cannot be resolved by DNS: give spec.endpoints, or use resolution NONE`,
+      );
+    }
+    hosts.push(host);
+  });
+  const addresses: string[] = [];
+  (spec.addresses ?? []).forEach((a, i) => {
+    const ip = canonicalIp(a);
+    const cidr = ip === undefined ? parseCidr(a) : undefined;
+    if (ip === undefined && cidr === undefined) {
+      throw new FieldProblem(`spec.addresses[${i}]`, `"${a}" is neither an IP address nor a CIDR`);
+    }
+    // A /32 (/128) block is one address: stored as the address, so DNS can answer it.
+    const full = cidr !== undefined && cidr.prefix === (cidr.family === 4 ? 32 : 128);
+    const value = ip ?? (full ? cidr!.text.split('/')[0]! : cidr!.text);
+    if (!addresses.includes(value)) addresses.push(value);
+  });
+  const ports: ServiceEntryPort[] = [];
+  spec.ports.forEach((p, i) => {
+    if (ports.some((q) => q.number === p.number)) {
+      throw new FieldProblem(`spec.ports[${i}].number`, `port ${p.number} is listed twice`);
+    }
+    if (p.name !== undefined && ports.some((q) => q.name === p.name)) {
+      throw new FieldProblem(`spec.ports[${i}].name`, `port name "${p.name}" is used twice`);
+    }
+    ports.push({ number: p.number, protocol: p.protocol ?? 'TCP', name: p.name, targetPort: p.targetPort });
+  });
+  const endpoints: ServiceEntryEndpoint[] = [];
+  (spec.endpoints ?? []).forEach((ep, i) => {
+    const field = `spec.endpoints[${i}]`;
+    if (resolution === 'NONE') {
+      throw new FieldProblem(
+        'spec.endpoints',
+        'must be empty with resolution NONE (traffic goes where the client sent it)',
+      );
+    }
+    let address = canonicalIp(ep.address);
+    if (address === undefined) {
+      if (resolution === 'STATIC') {
+        throw new FieldProblem(
+          `${field}.address`,
+          `"${ep.address}" must be an IP address with resolution STATIC`,
+        );
+      }
+      const host = ep.address.toLowerCase();
+      if (!DNS_SUBDOMAIN.test(host)) {
+        throw new FieldProblem(
+          `${field}.address`,
+          `"${ep.address}" is neither an IP address nor a host name`,
+        );
+      }
+      address = host;
+    }
+    for (const portName of Object.keys(ep.ports ?? {})) {
+      if (!ports.some((p) => p.name === portName)) {
+        throw new FieldProblem(
+          `${field}.ports[${JSON.stringify(portName)}]`,
+          `names no port of spec.ports (${ports.map((p) => p.name ?? p.number).join(', ')})`,
+        );
+      }
+    }
+    endpoints.push({ address, ports: ep.ports, labels: ep.labels ?? {} });
+  });
+  if (resolution === 'STATIC' && endpoints.length === 0) {
+    throw new FieldProblem('spec.endpoints', 'missing: resolution STATIC sends traffic to these addresses');
+  }
+  const entry: ServiceEntryObject = {
+    kind: 'ServiceEntry',
+    name,
+    namespace,
+    labels: l,
+    hosts,
+    addresses,
+    ports,
+    resolution,
+    location: spec.location ?? 'MESH_EXTERNAL',
+    endpoints,
+    waypoint: waypointLabel(l, namespace),
+  };
+  return entry;
+}
+
+/**
+ * The mesh-wide MeshConfig. Its metadata is validated like any object's, but a problem in its spec
+ * does not skip it: the object then says REGISTRY_ONLY with the problems listed (fail closed: a
+ * typo in the mesh's egress setting must not open egress).
+ */
+function buildMeshConfig(raw: unknown): ConfigObject {
+  const m = meshConfigSchema.parse(raw);
+  const { name, namespace, labels: l } = objectMeta(m.metadata);
+  if (name !== MESH_CONFIG_NAME) {
+    throw new FieldProblem(
+      'metadata.name',
+      `"${name}": the mesh reads one MeshConfig, named "${MESH_CONFIG_NAME}" in the root namespace (hypha-system)`,
+    );
+  }
+  const problems: string[] = [];
+  let mode: MeshConfigObject['outboundTrafficPolicy'];
+  const spec = m.spec ?? {};
+  for (const key of Object.keys(spec)) {
+    if (key !== 'outboundTrafficPolicy')
+      problems.push(`field spec.${key}: unknown (Hypha reads outboundTrafficPolicy)`);
+  }
+  const otp = spec.outboundTrafficPolicy;
+  if (otp !== undefined && otp !== null) {
+    const v = isRecord(otp) ? otp.mode : undefined;
+    if (!isRecord(otp)) problems.push('field spec.outboundTrafficPolicy: must be a mapping with a mode');
+    else if (v === 'ALLOW_ANY' || v === 'REGISTRY_ONLY') mode = v;
+    else if (v !== undefined) {
+      problems.push(
+        `field spec.outboundTrafficPolicy.mode: must be one of "ALLOW_ANY", "REGISTRY_ONLY" (got ${preview(v)})`,
+      );
+    }
+    for (const key of isRecord(otp) ? Object.keys(otp) : []) {
+      if (key !== 'mode')
+        problems.push(`field spec.outboundTrafficPolicy.${key}: unknown (Hypha reads mode)`);
+    }
+  }
+  const object: MeshConfigObject = {
+    kind: 'MeshConfig',
+    name,
+    namespace,
+    labels: l,
+    outboundTrafficPolicy: problems.length > 0 ? 'REGISTRY_ONLY' : mode,
+    problems,
+  };
+  return object;
+}
+
 /** `istio.io/dry-run` (Istio's spelling) or `hypha.dev/dry-run`: "true" or "false". */
 function dryRunOf(annotations: Readonly<Record<string, unknown>> | undefined): boolean {
   let dryRun = false;
@@ -680,10 +967,9 @@ function dryRunOf(annotations: Readonly<Record<string, unknown>> | undefined): b
   return dryRun;
 }
 
-function buildRaw<K extends 'TrafficPolicy' | 'RequestAuthentication' | 'HTTPRoute' | 'GRPCRoute'>(
-  raw: unknown,
-  kind: K,
-): ConfigObject {
+function buildRaw<
+  K extends 'TrafficPolicy' | 'RequestAuthentication' | 'HTTPRoute' | 'GRPCRoute' | 'TLSRoute' | 'TCPRoute',
+>(raw: unknown, kind: K): ConfigObject {
   const r = rawSpecSchema.parse(raw);
   const { name, namespace, labels: l } = objectMeta(r.metadata);
   const policy = kind === 'TrafficPolicy' || kind === 'RequestAuthentication';

@@ -20,6 +20,8 @@ export const LABEL_GATEWAY_NAME = 'gateway.networking.k8s.io/gateway-name';
 /** EndpointSlice label naming its Service. */
 export const LABEL_SERVICE_NAME = 'kubernetes.io/service-name';
 export const WAYPOINT_GATEWAY_CLASS = 'hypha-waypoint';
+/** Gateways of this class are ingress gateways (`hypha gateway`), not waypoints. */
+export const INGRESS_GATEWAY_CLASS = 'hypha';
 export const DEFAULT_ROOT_NAMESPACE = 'hypha-system';
 
 export type DataplaneMode = 'ambient' | 'none';
@@ -116,7 +118,48 @@ export interface GatewayObject {
   readonly waypointFor: WaypointFor;
   /** spec.addresses and status.addresses values of type IPAddress. */
   readonly addresses: readonly string[];
-  readonly listeners: readonly { readonly name: string; readonly port: number; readonly protocol: string }[];
+  readonly listeners: readonly GatewayListener[];
+  /** `hypha-waypoint` (a waypoint) or `hypha` (an ingress gateway); other classes are ignored. */
+  readonly gatewayClassName: string;
+}
+
+/** A Gateway listener as written (the ingress gateway validates TLS and routes when it compiles). */
+export interface GatewayListener {
+  readonly name: string;
+  readonly port: number;
+  readonly protocol: string;
+  readonly hostname?: string | undefined;
+  readonly tls?:
+    | {
+        readonly mode?: string | undefined;
+        readonly certificateRefs?:
+          | readonly {
+              readonly group?: string | undefined;
+              readonly kind?: string | undefined;
+              readonly name: string;
+              readonly namespace?: string | undefined;
+            }[]
+          | undefined;
+      }
+    | undefined;
+  readonly allowedRoutes?:
+    | { readonly namespaces?: { readonly from?: string | undefined } | undefined }
+    | undefined;
+}
+
+/**
+ * A Secret of type `kubernetes.io/tls` (other Secrets are ignored): a certificate chain and its
+ * key for an ingress gateway's HTTPS listeners. The key is never logged or dumped.
+ */
+export interface TlsSecretObject {
+  readonly kind: 'Secret';
+  readonly name: string;
+  readonly namespace: string;
+  readonly labels: Labels;
+  /** PEM `tls.crt`. */
+  readonly certificate: string;
+  /** PEM `tls.key`. */
+  readonly privateKey: string;
 }
 
 export type AuthorizationAction = 'ALLOW' | 'DENY' | 'AUDIT';
@@ -213,7 +256,7 @@ export interface PeerAuthenticationObject {
  * spec kept as data (the waypoint validates and compiles the spec).
  */
 export interface RawRouteOrPolicyObject<
-  K extends 'TrafficPolicy' | 'RequestAuthentication' | 'HTTPRoute' | 'GRPCRoute',
+  K extends 'TrafficPolicy' | 'RequestAuthentication' | 'HTTPRoute' | 'GRPCRoute' | 'TLSRoute' | 'TCPRoute',
 > {
   readonly kind: K;
   readonly name: string;
@@ -228,6 +271,70 @@ export type TrafficPolicyObject = RawRouteOrPolicyObject<'TrafficPolicy'>;
 export type RequestAuthenticationObject = RawRouteOrPolicyObject<'RequestAuthentication'>;
 export type HttpRouteObject = RawRouteOrPolicyObject<'HTTPRoute'>;
 export type GrpcRouteObject = RawRouteOrPolicyObject<'GRPCRoute'>;
+/** Gateway API TLSRoute / TCPRoute: attach to an ingress gateway's TLS (passthrough) and TCP listeners. */
+export type TlsRouteObject = RawRouteOrPolicyObject<'TLSRoute'>;
+export type TcpRouteObject = RawRouteOrPolicyObject<'TCPRoute'>;
+
+/** `networking.hypha.dev/v1` ServiceEntry (Istio's shape): names a host the mesh does not run. */
+export const SERVICE_ENTRY_API_VERSION = 'networking.hypha.dev/v1';
+export type ServiceEntryResolution = 'DNS' | 'STATIC' | 'NONE';
+export type ServiceEntryLocation = 'MESH_EXTERNAL' | 'MESH_INTERNAL';
+
+export interface ServiceEntryPort {
+  readonly number: number;
+  /** Istio's spelling, upper case: HTTP, HTTPS, HTTP2, GRPC, TLS, TCP, MONGO. Default TCP. */
+  readonly protocol: string;
+  readonly name: string | undefined;
+  /** The endpoints' port when it differs from `number` (an endpoint's own `ports` win). */
+  readonly targetPort: number | undefined;
+}
+
+export interface ServiceEntryEndpoint {
+  /** An IP address (canonical), or with `resolution: DNS` a host name resolved when connecting. */
+  readonly address: string;
+  /** Port name → port on this endpoint. */
+  readonly ports: Readonly<Record<string, number>> | undefined;
+  readonly labels: Labels;
+}
+
+export interface ServiceEntryObject {
+  readonly kind: 'ServiceEntry';
+  readonly name: string;
+  readonly namespace: string;
+  readonly labels: Labels;
+  /** Lower case; a leading `*.` is a wildcard (any name below it). */
+  readonly hosts: readonly string[];
+  /** Canonical IPs or CIDRs (`a.b.c.d/n`). Empty: IPs are allocated for the hosts (see state). */
+  readonly addresses: readonly string[];
+  readonly ports: readonly ServiceEntryPort[];
+  readonly resolution: ServiceEntryResolution;
+  readonly location: ServiceEntryLocation;
+  readonly endpoints: readonly ServiceEntryEndpoint[];
+  readonly waypoint: WaypointBinding | undefined;
+}
+
+/** The mesh-wide policy for connections to destinations outside the registry (Istio's names). */
+export type OutboundTrafficPolicyMode = 'ALLOW_ANY' | 'REGISTRY_ONLY';
+/** The one MeshConfig the state reads: `<root namespace>/default`. */
+export const MESH_CONFIG_NAME = 'default';
+
+/**
+ * `networking.hypha.dev/v1` MeshConfig `default` in the root namespace: mesh-wide settings in the
+ * field names of Istio's meshConfig (`outboundTrafficPolicy.mode`).
+ */
+export interface MeshConfigObject {
+  readonly kind: 'MeshConfig';
+  readonly name: string;
+  readonly namespace: string;
+  readonly labels: Labels;
+  /** Undefined: not set (the agent's `--outbound-policy` applies). */
+  readonly outboundTrafficPolicy: OutboundTrafficPolicyMode | undefined;
+  /**
+   * Problems found in the spec. A MeshConfig with problems is not skipped like other objects: it
+   * counts as REGISTRY_ONLY (fail closed) until fixed, and the agent logs these.
+   */
+  readonly problems: readonly string[];
+}
 
 export type ConfigObject =
   | NamespaceObject
@@ -240,7 +347,12 @@ export type ConfigObject =
   | RequestAuthenticationObject
   | PeerAuthenticationObject
   | HttpRouteObject
-  | GrpcRouteObject;
+  | GrpcRouteObject
+  | TlsRouteObject
+  | TcpRouteObject
+  | TlsSecretObject
+  | ServiceEntryObject
+  | MeshConfigObject;
 
 export type ConfigKind = ConfigObject['kind'];
 
@@ -330,4 +442,36 @@ export interface Waypoint {
 export interface WaypointLookup {
   readonly ref: WaypointRef;
   readonly waypoint: Waypoint | undefined;
+}
+
+/** A ServiceEntry as the data path reads it: the record with its waypoint settled. */
+export interface ServiceEntry {
+  readonly name: string;
+  readonly namespace: string;
+  readonly labels: Labels;
+  readonly hosts: readonly string[];
+  readonly addresses: readonly string[];
+  readonly ports: readonly ServiceEntryPort[];
+  readonly resolution: ServiceEntryResolution;
+  readonly location: ServiceEntryLocation;
+  readonly endpoints: readonly ServiceEntryEndpoint[];
+  /** ServiceEntry label > namespace label (as for Services). */
+  readonly waypoint: WaypointRef | undefined;
+}
+
+/** A host name's ServiceEntry and the addresses DNS answers for it. */
+export interface ServiceEntryHostMatch {
+  readonly entry: ServiceEntry;
+  /** The host as written in the entry (`*.example.com` for a wildcard match). */
+  readonly host: string;
+  /** `spec.addresses` that are single IPs, else the host's allocated VIP, else none. */
+  readonly addresses: readonly string[];
+}
+
+/** What a destination address belongs to: the entry and, for an allocated VIP, its host. */
+export interface ServiceEntryAddressMatch {
+  readonly entry: ServiceEntry;
+  /** The host whose VIP this is, or the entry's only host; undefined when ambiguous. */
+  readonly host: string | undefined;
+  readonly port: ServiceEntryPort;
 }

@@ -6,9 +6,11 @@ import { expect, it } from 'vitest';
 
 it('@hypha/shared/config exports exactly these values', () => {
   expect(Object.keys(config).sort()).toEqual([
+    'AUTO_VIP_CIDR',
     'ConfigError',
     'DEFAULT_ROOT_NAMESPACE',
     'DEMO_DEFAULTS',
+    'INGRESS_GATEWAY_CLASS',
     'LABEL_DATAPLANE_MODE',
     'LABEL_GATEWAY_NAME',
     'LABEL_MTLS_MODE',
@@ -16,6 +18,8 @@ it('@hypha/shared/config exports exactly these values', () => {
     'LABEL_USE_WAYPOINT',
     'LABEL_USE_WAYPOINT_NAMESPACE',
     'LABEL_WAYPOINT_FOR',
+    'MESH_CONFIG_NAME',
+    'SERVICE_ENTRY_API_VERSION',
     'WAYPOINT_GATEWAY_CLASS',
     'canonicalIp',
     'cidrContains',
@@ -26,6 +30,7 @@ it('@hypha/shared/config exports exactly these values', () => {
     'demoConfigYaml',
     'flattenLists',
     'formatIp',
+    'hashedVip',
     'isConfigKind',
     'mtlsFor',
     'parseCidr',
