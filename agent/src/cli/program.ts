@@ -10,7 +10,9 @@ import { register as registerAgent } from './commands/agent.js';
 import { register as registerCa } from './commands/ca.js';
 import { register as registerCert } from './commands/cert.js';
 import { register as registerCheck } from './commands/check.js';
+import { register as registerDashboard } from './commands/dashboard.js';
 import { register as registerDemo } from './commands/demo.js';
+import { register as registerGateway } from './commands/gateway.js';
 import { register as registerInstall } from './commands/install.js';
 import { register as registerPolicy } from './commands/policy.js';
 import { register as registerStatus } from './commands/status.js';
@@ -52,11 +54,13 @@ Examples:
   registerCa(program);
   registerCert(program);
   registerCheck(program);
+  registerDashboard(program);
   registerDemo(program);
   registerInstall(program);
   registerPolicy(program);
   registerStatus(program);
   registerTap(program);
   registerWaypoint(program);
+  registerGateway(program);
   return program;
 }
