@@ -2,7 +2,7 @@
 // node agent (port 15008), presenting the waypoint's own certificate and expecting the endpoint
 // workload's identity. The authority is `podIP:targetPort`, as for direct traffic.
 import { SpiffeId } from '@hypha/shared';
-import type { HbonePool } from '@hypha/shared/hbone';
+import { formatAuthority, type HbonePool } from '@hypha/shared/hbone';
 import type { WorkloadCertificate } from '@hypha/shared/identity';
 import type { ConnectUpstream, UpstreamEndpoint } from './upstream.js';
 
@@ -35,7 +35,7 @@ export function hboneConnectUpstream(opts: HboneUpstreamOptions): ConnectUpstrea
       source: opts.certificate(),
       destination: { ip: ep.ip, port: opts.hbonePort ?? 15008 },
       expectedIdentities: expected(ep),
-      authority: ep.ip.includes(':') ? `[${ep.ip}]:${ep.port}` : `${ep.ip}:${ep.port}`,
+      authority: formatAuthority({ host: ep.authorityHost ?? ep.ip, port: ep.port }),
     });
     return tunnel.stream;
   };

@@ -25,6 +25,7 @@ export type {
 } from './model.js';
 export type { StreamContext, Waypoint, WaypointOptions } from './proxy.js';
 export { createWaypoint } from './proxy.js';
+export type { RequestSource } from './request-log.js';
 export type { RequestView } from './routing/match.js';
 export { findRoute } from './routing/match.js';
 export { buildRouteTable } from './routing/translate.js';
@@ -50,7 +51,7 @@ export type {
   RouteStatusResult,
 } from './status/route-status.js';
 export { computeRouteStatus, DEFAULT_CONTROLLER_NAME } from './status/route-status.js';
-export type { HttpLabelName, HttpLabels, RequestOutcome } from './telemetry.js';
+export type { HttpLabelName, HttpLabels, HttpReporter, RequestOutcome } from './telemetry.js';
 export { HTTP_LABEL_NAMES, httpLabels, RequestMetrics } from './telemetry.js';
 export type { RequestSpan, Tracing, TracingOptions } from './tracing.js';
 export { createTracing, NOOP_TRACING } from './tracing.js';

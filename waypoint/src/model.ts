@@ -40,6 +40,12 @@ export interface EndpointInput {
   /** Service port → port on this endpoint, when it differs from the service's targetPort. */
   targetPorts?: Readonly<Record<string, number>> | ReadonlyMap<number, number> | undefined;
   workload?: WorkloadInfo | undefined;
+  /**
+   * The endpoint is a waypoint standing in for the service (an ingress gateway sends traffic for a
+   * waypoint-bound service through its waypoint): the tunnel's authority is `authorityHost:port`
+   * (the service VIP), not the endpoint's own address.
+   */
+  authorityHost?: string | undefined;
 }
 
 export interface ServiceInput {
@@ -48,6 +54,11 @@ export interface ServiceInput {
   vips: readonly string[];
   ports: readonly ServicePortInput[];
   endpoints: readonly EndpointInput[];
+  /**
+   * An ingress gateway's listener port, not a Service: requests that no route takes get 404 NR
+   * (there are no endpoints of its own to fall back to).
+   */
+  listener?: boolean | undefined;
 }
 
 export interface BoundWorkloadInput {
@@ -96,6 +107,8 @@ export interface EndpointInfo {
   ready: boolean;
   targetPorts: ReadonlyMap<number, number>;
   workload: WorkloadInfo | undefined;
+  /** See EndpointInput.authorityHost. */
+  authorityHost?: string | undefined;
 }
 
 export interface ServiceEntry {
@@ -112,6 +125,8 @@ export interface ServiceEntry {
    * served, on the same port of the pod; no routes attach to it.
    */
   pod?: true | undefined;
+  /** An ingress gateway's listener (ServiceInput.listener): no route → 404 NR. */
+  listener?: true | undefined;
 }
 
 export interface ObjectMeta {
@@ -149,8 +164,10 @@ const serviceSchema = z.object({
       ready: z.boolean().optional(),
       targetPorts: z.union([z.record(z.string(), port), z.instanceof(Map)]).optional(),
       workload: workloadSchema.optional(),
+      authorityHost: z.ipv4().or(z.ipv6()).optional(),
     }),
   ),
+  listener: z.boolean().optional(),
 });
 
 /** Formats a zod issue path the way Kubernetes users read field paths: `spec.rules[0].matches`. */
@@ -252,7 +269,14 @@ export function buildService(input: ServiceInput, clusterDomain: string): Servic
       for (const [k, v] of e.targetPorts as Map<number, number>) tp.set(Number(k), v);
     else if (e.targetPorts) for (const [k, v] of Object.entries(e.targetPorts)) tp.set(Number(k), v);
     const ips = [e.ip, ...(e.ips ?? []).filter((ip) => ip !== e.ip)];
-    return { ip: e.ip, ips, ready: e.ready ?? true, targetPorts: tp, workload: e.workload };
+    return {
+      ip: e.ip,
+      ips,
+      ready: e.ready ?? true,
+      targetPorts: tp,
+      workload: e.workload,
+      ...(e.authorityHost !== undefined ? { authorityHost: e.authorityHost } : {}),
+    };
   });
   return {
     key: `${s.namespace}/${s.name}`,
@@ -262,6 +286,7 @@ export function buildService(input: ServiceInput, clusterDomain: string): Servic
     vips: s.vips,
     ports,
     endpoints,
+    ...(s.listener === true ? { listener: true as const } : {}),
   };
 }
 

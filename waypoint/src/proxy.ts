@@ -41,9 +41,9 @@ import { buildPipeline } from './pipeline/index.js';
 import { RateLimits } from './pipeline/rate-limit-buckets.js';
 import { answer } from './pipeline/respond.js';
 import { findService } from './pipeline/route.js';
-import { RequestLog } from './request-log.js';
+import { RequestLog, type RequestSource } from './request-log.js';
 import { sniffProtocol } from './sniff.js';
-import { RequestMetrics } from './telemetry.js';
+import { type HttpReporter, RequestMetrics } from './telemetry.js';
 import { createTracing, type Tracing, type TracingOptions } from './tracing.js';
 import { Cluster } from './traffic/cluster.js';
 import { CONNECTION_WINDOW, type ConnectUpstream, STREAM_WINDOW, UpstreamPools } from './upstream.js';
@@ -71,6 +71,13 @@ export interface WaypointOptions {
   jwks?: JwksCacheOptions;
   /** Wall clock (ms) for JWT exp/nbf checks; default Date.now. */
   jwtClock?: () => number;
+  /** Metric `reporter` label: `waypoint` (default) or `gateway` (`hypha gateway`). */
+  reporter?: HttpReporter;
+  /**
+   * The proxy's own workload: the metrics' source for clients that are no mesh workload (an
+   * ingress gateway's external clients), as Istio's gateways report.
+   */
+  self?: RequestSource;
 }
 
 export interface Waypoint {
@@ -125,8 +132,14 @@ class WaypointProxy implements Waypoint {
     this.registry = opts.registry ?? new Registry();
     this.#log = (opts.logger ?? createSilentLogger()).child({ component: 'waypoint' });
     const access = opts.accessLog ?? (opts.logger ?? createSilentLogger()).child({ component: 'access' });
-    this.#metrics = new RequestMetrics(this.registry);
-    this.#requests = new RequestLog(this.#metrics, access, opts.trustDomain ?? 'cluster.local', opts.tap);
+    this.#metrics = new RequestMetrics(this.registry, opts.reporter);
+    this.#requests = new RequestLog(
+      this.#metrics,
+      access,
+      opts.trustDomain ?? 'cluster.local',
+      opts.tap,
+      opts.self,
+    );
     this.#tracing = tracing;
     this.#pools = new UpstreamPools({ connect: opts.connectUpstream });
     this.#sniffTimeoutMs = opts.sniffTimeoutMs ?? 1000;

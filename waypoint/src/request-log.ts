@@ -9,22 +9,32 @@ import type { RequestContext, StreamContext } from './pipeline/context.js';
 import type { RequestMetrics, RequestOutcome } from './telemetry.js';
 import type { EndpointState } from './traffic/cluster.js';
 
+/** The proxy's own workload, named as the source of requests from clients outside the mesh. */
+export interface RequestSource {
+  workload: WorkloadInfo;
+  /** SPIFFE ID. */
+  principal: string;
+}
+
 export class RequestLog {
   readonly #metrics: RequestMetrics;
   readonly #access: Logger;
   readonly #trustDomain: string;
   readonly #tap: { hub: TapHub; reporter: string } | undefined;
+  readonly #self: RequestSource | undefined;
 
   constructor(
     metrics: RequestMetrics,
     access: Logger,
     trustDomain: string,
     tap?: { hub: TapHub; reporter: string },
+    self?: RequestSource,
   ) {
     this.#metrics = metrics;
     this.#access = access;
     this.#trustDomain = trustDomain;
     this.#tap = tap;
+    this.#self = self;
   }
 
   get access(): Logger {
@@ -159,7 +169,8 @@ export class RequestLog {
     this.#metrics.recordKeyed(
       key,
       () => {
-        const src = snap.workloadsByIp.get(ctx.source.ip);
+        // An ingress gateway's clients are outside the mesh: the gateway is the source (as Istio's).
+        const src = snap.workloadsByIp.get(ctx.source.ip) ?? this.#self?.workload;
         // A pod dialed by IP is the destination even when no request reached it (403); it has no
         // destination service (Istio reports "unknown").
         const dst: WorkloadInfo | undefined =
@@ -169,7 +180,7 @@ export class RequestLog {
           source: {
             workload: src?.workload ?? src?.name,
             namespace: src?.namespace ?? ctx.peer?.namespace,
-            principal: ctx.peer?.toString(),
+            principal: ctx.peer?.toString() ?? this.#self?.principal,
             app: src?.app,
             version: src?.version,
           },

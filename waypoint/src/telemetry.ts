@@ -36,11 +36,15 @@ export interface RequestOutcome {
 }
 
 /** Metric labels in Istio's shape: the L4 set plus response code and gRPC status. */
-export function httpLabels(meta: Omit<ConnectionMeta, 'reporter'>, o: RequestOutcome): HttpLabels {
+export function httpLabels(
+  meta: Omit<ConnectionMeta, 'reporter'>,
+  o: RequestOutcome,
+  reporter: HttpReporter = 'waypoint',
+): HttpLabels {
   const base = tcpLabels({ ...meta, reporter: 'destination' }, o.responseFlags);
   return {
     ...base,
-    reporter: 'waypoint',
+    reporter,
     request_protocol: o.protocol,
     response_code: String(o.responseCode),
     grpc_response_status: o.grpcStatus ?? '',
@@ -57,6 +61,9 @@ export interface RequestSeries {
 /** Bounds the shortcut cache when addresses churn; the series themselves stay. */
 const MAX_SHORTCUTS = 10_000;
 
+/** Who records a request: a waypoint, or an ingress gateway (same engine, `hypha gateway`). */
+export type HttpReporter = 'waypoint' | 'gateway';
+
 export class RequestMetrics {
   readonly #requests: SeriesCounter<HttpLabelName>;
   readonly #duration: SeriesHistogram<HttpLabelName>;
@@ -67,7 +74,10 @@ export class RequestMetrics {
   /** Caller's short key (addresses, codes) → the four series; cleared when the config changes. */
   readonly #shortcuts = new Map<string, RequestSeries>();
 
-  constructor(registry: Registry) {
+  readonly #reporter: HttpReporter;
+
+  constructor(registry: Registry, reporter: HttpReporter = 'waypoint') {
+    this.#reporter = reporter;
     const registers = [registry];
     this.#requests = new SeriesCounter({
       name: 'istio_requests_total',
@@ -108,7 +118,7 @@ export class RequestMetrics {
 
   /** Records one request, building its labels from scratch (no shortcut). */
   recordRequest(meta: Omit<ConnectionMeta, 'reporter'>, o: RequestOutcome): void {
-    this.#observe(this.#seriesFor(httpLabels(meta, o)), o);
+    this.#observe(this.#seriesFor(httpLabels(meta, o, this.#reporter)), o);
   }
 
   /**
@@ -120,7 +130,7 @@ export class RequestMetrics {
     let s = this.#shortcuts.get(key);
     if (s === undefined) {
       if (this.#shortcuts.size >= MAX_SHORTCUTS) this.#shortcuts.clear();
-      s = this.#seriesFor(httpLabels(meta(), o));
+      s = this.#seriesFor(httpLabels(meta(), o, this.#reporter));
       this.#shortcuts.set(key, s);
     }
     this.#observe(s, o);

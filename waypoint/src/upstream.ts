@@ -16,6 +16,8 @@ export interface UpstreamEndpoint {
   ip: string;
   port: number;
   workload?: WorkloadInfo | undefined;
+  /** The tunnel authority's host when it is not `ip` (a waypoint standing in for a service VIP). */
+  authorityHost?: string | undefined;
 }
 
 /** Opens a byte stream to an endpoint (an HBONE CONNECT stream, or a TCP socket in tests). */
@@ -56,7 +58,9 @@ function noDelay(stream: Duplex): Duplex {
 function endpointKey(ep: UpstreamEndpoint): string {
   const addr = ep.ip.includes(':') ? `[${ep.ip}]:${ep.port}` : `${ep.ip}:${ep.port}`;
   const w = ep.workload;
-  return w === undefined ? addr : `${addr}|${w.namespace}/${w.serviceAccount ?? ''}`;
+  const key = w === undefined ? addr : `${addr}|${w.namespace}/${w.serviceAccount ?? ''}`;
+  // A connection tunnelled to one service VIP through a waypoint never carries another's requests.
+  return ep.authorityHost === undefined ? key : `${key}|${ep.authorityHost}`;
 }
 
 function originOf(ep: UpstreamEndpoint): string {

@@ -10,7 +10,7 @@ export type {
 } from './informer.js';
 export { Informer } from './informer.js';
 export type { WatchedKind } from './kinds.js';
-export { WATCHED_KINDS } from './kinds.js';
+export { gatewayWatchedKinds, WATCHED_KINDS } from './kinds.js';
 export type { KubeCluster, KubeconfigOption, KubeUser } from './kubeconfig.js';
 export { KubeConfig, loadKubeConfig } from './kubeconfig.js';
 export type { KubeRequestOptions } from './request.js';

@@ -6,6 +6,8 @@ export interface WatchedKind {
   apiVersion: string;
   /** Collection path for list and watch across all namespaces. */
   path: string;
+  /** Narrows list and watch (e.g. `type=kubernetes.io/tls` for Secrets). */
+  fieldSelector?: string;
 }
 
 export const WATCHED_KINDS: readonly WatchedKind[] = [
@@ -53,3 +55,30 @@ export const WATCHED_KINDS: readonly WatchedKind[] = [
     path: '/apis/traffic.hypha.dev/v1alpha1/trafficpolicies',
   },
 ];
+
+/**
+ * What an ingress gateway watches besides WATCHED_KINDS: TLSRoutes, TCPRoutes, and the TLS Secrets
+ * of its own namespace only (certificateRefs to other namespaces are refused), so its RBAC can be a
+ * Role there rather than cluster-wide read access to Secrets.
+ */
+export function gatewayWatchedKinds(namespace: string): WatchedKind[] {
+  return [
+    ...WATCHED_KINDS,
+    {
+      kind: 'TLSRoute',
+      apiVersion: 'gateway.networking.k8s.io/v1alpha2',
+      path: '/apis/gateway.networking.k8s.io/v1alpha2/tlsroutes',
+    },
+    {
+      kind: 'TCPRoute',
+      apiVersion: 'gateway.networking.k8s.io/v1alpha2',
+      path: '/apis/gateway.networking.k8s.io/v1alpha2/tcproutes',
+    },
+    {
+      kind: 'Secret',
+      apiVersion: 'v1',
+      path: `/api/v1/namespaces/${encodeURIComponent(namespace)}/secrets`,
+      fieldSelector: 'type=kubernetes.io/tls',
+    },
+  ];
+}

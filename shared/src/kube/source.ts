@@ -104,6 +104,7 @@ class KindInformer {
     this.informer = new Informer({
       kubeconfig: kc,
       path: kind.path,
+      ...(kind.fieldSelector !== undefined ? { fieldSelector: kind.fieldSelector } : {}),
       pageSize: source.pageSize,
       backoff: source.backoff,
       transform: (obj) => stripObject(obj, kind.apiVersion, kind.kind),

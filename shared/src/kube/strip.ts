@@ -78,6 +78,9 @@ export function stripObject(raw: unknown, apiVersion: string, kind: string): Obj
       return { ...base, spec: o.spec };
     case 'EndpointSlice':
       return { ...base, addressType: o.addressType, endpoints: o.endpoints, ports: o.ports };
+    case 'Secret':
+      // Only kubernetes.io/tls Secrets are watched (by the ingress gateway): its certificate and key.
+      return { ...base, type: o.type, data: pick(o.data, ['tls.crt', 'tls.key']) };
     case 'Gateway':
       return { ...base, spec: o.spec, ...(isObj(o.status) ? { status: pick(o.status, ['addresses']) } : {}) };
     default:

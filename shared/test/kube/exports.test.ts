@@ -11,6 +11,7 @@ it('@hypha/shared/kube exports exactly these values', () => {
     'WATCHED_KINDS',
     'createKubeSource',
     'fetchKube',
+    'gatewayWatchedKinds',
     'loadKubeConfig',
     'stripObject',
   ]);

@@ -30,7 +30,7 @@ function sameRef(a: WaypointRef | undefined, b: WaypointRef): boolean {
   return a !== undefined && a.name === b.name && a.namespace === b.namespace;
 }
 
-function workloadInfo(w: Workload): WorkloadInfo {
+export function workloadInfo(w: Workload): WorkloadInfo {
   let info = workloadInfos.get(w);
   if (info === undefined) {
     info = {
@@ -62,7 +62,7 @@ function endpointWorkload(state: ConfigState, ep: Endpoint): Workload | undefine
   return ep.workloadUid !== undefined ? state.findWorkloadByUid(ep.workloadUid) : undefined;
 }
 
-function findServiceInput(state: ConfigState, svc: Service): ServiceInput {
+export function findServiceInput(state: ConfigState, svc: Service): ServiceInput {
   const hit = serviceInputs.get(svc);
   if (hit !== undefined && svc.endpoints.every((ep, i) => endpointWorkload(state, ep) === hit.workloads[i]))
     return hit.input;

@@ -36,7 +36,10 @@ export function upstreamOf(info: EndpointInfo, port: number, clientHost: string)
   const key = ip === info.ip ? port : -port;
   let u = byPort.get(key);
   if (u === undefined) {
-    u = { ip, port, workload: info.workload };
+    u =
+      info.authorityHost === undefined
+        ? { ip, port, workload: info.workload }
+        : { ip, port, workload: info.workload, authorityHost: info.authorityHost };
     byPort.set(key, u);
   }
   return u;

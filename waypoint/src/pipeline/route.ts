@@ -64,6 +64,8 @@ export const routeFilter: Filter = {
       headers: rc.headers,
       port: port.port,
     });
+    // A gateway listener has no endpoints of its own: only routes lead anywhere from it.
+    if (route === undefined && service.listener) return failure('NO_ROUTE');
     rc.action = route?.action ?? defaultAction(service, port);
     rc.matched = route?.path ?? ROOT;
     return next(rc);

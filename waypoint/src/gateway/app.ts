@@ -1,0 +1,338 @@
+// The ingress gateway daemon (`hypha gateway`): one Deployment per Gateway of class `hypha`, the
+// waypoint's L7 engine behind listeners that face clients outside the mesh.
+//
+//   config source ─► ConfigState ─► buildGatewayPlan ─► engine.updateConfig + listeners.apply (each change)
+//   CA ─► CertManager: spiffe://<td>/ns/<ns>/sa/<gateway> (renewed at half life)
+//   :80/:443/... (Gateway listeners) ─► GatewayListeners ─► L7 engine (routes, authz, splits, retries)
+//        ─► hboneConnectUpstream (gateway cert) ─► endpoint's node agent :15008, or the waypoint of a
+//           waypoint-bound Service (authority VIP:port); plain TCP to endpoints outside the mesh
+//   :15000 admin (localhost), :15020 /metrics (reporter="gateway"), :15021 /healthz/ready
+//   Kubernetes: Gateway status (conditions, listeners, addresses, attached routes)
+//
+// Invariants: the gateway enters the mesh only with its own identity (AuthorizationPolicies can name
+// exactly it); it never serves a listener whose certificate did not load; private keys never reach
+// a log line, the admin endpoint or a status message.
+
+import { readFile } from 'node:fs/promises';
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import { createSilentLogger, type Logger, SpiffeId } from '@hypha/shared';
+import { type ConfigState, createFileSource } from '@hypha/shared/config';
+import { certificatesView, type Endpoints, startEndpoints } from '@hypha/shared/daemon';
+import { createHbonePool } from '@hypha/shared/hbone';
+import { CaClient, CertManager, type WorkloadCertificate } from '@hypha/shared/identity';
+import { TapHub } from '@hypha/shared/telemetry';
+import { collectDefaultMetrics, Registry } from 'prom-client';
+import { WaypointDaemonError } from '../daemon/config.js';
+import { workloadInfo } from '../daemon/input.js';
+import { hboneConnectUpstream } from '../hbone-upstream.js';
+import { createWaypoint, type Waypoint } from '../proxy.js';
+import type { ConnectUpstream } from '../upstream.js';
+import { buildGatewayPlan, type GatewayPlan } from './input.js';
+import { GatewayListeners } from './server.js';
+import {
+  computeGatewayStatus,
+  createGatewayStatusReporter,
+  type GatewayStatus,
+  type GatewayStatusReporter,
+} from './status.js';
+
+export interface GatewayDaemonConfig {
+  /** The Gateway (class hypha) this gateway serves; its pods run as the service account of the same name. */
+  gateway: { name: string; namespace: string };
+  source: import('@hypha/shared/daemon').ConfigSource;
+  trustDomain: string;
+  ca: { address: string; tokenFile: string; rootFile: string };
+  /** The node agents' HBONE port (15008). */
+  hbonePort: number;
+  adminAddress: string;
+  metricsAddress: string;
+  readinessAddress: string;
+  drainMs: number;
+  accessLog: boolean;
+}
+
+export interface GatewayDaemon {
+  readonly state: ConfigState;
+  readonly engine: Waypoint;
+  readonly endpoints: Endpoints;
+  readonly ready: Promise<void>;
+  /** The status the Gateway would get now (what Kubernetes is sent; the admin config_dump shows it). */
+  findStatus(): GatewayStatus | undefined;
+  findNotReadyReasons(): string[];
+  shutdown(reason?: string): Promise<void>;
+}
+
+export async function startGatewayDaemon(
+  config: GatewayDaemonConfig,
+  logger: Logger,
+): Promise<GatewayDaemon> {
+  const gw = config.gateway;
+  const log = logger.child({ component: 'gateway-daemon', gateway: `${gw.namespace}/${gw.name}` });
+  const identity = SpiffeId.of(config.trustDomain, gw.namespace, gw.name);
+
+  const kubeSource = config.source.kind === 'kubernetes' ? await import('@hypha/shared/kube') : undefined;
+  const source =
+    kubeSource === undefined || config.source.kind === 'file'
+      ? createFileSource({
+          path: config.source.kind === 'file' ? config.source.path : '',
+          trustDomain: config.trustDomain,
+          logger,
+        })
+      : kubeSource.createKubeSource({
+          ...(config.source.kubeconfig ? { kubeconfig: config.source.kubeconfig } : {}),
+          trustDomain: config.trustDomain,
+          logger,
+          // TLSRoutes, TCPRoutes and the TLS Secrets of this namespace only.
+          kinds: kubeSource.gatewayWatchedKinds(gw.namespace),
+        });
+  log.info({ source: config.source }, 'loading config');
+  await source.start();
+  const state = source.state;
+
+  const caRoot = await readFile(config.ca.rootFile, 'utf8').catch((err: Error) => {
+    throw new WaypointDaemonError(
+      'WAYPOINT_START',
+      `cannot read the CA root certificate ${config.ca.rootFile}: ${err.message}`,
+    );
+  });
+  const caClient = new CaClient({
+    url: config.ca.address,
+    token: async () => (await readFile(config.ca.tokenFile, 'utf8')).trim(),
+    caTrustBundlePem: caRoot,
+  });
+  const certs = new CertManager({ provider: caClient });
+  certs.fetchCertificate(identity).then(
+    (c) =>
+      log.info(
+        { identity: identity.toString(), serial: c.serial, notAfter: c.notAfter },
+        'certificate ready',
+      ),
+    (err: Error) =>
+      log.warn(
+        { identity: identity.toString(), err: err.message },
+        'certificate request failed; retrying with backoff (check that this pod is known to the CA with serviceAccountName equal to the Gateway name)',
+      ),
+  );
+  const certificate = (): WorkloadCertificate => {
+    const c = certs.findCertificate(identity);
+    if (c === undefined)
+      throw new WaypointDaemonError('WAYPOINT_START', `no certificate yet for ${identity.toString()}`);
+    return c;
+  };
+
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const tap = new TapHub();
+  const pool = createHbonePool({ logger });
+  const hbone = hboneConnectUpstream({
+    pool,
+    certificate,
+    trustDomain: config.trustDomain,
+    hbonePort: config.hbonePort,
+  });
+  // Mesh endpoints over HBONE with the gateway's identity; endpoints outside the mesh (no agent
+  // captures them) over plain TCP, as an Istio gateway reaches them.
+  const connectUpstream: ConnectUpstream = (ep) => {
+    const w = state.findWorkloadByIp(ep.ip);
+    if (ep.authorityHost === undefined && (w === undefined || !w.inMesh)) {
+      return new Promise<Duplex>((resolve, reject) => {
+        const s = net.connect({ host: ep.ip, port: ep.port, noDelay: true });
+        s.once('connect', () => resolve(s));
+        s.once('error', reject);
+      });
+    }
+    return hbone(ep);
+  };
+
+  const own = () => state.findWaypointWorkloads(gw)[0];
+  const self = () => {
+    const w = own();
+    return {
+      workload: w
+        ? workloadInfo(w)
+        : { name: gw.name, workload: gw.name, namespace: gw.namespace, serviceAccount: gw.name },
+      principal: identity.toString(),
+    };
+  };
+  const empty = { gateway: gw, services: [] };
+  let plan: GatewayPlan | undefined = buildGatewayPlan(state, gw);
+  const engine = await createWaypoint({
+    config: plan?.input ?? empty,
+    connectUpstream,
+    registry,
+    logger,
+    accessLog: config.accessLog ? logger.child({ component: 'access' }) : createSilentLogger(),
+    trustDomain: config.trustDomain,
+    tap: { hub: tap, reporter: `gateway ${gw.namespace}/${gw.name}` },
+    reporter: 'gateway',
+    self: self(),
+  });
+  const listeners = new GatewayListeners({ engine, logger });
+
+  const addresses = (): string[] => {
+    const svc = state.findServiceByName(gw.namespace, gw.name);
+    const fromGateway = plan?.gateway.addresses ?? [];
+    if (fromGateway.length > 0 || (svc?.vips.length ?? 0) > 0)
+      return [...new Set([...fromGateway, ...(svc?.vips ?? [])])];
+    return state.findWaypointWorkloads(gw).flatMap((w) => [...w.ips]);
+  };
+  const findStatus = (generation?: number, previous?: Partial<GatewayStatus>): GatewayStatus | undefined =>
+    plan === undefined
+      ? undefined
+      : computeGatewayStatus(plan, {
+          addresses: addresses(),
+          findPortError: (p) => listeners.findPortError(p),
+          generation,
+          previous,
+        });
+
+  const statusReporter: GatewayStatusReporter | undefined =
+    config.source.kind === 'kubernetes'
+      ? await createGatewayStatusReporter({
+          ...(config.source.kubeconfig ? { kubeconfig: config.source.kubeconfig } : {}),
+          gateway: gw,
+          compute: (g, prev) => findStatus(g, prev),
+          logger,
+        })
+      : undefined;
+
+  /** Logs each listener's verdict when it changes (the status says the same in Kubernetes). */
+  const lastVerdicts = new Map<string, string>();
+  const logVerdicts = () => {
+    const status = findStatus();
+    for (const l of status?.listeners ?? []) {
+      const bad = l.conditions.find((c) =>
+        c.type === 'Conflicted' ? c.status === 'True' : c.status === 'False',
+      );
+      const verdict = bad ? `${bad.type} ${bad.reason}: ${bad.message}` : 'serving';
+      if (lastVerdicts.get(l.name) === verdict) continue;
+      lastVerdicts.set(l.name, verdict);
+      if (bad)
+        log.warn(
+          { listener: l.name, condition: bad.type, reason: bad.reason },
+          `listener not serving: ${bad.message}`,
+        );
+      else log.info({ listener: l.name, attachedRoutes: l.attachedRoutes }, 'listener serving');
+    }
+  };
+
+  let applying: Promise<void> = Promise.resolve();
+  const apply = () => {
+    plan = buildGatewayPlan(state, gw);
+    const errors = engine.updateConfig(plan?.input ?? empty);
+    const next = plan;
+    applying = applying
+      .then(() => listeners.apply(next))
+      .then(() => {
+        logVerdicts();
+        statusReporter?.update();
+      });
+    log.info(
+      { version: state.stats().version, rejected: errors.length, gateway: plan !== undefined },
+      'config applied',
+    );
+  };
+  const unsubscribe = state.onChange(apply);
+  apply();
+
+  const findNotReadyReasons = (): string[] => {
+    const reasons: string[] = [];
+    if (plan === undefined)
+      reasons.push(`Gateway ${gw.namespace}/${gw.name} (class hypha) not found in the config`);
+    if (certs.findCertificate(identity) === undefined)
+      reasons.push(`no certificate yet for ${identity.toString()}`);
+    return reasons;
+  };
+
+  let shuttingDown: Promise<void> | undefined;
+  const shutdown = (reason = 'shutdown requested'): Promise<void> => {
+    shuttingDown ??= (async () => {
+      log.info({ reason, drainMs: config.drainMs }, 'draining');
+      unsubscribe();
+      await listeners.close();
+      await engine.flushTraces().catch(() => {});
+      await engine.close();
+      pool.close();
+      certs.close();
+      caClient.close();
+      await statusReporter?.close();
+      await source.close();
+      await endpoints.close();
+      log.info('stopped');
+    })();
+    return shuttingDown;
+  };
+
+  const endpoints = await startEndpoints({
+    logger,
+    registry,
+    readiness: { findNotReadyReasons },
+    adminAddress: config.adminAddress,
+    metricsAddress: config.metricsAddress,
+    readinessAddress: config.readinessAddress,
+    admin: {
+      configDump: () => ({
+        gateway: gw,
+        identity: identity.toString(),
+        version: state.stats().version,
+        // Secrets by name only: certificates and keys are never dumped.
+        listeners: plan?.compiled.listeners.map((l) => ({
+          name: l.name,
+          port: l.port,
+          protocol: l.protocol,
+          hostname: l.hostname,
+          serving: l.serving,
+          certificateSecret: l.certificate?.secret,
+        })),
+        status: findStatus(),
+        httpRoutes: plan?.input.httpRoutes,
+        grpcRoutes: plan?.input.grpcRoutes,
+        tlsRoutes: plan?.tlsRoutes.map((r) => ({
+          name: r.name,
+          listener: r.listener.name,
+          hostnames: r.hostnames,
+          backends: r.backends,
+        })),
+        tcpRoutes: plan?.tcpRoutes.map((r) => ({
+          name: r.name,
+          listener: r.listener.name,
+          backends: r.backends,
+        })),
+        services: plan?.input.services.map((s) => ({
+          name: s.name,
+          namespace: s.namespace,
+          vips: s.vips,
+          endpoints: s.endpoints.length,
+        })),
+        configErrors: engine.configErrors.map((e) => e.message),
+      }),
+      certs: () => certificatesView(certs),
+      connections: () => ({}),
+      tap,
+      quit: () => void shutdown('/quitquitquit').then(() => process.exit(0)),
+    },
+  });
+
+  const ready = (async () => {
+    await source.ready;
+    while (findNotReadyReasons().length > 0) {
+      if (shuttingDown) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await applying;
+  })();
+  void ready.then(() => {
+    if (!shuttingDown) log.info({ listeners: plan?.compiled.listeners.length ?? 0 }, 'ready');
+  });
+  log.info({ metrics: endpoints.metrics, readiness: endpoints.readiness }, 'gateway started');
+  return {
+    state,
+    engine,
+    endpoints,
+    ready,
+    findStatus: () => findStatus(),
+    findNotReadyReasons,
+    shutdown,
+  };
+}
