@@ -44,7 +44,7 @@ import { CaClient, CertManager, type SpiffeId, tryParseSpiffeId } from '@hypha/s
 import { L4Metrics, TapHub } from '@hypha/shared/telemetry';
 import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import { createNodeCapture, type NodeCapture } from '../capture/index.js';
-import { type DnsProxy, startAgentDns } from '../dns/index.js';
+import { createHostLookup, type DnsProxy, startAgentDns } from '../dns/index.js';
 import { getOriginalDst } from '../native/index.js';
 import type { AgentConfig } from './config.js';
 import { ConnectionTracker } from './connections.js';
@@ -249,6 +249,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     tracker,
     logger,
     outboundPolicy: config.outboundPolicy,
+    fetchHostAddress: createHostLookup(config.dns?.upstreams ?? []),
     findOriginalDestination: originalDestination,
     hbonePort: config.ports.hbone,
   });

@@ -26,7 +26,8 @@ export interface ConnectionStart {
     port: number;
     workload?: Workload | undefined;
     identity?: string | undefined;
-    service?: { name: string; namespace: string } | undefined;
+    /** `host`: a ServiceEntry's host, which names it in metrics instead of `name.ns.svc.cluster.local`. */
+    service?: { name: string; namespace: string; host?: string | undefined } | undefined;
   };
   /** Whether the bytes crossed (or will cross) the network inside mTLS. */
   mutualTls: boolean;
@@ -232,7 +233,7 @@ export class ConnectionTracker {
       source: peerLabels(start.source.workload, start.source.identity),
       destination: {
         ...peerLabels(start.destination.workload, start.destination.identity),
-        service: svc ? `${svc.name}.${svc.namespace}.svc.cluster.local` : undefined,
+        service: svc ? (svc.host ?? `${svc.name}.${svc.namespace}.svc.cluster.local`) : undefined,
         serviceName: svc?.name,
         serviceNamespace: svc?.namespace,
       },

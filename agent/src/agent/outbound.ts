@@ -4,7 +4,11 @@
 //          ─► resolve: service VIP with a waypoint → HBONE to the waypoint (authority VIP:port)
 //                      service VIP → pick a ready endpoint (round robin) → HBONE to endpoint:15008
 //                      mesh pod IP → HBONE directly (via its waypoint when bound)
-//                      anything else → plain TCP passthrough (or refused in registry-only mode)
+//                      ServiceEntry address (allocated VIP, spec.addresses) → its waypoint when
+//                        bound; STATIC: an endpoint; DNS: the host (or endpoint) resolved upstream
+//                        (the one fetch* on the way); NONE: where the pod sent it
+//                      anything else → plain TCP passthrough (ALLOW_ANY), or refused, logged and
+//                        counted (REGISTRY_ONLY: MeshConfig hypha-system/default, else --outbound-policy)
 //          ─► same node? hand to Inbound in-process : pooled HBONE tunnel ─► copy bytes
 //
 // Invariants:
@@ -12,9 +16,19 @@
 //   that is not a local mesh pod.
 // - A service bound to a waypoint whose waypoint is missing fails closed: no direct fallback,
 //   or L7 policy could be bypassed by waiting for the waypoint to go away.
-import net, { type Socket } from 'node:net';
+// - The outbound traffic policy fails closed: a MeshConfig the agent cannot read counts as
+//   REGISTRY_ONLY (translate.ts), and the problems are logged whenever it changes.
+import net, { isIP, type Socket } from 'node:net';
 import type { Logger } from '@hypha/shared';
-import type { ConfigState, Service, Workload } from '@hypha/shared/config';
+import type {
+  ConfigState,
+  MeshConfigObject,
+  OutboundTrafficPolicyMode,
+  Service,
+  ServiceEntry,
+  ServiceEntryPort,
+  Workload,
+} from '@hypha/shared/config';
 import { copyBidirectional, createByteCounters, type HbonePool, isHboneError } from '@hypha/shared/hbone';
 import type { CertManager, SpiffeId } from '@hypha/shared/identity';
 import type { ConnectionStart, ConnectionTracker } from './connections.js';
@@ -28,26 +42,47 @@ export interface OutboundOptions {
   inbound: Inbound;
   tracker: ConnectionTracker;
   logger: Logger;
+  /** The mesh default when no MeshConfig says otherwise (`--outbound-policy`). */
   outboundPolicy: 'passthrough' | 'registry-only';
+  /**
+   * Resolves a ServiceEntry host (`resolution: DNS`) to an address of the wanted family, via the
+   * upstream resolvers. Undefined: such entries are refused with a clear reason.
+   */
+  fetchHostAddress?: (host: string, family: 4 | 6) => Promise<string>;
   /** SO_ORIGINAL_DST of an accepted socket. */
   findOriginalDestination: (socket: Socket) => { ip: string; port: number };
   hbonePort?: number;
 }
 
-type Target =
+/** What a connection is to, for telemetry: a Service, or a ServiceEntry named by its host. */
+interface Destination {
+  readonly name: string;
+  readonly namespace: string;
+  readonly host?: string | undefined;
+}
+
+/** Where one connection goes: `findTarget`'s answer. */
+export type OutboundTarget =
   | {
       kind: 'hbone';
       ip: string;
       authority: string;
       expected: SpiffeId[];
       workload: Workload | undefined;
-      service: Service | undefined;
+      service: Destination | undefined;
       port: number;
       viaWaypoint: boolean;
     }
-  | { kind: 'local'; ip: string; workload: Workload; port: number; service: Service | undefined }
-  | { kind: 'plain'; ip: string; port: number; workload: Workload | undefined; service: Service | undefined }
-  | { kind: 'refuse'; flag: string; reason: string; service: Service | undefined };
+  | { kind: 'local'; ip: string; workload: Workload; port: number; service: Destination | undefined }
+  | {
+      kind: 'plain';
+      ip: string;
+      port: number;
+      workload: Workload | undefined;
+      service: Destination | undefined;
+    }
+  | { kind: 'refuse'; flag: string; reason: string; service: Destination | undefined }
+  | { kind: 'resolve'; host: string; port: number; service: Destination };
 
 export class Outbound {
   readonly #o: OutboundOptions;
@@ -58,6 +93,34 @@ export class Outbound {
   constructor(options: OutboundOptions) {
     this.#o = options;
     this.#log = options.logger.child({ component: 'outbound' });
+    this.#reportMeshConfig(options.state.findMeshConfig());
+    options.state.onChange((change) => {
+      if (change.meshConfig) this.#reportMeshConfig(change.meshConfig.current);
+    });
+  }
+
+  /** REGISTRY_ONLY or ALLOW_ANY for a new connection: the MeshConfig's, else the agent's flag. */
+  findOutboundTrafficPolicy(): OutboundTrafficPolicyMode {
+    return (
+      this.#o.state.findMeshConfig()?.outboundTrafficPolicy ??
+      (this.#o.outboundPolicy === 'registry-only' ? 'REGISTRY_ONLY' : 'ALLOW_ANY')
+    );
+  }
+
+  #reportMeshConfig(mesh: MeshConfigObject | undefined): void {
+    const mode = this.findOutboundTrafficPolicy();
+    const from = mesh ? `MeshConfig ${mesh.namespace}/${mesh.name}` : '--outbound-policy';
+    if (mesh !== undefined && mesh.problems.length > 0) {
+      this.#log.error(
+        { meshConfig: `${mesh.namespace}/${mesh.name}`, problems: mesh.problems },
+        `MeshConfig ${mesh.namespace}/${mesh.name} is invalid (${mesh.problems.join('; ')}); outbound traffic policy REGISTRY_ONLY until it is fixed`,
+      );
+      return;
+    }
+    this.#log.info(
+      { outboundTrafficPolicy: mode, from: mesh?.outboundTrafficPolicy ? from : '--outbound-policy' },
+      `outbound traffic policy ${mode}`,
+    );
   }
 
   handleSocket(socket: Socket): void {
@@ -94,13 +157,41 @@ export class Outbound {
       socket.destroy();
       return;
     }
-    const target = this.#resolve(dst.ip, dst.port);
+    const target = this.findTarget(dst.ip, dst.port);
     const svc = target.service
-      ? { name: target.service.name, namespace: target.service.namespace }
+      ? { name: target.service.name, namespace: target.service.namespace, host: target.service.host }
       : undefined;
     start.destination.service = svc;
     switch (target.kind) {
+      case 'resolve': {
+        let ip: string;
+        try {
+          if (this.#o.fetchHostAddress === undefined) throw new Error('the agent has no resolver for hosts');
+          ip = await this.#o.fetchHostAddress(target.host, familyOf(dst.ip));
+        } catch (err) {
+          this.#o.tracker.recordRefused(start, {
+            responseFlags: 'DNS_RESOLUTION_FAILED',
+            error: `ServiceEntry ${target.service.namespace}/${target.service.name}: ${(err as Error).message}`,
+          });
+          socket.destroy();
+          return;
+        }
+        if (socket.destroyed) return;
+        start.direction = 'passthrough';
+        start.destination = { ...start.destination, ip, port: target.port };
+        return this.#plain(socket, start, ip, target.port);
+      }
       case 'refuse':
+        if (target.flag === 'REGISTRY_ONLY') {
+          this.#log.warn(
+            {
+              dst: formatHostPort(dst.ip, dst.port),
+              src_workload: `${source.namespace}/${source.name}`,
+              reason: 'REGISTRY_ONLY',
+            },
+            `refused ${formatHostPort(dst.ip, dst.port)} from ${source.namespace}/${source.name}: REGISTRY_ONLY and the destination is neither a known Service, pod nor ServiceEntry`,
+          );
+        }
         this.#o.tracker.recordRefused(start, { responseFlags: target.flag, error: target.reason });
         socket.destroy();
         return;
@@ -137,7 +228,7 @@ export class Outbound {
   }
 
   /** Decides where a connection to ip:port goes. Synchronous map reads only. */
-  #resolve(ip: string, port: number): Target {
+  findTarget(ip: string, port: number): OutboundTarget {
     const state = this.#o.state;
     const service = state.findServiceByVip(ip, port);
     if (service !== undefined) {
@@ -160,23 +251,62 @@ export class Outbound {
       if (bound !== undefined) return this.#viaWaypoint(bound.ref, undefined, ip, port);
       return this.#toWorkload(ip, port, workload, undefined);
     }
-    if (this.#o.outboundPolicy === 'registry-only') {
+    const entry = state.findServiceEntryByAddress(ip, port);
+    if (entry !== undefined) return this.#toServiceEntry(entry.entry, entry.host, entry.port, ip, port);
+    if (this.findOutboundTrafficPolicy() === 'REGISTRY_ONLY') {
       return {
         kind: 'refuse',
-        flag: 'NO_ROUTE',
-        reason: `${ip}:${port} is not in the mesh registry`,
-        service: undefined,
+        flag: 'REGISTRY_ONLY',
+        reason: `REGISTRY_ONLY: ${formatHostPort(ip, port)} is neither a known Service, pod nor ServiceEntry`,
+        // Istio's name for where such traffic goes, so dashboards that look for it find it.
+        service: { name: 'BlackHoleCluster', namespace: '', host: 'BlackHoleCluster' },
       };
     }
     return { kind: 'plain', ip, port, workload: undefined, service: undefined };
+  }
+
+  /** A destination registered by a ServiceEntry: waypoint, endpoint, resolved host, or as sent. */
+  #toServiceEntry(
+    entry: ServiceEntry,
+    host: string | undefined,
+    p: ServiceEntryPort,
+    ip: string,
+    port: number,
+  ): OutboundTarget {
+    const dest: Destination = { name: entry.name, namespace: entry.namespace, host: host ?? entry.hosts[0] };
+    if (entry.waypoint !== undefined) return this.#viaWaypoint(entry.waypoint, dest, ip, port);
+    if (entry.resolution === 'NONE') return { kind: 'plain', ip, port, workload: undefined, service: dest };
+    const targetPort = (ports: Readonly<Record<string, number>> | undefined) =>
+      (p.name !== undefined ? ports?.[p.name] : undefined) ?? p.targetPort ?? p.number;
+    if (entry.endpoints.length > 0) {
+      const endpoint =
+        entry.endpoints[this.#next(`se/${entry.namespace}/${entry.name}`) % entry.endpoints.length]!;
+      const epPort = targetPort(endpoint.ports);
+      if (entry.resolution === 'DNS' && isIP(endpoint.address) === 0) {
+        return { kind: 'resolve', host: endpoint.address, port: epPort, service: dest };
+      }
+      // MESH_INTERNAL endpoints that are mesh pods are reached over HBONE like any pod.
+      const workload = this.#o.state.findWorkloadByIp(endpoint.address);
+      const t = this.#toWorkload(endpoint.address, epPort, workload, undefined);
+      return { ...t, service: dest } as OutboundTarget;
+    }
+    if (host === undefined) {
+      return {
+        kind: 'refuse',
+        flag: 'NO_HEALTHY_UPSTREAM',
+        reason: `ServiceEntry ${entry.namespace}/${entry.name} has no host to resolve for ${formatHostPort(ip, port)}`,
+        service: dest,
+      };
+    }
+    return { kind: 'resolve', host, port: targetPort(undefined), service: dest };
   }
 
   #toWorkload(
     ip: string,
     port: number,
     workload: Workload | undefined,
-    service: Service | undefined,
-  ): Target {
+    service: Destination | undefined,
+  ): OutboundTarget {
     if (workload === undefined || !workload.inMesh) return { kind: 'plain', ip, port, workload, service };
     if (workload.node === this.#o.nodeName) return { kind: 'local', ip, workload, port, service };
     return {
@@ -193,10 +323,10 @@ export class Outbound {
 
   #viaWaypoint(
     ref: { namespace: string; name: string },
-    service: Service | undefined,
+    service: Destination | undefined,
     dstIp: string,
     port: number,
-  ): Target {
+  ): OutboundTarget {
     const authority = formatHostPort(dstIp, port);
     const lookup = this.#o.state.findWaypoint(ref.namespace, ref.name);
     if (lookup === undefined) {
@@ -293,7 +423,7 @@ export class Outbound {
     socket: Socket,
     start: Omit<ConnectionStart, 'abort'>,
     source: Workload,
-    target: Extract<Target, { kind: 'hbone' }>,
+    target: Extract<OutboundTarget, { kind: 'hbone' }>,
   ): Promise<void> {
     const abort = new AbortController();
     const onClose = () => abort.abort();

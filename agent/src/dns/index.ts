@@ -7,6 +7,8 @@ export { DnsCache } from './cache.js';
 export type { DnsDropReason, DnsSource } from './metrics.js';
 export { DnsMetrics } from './metrics.js';
 export { DEFAULT_CLUSTER_DOMAIN, ServiceNameIndex, serviceFqdn } from './names.js';
+export type { HostResolverOptions } from './resolve-host.js';
+export { createHostLookup, HostResolver, HostResolverError } from './resolve-host.js';
 export type { DnsDebugView, DnsProxy, DnsProxyOptions, DnsRecentQuery, DnsTcpLimits } from './server.js';
 export { createDnsProxy, DEFAULT_DNS_PORT, MESH_TTL } from './server.js';
 export type { UpstreamErrorCode, UpstreamServer } from './upstream.js';

@@ -4,6 +4,9 @@
 //   query ─► parse (malformed: FORMERR or drop) ─► name in the Service index?
 //              ├─ yes: A/AAAA from the Service's VIPs (headless: ready endpoint IPs), other types
 //              │       an empty NOERROR                                           source="mesh"
+//              ├─ a ServiceEntry host (exact, or under a "*." host) with addresses: A/AAAA from
+//              │       spec.addresses or the host's allocated VIP                source="mesh"
+//              │       (an entry with nothing to answer, e.g. a wildcard: forwarded as usual)
 //              ├─ under svc.<cluster domain> but unknown: NXDOMAIN                source="mesh"
 //              │  (names below a known Service, pod hostnames and SRV, go upstream)
 //              └─ else: cache hit ─► reply with aged TTLs                         source="cache"
@@ -89,7 +92,8 @@ export interface DnsDebugView {
   readonly port: number;
   readonly clusterDomain: string;
   readonly upstreams: readonly string[];
-  readonly index: { readonly names: number };
+  /** Service names, and ServiceEntries (their hosts are looked up in the config state). */
+  readonly index: { readonly names: number; readonly serviceEntries: number };
   readonly cache: {
     readonly entries: number;
     readonly bytes: number;
@@ -180,12 +184,14 @@ export function createDnsProxy(opts: DnsProxyOptions): DnsProxy {
     recentNext = (recentNext + 1) % RECENT;
   };
 
-  const meshReply = (q: Query, svc: Service): Buffer => {
+  const serviceIps = (svc: Service): readonly string[] =>
+    svc.vips.length > 0 ? svc.vips : svc.endpoints.filter((e) => e.ready).map((e) => e.ip);
+
+  const meshReply = (q: Query, ips: readonly string[]): Buffer => {
     const type = q.question.type;
     const family = type === 'A' ? 4 : type === 'AAAA' ? 6 : 0;
     const answers: Answer[] = [];
     if (family !== 0) {
-      const ips = svc.vips.length > 0 ? svc.vips : svc.endpoints.filter((e) => e.ready).map((e) => e.ip);
       const seen = new Set<string>();
       for (const ip of ips) {
         if (isIP(ip) !== family || seen.has(ip)) continue;
@@ -300,7 +306,12 @@ export function createDnsProxy(opts: DnsProxyOptions): DnsProxy {
       const name = normalizeName(q.question.name);
       const svc = index.findService(name);
       if (svc !== undefined) {
-        send(meshReply(q, svc), 'mesh');
+        send(meshReply(q, serviceIps(svc)), 'mesh');
+        return true;
+      }
+      const entry = opts.state.findServiceEntryByHost(name);
+      if (entry !== undefined && entry.addresses.length > 0) {
+        send(meshReply(q, entry.addresses), 'mesh');
         return true;
       }
       if (index.isInServiceZone(name) && !index.isBelowService(name)) {
@@ -477,7 +488,7 @@ export function createDnsProxy(opts: DnsProxyOptions): DnsProxy {
       port,
       clusterDomain: index.clusterDomain,
       upstreams: upstream.servers.map((s) => `${s.ip}:${s.port}`),
-      index: { names: index.size },
+      index: { names: index.size, serviceEntries: opts.state.stats().serviceEntries },
       cache: { entries: cache.size, bytes: cache.bytes, hits: cache.hits, misses: cache.misses },
       upstreamInflight: upstream.inflight,
       tcpConnections: tcpConnections.size,
