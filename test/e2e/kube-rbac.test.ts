@@ -252,6 +252,8 @@ describe('manifests RBAC against an RBAC-enforcing API server', () => {
         '/apis/security.hypha.dev/v1/requestauthentications',
         '/apis/security.hypha.dev/v1/peerauthentications',
         '/apis/traffic.hypha.dev/v1alpha1/trafficpolicies',
+        '/apis/networking.hypha.dev/v1/serviceentries',
+        '/apis/networking.hypha.dev/v1/meshconfigs',
       ].sort(),
     );
     // Waypoint: route status written on the route in its namespace.

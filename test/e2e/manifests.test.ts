@@ -65,6 +65,8 @@ const crds = base.filter((o) => o.kind === 'CustomResourceDefinition') as unknow
 const apCrd = compileCrd(crds.find((c) => c.spec.names.kind === 'AuthorizationPolicy')!);
 const tpCrd = compileCrd(crds.find((c) => c.spec.names.kind === 'TrafficPolicy')!);
 const paCrd = compileCrd(crds.find((c) => c.spec.names.kind === 'PeerAuthentication')!);
+const seCrd = compileCrd(crds.find((c) => c.spec.names.kind === 'ServiceEntry')!);
+const mcCrd = compileCrd(crds.find((c) => c.spec.names.kind === 'MeshConfig')!);
 
 describe('manifests', () => {
   it('render with kustomize: base, dev overlay and waypoint template', () => {
@@ -75,6 +77,8 @@ describe('manifests', () => {
         'CustomResourceDefinition/requestauthentications.security.hypha.dev',
         'CustomResourceDefinition/peerauthentications.security.hypha.dev',
         'CustomResourceDefinition/trafficpolicies.traffic.hypha.dev',
+        'CustomResourceDefinition/serviceentries.networking.hypha.dev',
+        'CustomResourceDefinition/meshconfigs.networking.hypha.dev',
         'GatewayClass/hypha-waypoint',
         'ServiceAccount/hypha-agent',
         'ServiceAccount/hypha-ca',
@@ -193,6 +197,8 @@ describe('manifests', () => {
       'requestauthentications',
       'peerauthentications',
       'trafficpolicies',
+      'serviceentries',
+      'meshconfigs',
     ]) {
       expect(readable).toContain(kind);
     }
@@ -232,6 +238,57 @@ describe('manifests', () => {
       expect(messages(paCrd.validate(bad(spec))), JSON.stringify(spec)).toMatch(expected);
       expect(translateObject(bad(spec), { source: 'example' }).status).toBe('invalid');
     }
+  });
+
+  it('ServiceEntry and MeshConfig: the CRDs accept the examples and refuse what Hypha refuses', () => {
+    const all = examples('service-entries.yaml');
+    const entries = all.filter((o) => o.kind === 'ServiceEntry');
+    const meshes = all.filter((o) => o.kind === 'MeshConfig');
+    expect(entries.length).toBe(4);
+    expect(meshes.length).toBe(1);
+    for (const se of entries) {
+      expect(seCrd.validate(se), se.metadata.name).toEqual([]);
+      const t = translateObject(se, { source: 'example' });
+      expect(t.status, `${se.metadata.name}: ${JSON.stringify(t)}`).toBe('ok');
+    }
+    for (const mc of meshes) {
+      expect(mcCrd.validate(mc)).toEqual([]);
+      const t = translateObject(mc, { source: 'example' });
+      expect(t).toMatchObject({
+        status: 'ok',
+        object: { outboundTrafficPolicy: 'REGISTRY_ONLY', problems: [] },
+      });
+    }
+    const bad = (spec: Record<string, unknown>) => ({
+      apiVersion: 'networking.hypha.dev/v1',
+      kind: 'ServiceEntry',
+      metadata: { name: 'bad', namespace: 'shop' },
+      spec: { hosts: ['a.example.test'], ports: [{ number: 80 }], ...spec },
+    });
+    for (const [spec, expected] of [
+      [{ resolution: 'STATIC' }, /resolution STATIC needs endpoints/],
+      [{ endpoints: [{ address: '192.0.2.1' }] }, /endpoints must be empty with resolution NONE/],
+      [{ hosts: ['*.a.example.test'], resolution: 'DNS' }, /a wildcard host cannot be resolved by DNS/],
+      [{ ports: [{ number: 80 }, { number: 80, name: 'x' }] }, /each port number may be listed once/],
+      [{ hosts: ['Upper.example.test'] }, /hosts/],
+      [{ hosts: [] }, /hosts/],
+      [{ ports: [{ number: 80, protocol: 'http' }] }, /protocol/],
+      [{ resolution: 'dns' }, /resolution/],
+      [{ resolutoin: 'DNS' }, /resolutoin/],
+    ] as const) {
+      expect(messages(seCrd.validate(bad(spec))), JSON.stringify(spec)).toMatch(expected);
+      expect(translateObject(bad(spec), { source: 'example' }).status, JSON.stringify(spec)).toBe('invalid');
+    }
+    const mesh = (name: string, spec: unknown) => ({
+      apiVersion: 'networking.hypha.dev/v1',
+      kind: 'MeshConfig',
+      metadata: { name, namespace: 'hypha-system' },
+      spec,
+    });
+    expect(
+      messages(mcCrd.validate(mesh('default', { outboundTrafficPolicy: { mode: 'ALLOW-ANY' } }))),
+    ).toMatch(/mode/);
+    expect(messages(mcCrd.validate(mesh('mesh', {})))).toMatch(/named "default"/);
   });
 
   it('the CRDs accept every documented example, and Hypha reads each of them', () => {

@@ -38,7 +38,7 @@ describe('hypha check', () => {
     expect(r.stdout).toMatch(/^CHECK\s+STATUS\s+DETAIL$/m);
     expect(r.stdout).toMatch(/^kubernetes-api\s+ok\s+https:\/\/127\.0\.0\.1:\d+ \(v1\.32/m);
     expect(r.stdout).toMatch(
-      /^crds\s+fail\s+missing CRD authorizationpolicies\.security\.hypha\.dev, requestauthentications\.security\.hypha\.dev, peerauthentications\.security\.hypha\.dev, trafficpolicies\.traffic\.hypha\.dev: run "hypha install"/m,
+      /^crds\s+fail\s+missing CRD authorizationpolicies\.security\.hypha\.dev, requestauthentications\.security\.hypha\.dev, peerauthentications\.security\.hypha\.dev, trafficpolicies\.traffic\.hypha\.dev, serviceentries\.networking\.hypha\.dev, meshconfigs\.networking\.hypha\.dev: run "hypha install"/m,
     );
     expect(r.stdout).toMatch(/^agents\s+fail\s+DaemonSet hypha-system\/hypha-agent not found/m);
     expect(r.stdout).toMatch(/check\(s\) failed/);
@@ -142,6 +142,35 @@ describe('hypha check', () => {
     expect(results.find((r) => r.name === 'network-policies')).toMatchObject({
       status: 'fail',
       detail: expect.stringMatching(/shop\/only-http/),
+    });
+
+    // Egress: the outbound traffic policy in force, and ServiceEntries the agents would skip.
+    expect(results.find((r) => r.name === 'outbound-traffic-policy')).toMatchObject({
+      status: 'ok',
+      detail: expect.stringMatching(
+        /^no MeshConfig hypha-system\/default: each agent's --outbound-policy decides/,
+      ),
+    });
+    api.put({
+      apiVersion: 'networking.hypha.dev/v1',
+      kind: 'MeshConfig',
+      metadata: { name: 'default', namespace: 'hypha-system' },
+      spec: { outboundTrafficPolicy: { mode: 'REGISTRY_ONLY' } },
+    });
+    api.put({
+      apiVersion: 'networking.hypha.dev/v1',
+      kind: 'ServiceEntry',
+      metadata: { name: 'bad-static', namespace: 'shop' },
+      spec: { hosts: ['db.example.test'], ports: [{ number: 5432 }], resolution: 'STATIC' },
+    });
+    results = await runChecks(kc);
+    expect(results.find((r) => r.name === 'outbound-traffic-policy')?.detail).toBe(
+      'REGISTRY_ONLY (MeshConfig hypha-system/default)',
+    );
+    expect(results.find((r) => r.name === 'service-entries')).toMatchObject({
+      status: 'warn',
+      detail:
+        'agents skip this: ServiceEntry shop/bad-static: field spec.endpoints: missing: resolution STATIC sends traffic to these addresses',
     });
   });
 

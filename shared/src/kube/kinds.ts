@@ -54,6 +54,16 @@ export const WATCHED_KINDS: readonly WatchedKind[] = [
     apiVersion: 'traffic.hypha.dev/v1alpha1',
     path: '/apis/traffic.hypha.dev/v1alpha1/trafficpolicies',
   },
+  {
+    kind: 'ServiceEntry',
+    apiVersion: 'networking.hypha.dev/v1',
+    path: '/apis/networking.hypha.dev/v1/serviceentries',
+  },
+  {
+    kind: 'MeshConfig',
+    apiVersion: 'networking.hypha.dev/v1',
+    path: '/apis/networking.hypha.dev/v1/meshconfigs',
+  },
 ];
 
 /**

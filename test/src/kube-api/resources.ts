@@ -95,6 +95,8 @@ export const DEFAULT_RESOURCES: readonly ResourceType[] = [
   custom('security.hypha.dev', 'v1', 'RequestAuthentication', 'requestauthentications', true),
   custom('security.hypha.dev', 'v1', 'PeerAuthentication', 'peerauthentications', true),
   custom('traffic.hypha.dev', 'v1alpha1', 'TrafficPolicy', 'trafficpolicies', true),
+  custom('networking.hypha.dev', 'v1', 'ServiceEntry', 'serviceentries', true),
+  custom('networking.hypha.dev', 'v1', 'MeshConfig', 'meshconfigs', true),
 ];
 
 export function apiVersionOf(type: ResourceType): string {
@@ -124,6 +126,7 @@ const SHORT_NAMES: Record<string, readonly string[]> = {
   requestauthentications: ['ra'],
   peerauthentications: ['pa'],
   trafficpolicies: ['tp'],
+  serviceentries: ['se'],
 };
 
 /** kubectl's short names (`kubectl get ns`), as discovery reports them. */

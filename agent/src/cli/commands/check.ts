@@ -5,7 +5,8 @@
 // Post-install: API reachable, Hypha CRDs present, an agent ready on every node, the CA Deployment
 // available (and its /healthz with --ca-address), no node where two agents overlapped past the
 // hand-off and drain deadline (a stuck upgrade), the trust bundle parses and is not expiring,
-// NetworkPolicies that would block HBONE (TCP 15008) into mesh pods, flagged by name.
+// NetworkPolicies that would block HBONE (TCP 15008) into mesh pods, flagged by name; the mesh's
+// outbound traffic policy (MeshConfig) and ServiceEntries the agents cannot read.
 import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import type { Command } from 'commander';
@@ -37,6 +38,8 @@ const CRDS = [
   'requestauthentications.security.hypha.dev',
   'peerauthentications.security.hypha.dev',
   'trafficpolicies.traffic.hypha.dev',
+  'serviceentries.networking.hypha.dev',
+  'meshconfigs.networking.hypha.dev',
 ];
 const HBONE_PORT = 15008;
 
@@ -166,6 +169,8 @@ export async function runChecks(kc: KubeConfig, opts: CheckOptions = {}): Promis
   } catch (err) {
     add('agents', 'fail', (err as Error).message);
   }
+
+  results.push(...(await checkEgress(get, ns)));
 
   try {
     const dep = await get<{ spec?: { replicas?: number }; status?: { availableReplicas?: number } }>(
@@ -422,4 +427,73 @@ Examples:
       process.stdout.write(formatChecks(results));
       if (results.some((r) => r.status === 'fail')) process.exitCode = 1;
     });
+}
+
+/**
+ * Egress: the outbound traffic policy in force (MeshConfig `default` in the root namespace, else the
+ * agents' --outbound-policy) and ServiceEntries the agents would skip, read with the agents' own
+ * translation so what this says is what they do.
+ */
+async function checkEgress(
+  get: <T>(path: string) => Promise<T | undefined>,
+  ns: string,
+): Promise<CheckResult[]> {
+  const { translateObject } = await import('@hypha/shared/config');
+  const out: CheckResult[] = [];
+  try {
+    const mesh = await get<Record<string, unknown>>(
+      `/apis/networking.hypha.dev/v1/namespaces/${ns}/meshconfigs/default`,
+    );
+    if (mesh === undefined) {
+      out.push({
+        name: 'outbound-traffic-policy',
+        status: 'ok',
+        detail: `no MeshConfig ${ns}/default: each agent's --outbound-policy decides (default passthrough = ALLOW_ANY)`,
+      });
+    } else {
+      const t = translateObject(
+        { apiVersion: 'networking.hypha.dev/v1', kind: 'MeshConfig', ...mesh },
+        { source: 'kubernetes' },
+      );
+      if (t.status === 'ok' && t.object.kind === 'MeshConfig' && t.object.problems.length > 0) {
+        out.push({
+          name: 'outbound-traffic-policy',
+          status: 'warn',
+          detail: `MeshConfig ${ns}/default cannot be read (${t.object.problems.join('; ')}): agents treat it as REGISTRY_ONLY`,
+        });
+      } else if (t.status === 'ok' && t.object.kind === 'MeshConfig') {
+        out.push({
+          name: 'outbound-traffic-policy',
+          status: 'ok',
+          detail: `${t.object.outboundTrafficPolicy ?? "not set (agents' --outbound-policy)"} (MeshConfig ${ns}/default)`,
+        });
+      }
+    }
+  } catch (err) {
+    out.push({ name: 'outbound-traffic-policy', status: 'warn', detail: (err as Error).message });
+  }
+  try {
+    const list = await get<K8sList<Record<string, unknown>>>('/apis/networking.hypha.dev/v1/serviceentries');
+    const items = list?.items ?? [];
+    const problems: string[] = [];
+    for (const item of items) {
+      const t = translateObject(
+        { apiVersion: 'networking.hypha.dev/v1', kind: 'ServiceEntry', ...item },
+        { source: 'kubernetes' },
+      );
+      if (t.status === 'invalid')
+        problems.push(...t.errors.map((e) => e.message.replace(/^kubernetes: /, '')));
+    }
+    if (problems.length === 0)
+      out.push({ name: 'service-entries', status: 'ok', detail: `${items.length} ServiceEntry(ies)` });
+    else
+      out.push({
+        name: 'service-entries',
+        status: 'warn',
+        detail: `agents skip ${problems.length === 1 ? 'this' : 'these'}: ${problems.join('; ')}`,
+      });
+  } catch (err) {
+    out.push({ name: 'service-entries', status: 'warn', detail: (err as Error).message });
+  }
+  return out;
 }
