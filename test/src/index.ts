@@ -7,6 +7,7 @@ export type {
   AddPodOptions,
   ClusterNode,
   ClusterPod,
+  ExternalHost,
   FabricCapture,
   IpFamilies,
   TestClusterOptions,

@@ -16,7 +16,7 @@
 //   exit and on SIGINT/SIGTERM; `cleanupStale()` removes what a SIGKILLed run left behind.
 //
 // Address block for id N (0 <= N < 3072): S = 64 + (N >> 4), T = (N & 15) << 4
-//   10.S.T.0/24        fabric: node i at .(i+1)
+//   10.S.T.0/24        fabric: node i at .(i+1), external hosts (addExternalHost) from .200
 //   10.S.(T+1).0/24    service VIPs (allocateServiceIp; no interface carries them)
 //   10.S.(T+2+i).0/24  pods of node i: .1 is the node-side gateway, pods from .2
 // With IPv6 (ipFamilies 'dual' or 'ipv6') the run also owns the unique-local block
@@ -81,6 +81,18 @@ export interface ClusterPod {
   readonly netns: string;
   /** The pod's veth peer inside the node namespace. */
   readonly hostInterface: string;
+}
+
+/**
+ * A host beyond the cluster (the "outside world": an external API, a resolver): its own namespace
+ * on the fabric bridge, reached by nodes directly and by pods through their node. It runs no agent
+ * and holds no pod, so nothing the mesh knows has its address.
+ */
+export interface ExternalHost {
+  readonly name: string;
+  /** Its fabric address, 10.S.T.(200+k). */
+  readonly ip: string;
+  readonly netns: string;
 }
 
 export interface FabricCapture {
@@ -151,6 +163,7 @@ export class TestCluster {
   readonly #v6: string;
   readonly #nodes = new Map<string, NodeState>();
   readonly #pods = new Map<string, ClusterPod>();
+  readonly #externals = new Map<string, ExternalHost>();
   readonly #children = new Set<ChildProcess>();
   readonly #log: Logger | undefined;
   #nextIface = 0;
@@ -540,6 +553,41 @@ s.on('close',()=>done(false));s.on('error',()=>done(false));setTimeout(()=>done(
     });
   }
 
+  /**
+   * Adds a host outside the cluster on the fabric (IPv4 clusters): namespace `<prefix>-x-<name>`,
+   * address 10.S.T.(200+k)/24, routes back to every node's pods. Removed with the cluster.
+   */
+  async addExternalHost(name: string): Promise<ExternalHost> {
+    this.#assertLive();
+    if (this.ipFamilies !== 'ipv4') {
+      throw new ClusterError('BAD_INPUT', 'external hosts exist in IPv4 clusters only');
+    }
+    if (!NAME_RE.test(name) || name.length > 8 || this.#externals.has(name)) {
+      throw new ClusterError(
+        'BAD_INPUT',
+        `external host "${name}": a new lowercase DNS label of at most 8 characters`,
+      );
+    }
+    const k = this.#externals.size;
+    if (k >= 50) throw new ClusterError('BAD_INPUT', 'at most 50 external hosts');
+    const { s, t } = this.#octets;
+    const host: ExternalHost = { name, ip: `10.${s}.${t}.${200 + k}`, netns: `${this.prefix}-x-${name}` };
+    await runCommand('ip', ['netns', 'add', host.netns]);
+    this.#externals.set(name, host);
+    const peer = `x${k}`;
+    await batch(host.netns, [
+      'link set lo up',
+      `link add eth0 type veth peer name ${peer} netns ${this.fabricNetns}`,
+      `addr add ${host.ip}/24 dev eth0`,
+      'link set eth0 up',
+      ...[...this.#nodes.values()].flatMap((n) =>
+        n.v4 ? [`route add ${n.v4.podCidr} via ${n.v4.ip} dev eth0`] : [],
+      ),
+    ]);
+    await batch(this.fabricNetns, [`link set ${peer} master br0`, `link set ${peer} up`]);
+    return host;
+  }
+
   /** Tears everything down. Safe to call more than once and after a failed create(). */
   async destroy(): Promise<void> {
     if (this.#destroyed) return;
@@ -571,7 +619,9 @@ s.on('close',()=>done(false));s.on('error',()=>done(false));setTimeout(()=>done(
     this.#children.clear();
     const pods = [...this.#pods.values()].map((p) => p.netns);
     const nodes = [...this.#nodes.values()].map((n) => n.netns);
-    removeNetnsSync([...pods, ...nodes, this.fabricNetns]);
+    const externals = [...this.#externals.values()].map((x) => x.netns);
+    removeNetnsSync([...pods, ...nodes, ...externals, this.fabricNetns]);
+    this.#externals.clear();
     this.#pods.clear();
     this.#log?.info('cluster destroyed');
   }
