@@ -38,6 +38,14 @@ export async function http2Try(rc: RequestContext, pools: UpstreamPools): Promis
     return failure('UPSTREAM_RESET');
   }
   stream.on('error', () => {});
+  // Trailers can arrive in the same read as the response headers, before respond() runs: keep
+  // them until then (a listener added later never hears them, and the call loses its grpc-status).
+  let trailersIn: http2.IncomingHttpHeaders | undefined;
+  let onTrailers: ((t: http2.IncomingHttpHeaders) => void) | undefined;
+  stream.once('trailers', (t: http2.IncomingHttpHeaders) => {
+    if (onTrailers) onTrailers(t);
+    else trailersIn = t;
+  });
   if (Buffer.isBuffer(body)) stream.end(body);
   else if (body !== null) {
     body.on('data', (c: Buffer) => {
@@ -84,7 +92,7 @@ export async function http2Try(rc: RequestContext, pools: UpstreamPools): Promis
       const res = rc.res;
       if (res.destroyed) return void stream.close(http2.constants.NGHTTP2_CANCEL);
       writeHead(res, status, head);
-      stream.on('trailers', (t: http2.IncomingHttpHeaders) => {
+      onTrailers = (t: http2.IncomingHttpHeaders) => {
         const trailers: Record<string, string> = {};
         for (const k in t) {
           const v = t[k];
@@ -92,7 +100,8 @@ export async function http2Try(rc: RequestContext, pools: UpstreamPools): Promis
         }
         if (trailers['grpc-status'] !== undefined) rc.grpcStatus = trailers['grpc-status'];
         res.addTrailers(trailers);
-      });
+      };
+      if (trailersIn !== undefined) onTrailers(trailersIn);
       stream.on('data', (c: Buffer) => {
         rc.responseBytes += c.length;
       });
