@@ -45,6 +45,7 @@ interface GraphAnswer {
   from: 'prometheus' | 'tap';
   nodes: GraphNode[];
   edges: GraphEdge[];
+  bindings: { waypoint: string; service: string }[];
 }
 interface TapEvent {
   kind: 'request' | 'connection';
@@ -199,11 +200,22 @@ const GRAPH_STYLE: cytoscape.StylesheetJson = [
     style: { 'line-style': 'dashed', 'line-color': '#dc2626', 'target-arrow-color': '#dc2626' },
   },
   { selector: 'edge[?errors]', style: { 'line-color': '#ea580c', 'target-arrow-color': '#ea580c' } },
+  {
+    selector: 'edge[?binding]',
+    style: {
+      'line-style': 'dotted',
+      'line-color': '#f59e0b',
+      'target-arrow-color': '#f59e0b',
+      'target-arrow-shape': 'none',
+      width: 1.5,
+      color: '#9a6700',
+    },
+  },
 ];
 
 function edgeLabel(e: GraphEdge): string {
   const rate = e.protocol === 'http' ? fmtRate(e.rate, 'rps') : fmtRate(e.rate, 'cps');
-  const parts = [`${e.mtls ? '🔒 ' : ''}${rate}`, fmtPct(e.successRate)];
+  const parts = [`${e.mtls ? 'mTLS ' : ''}${rate}`, fmtPct(e.successRate)];
   if (e.p99Ms !== undefined) parts.push(`p99 ${fmtMs(e.p99Ms)}`);
   return parts.join(' · ');
 }
@@ -250,6 +262,7 @@ function GraphPage() {
           name: n.name,
           hasWaypoint: n.waypoint !== undefined,
           ...(n.namespace ? { parent: `ns:${n.namespace}` } : {}),
+          ...(n.kind === 'waypoint' ? { waypointName: `${n.namespace}/${n.name}` } : {}),
         },
       })),
       ...data.edges.map((e) => ({
@@ -261,6 +274,16 @@ function GraphPage() {
           label: edgeLabel(e),
           mtls: e.mtls,
           errors: e.successRate !== undefined && e.successRate < 0.99,
+        },
+      })),
+      ...data.bindings.map((b) => ({
+        group: 'edges' as const,
+        data: {
+          id: `bind:${b.waypoint}->${b.service}`,
+          source: b.waypoint,
+          target: b.service,
+          binding: true,
+          label: 'serves',
         },
       })),
     ];
@@ -375,11 +398,15 @@ function Chart({ title, unit, points }: { title: string; unit: string; points: [
     if (box.current === null) return;
     const xs = points.map((p) => p[0]);
     const ys = points.map((p) => p[1]);
+    // The whole window, also while only a few points exist (a fresh workload).
+    const now = Date.now() / 1000;
+    const from = Math.min(xs[0] ?? now, now - 15 * 60);
     const plot = new uPlot(
       {
         width: 340,
         height: 150,
         legend: { show: false },
+        scales: { x: { time: true, range: [from, now] } },
         series: [{}, { label: title, stroke: '#2563eb', width: 1.5, fill: 'rgba(37,99,235,0.08)' }],
         axes: [{}, { size: 50, values: (_u, vals) => vals.map((v) => `${+v.toFixed(2)}`) }],
       },

@@ -50,6 +50,8 @@ export type { DemoCheck, DemoResult } from './mesh/demo.js';
 export { DEMO_NODES, DEMO_WAYPOINT, demoConfigParams, runDemoTraffic, startDemo } from './mesh/demo.js';
 export { DEMO_L7, runL7Demo } from './mesh/demo-l7.js';
 export { runUpgradeCheck } from './mesh/demo-upgrade.js';
+export type { ExposedSocket } from './mesh/expose.js';
+export { exposeInNetns } from './mesh/expose.js';
 export type {
   AgentProcess,
   LocalMeshOptions,

@@ -65,16 +65,16 @@ export interface DumpService {
   endpoints?: { workloadUid?: string; ip?: string; name?: string }[];
 }
 
-/** An AuthorizationPolicy as the config holds it (Kubernetes-shaped). */
+/** An AuthorizationPolicy as the agents' config holds it (validated, flattened). */
 export interface PolicyObject {
-  metadata?: { name?: string; namespace?: string; annotations?: Record<string, string> };
-  spec?: {
-    selector?: { matchLabels?: Record<string, string> };
-    targetRefs?: { kind?: string; group?: string; name?: string }[];
-    targetRef?: { kind?: string; group?: string; name?: string };
-    action?: string;
-    rules?: unknown[];
-  };
+  name: string;
+  namespace: string;
+  action?: string;
+  /** matchLabels; undefined (and no targetRefs) means every workload of the namespace. */
+  selector?: Record<string, string>;
+  targetRefs?: { kind?: string; group?: string; name?: string }[];
+  rules?: unknown[];
+  dryRun?: boolean;
 }
 
 export interface AdminTargetState {

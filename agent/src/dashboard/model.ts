@@ -47,6 +47,8 @@ export interface Graph {
   from: 'prometheus' | 'tap';
   nodes: GraphNode[];
   edges: GraphEdge[];
+  /** Services bound to a waypoint (hypha.dev/use-waypoint): the waypoint node and the service node. */
+  bindings: { waypoint: string; service: string }[];
 }
 
 /** The Prometheus samples the graph is built from, one query each (see GRAPH_QUERIES). */
@@ -88,11 +90,12 @@ export function meshObjects(targets: readonly AdminTargetState[]): MeshObjects {
   const policies = new Map<string, PolicyObject>();
   for (const t of targets) {
     const d = t.configDump;
-    if (d === undefined) continue;
+    // Agents hold the mesh's objects; a waypoint's dump is its own view (its services lack bindings).
+    if (d === undefined || t.kind !== 'agent') continue;
     for (const w of d.workloads ?? []) workloads.set(`${w.namespace}/${w.name}`, w);
     for (const s of d.services ?? []) services.set(`${s.namespace}/${s.name}`, s);
     for (const w of d.waypoints ?? []) waypoints.set(`${w.namespace}/${w.name}`, w);
-    for (const p of d.policies ?? []) policies.set(`${p.metadata?.namespace}/${p.metadata?.name}`, p);
+    for (const p of d.policies ?? []) policies.set(`${p.namespace}/${p.name}`, p);
   }
   return {
     workloads: [...workloads.values()],
@@ -157,6 +160,15 @@ export function buildGraph(
     if (w.inMesh) addWorkload(w.namespace, podWorkload(w));
   }
   for (const s of objects.services) addService(s.namespace, s.name);
+  // Waypoints are nodes of their own, linked to the services they serve.
+  const bindings: Graph['bindings'] = [];
+  for (const w of objects.waypoints) {
+    const id = `waypoint:${w.namespace}/${w.name}`;
+    nodes.set(id, { id, kind: 'waypoint', namespace: w.namespace, name: w.name });
+  }
+  for (const [svc, wp] of serviceWaypoint) {
+    if (nodes.has(`waypoint:${wp}`)) bindings.push({ waypoint: `waypoint:${wp}`, service: `svc:${svc}` });
+  }
 
   const edges = new Map<string, Acc>();
   const edgeFor = (
@@ -330,6 +342,7 @@ export function buildGraph(
     from: samples !== undefined ? 'prometheus' : 'tap',
     nodes: [...nodes.values()],
     edges: [...edges.values()].map((a) => a.edge),
+    bindings,
   };
 }
 
@@ -520,9 +533,7 @@ export function buildWorkload(
     }
   }
   const policies = objects.policies
-    .filter(
-      (p) => p.metadata?.namespace === namespace && pods.some((w) => policySelects(p, w, objects.services)),
-    )
+    .filter((p) => p.namespace === namespace && pods.some((w) => policySelects(p, w, objects.services)))
     .map(summarizePolicy);
   return {
     namespace,
@@ -548,8 +559,7 @@ const matches = (
 
 /** Does the policy apply to this pod: by selector (L4), or by targetRefs to a Service selecting it (L7)? */
 export function policySelects(p: PolicyObject, w: DumpWorkload, services: readonly DumpService[]): boolean {
-  const spec = p.spec ?? {};
-  const refs = spec.targetRefs ?? (spec.targetRef ? [spec.targetRef] : []);
+  const refs = p.targetRefs ?? [];
   if (refs.length > 0) {
     return refs.some((r) => {
       if (r.kind !== 'Service') return false;
@@ -557,8 +567,8 @@ export function policySelects(p: PolicyObject, w: DumpWorkload, services: readon
       return svc !== undefined && matches(svc.selector, w.labels);
     });
   }
-  if (spec.selector?.matchLabels === undefined) return true; // namespace-wide
-  return matches(spec.selector.matchLabels, w.labels);
+  if (p.selector === undefined) return true; // every workload of the namespace
+  return matches(p.selector, w.labels);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -578,27 +588,23 @@ export interface PolicySummary {
 }
 
 export function summarizePolicy(p: PolicyObject): PolicySummary {
-  const spec = p.spec ?? {};
-  const refs = spec.targetRefs ?? (spec.targetRef ? [spec.targetRef] : []);
-  const ns = p.metadata?.namespace ?? '';
+  const refs = p.targetRefs ?? [];
   const appliesTo =
     refs.length > 0
       ? refs.map((r) => `${r.kind ?? '?'} ${r.name ?? '?'}`).join(', ')
-      : spec.selector?.matchLabels !== undefined
-        ? `pods with ${Object.entries(spec.selector.matchLabels)
+      : p.selector !== undefined
+        ? `pods with ${Object.entries(p.selector)
             .map(([k, v]) => `${k}=${v}`)
             .join(',')}`
-        : `every pod in ${ns}`;
+        : `every pod in ${p.namespace}`;
   return {
-    namespace: ns,
-    name: p.metadata?.name ?? '',
-    action: spec.action ?? 'ALLOW',
+    namespace: p.namespace,
+    name: p.name,
+    action: p.action ?? 'ALLOW',
     appliesTo,
     enforcedBy: refs.length > 0 ? 'waypoint (L7)' : 'node agents (L4)',
-    dryRun:
-      p.metadata?.annotations?.['istio.io/dry-run'] === 'true' ||
-      p.metadata?.annotations?.['hypha.dev/dry-run'] === 'true',
-    rules: spec.rules ?? [],
+    dryRun: p.dryRun === true,
+    rules: p.rules ?? [],
     matches: [],
   };
 }
@@ -649,9 +655,7 @@ export function buildPolicies(
   const policies = objects.policies.map((p) => ({
     ...summarizePolicy(p),
     matches: objects.workloads
-      .filter(
-        (w) => w.namespace === p.metadata?.namespace && w.inMesh && policySelects(p, w, objects.services),
-      )
+      .filter((w) => w.namespace === p.namespace && w.inMesh && policySelects(p, w, objects.services))
       .map((w) => `${w.namespace}/${w.name}`),
   }));
   policies.sort((a, b) => `${a.namespace}/${a.name}`.localeCompare(`${b.namespace}/${b.name}`));
