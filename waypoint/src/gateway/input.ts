@@ -153,7 +153,8 @@ export function buildGatewayPlan(
       name,
       namespace: gw.namespace,
       vips: [LISTENER_VIP],
-      ports: [{ port: plan.port, name: plan.kind.toLowerCase() }],
+      // Decrypted HTTPS is HTTP here: the port must be sniffed, never forwarded as TCP ("https").
+      ports: [{ port: plan.port, name: 'http' }],
       endpoints: [],
       listener: true,
     });
