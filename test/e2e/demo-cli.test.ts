@@ -1,7 +1,8 @@
 // `hypha demo` as a user runs it: `--check` passes every check including the agent upgrade under
 // load and the L7 part (the waypoint's 90/10 split, the 403 on /admin named by the waypoint's access
-// log, its request metrics), and the interactive demo shows the same, says when one of its processes
-// exits, then removes everything on Ctrl-C.
+// log, its request metrics) and the dashboard answering, and the interactive demo shows the same,
+// serves the dashboard at the URL it prints, says when one of its processes exits, then removes
+// everything (dashboard included) on Ctrl-C.
 import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { HYPHA_BIN, runHypha } from '../../agent/test/run-hypha.js';
@@ -17,6 +18,13 @@ describe('hypha demo', () => {
       /PASS {2}agent upgrade on node-a: \d+ connections during the upgrade, 0 failed \(slowest \d+\.\d\d s\); 20 of 20 live streams kept \(sha256-checked\)/,
     );
     expectL7Lines(r.stdout);
+    // The dashboard was served and answered; with Debian's prometheus installed (CI), it read it.
+    expect(r.stdout).toMatch(
+      /^ {2}dashboard: http:\/\/127\.0\.0\.1:\d+\/ {3}\(service graph, [^\n]*; rates from the Prometheus pod\)$/m,
+    );
+    expect(r.stdout).toMatch(
+      /PASS {2}dashboard answers at http:\/\/127\.0\.0\.1:\d+\/: page, graph, every node ready, Prometheus read\n/,
+    );
     expect(r.stdout).toContain('demo check passed');
     expect(r.code).toBe(0);
   }, 180_000);
@@ -97,6 +105,14 @@ describe('hypha demo', () => {
         status: 200,
         source: { identity: 'spiffe://cluster.local/ns/demo/sa/client' },
       });
+      // The printed dashboard URL serves the page, and its API sees both nodes ready.
+      const dash = out.match(/ {2}dashboard: (http:\/\/127\.0\.0\.1:\d+\/) /)![1]!;
+      expect(await (await fetch(dash)).text()).toContain('<div id="app">');
+      const health = (await (await fetch(`${dash}api/health`)).json()) as {
+        nodes: { node: string; ready: boolean }[];
+      };
+      expect(health.nodes.map((n) => `${n.node} ${n.ready}`)).toEqual(['node-a true', 'node-b true']);
+      expect(out).toContain(`  open ${dash} in a browser on this machine`);
       const prefix = nodes[1] as string;
       // Kill node-b's agent the way a crash would.
       const pids = (await runCommand('ip', ['netns', 'pids', `${prefix}-node-b`])).stdout
@@ -114,6 +130,8 @@ describe('hypha demo', () => {
       expect(await exited).toBe(0);
       expect(out).toContain('stopping ...');
       expect(await netnsList()).not.toContain(prefix);
+      // Ctrl-C stopped the dashboard too.
+      await expect(fetch(dash)).rejects.toThrow();
     } finally {
       child.kill('SIGKILL');
     }

@@ -1,8 +1,10 @@
 // `hypha demo`: the local demo mesh. Needs root (network namespaces, nftables); touches nothing
 // in the machine's own network namespace, and tears everything down on exit or Ctrl-C.
 import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { createLogger, type LogLevel } from '@hypha/shared';
 import type { Command } from 'commander';
+import { UsageError } from '../errors.js';
 
 function preflight(): string[] {
   const problems: string[] = [];
@@ -28,6 +30,13 @@ function preflight(): string[] {
   return problems;
 }
 
+interface DemoFlags {
+  check: boolean;
+  ipv6: boolean;
+  ipv6Only: boolean;
+  dashboardPort: string;
+}
+
 export function register(program: Command): void {
   program
     .command('demo')
@@ -41,6 +50,7 @@ export function register(program: Command): void {
     )
     .option('--ipv6', 'dual-stack cluster: run every check over IPv4 and again over IPv6', false)
     .option('--ipv6-only', 'IPv6-only cluster: every check over IPv6, no IPv4 address on any pod', false)
+    .option('--dashboard-port <port>', "port of the demo's dashboard on 127.0.0.1 (0: any free port)", '0')
     .addHelpText(
       'after',
       `
@@ -51,21 +61,32 @@ Examples:
   hypha demo            build the mesh, send traffic, print what happened, stay up until Ctrl-C
   hypha demo --check    the same once; exit code 1 if an expectation failed (for CI and smoke tests)
   hypha demo --ipv6     dual-stack pods and Service (unique-local IPv6 addresses): the checks over both families
-  hypha demo --ipv6-only --check   the same on an IPv6-only cluster`,
+  hypha demo --ipv6-only --check   the same on an IPv6-only cluster
+
+The demo serves the dashboard (hypha dashboard) on 127.0.0.1 and prints its URL; with Debian's
+prometheus installed (bash scripts/install-system-packages.sh test) it also runs a Prometheus pod
+scraping the mesh, which the dashboard reads. --check verifies the dashboard answers.`,
     )
-    .action(async (flags: { check: boolean; ipv6: boolean; ipv6Only: boolean }, cmd: Command) => {
+    .action(async (flags: DemoFlags, cmd: Command) => {
       const globals = cmd.optsWithGlobals() as { logLevel: LogLevel };
+      const dashboardPort = Number(flags.dashboardPort);
+      if (!/^\d{1,5}$/.test(flags.dashboardPort) || dashboardPort > 65535) {
+        throw new UsageError(`--dashboard-port must be 0-65535, got "${flags.dashboardPort}"`);
+      }
       // The demo mesh is the test harness's (@hypha/test): it loads here, never with the agent or
       // the waypoint, and the image does not ship it.
       const {
         DEMO_L7,
         DEMO_NODES,
         DEMO_WAYPOINT,
+        exposeInNetns,
+        findOnPath,
         hostPort,
         runDemoTraffic,
         runL7Demo,
         runUpgradeCheck,
         startDemo,
+        startPrometheus,
       } = await loadDemoHarness();
       const problems = preflight();
       if (problems.length > 0) throw new Error(`cannot run the demo:\n  - ${problems.join('\n  - ')}`);
@@ -75,6 +96,8 @@ Examples:
       const ipFamilies = flags.ipv6Only ? 'ipv6' : flags.ipv6 ? 'dual' : 'ipv4';
       const demo = await startDemo(logger, (line) => out(`• ${line}`), { ipFamilies, waypoint: true });
       let failed = 0;
+      let dashboard: { url: string; close(): Promise<void> } | undefined;
+      let prometheus: { stop(): Promise<void> } | undefined;
       try {
         out('• sending traffic ...');
         await runDemoTraffic(demo);
@@ -86,6 +109,46 @@ Examples:
         );
         await runL7Demo(demo);
         const { mesh, pods, vip, vip6 } = demo;
+        // The dashboard reads the admin ports through these sockets (they listen on localhost in
+        // each namespace), and Prometheus through one more, since it listens in its pod.
+        const admins = await mesh.exposeAdmin();
+        let promAddress: string | undefined;
+        if (findOnPath('prometheus') !== undefined) {
+          out(
+            "• starting Prometheus (Debian's package) in a pod of its own, scraping every agent and the waypoint ...",
+          );
+          const prom = await startPrometheus(mesh);
+          prometheus = prom;
+          const sock = await exposeInNetns(
+            mesh.cluster,
+            prom.pod.netns,
+            { host: prom.pod.ip, port: 9090 },
+            join(mesh.dir, 'prometheus.sock'),
+          );
+          promAddress = sock.address;
+        } else {
+          out(
+            '• prometheus is not installed: the dashboard estimates rates from the live tap (apt-get install prometheus, or bash scripts/install-system-packages.sh test)',
+          );
+        }
+        const { checkDashboard, startDemoDashboard } = await import('../../dashboard/index.js');
+        const { parseTapTarget } = await import('./tap.js');
+        try {
+          dashboard = await startDemoDashboard({
+            port: dashboardPort,
+            admins: admins.map((a) => parseTapTarget(a.address)),
+            prometheus: promAddress,
+            config: mesh.configPath,
+          });
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+            throw new Error(
+              `--dashboard-port ${dashboardPort} is in use on 127.0.0.1: pick another (0 for any free port)`,
+            );
+          }
+          throw err;
+        }
+        demo.checks.push(await checkDashboard(dashboard.url, DEMO_NODES, promAddress !== undefined));
         const waypoint = demo.waypoint!;
         const addrs = (p: { ips: readonly string[] }) => p.ips.join(' ');
         out('');
@@ -99,6 +162,9 @@ Examples:
         const vips = [vip, vip6].flatMap((v) => (v === undefined ? [] : [hostPort(v, 80)])).join(' and ');
         out(
           `  service demo/echo: ${vips} → pods :8080; bound to waypoint ${wpName} for the L7 part (label hypha.dev/use-waypoint)`,
+        );
+        out(
+          `  dashboard: ${dashboard.url}   (service graph, workloads, policies and denials, health, live tap${promAddress !== undefined ? '; rates from the Prometheus pod' : ''})`,
         );
         out('');
         for (const line of demo.report) out(line);
@@ -139,12 +205,28 @@ Examples:
         out(
           `  $EDITOR ${mesh.configPath}   # change labels, the route's weights or the policies; agents and waypoint reload live`,
         );
-        // The admin ports listen on localhost inside each namespace; these sockets reach them from here.
-        const admins = await mesh.exposeAdmin();
         out(
           `  npx hypha tap ${admins.map((x) => `--admin ${x.address}`).join(' ')}   # live requests (waypoint) and connections (agents); add -n demo, --status 4xx, -o json ...`,
         );
+        out(
+          `  open ${dashboard.url} in a browser on this machine   # the mesh live: graph, workloads, policies, health, tap`,
+        );
         out('');
+        // A little traffic while it runs, so the graph and the tap stay alive: the client calls the
+        // echo Service once a second through the waypoint, and every tenth call is a denied /admin.
+        const target = `http://${hostPort(vip6 ?? vip, 80)}`;
+        mesh.cluster.spawn(
+          pods.client.netns,
+          process.execPath,
+          [
+            '-e',
+            `let i=0;setInterval(()=>{i++;fetch(${JSON.stringify(target)}+(i%10===0?${JSON.stringify(DEMO_L7.deniedPath)}:'/from-the-demo')).then(r=>r.text()).catch(()=>{})},1000)`,
+          ],
+          { stdio: 'ignore' },
+        );
+        out(
+          'Background traffic: demo/client calls demo/echo once a second (every tenth call is a denied /admin).',
+        );
         out('Press Ctrl-C to stop and remove everything.');
         // Say when a mesh process ends on its own (a crash, or an agent handed off by hand).
         mesh.onProcessExit((e) => {
@@ -160,6 +242,8 @@ Examples:
         });
         out('\nstopping ...');
       } finally {
+        await dashboard?.close();
+        await prometheus?.stop();
         await demo.mesh.stop();
       }
     });
