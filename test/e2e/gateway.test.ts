@@ -12,8 +12,13 @@ import { join } from 'node:path';
 import { WAYPOINT_NODE_FLAGS } from '@hypha/shared/hbone';
 import { type ClusterPod, type LogEvent, trackProcess } from '@hypha/test';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
 import { getScript, startWaypointScenario, until, type WaypointScenario } from './waypoint-fixture.js';
 
+/** manifests/examples/gateway.yaml, as docs/gateway.md shows it. */
+const EXAMPLE = parseAllDocuments(
+  readFileSync(join(import.meta.dirname, '..', '..', 'manifests', 'examples', 'gateway.yaml'), 'utf8'),
+).map((d) => d.toJS() as Record<string, unknown>);
 const CERT_DIR = mkdtempSync(join(tmpdir(), 'hypha-gw-'));
 const HOSTS = ['a.example.test', 'b.example.test', 'c.example.test', 'p.example.test'] as const;
 
@@ -106,67 +111,10 @@ function gatewayObjects(): Record<string, unknown>[] {
       },
       status: { podIP: gwPod.ip, conditions: [{ type: 'Ready', status: 'True' }] },
     },
-    {
-      apiVersion: 'gateway.networking.k8s.io/v1',
-      kind: 'Gateway',
-      metadata: { name: 'ingress', namespace: 'demo' },
-      spec: {
-        gatewayClassName: 'hypha',
-        listeners: [
-          { name: 'http', port: 80, protocol: 'HTTP' },
-          ...(['a', 'b', 'c'] as const).map((x) => ({
-            name: `https-${x}`,
-            port: 443,
-            protocol: 'HTTPS',
-            hostname: `${x}.example.test`,
-            tls: { mode: 'Terminate', certificateRefs: [{ kind: 'Secret', name: `${x}-cert` }] },
-          })),
-          {
-            name: 'tls-p',
-            port: 8443,
-            protocol: 'TLS',
-            hostname: 'p.example.test',
-            tls: { mode: 'Passthrough' },
-          },
-          { name: 'tcp', port: 9000, protocol: 'TCP' },
-        ],
-      },
-    },
     tlsSecret('a-cert', 'a.example.test'),
     tlsSecret('b-cert', 'b.example.test'),
     // c-cert is missing until the test adds it.
-    {
-      apiVersion: 'gateway.networking.k8s.io/v1',
-      kind: 'HTTPRoute',
-      metadata: { name: 'web', namespace: 'demo' },
-      spec: {
-        parentRefs: [{ name: 'ingress' }],
-        rules: [
-          {
-            matches: [{ path: { type: 'PathPrefix', value: '/b-only' } }],
-            filters: [
-              {
-                type: 'RequestHeaderModifier',
-                requestHeaderModifier: { set: [{ name: 'x-entered-by', value: 'gateway' }] },
-              },
-            ],
-            backendRefs: [{ name: 'echo', port: 80 }],
-          },
-          { backendRefs: [{ name: 'echo', port: 80 }] },
-        ],
-      },
-    },
     split,
-    {
-      apiVersion: 'security.hypha.dev/v1',
-      kind: 'AuthorizationPolicy',
-      metadata: { name: 'only-gateway', namespace: 'demo' },
-      spec: {
-        targetRefs: [{ kind: 'Service', group: '', name: 'echo' }],
-        action: 'ALLOW',
-        rules: [{ from: [{ source: { principals: ['cluster.local/ns/demo/sa/ingress'] } }] }],
-      },
-    },
     {
       apiVersion: 'v1',
       kind: 'Service',
@@ -187,25 +135,8 @@ function gatewayObjects(): Record<string, unknown>[] {
         ports: [{ name: 'tcp-echo', port: 9000, targetPort: 9000 }],
       },
     },
-    {
-      apiVersion: 'gateway.networking.k8s.io/v1alpha2',
-      kind: 'TLSRoute',
-      metadata: { name: 'tls-p', namespace: 'demo' },
-      spec: {
-        parentRefs: [{ name: 'ingress', sectionName: 'tls-p' }],
-        hostnames: ['p.example.test'],
-        rules: [{ backendRefs: [{ name: 'tls-app', port: 8443 }] }],
-      },
-    },
-    {
-      apiVersion: 'gateway.networking.k8s.io/v1alpha2',
-      kind: 'TCPRoute',
-      metadata: { name: 'tcp', namespace: 'demo' },
-      spec: {
-        parentRefs: [{ name: 'ingress', sectionName: 'tcp' }],
-        rules: [{ backendRefs: [{ name: 'tcp-app', port: 9000 }] }],
-      },
-    },
+    // Gateway, HTTPRoute web, AuthorizationPolicy only-gateway, TLSRoute and TCPRoute: the example.
+    ...EXAMPLE,
   ];
 }
 let vipTls = '';

@@ -460,4 +460,53 @@ describe('manifests', () => {
       await server.close();
     }
   });
+  it('the ingress gateway: template renders and validates, and the example Gateway and routes are read and attached', async () => {
+    const gw = kustomize('manifests/gateway');
+    expect(gw.map((o) => o.kind).sort()).toEqual(
+      ['ClusterRoleBinding', 'Deployment', 'Role', 'RoleBinding', 'Service', 'ServiceAccount'].sort(),
+    );
+    for (const o of gw) {
+      const Model = await modelFor(o.apiVersion, o.kind);
+      expect(Model, `${o.kind} schema`).toBeDefined();
+      new Model!(o).validate();
+    }
+    expect(find('GatewayClass', 'hypha').spec.controllerName).toBe('hypha.dev/gateway');
+    // Secrets are read only through the template's namespaced Role, never cluster-wide.
+    const role = gw.find((o) => o.kind === 'Role') as Record<string, Yaml>;
+    expect(role.rules.find((r: Yaml) => r.resources.includes('secrets')).verbs).toEqual([
+      'get',
+      'list',
+      'watch',
+    ]);
+    expect(find('ClusterRole', 'hypha-gateway').rules.flatMap((r: Yaml) => r.resources)).not.toContain(
+      'secrets',
+    );
+
+    const { createConfigState } = await import('@hypha/shared/config');
+    const { buildGatewayPlan } = await import('@hypha/waypoint/gateway/input');
+    const state = createConfigState({});
+    const objects = examples('gateway.yaml').map((o) => {
+      const r = translateObject(o, { source: 'manifests/examples/gateway.yaml' });
+      if (r.status !== 'ok') throw new Error(`${o.kind} ${o.metadata.name}: ${JSON.stringify(r)}`);
+      return r.object;
+    });
+    state.applySnapshot(objects);
+    const plan = buildGatewayPlan(state, { namespace: 'demo', name: 'ingress' })!;
+    expect(plan.compiled.listeners.map((l) => l.name)).toEqual([
+      'http',
+      'https-a',
+      'https-b',
+      'https-c',
+      'tls-p',
+      'tcp',
+    ]);
+    expect(Object.fromEntries(plan.attachedRoutes)).toEqual({
+      http: 1,
+      'https-a': 1,
+      'https-b': 1,
+      'https-c': 1,
+      'tls-p': 1,
+      tcp: 1,
+    });
+  });
 });
