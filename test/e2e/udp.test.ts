@@ -1,8 +1,10 @@
-// UDP with the mesh on (issue 12, docs/capture.md "UDP"): the capture rules match TCP only, so UDP
-// between mesh pods passes through untouched, as in Istio ambient: no agent on the path, no mTLS,
-// no policy, no access log. A DNS resolver (dnsmasq) runs in one mesh pod, `dig` asks it from
-// another mesh pod, on another node and on the same node; TCP between the same pods still goes
-// through the agents over mTLS, so the test fails if capture were simply off.
+// UDP with the mesh on (issue 12, docs/capture.md "UDP"): the capture rules match TCP, and DNS
+// (port 53, for the agent's DNS proxy, on by default: issue 16), so other UDP between mesh pods
+// passes through untouched, as in Istio ambient: no agent on the path, no mTLS, no policy, no
+// access log. A resolver (dnsmasq on port 5353, i.e. UDP that is not DNS to the mesh) runs in one
+// mesh pod, `dig -p 5353` asks it from another mesh pod, on another node and on the same node; TCP
+// between the same pods still goes through the agents over mTLS, so the test fails if capture were
+// simply off. Port 53 from a mesh pod, whatever address it asks, is answered by its agent.
 import { type ChildProcess, execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -17,6 +19,8 @@ const BIN = fileURLToPath(new URL('../../agent/bin/hypha.js', import.meta.url));
 const INSTALL_HINT = 'install them with: bash scripts/install-system-packages.sh test';
 const ZONE = 'svc.hypha.test';
 const ECHO_PORT = 9100;
+/** UDP the mesh does not capture: a resolver on another port than 53. */
+const UDP_PORT = 5353;
 /** The address the resolvers answer for every name under ZONE (never routed anywhere). */
 const ANSWER = { 'echo-v1': '192.0.2.11', 'echo-v2': '192.0.2.12' } as const;
 
@@ -64,7 +68,7 @@ function requireTools(): { dnsmasq: string; dig: string } {
 }
 
 /**
- * dnsmasq inside the pod's namespace (never the machine's), bound to the pod IP on port 53,
+ * dnsmasq inside the pod's namespace (never the machine's), bound to the pod IP on UDP_PORT,
  * answering every name under ZONE with `answer` and nothing else (no upstream, no /etc/hosts, no
  * config file, no pid file). It runs in the foreground, so the cluster kills it on teardown.
  */
@@ -80,7 +84,7 @@ function startResolver(pod: ClusterPod, answer: string): Promise<Resolver> {
       '--no-hosts',
       '--bind-interfaces',
       `--listen-address=${pod.ip}`,
-      '--port=53',
+      `--port=${UDP_PORT}`,
       `--address=/${ZONE}/${answer}`,
       '--log-queries',
       '--log-facility=-',
@@ -117,8 +121,8 @@ function startResolver(pod: ClusterPod, answer: string): Promise<Resolver> {
 }
 
 /** `dig @server name` over UDP from inside a pod; the answer (+short) or why there was none. */
-async function dig(from: ClusterPod, server: string, name: string): Promise<string> {
-  const args = [`@${server}`, '-p', '53', '+notcp', name, 'A', '+short', '+tries=2', '+time=3'];
+async function dig(from: ClusterPod, server: string, name: string, port = UDP_PORT): Promise<string> {
+  const args = [`@${server}`, '-p', String(port), '+notcp', name, 'A', '+short', '+tries=2', '+time=3'];
   try {
     const r = await execFileAsync('ip', ['netns', 'exec', from.netns, tools.dig, ...args]);
     return r.stdout.trim();
@@ -149,10 +153,10 @@ afterAll(async () => {
 });
 
 describe('UDP between mesh pods with the mesh on', () => {
-  it('a DNS query over UDP reaches a resolver pod on another node, untouched: plain on the wire, from the client pod IP', async () => {
+  it('a query over UDP reaches a resolver pod on another node, untouched: plain on the wire, from the client pod IP', async () => {
     const { mesh, pods } = demo;
     const name = uniqueName();
-    const wire = await mesh.cluster.startFabricCapture('udp port 53');
+    const wire = await mesh.cluster.startFabricCapture(`udp port ${UDP_PORT}`);
     const answer = await dig(pods.client, pods.echoV2.ip, name);
     const pcap = await wire.stop();
     expect(answer).toBe(ANSWER['echo-v2']);
@@ -169,7 +173,7 @@ describe('UDP between mesh pods with the mesh on', () => {
     expect(pcap.includes(Buffer.from(ANSWER['echo-v2'].split('.').map(Number)))).toBe(true);
   }, 60_000);
 
-  it('a DNS query over UDP reaches a resolver pod on the same node', async () => {
+  it('a query over UDP reaches a resolver pod on the same node', async () => {
     const { pods } = demo;
     const name = uniqueName();
     expect(await dig(pods.client, pods.echoV1.ip, name)).toBe(ANSWER['echo-v1']);
@@ -201,18 +205,26 @@ describe('UDP between mesh pods with the mesh on', () => {
       expect(tcp.length, JSON.stringify(logs)).toBeGreaterThan(0);
       expect(tcp.every((e) => e.mtls === true)).toBe(true);
     }
-    // No agent logged, or holds, anything for port 53 (or from the resolvers' addresses).
-    const dns = logs.filter((e) => String(e.dst).endsWith(':53') || String(e.src).endsWith(':53'));
-    expect(dns).toEqual([]);
+    // No agent logged, or holds, anything for the UDP port (or from the resolvers' addresses).
+    const port = `:${UDP_PORT}`;
+    const udp = logs.filter((e) => String(e.dst).endsWith(port) || String(e.src).endsWith(port));
+    expect(udp).toEqual([]);
     for (const node of ['node-a', 'node-b']) {
       const live = JSON.parse(await mesh.fetchInNode(node, 'http://127.0.0.1:15000/connections')) as {
         destination: { address: string };
       }[];
-      expect(live.filter((c) => c.destination.address.endsWith(':53'))).toEqual([]);
+      expect(live.filter((c) => c.destination.address.endsWith(port))).toEqual([]);
     }
   }, 60_000);
 
-  it('hypha status on a node says UDP is not captured, next to the installed TCP capture', async () => {
+  it('DNS (port 53) from a mesh pod is the exception: its agent answers, whatever address it asked', async () => {
+    const { pods, vip } = demo;
+    // Nothing listens on port 53 at the echo-v2 pod; the client's agent answers the Service name.
+    expect(await dig(pods.client, pods.echoV2.ip, 'echo.demo.svc.cluster.local', 53)).toBe(vip);
+    expect(resolvers.get('echo-v2')!.log()).not.toContain('echo.demo.svc.cluster.local');
+  }, 30_000);
+
+  it('hypha status on a node says UDP is not captured but DNS is, next to the installed TCP capture', async () => {
     const { mesh } = demo;
     const status = await mesh.cluster.exec(mesh.cluster.node('node-b').netns, process.execPath, [
       BIN,
@@ -220,7 +232,10 @@ describe('UDP between mesh pods with the mesh on', () => {
     ]);
     expect(status.stdout).toMatch(/^Capture: +installed/m);
     expect(status.stdout).toMatch(
-      /^UDP: +not captured \(passes through without mTLS or policy; DNS capture not enabled\)$/m,
+      /^UDP: +not captured \(passes through without mTLS or policy\), except DNS: port 53 from mesh pods goes to the agent's DNS proxy on :15053$/m,
+    );
+    expect(status.stdout).toMatch(
+      /^Egress: +ALLOW_ANY for destinations outside the registry; 0 ServiceEntries$/m,
     );
   }, 30_000);
 });

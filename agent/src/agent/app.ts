@@ -330,6 +330,8 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     policies: [...state.authorizationPolicies()].map((p) => p.object),
     certificates: certsView(),
     capture: capture?.findState(),
+    serviceEntries: [...state.serviceEntries()],
+    outboundTrafficPolicy: outbound.findOutboundTrafficPolicy(),
   });
 
   // 5. Listeners: our own, or the running agent's (upgrade hand-off).

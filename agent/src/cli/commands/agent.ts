@@ -36,11 +36,12 @@ interface AgentFlags {
 }
 
 /**
- * The DNS proxy's default. Off for now: with it on, mesh pods' port-53 traffic is captured, which
- * test/e2e/udp.test.ts and `hypha status` (issue 12: "UDP passes through, DNS capture not enabled")
- * still assert against; flip this once they expect DNS capture.
+ * The DNS proxy's default: on, as Istio ambient's DNS capture (mesh pods' port-53 traffic answered
+ * by the agent: Service and ServiceEntry names from the mesh state, the rest forwarded; needed for
+ * ServiceEntry hosts without addresses). `--no-dns-proxy` turns it off; docs/decisions.md says why
+ * it is on.
  */
-export const DNS_PROXY_DEFAULT = false;
+export const DNS_PROXY_DEFAULT = true;
 
 export const DEFAULT_HANDOFF_DIR = '/var/run/hypha-agent';
 

@@ -26,7 +26,10 @@ interface ConfigDump {
     mtlsMode?: string;
   }[];
   certificates?: CertView[];
-  capture?: { started?: boolean; table?: string; meshPods?: string[] } | null;
+  capture?: { started?: boolean; table?: string; meshPods?: string[]; ports?: { dns?: number } } | null;
+  /** REGISTRY_ONLY or ALLOW_ANY, and the ServiceEntries the agent holds (issue 16). */
+  outboundTrafficPolicy?: string;
+  serviceEntries?: unknown[];
 }
 
 interface CertView {
@@ -63,7 +66,8 @@ export function register(program: Command): void {
       `
 Reads GET /config_dump and /connections on the agent's admin port. The admin port listens on
 localhost only: run this on the node (or inside the agent pod). Exit code 1 when the agent cannot
-be reached. Capture covers TCP only: UDP passes through without mTLS or policy (docs/capture.md).
+be reached. Capture covers TCP, and DNS (port 53) when the agent runs its DNS proxy (the default);
+other UDP passes through without mTLS or policy (docs/capture.md).
 
 Examples:
   hypha status
@@ -81,7 +85,7 @@ Examples:
       ]);
       if (flags.json) {
         process.stdout.write(
-          `${JSON.stringify({ admin: base, configDump: dump, connections, udp: UDP_HANDLING }, null, 2)}\n`,
+          `${JSON.stringify({ admin: base, configDump: dump, connections, udp: udpHandling(dump) }, null, 2)}\n`,
         );
         return;
       }
@@ -124,7 +128,8 @@ async function fetchAdmin<T>(base: string, path: string, address: string, timeou
 /**
  * What the mesh does with UDP (docs/capture.md, "UDP"): the capture rules match TCP only, so UDP
  * from and to mesh pods passes through untouched: no mTLS, no AuthorizationPolicy, no access log.
- * DNS (UDP/TCP port 53 → the agent's DNS proxy on 15053) is not captured yet either.
+ * DNS (UDP/TCP port 53 → the agent's DNS proxy on 15053) is the exception when the agent runs its
+ * DNS proxy (the default): `udpHandling(dump)`.
  */
 export const UDP_HANDLING = {
   captured: false,
@@ -133,6 +138,17 @@ export const UDP_HANDLING = {
   dnsCapture: false,
   summary: 'not captured (passes through without mTLS or policy; DNS capture not enabled)',
 } as const;
+
+/** UDP_HANDLING, or with the agent's DNS capture on (capture rules for port 53), saying so. */
+export function udpHandling(dump: ConfigDump) {
+  const dnsPort = dump.capture?.ports?.dns;
+  if (dnsPort === undefined) return UDP_HANDLING;
+  return {
+    ...UDP_HANDLING,
+    dnsCapture: true,
+    summary: `not captured (passes through without mTLS or policy), except DNS: port 53 from mesh pods goes to the agent's DNS proxy on :${dnsPort}`,
+  };
+}
 
 export function renderStatus(dump: ConfigDump, connections: ConnectionView[], now: number): string[] {
   const out: string[] = [];
@@ -152,7 +168,13 @@ export function renderStatus(dump: ConfigDump, connections: ConnectionView[], no
           : 'NOT installed (agent starting or stopping)'
     }`,
   );
-  out.push(`UDP:      ${UDP_HANDLING.summary}`);
+  out.push(`UDP:      ${udpHandling(dump).summary}`);
+  if (dump.outboundTrafficPolicy !== undefined) {
+    const n = dump.serviceEntries?.length ?? 0;
+    out.push(
+      `Egress:   ${dump.outboundTrafficPolicy} for destinations outside the registry; ${n} ServiceEntr${n === 1 ? 'y' : 'ies'}`,
+    );
+  }
   out.push('');
 
   const certs = new Map((dump.certificates ?? []).map((c) => [c.identity, c]));
