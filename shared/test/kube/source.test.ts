@@ -275,6 +275,37 @@ describe('Kubernetes source', () => {
     await waitFor('route deleted', () => state.findHttpRoutes('shop').length === 0);
   });
 
+  it('follows ServiceEntries and the MeshConfig (issue 16): hosts, allocated VIPs, the outbound policy', async () => {
+    const server = await startServer();
+    seed(server);
+    server.put({
+      apiVersion: 'networking.hypha.dev/v1',
+      kind: 'ServiceEntry',
+      metadata: { name: 'external-api', namespace: 'shop' },
+      spec: { hosts: ['api.external.test'], ports: [{ number: 80, name: 'http' }], resolution: 'DNS' },
+    });
+    const src = source(server);
+    await src.start();
+    const { state } = src;
+    const vip = state.findServiceEntryByHost('api.external.test')?.addresses[0];
+    expect(vip).toMatch(/^240\.240\./);
+    expect(state.findServiceEntryByAddress(vip!, 80)?.entry.name).toBe('external-api');
+    expect(state.findMeshConfig()).toBeUndefined();
+    server.put(namespace('hypha-system'));
+    server.put({
+      apiVersion: 'networking.hypha.dev/v1',
+      kind: 'MeshConfig',
+      metadata: { name: 'default', namespace: 'hypha-system' },
+      spec: { outboundTrafficPolicy: { mode: 'REGISTRY_ONLY' } },
+    });
+    await waitFor('the MeshConfig', () => state.findMeshConfig()?.outboundTrafficPolicy === 'REGISTRY_ONLY');
+    server.remove('networking.hypha.dev/v1', 'ServiceEntry', 'external-api', 'shop');
+    await waitFor(
+      'the ServiceEntry removed',
+      () => state.findServiceEntryByHost('api.external.test') === undefined,
+    );
+  });
+
   it('resumes a watch dropped mid-stream from its resourceVersion, without relisting', async () => {
     const server = await startServer();
     seed(server);
