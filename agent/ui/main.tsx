@@ -318,8 +318,8 @@ function GraphPage() {
       <PromBanner status={data?.prometheus} />
       {error && <div class="banner error">{error}</div>}
       <p class="hint">
-        Workloads (●), services (▲) and waypoints (◆), grouped by namespace. Edges: rate · success · p99; 🔒
-        mTLS, dashed red plaintext.{' '}
+        Workloads (●), services (▲) and waypoints (◆), grouped by namespace. Edges: rate · success · p99,
+        green when mTLS, dashed red when plaintext; a dotted line joins a waypoint to the services it serves.{' '}
         {data?.from === 'tap' ? 'Source: the last minute of tap events.' : 'Source: Prometheus, last minute.'}{' '}
         Click a workload for its page.
       </p>

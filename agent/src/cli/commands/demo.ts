@@ -128,7 +128,7 @@ scraping the mesh, which the dashboard reads. --check verifies the dashboard ans
           promAddress = sock.address;
         } else {
           out(
-            '• prometheus is not installed: the dashboard estimates rates from the live tap (apt-get install prometheus, or bash scripts/install-system-packages.sh test)',
+            '• prometheus is not installed: the dashboard estimates rates from the live tap (install it with: bash scripts/install-system-packages.sh test)',
           );
         }
         const { checkDashboard, startDemoDashboard } = await import('../../dashboard/index.js');
