@@ -1,7 +1,9 @@
 // `npm run bench -- soak [--json] [--minutes N]` (default 20; --quick: 2): the soak of issue 18
-// (test/src/soak.ts, docs/reliability.md "Soak"): mixed traffic on the two-node mesh with a
-// waypoint under pod churn, a toggled DENY policy, 60 s certificates, a CA restart and an agent
-// upgrade. Prints the figures (text lines on stderr, the results table or JSON on stdout).
+// (test/src/soak.ts, docs/reliability.md "Soak"): mixed traffic (L4, long streams, HTTP and gRPC
+// through a waypoint) on the two-node mesh under pod and endpoint churn, a toggled DENY policy,
+// 60 s certificates, a CA restart, the API server (stand-in) dropping every watch and answering
+// 410, and an agent upgrade. Prints the figures (text lines on stderr, the results table or JSON on
+// stdout; the per-process timeline is among the text lines).
 import { formatSoak, runSoak } from '@hypha/test';
 import type { BenchOptions, BenchResult, BenchSuiteResult } from '../types.js';
 
@@ -26,6 +28,7 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
   };
   traffic('L4 connections', r.l4);
   traffic('HTTP requests via waypoint', r.http);
+  traffic('gRPC calls via waypoint', r.grpc);
   traffic('DENY-targeted connections', r.denyClient);
   const exact = r.streams.filter((s) => s.sha256Match).length;
   results.push({
@@ -37,6 +40,15 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
   });
   results.push({ name: 'pods added (churn)', value: r.churn.podsAdded, unit: 'count' });
   results.push({ name: 'DENY toggles', value: r.denyToggles, unit: 'count' });
+  results.push({ name: 'endpoint changes (web, rpc)', value: r.churn.endpointChanges, unit: 'count' });
+  if (r.api) {
+    results.push(
+      { name: 'API server: watches dropped', value: r.api.watchesDropped, unit: 'count' },
+      { name: 'API server: 410 answers', value: r.api.expiredAnswers, unit: 'count' },
+      { name: 'API server: relists', value: r.api.relists, unit: 'count' },
+      { name: 'API server: all watching again after', value: r.api.rewatchSeconds, unit: 's' },
+    );
+  }
   const rotated = Object.values(r.certificatesRotated).filter(Boolean).length;
   const ids = Object.keys(r.certificatesRotated).length;
   results.push({
@@ -47,6 +59,15 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
     met: rotated === ids,
   });
   for (const [name, g] of Object.entries(r.growthAfterWarmup)) {
+    if (g.heapPct !== undefined) {
+      results.push({
+        name: `${name} heap growth after warm-up`,
+        value: g.heapPct,
+        unit: '%',
+        budget: '<= 10%',
+        met: g.heapPct <= 10,
+      });
+    }
     results.push(
       {
         name: `${name} RSS growth after warm-up`,
@@ -79,12 +100,29 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
       budget: '0',
       met: r.metrics.httpRequests === r.metrics.httpClientRequests,
     },
+    {
+      name: 'gRPC calls: metric - client count',
+      value: r.metrics.grpcRequests - r.metrics.grpcClientRequests,
+      unit: 'count',
+      budget: '0',
+      met: r.metrics.grpcRequests === r.metrics.grpcClientRequests,
+    },
   );
+  for (const e of r.processes.end) {
+    const s = r.processes.start.find((x) => x.name === e.name);
+    const w = r.processes.warm.find((x) => x.name === e.name);
+    results.push({
+      name: `${e.name} HBONE connections start/warm/end`,
+      value: e.hboneConnections,
+      unit: `(start ${s?.hboneConnections ?? '-'}, warm ${w?.hboneConnections ?? '-'})`,
+    });
+  }
   return {
     suite: 'soak',
     environment: {
       command: `npm run bench -- soak${opts.json ? ' --json' : ''} --minutes ${minutes}`,
       durationSeconds: r.durationSeconds,
+      configSource: r.configSource,
       caRestarted: String(r.caRestarted),
       agentUpgraded: String(r.agentUpgraded),
     },

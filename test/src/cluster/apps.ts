@@ -13,6 +13,7 @@ export const SAMPLE_APPS = [
   'load-client',
   'bytes',
   'churn-client',
+  'grpc-echo',
 ] as const;
 export type SampleApp = (typeof SAMPLE_APPS)[number];
 

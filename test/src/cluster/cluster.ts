@@ -120,6 +120,8 @@ interface NodeState extends ClusterNode {
   /** IPv4 node fields, absent in an IPv6-only cluster. */
   readonly v4: { ip: string; podCidr: string; podGateway: string } | undefined;
   nextHost: number;
+  /** Host numbers of removed pods, reused (oldest first) once the never-used ones run out. */
+  readonly freeHosts: number[];
 }
 
 const live = new Set<TestCluster>();
@@ -163,6 +165,8 @@ export class TestCluster {
   readonly #v6: string;
   readonly #nodes = new Map<string, NodeState>();
   readonly #pods = new Map<string, ClusterPod>();
+  /** Host number (last address part) of each pod, returned to its node on removePod. */
+  readonly #hostOf = new Map<string, number>();
   readonly #externals = new Map<string, ExternalHost>();
   readonly #children = new Set<ChildProcess>();
   readonly #log: Logger | undefined;
@@ -309,9 +313,9 @@ export class TestCluster {
     const key = `${namespace}/${options.name}`;
     if (this.#pods.has(key)) throw new ClusterError('BAD_INPUT', `pod ${key} already exists in this cluster`);
     const node = this.#node(options.node);
-    if (node.nextHost > 254)
+    if (node.nextHost > 254 && node.freeHosts.length === 0)
       throw new ClusterError('BAD_INPUT', `node ${node.name} has no free pod addresses`);
-    const host = node.nextHost++;
+    const host = node.nextHost <= 254 ? node.nextHost++ : node.freeHosts.shift()!;
     const ip4 = node.v4 ? `${node.v4.podCidr.split('.').slice(0, 3).join('.')}.${host}` : undefined;
     const ip6 = node.podCidr6
       ? canonical6(`${this.#v6}:${(2 + node.index).toString(16)}::${host}`)
@@ -331,6 +335,7 @@ export class TestCluster {
     };
     await runCommand('ip', ['netns', 'add', netns]);
     this.#pods.set(key, pod);
+    this.#hostOf.set(key, host);
     try {
       const nodeSide = [`link add ${hostInterface} type veth peer name eth0 netns ${netns}`];
       const podSide = ['link set lo up'];
@@ -363,6 +368,8 @@ export class TestCluster {
       await batch(netns, podSide);
     } catch (err) {
       this.#pods.delete(key);
+      this.#hostOf.delete(key);
+      node.freeHosts.push(host);
       removeNetnsSync([netns]);
       throw err;
     }
@@ -379,6 +386,10 @@ export class TestCluster {
       if (childNetns(child) === known.netns) child.kill('SIGKILL');
     }
     removeNetnsSync([known.netns]);
+    // Its address goes back to the node (a long soak adds and removes more pods than a /24 holds).
+    const host = this.#hostOf.get(key);
+    this.#hostOf.delete(key);
+    if (host !== undefined) this.#node(known.node).freeHosts.push(host);
     // The veth normally dies with the pod namespace; deleting it explicitly covers a namespace
     // that lingers, and must not fail when it is already gone.
     await runCommand('ip', ['-n', this.#node(known.node).netns, 'link', 'del', known.hostInterface]).catch(
@@ -684,6 +695,7 @@ s.on('close',()=>done(false));s.on('error',()=>done(false));setTimeout(()=>done(
       podGateway6: v6?.podGateway,
       v4,
       nextHost: 2,
+      freeHosts: [],
     };
     await runCommand('ip', ['netns', 'add', netns]);
     this.#nodes.set(name, node);

@@ -8,14 +8,16 @@
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { connect as netConnect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '@hypha/shared';
 import { AGENT_NODE_FLAGS, WAYPOINT_NODE_FLAGS } from '@hypha/shared/hbone';
 import { CertificateAuthority } from '@hypha/shared/identity';
-import { stringify } from 'yaml';
+import { parseAllDocuments, stringify } from 'yaml';
 import { type ClusterPod, type IpFamilies, TestCluster } from '../cluster/cluster.js';
+import { createKubeApiServer, type KubeApiServer, type KubeObject } from '../kube-api/index.js';
 
 export interface LocalMeshOptions {
   nodes: readonly string[];
@@ -29,6 +31,13 @@ export interface LocalMeshOptions {
   agentArgs?: readonly string[];
   /** Address families of the cluster: IPv4 only (default), dual-stack, IPv6 only. */
   ipFamilies?: IpFamilies;
+  /**
+   * Where agents and waypoints read config: the YAML file (default), or `kubernetes`: a stand-in
+   * API server (test/src/kube-api) that every writeConfig mirrors (objects created, replaced,
+   * deleted), read with `--config kubernetes:<kubeconfig>`. The CA reads its Pods from the file
+   * in both modes.
+   */
+  configSource?: 'file' | 'kubernetes';
 }
 
 /** A mesh process that exited while the mesh was up. */
@@ -90,10 +99,16 @@ export class LocalMesh {
   /** How each waypoint was started, so a restart runs it the same way. */
   readonly #waypointOptions = new Map<string, StartWaypointOptions>();
   #stopped = false;
+  readonly #forwarders: Server[] = [];
   readonly #exitListeners = new Set<(exit: MeshProcessExit) => void>();
   /** The last config written as objects (startWaypoint adds its objects to it). */
   #objects: readonly unknown[] | undefined;
   #header = '';
+  /** The stand-in API server (configSource `kubernetes`) and what writeConfig last put there. */
+  #api: KubeApiServer | undefined;
+  readonly #synced = new Map<string, string>();
+  /** Namespaces with a forwarder to the API server on 127.0.0.1:<its port>. */
+  readonly #apiForwarded = new Set<string>();
 
   private constructor(cluster: TestCluster, dir: string, opts: LocalMeshOptions) {
     this.cluster = cluster;
@@ -114,6 +129,7 @@ export class LocalMesh {
     const dir = await mkdtemp(join(tmpdir(), 'hypha-mesh-'));
     const mesh = new LocalMesh(cluster, dir, opts);
     try {
+      if (opts.configSource === 'kubernetes') mesh.#api = await createKubeApiServer({});
       await mesh.writeConfig([]);
       await mesh.#startCa();
     } catch (err) {
@@ -146,6 +162,67 @@ export class LocalMesh {
     await writeFile(tmp, text);
     const { rename } = await import('node:fs/promises');
     await rename(tmp, this.configPath);
+    if (this.#api !== undefined) {
+      const docs =
+        typeof objects === 'string' ? parseAllDocuments(objects).map((d) => d.toJS() as unknown) : objects;
+      this.#mirror(docs);
+    }
+  }
+
+  /** The stand-in API server when the mesh runs with configSource `kubernetes`. */
+  get api(): KubeApiServer | undefined {
+    return this.#api;
+  }
+
+  /** The `--config` value of agents and waypoints started in `netns` (forwarding the API there). */
+  async #configFlag(netns: string): Promise<string> {
+    const api = this.#api;
+    if (api === undefined) return `file:${this.configPath}`;
+    if (!this.#apiForwarded.has(netns)) {
+      this.#apiForwarded.add(netns);
+      const port = Number(new URL(api.url).port);
+      const server = await this.cluster.listenIn(netns, { host: '127.0.0.1', port });
+      server.on('connection', (inner: Socket) => {
+        const outer = netConnect(port, '127.0.0.1');
+        inner.pipe(outer).pipe(inner);
+        const close = () => {
+          inner.destroy();
+          outer.destroy();
+        };
+        for (const s of [inner, outer]) {
+          s.on('error', close);
+          s.on('close', close);
+        }
+      });
+      this.#forwarders.push(server);
+    }
+    return `kubernetes:${api.kubeconfigPath}`;
+  }
+
+  /**
+   * Makes the API server hold exactly `objects` (by apiVersion, kind, namespace, name), plus the
+   * EndpointSlices Kubernetes' controller would make for each Service with a selector (the
+   * Kubernetes source takes endpoints from slices only).
+   */
+  #mirror(objects: readonly unknown[]): void {
+    const api = this.#api!;
+    const next = new Map<string, KubeObject>();
+    const all = objects.filter((o): o is KubeObject => o !== null && typeof o === 'object');
+    for (const k of [...all, ...endpointSlicesFor(all)]) {
+      next.set(JSON.stringify([k.apiVersion, k.kind, k.metadata?.namespace ?? '', k.metadata?.name]), k);
+    }
+    for (const [key, o] of next) {
+      const text = JSON.stringify(o);
+      if (this.#synced.get(key) === text) continue;
+      api.put(structuredClone(o));
+      this.#synced.set(key, text);
+    }
+    for (const key of [...this.#synced.keys()]) {
+      if (next.has(key)) continue;
+      const [apiVersion, kind, namespace, name] = JSON.parse(key) as string[];
+      api.remove(apiVersion!, kind!, name!, namespace || undefined);
+      this.#synced.delete(key);
+    }
   }
 
   /** Writes the config and resolves once every running agent has applied this version. */
@@ -265,7 +342,7 @@ export class LocalMesh {
         '--node',
         node,
         '--config',
-        `file:${this.configPath}`,
+        await this.#configFlag(n.netns),
         '--ca-address',
         this.caAddress,
         '--ca-token-file',
@@ -371,7 +448,7 @@ export class LocalMesh {
         '--namespace',
         opts.namespace,
         '--config',
-        `file:${this.configPath}`,
+        await this.#configFlag(pod.netns),
         '--ca-address',
         this.caAddress,
         '--ca-token-file',
@@ -469,7 +546,9 @@ export class LocalMesh {
   async stop(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
+    for (const f of this.#forwarders) f.close();
     await this.cluster.destroy();
+    await this.#api?.close();
     await rm(this.dir, { recursive: true, force: true });
   }
 }
@@ -519,6 +598,71 @@ function waypointConfigObjects(opts: StartWaypointOptions, pod: ClusterPod): Rec
       },
     },
   ];
+}
+
+type PodShape = {
+  metadata: { name?: string; namespace?: string; labels?: Record<string, string> };
+  spec?: { nodeName?: string; containers?: { ports?: { name?: string; containerPort?: number }[] }[] };
+  status?: { podIP?: string; podIPs?: { ip: string }[]; conditions?: { type: string; status: string }[] };
+};
+type ServiceShape = {
+  metadata: { name?: string; namespace?: string };
+  spec?: {
+    selector?: Record<string, string>;
+    ports?: { name?: string; port: number; targetPort?: number | string; protocol?: string }[];
+  };
+};
+
+/** What the EndpointSlice controller makes of `objects`: one slice per Service with a selector and family. */
+function endpointSlicesFor(objects: readonly KubeObject[]): KubeObject[] {
+  const pods = objects.filter((o) => o.kind === 'Pod') as unknown as PodShape[];
+  const out: KubeObject[] = [];
+  for (const svc of objects.filter((o) => o.kind === 'Service') as unknown as ServiceShape[]) {
+    const selector = svc.spec?.selector;
+    if (selector === undefined || Object.keys(selector).length === 0) continue;
+    const ns = svc.metadata.namespace ?? 'default';
+    const members = pods.filter(
+      (p) =>
+        (p.metadata.namespace ?? 'default') === ns &&
+        Object.entries(selector).every(([k, v]) => p.metadata.labels?.[k] === v),
+    );
+    for (const family of ['IPv4', 'IPv6'] as const) {
+      const endpoints = members.flatMap((p) => {
+        const ips = (p.status?.podIPs?.map((x) => x.ip) ?? [p.status?.podIP]).filter(
+          (ip): ip is string => ip !== undefined && ip.includes(':') === (family === 'IPv6'),
+        );
+        if (ips.length === 0) return [];
+        const ready = p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
+        return [
+          {
+            addresses: ips.slice(0, 1),
+            conditions: { ready },
+            ...(p.spec?.nodeName ? { nodeName: p.spec.nodeName } : {}),
+            targetRef: { kind: 'Pod', name: p.metadata.name, namespace: ns },
+          },
+        ];
+      });
+      if (endpoints.length === 0 && family === 'IPv6') continue;
+      out.push({
+        apiVersion: 'discovery.k8s.io/v1',
+        kind: 'EndpointSlice',
+        metadata: {
+          name: `${svc.metadata.name}-${family.toLowerCase()}`,
+          namespace: ns,
+          labels: { 'kubernetes.io/service-name': svc.metadata.name ?? '' },
+        },
+        addressType: family,
+        endpoints,
+        // Numeric target ports only (named ones would be resolved per pod; the harness uses numbers).
+        ports: (svc.spec?.ports ?? []).map((p) => ({
+          ...(p.name !== undefined ? { name: p.name } : {}),
+          port: typeof p.targetPort === 'number' ? p.targetPort : p.port,
+          protocol: p.protocol ?? 'TCP',
+        })),
+      });
+    }
+  }
+  return out;
 }
 
 /** `ip:port`, IPv6 in brackets. */
