@@ -95,8 +95,36 @@ export class Outbound {
     this.#log = options.logger.child({ component: 'outbound' });
     this.#reportMeshConfig(options.state.findMeshConfig());
     options.state.onChange((change) => {
-      if (change.meshConfig) this.#reportMeshConfig(change.meshConfig.current);
+      if (change.meshConfig) {
+        this.#reportMeshConfig(change.meshConfig.current);
+        this.#cutUnregistered();
+      }
     });
+  }
+
+  /**
+   * Under REGISTRY_ONLY, live passthrough connections to destinations in no registry are cut, as
+   * policy changes cut the connections they now deny: the policy holds for what is open, not only
+   * for what opens next.
+   */
+  #cutUnregistered(): void {
+    if (this.findOutboundTrafficPolicy() !== 'REGISTRY_ONLY') return;
+    const cut = this.#o.tracker.abortWhere((c) => {
+      if (c.direction !== 'passthrough' || c.destination.service !== undefined) return undefined;
+      if (c.destination.workload !== undefined) return undefined;
+      const dst = formatHostPort(c.destination.ip, c.destination.port);
+      // Still unknown now? (A Service or ServiceEntry may have appeared for it since.)
+      if (this.findTarget(c.destination.ip, c.destination.port).kind !== 'refuse') return undefined;
+      return {
+        reason: `REGISTRY_ONLY: ${dst} is neither a known Service, pod nor ServiceEntry`,
+        responseFlags: 'REGISTRY_ONLY',
+      };
+    });
+    if (cut > 0)
+      this.#log.warn(
+        { cut, reason: 'REGISTRY_ONLY' },
+        `closed ${cut} live connection(s) outside the registry`,
+      );
   }
 
   /** REGISTRY_ONLY or ALLOW_ANY for a new connection: the MeshConfig's, else the agent's flag. */

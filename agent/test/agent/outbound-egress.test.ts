@@ -102,7 +102,40 @@ function setup(objects: ConfigObject[], opts: Partial<OutboundOptions> = {}) {
       listener.close();
     }
   };
-  return { state, outbound, lines, registry, connect };
+  /** A connection that stays open: `exchange` sends and waits for the echo; `closed` when the mesh cuts it. */
+  const hold = async (to: { ip: string; port: number }) => {
+    dst = to;
+    const listener = net.createServer((s) => outbound.handleSocket(s));
+    await new Promise<void>((r) => listener.listen(0, '127.0.0.1', r));
+    const port = (listener.address() as net.AddressInfo).port;
+    const c = net.connect({ host: '127.0.0.1', port, localAddress: '127.0.0.1' });
+    c.on('error', () => {});
+    await new Promise<void>((r) => c.once('connect', () => r()));
+    const closed = new Promise<void>((r) =>
+      c.once('close', () => {
+        listener.close();
+        r();
+      }),
+    );
+    const exchange = (text: string) =>
+      new Promise<string>((r) => {
+        c.once('data', (d) => r(d.toString()));
+        c.write(text);
+      });
+    return { exchange, closed };
+  };
+  return { state, outbound, lines, registry, connect, hold };
+}
+
+/** An echo server that keeps the connection open. */
+async function startEcho(host: string): Promise<number> {
+  const s = net.createServer((sock) => {
+    sock.on('error', () => {});
+    sock.pipe(sock);
+  });
+  await new Promise<void>((r) => s.listen(0, host, r));
+  servers.push(s);
+  return (s.address() as net.AddressInfo).port;
 }
 
 /** A server that answers "pong from NAME" and closes. */
@@ -278,6 +311,26 @@ describe('outbound: outboundTrafficPolicy', () => {
       'outbound traffic policy REGISTRY_ONLY',
       'outbound traffic policy REGISTRY_ONLY',
     ]);
+  });
+
+  it('turning REGISTRY_ONLY on cuts live connections outside the registry', async () => {
+    const echoPort = await startEcho(UNLISTED);
+    const { state, lines, hold } = setup([]);
+    const held = await hold({ ip: UNLISTED, port: echoPort });
+    expect(await held.exchange('hello')).toBe('hello');
+    state.upsert(meshConfig({ outboundTrafficPolicy: { mode: 'REGISTRY_ONLY' } }));
+    await held.closed;
+    expect(lines.some((l) => l.msg === 'closed 1 live connection(s) outside the registry')).toBe(true);
+    // The access line is written once the copy loop has ended on the agent's side.
+    let access: LogLine | undefined;
+    while (access === undefined) {
+      await new Promise((r) => setTimeout(r, 10));
+      access = lines.find((l) => l.fields.type === 'access');
+    }
+    expect(access.fields.response_flags).toBe('REGISTRY_ONLY');
+    expect(access.fields.error).toBe(
+      `REGISTRY_ONLY: ${UNLISTED}:${echoPort} is neither a known Service, pod nor ServiceEntry`,
+    );
   });
 
   it('fails closed on a MeshConfig it cannot read, and says why', async () => {
