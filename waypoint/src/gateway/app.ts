@@ -72,6 +72,10 @@ export async function startGatewayDaemon(
   const identity = SpiffeId.of(config.trustDomain, gw.namespace, gw.name);
 
   const kubeSource = config.source.kind === 'kubernetes' ? await import('@hypha/shared/kube') : undefined;
+  const kinds =
+    kubeSource !== undefined && config.source.kind === 'kubernetes'
+      ? await findServedKinds(kubeSource, config.source.kubeconfig, gw.namespace, log)
+      : undefined;
   const source =
     kubeSource === undefined || config.source.kind === 'file'
       ? createFileSource({
@@ -83,8 +87,8 @@ export async function startGatewayDaemon(
           ...(config.source.kubeconfig ? { kubeconfig: config.source.kubeconfig } : {}),
           trustDomain: config.trustDomain,
           logger,
-          // TLSRoutes, TCPRoutes and the TLS Secrets of this namespace only.
-          kinds: kubeSource.gatewayWatchedKinds(gw.namespace),
+          // TLSRoutes, TCPRoutes (when installed) and the TLS Secrets of this namespace only.
+          ...(kinds !== undefined ? { kinds } : {}),
         });
   log.info({ source: config.source }, 'loading config');
   await source.start();
@@ -335,4 +339,39 @@ export async function startGatewayDaemon(
     findNotReadyReasons,
     shutdown,
   };
+}
+
+/**
+ * What to watch: the mesh's kinds, the TLS Secrets of the gateway's namespace, and TLSRoute/TCPRoute
+ * only when their CRDs are installed (they are in Gateway API's experimental channel; a watch on a
+ * missing resource would keep the gateway from ever syncing).
+ */
+async function findServedKinds(
+  kube: typeof import('@hypha/shared/kube'),
+  kubeconfig: string | undefined,
+  namespace: string,
+  log: Logger,
+): Promise<import('@hypha/shared/kube').WatchedKind[]> {
+  const all = kube.gatewayWatchedKinds(namespace);
+  const kc = kube.loadKubeConfig(kubeconfig);
+  const served = new Set<string>();
+  try {
+    const list = (await kube.fetchKube(kc, '/apis/gateway.networking.k8s.io/v1alpha2', {
+      timeoutMs: 15_000,
+    })) as {
+      resources?: { name?: string }[];
+    };
+    for (const r of list.resources ?? []) if (typeof r.name === 'string') served.add(r.name);
+  } catch (err) {
+    if (!(err instanceof kube.KubeError && err.status === 404)) throw err;
+  }
+  return all.filter((k) => {
+    const plural = k.kind === 'TLSRoute' ? 'tlsroutes' : k.kind === 'TCPRoute' ? 'tcproutes' : undefined;
+    if (plural === undefined || served.has(plural)) return true;
+    log.warn(
+      { kind: k.kind },
+      `${k.kind} is not installed (gateway.networking.k8s.io/v1alpha2 ${plural}): ${k.kind === 'TLSRoute' ? 'TLS' : 'TCP'} listeners get no routes until it is`,
+    );
+    return false;
+  });
 }
