@@ -19,6 +19,10 @@ import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getScript, startWaypointScenario, type WaypointScenario } from './waypoint-fixture.js';
 
+/** What the page functions read (they run in the browser; this package compiles without the DOM lib). */
+type Text = { innerText: string };
+declare const document: { querySelector(selector: string): Text | null };
+
 const BIN = fileURLToPath(new URL('../../agent/bin/hypha.js', import.meta.url));
 const SHOTS = fileURLToPath(new URL('../../test-results/dashboard/', import.meta.url));
 
@@ -69,13 +73,13 @@ async function waitText(selector: string, text: string | RegExp, timeout = 30_00
   await page.waitForFunction(
     (sel: string, pattern: string) => {
       const el = document.querySelector(sel);
-      return el !== null && new RegExp(pattern).test((el as HTMLElement).innerText);
+      return el !== null && new RegExp(pattern).test((el as unknown as Text).innerText);
     },
     { timeout, polling: 200 },
     selector,
     re,
   );
-  return page.$eval(selector, (el) => (el as HTMLElement).innerText);
+  return page.$eval(selector, (el) => (el as unknown as Text).innerText);
 }
 
 beforeAll(async () => {
@@ -182,7 +186,7 @@ describe('hypha dashboard in a browser', () => {
     expect(denial).toMatch(
       /demo\/client\s+cluster\.local\/ns\/demo\/sa\/client\s+demo\/echo\s+GET \/admin\/users\s+403\s+demo\/deny-admin/,
     );
-    const policies = await page.$eval('[data-testid="policies"]', (el) => (el as HTMLElement).innerText);
+    const policies = await page.$eval('[data-testid="policies"]', (el) => (el as unknown as Text).innerText);
     expect(policies).toMatch(/demo\/deny-admin\s+DENY\s+Service echo\s+waypoint \(L7\)/);
     await page.type('input[name="from"]', 'demo/client');
     await page.type('input[name="to"]', 'demo/echo:80');
@@ -198,13 +202,16 @@ describe('hypha dashboard in a browser', () => {
   it("the workload page shows its certificate's identity and expiry, its pods and golden signals", async () => {
     const certs = await open('workload/demo/echo-v1', '[data-testid="certificates"] tbody', 'spiffe://');
     expect(certs).toContain('spiffe://cluster.local/ns/demo/sa/echo');
-    const notAfter = await page.$eval('[data-testid="cert-expiry"]', (el) => (el as HTMLElement).innerText);
+    const notAfter = await page.$eval(
+      '[data-testid="cert-expiry"]',
+      (el) => (el as unknown as Text).innerText,
+    );
     // Valid now, and within the 24 h workload certificate lifetime.
     const left = Date.parse(notAfter) - Date.now();
     expect(left).toBeGreaterThan(0);
     expect(left).toBeLessThanOrEqual(24 * 3600_000 + 60_000);
     expect(certs).toMatch(/ready\s+in \d+ h \d+ min/);
-    const pods = await page.$eval('[data-testid="pods"] tbody', (el) => (el as HTMLElement).innerText);
+    const pods = await page.$eval('[data-testid="pods"] tbody', (el) => (el as unknown as Text).innerText);
     expect(pods).toContain('echo-v1\tnode-a');
     await page.waitForSelector('.chart canvas');
     await shot('workload');
@@ -229,7 +236,7 @@ describe('hypha dashboard in a browser', () => {
     await shot('prometheus-down');
     const nodes = await open('health', '[data-testid="nodes"] tbody', /node-a\s+ready/);
     expect(nodes).toMatch(/node-b\s+ready/);
-    expect(await page.$eval('[data-testid="ca"]', (el) => (el as HTMLElement).innerText)).toMatch(
+    expect(await page.$eval('[data-testid="ca"]', (el) => (el as unknown as Text).innerText)).toMatch(
       /^issuing: \d+ certificates held/,
     );
   });
