@@ -2,7 +2,7 @@
 // kubernetes.io/tls Secrets of its namespace through the API, and writes the Gateway's status there
 // (listener conditions, attached routes); a Secret created later flips its listener to Programmed.
 // The API serves no TLSRoute/TCPRoute (Gateway API's experimental kinds): the gateway still syncs.
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { WAYPOINT_NODE_FLAGS } from '@hypha/shared/hbone';
 import { trackProcess } from '@hypha/test';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
 import { KubeMesh } from './kube-mesh.js';
 import { until } from './waypoint-fixture.js';
 
@@ -156,4 +157,69 @@ it('writes the Gateway status through the API and follows a Secret created later
   const logged = JSON.stringify(gateway.events);
   expect(logged).not.toContain('PRIVATE KEY');
   expect(logged).not.toContain(readFileSync(join(dir, 'c-cert.key'), 'base64').slice(0, 40));
+});
+
+it('hypha gateway apply: --print renders the objects; through the API it creates them, and a re-run updates in place', async () => {
+  const run = (args: string[]) =>
+    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+      execFile(
+        process.execPath,
+        [HYPHA_BIN, ...args],
+        { timeout: 30_000, env: { ...process.env, KUBECONFIG: '' } },
+        (err, stdout, stderr) =>
+          resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      ),
+    );
+  const printed = await run([
+    'gateway',
+    'apply',
+    '-n',
+    'edge',
+    '--name',
+    'ingress',
+    '--ports',
+    '443,8443',
+    '--print',
+  ]);
+  expect(printed.code).toBe(0);
+  const objects = parseAllDocuments(printed.stdout).map(
+    (d) => d.toJS() as { kind: string; spec?: Record<string, unknown> },
+  );
+  expect(objects.map((o) => o.kind)).toEqual([
+    'ServiceAccount',
+    'Deployment',
+    'Service',
+    'ClusterRoleBinding',
+    'Role',
+    'RoleBinding',
+  ]);
+  expect(objects.find((o) => o.kind === 'Service')?.spec).toMatchObject({
+    type: 'LoadBalancer',
+    ports: [expect.objectContaining({ port: 443 }), expect.objectContaining({ port: 8443 })],
+  });
+  const bad = await run(['gateway', 'apply', '-n', 'edge', '--ports', '70000', '--print']);
+  expect(bad.code).not.toBe(0);
+  expect(bad.stderr).toContain('--ports must be a port number');
+
+  for (const pass of ['first', 'again']) {
+    const r = await run([
+      'gateway',
+      'apply',
+      '-n',
+      'edge',
+      '--name',
+      'ingress',
+      '--kubeconfig',
+      mesh.api.kubeconfigPath,
+    ]);
+    expect(r.code, `${pass}: ${r.stderr}`).toBe(0);
+  }
+  const svc = (await mesh.request('/api/v1/namespaces/edge/services/ingress')) as { spec: { type: string } };
+  expect(svc.spec.type).toBe('LoadBalancer');
+  const role = (await mesh.request(
+    '/apis/rbac.authorization.k8s.io/v1/namespaces/edge/roles/hypha-gateway-ingress',
+  )) as {
+    rules: { resources: string[] }[];
+  };
+  expect(role.rules.flatMap((r) => r.resources)).toContain('secrets');
 });
