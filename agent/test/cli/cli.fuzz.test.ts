@@ -27,7 +27,7 @@ interface Verb {
 }
 
 const SKIPPED = new Set(['agent', 'agent cleanup', 'demo']);
-const LONG_RUNNING = new Set(['waypoint', 'ca serve', 'tap']);
+const LONG_RUNNING = new Set(['waypoint', 'ca serve', 'tap', 'dashboard']);
 
 /** Every verb of the real command tree with its options (commander's own definitions). */
 function listVerbs(): Verb[] {
