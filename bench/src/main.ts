@@ -5,7 +5,7 @@ import type { BenchOptions, BenchSuite, BenchSuiteResult } from './types.js';
 
 // Suites are loaded lazily (each is ./suites/<name>.js exporting `run`) so one suite's missing
 // peer tool does not stop the others from loading.
-const SUITE_NAMES = ['ca', 'dns', 'hbone', 'l4', 'scale', 'soak', 'upgrade', 'waypoint'] as const;
+const SUITE_NAMES = ['ca', 'dns', 'hbone', 'ingress', 'l4', 'scale', 'soak', 'upgrade', 'waypoint'] as const;
 /** Not part of "all": the soak runs for minutes (`soak [--minutes N]`, default 20). */
 const LONG_SUITES = new Set(['soak']);
 const SUITES: Record<string, () => Promise<BenchSuite>> = Object.fromEntries(

@@ -2,6 +2,7 @@
 //   node open-loop.js tcp     --target H:P --rate R --connections C --seconds S [--bytes N] [--warmup-ms W]
 //   node open-loop.js http    --target H:P --rate R --connections C --seconds S [--bytes N] [--warmup-ms W]
 //   node open-loop.js http-hbone --target H:P --via H:15008 --cert F --key F --ca F [--server-id ID] ...
+//   node open-loop.js https   --target H:P --ca F --server-name NAME ... (the http load over TLS, SNI NAME)
 //   node open-loop.js connect --target H:P --concurrency C --seconds S
 // Prints one JSON line with the figures, exits 0 (failures are counted in the line), 2 on bad flags.
 //
@@ -20,6 +21,7 @@
 import { readFileSync } from 'node:fs';
 import { Agent, type ClientRequestArgs, request } from 'node:http';
 import { type ClientHttp2Session, connect as h2connect } from 'node:http2';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { isIPv6, connect as netConnect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { type PeerCertificate, connect as tlsConnect } from 'node:tls';
@@ -40,6 +42,7 @@ const { values, positionals } = parseArgs({
     key: { type: 'string' },
     ca: { type: 'string' },
     'server-id': { type: 'string' },
+    'server-name': { type: 'string' },
   },
 });
 
@@ -56,7 +59,9 @@ const [viaHost, viaPortText] = (values.via ?? '').split(/:(?=\d+$)/);
 const viaPort = Number(viaPortText);
 const hbone = mode === 'http-hbone';
 const bad = [
-  !['tcp', 'http', 'http-hbone', 'connect'].includes(mode) && 'mode must be tcp, http, http-hbone or connect',
+  !['tcp', 'http', 'http-hbone', 'https', 'connect'].includes(mode) &&
+    'mode must be tcp, http, http-hbone, https or connect',
+  mode === 'https' && (!values.ca || !values['server-name']) && 'https needs --ca and --server-name',
   hbone && (!viaHost || !Number.isInteger(viaPort) || viaPort <= 0) && '--via HOST:PORT is required',
   hbone && !(values.cert && values.key && values.ca) && '--cert, --key and --ca are required',
   (!host || !Number.isInteger(port) || port <= 0) && '--target HOST:PORT is required',
@@ -240,7 +245,17 @@ async function runHttp(): Promise<Record<string, unknown>> {
     const hboneAgent = new HboneAgent(session, `${isIPv6(host!) ? `[${host}]` : host}:${port}`);
     await hboneAgent.open(conns);
     agent = hboneAgent;
-  } else agent = new Agent({ keepAlive: true, maxSockets: conns, maxFreeSockets: conns });
+  } else if (mode === 'https')
+    // TLS verified against --ca for --server-name (SNI), as curl --cacert --resolve would.
+    agent = new HttpsAgent({
+      keepAlive: true,
+      maxSockets: conns,
+      maxFreeSockets: conns,
+      ca: readFileSync(values.ca!),
+      servername: values['server-name']!,
+    });
+  else agent = new Agent({ keepAlive: true, maxSockets: conns, maxFreeSockets: conns });
+  const send = mode === 'https' ? httpsRequest : request;
   const body = Buffer.alloc(size, 0x61);
   const samples: number[] = [];
   let ok = 0;
@@ -250,14 +265,19 @@ async function runHttp(): Promise<Record<string, unknown>> {
   const t0 = performance.now();
   const { sent } = await schedule((due) => {
     if (warmupEnd === Number.POSITIVE_INFINITY) warmupEnd = due + warmupMs;
-    const req = request(
+    const req = send(
       {
         host,
         port,
         method: 'POST',
         path: '/bench',
         agent,
-        headers: { 'content-type': 'application/octet-stream', 'content-length': size },
+        headers: {
+          'content-type': 'application/octet-stream',
+          'content-length': size,
+          ...(mode === 'https' ? { host: values['server-name']! } : {}),
+        },
+        ...(mode === 'https' ? { servername: values['server-name']! } : {}),
       },
       (res) => {
         res.resume();
