@@ -67,7 +67,10 @@ export function register(program: Command): void {
         .default('node'),
     )
     .addOption(
-      new Option('--outbound-policy <policy>', 'traffic to destinations outside the mesh registry')
+      new Option(
+        '--outbound-policy <policy>',
+        'traffic to destinations outside the mesh registry when no MeshConfig hypha-system/default sets outboundTrafficPolicy (docs/egress.md)',
+      )
         .choices(['passthrough', 'registry-only'])
         .default('passthrough'),
     )
