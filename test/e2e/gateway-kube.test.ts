@@ -143,6 +143,17 @@ it('writes the Gateway status through the API and follows a Secret created later
     reason: 'InvalidCertificateRef',
   });
   expect(cond(s, 'https-c', 'ResolvedRefs')?.message).toContain('Secret edge/c-cert not found');
+  // The route attached to it says so, under the gateway's controller name.
+  await until(async () => {
+    const route = (await mesh.request(
+      '/apis/gateway.networking.k8s.io/v1/namespaces/edge/httproutes/web',
+    )) as {
+      status?: { parents?: { controllerName: string; conditions: Condition[] }[] };
+    };
+    const parent = route.status?.parents?.find((p) => p.controllerName === 'hypha.dev/gateway');
+    const accepted = parent?.conditions.find((c) => c.type === 'Accepted');
+    return accepted?.status === 'True' && accepted.message === 'attached to gateway edge/ingress';
+  }, 10_000);
   // The experimental route kinds are missing here: said once, and the rest works.
   expect(gateway.events.some((e) => String(e.msg).startsWith('TLSRoute is not installed'))).toBe(true);
 

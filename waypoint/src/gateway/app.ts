@@ -33,6 +33,7 @@ import { GatewayListeners } from './server.js';
 import {
   computeGatewayStatus,
   createGatewayStatusReporter,
+  GATEWAY_CONTROLLER_NAME,
   type GatewayStatus,
   type GatewayStatusReporter,
 } from './status.js';
@@ -191,6 +192,18 @@ export async function startGatewayDaemon(
           previous,
         });
 
+  // Routes attached to this Gateway get status.parents entries (controller hypha.dev/gateway).
+  const routeStatus =
+    config.source.kind === 'kubernetes'
+      ? (await import('../status/reporter.js')).createRouteStatusReporter({
+          ...(config.source.kubeconfig ? { kubeconfig: config.source.kubeconfig } : {}),
+          state,
+          waypoint: gw,
+          logger,
+          controllerName: GATEWAY_CONTROLLER_NAME,
+          role: 'gateway',
+        })
+      : undefined;
   const statusReporter: GatewayStatusReporter | undefined =
     config.source.kind === 'kubernetes'
       ? await createGatewayStatusReporter({
@@ -261,6 +274,7 @@ export async function startGatewayDaemon(
       certs.close();
       caClient.close();
       await statusReporter?.close();
+      await routeStatus?.close();
       await source.close();
       await endpoints.close();
       log.info('stopped');

@@ -89,14 +89,26 @@ export function ownsStale(
 }
 
 export function acceptParent(
-  { state, waypoint, listeners }: StatusContext,
+  { state, waypoint, listeners, role = 'waypoint' }: StatusContext,
   route: HttpRouteObject | GrpcRouteObject,
   ref: RouteParentRef,
   engineErrors: readonly WaypointConfigError[],
 ): Verdict {
   const gw = `${waypoint.namespace}/${waypoint.name}`;
   if (isGatewayRef(ref)) {
-    if (route.namespace !== waypoint.namespace)
+    // An ingress Gateway admits other namespaces' routes when a listener says allowedRoutes from All.
+    const admitsAll =
+      role === 'gateway' &&
+      (state.findGateway(waypoint.namespace, waypoint.name)?.listeners ?? []).some(
+        (l) => l.allowedRoutes?.namespaces?.from === 'All',
+      );
+    if (route.namespace !== waypoint.namespace && role === 'gateway' && !admitsAll)
+      return {
+        ok: false,
+        reason: 'NotAllowedByListeners',
+        message: `Gateway ${gw} admits routes from its own namespace "${waypoint.namespace}" only (no listener has allowedRoutes.namespaces.from: All)`,
+      };
+    if (route.namespace !== waypoint.namespace && role === 'waypoint')
       return {
         ok: false,
         reason: 'NotAllowedByListeners',
@@ -148,9 +160,9 @@ export function acceptParent(
     return {
       ok: false,
       reason: 'UnsupportedValue',
-      message: `the waypoint skipped this route: ${engineErrors.map((e) => e.message).join('; ')}`,
+      message: `the ${role} skipped this route: ${engineErrors.map((e) => e.message).join('; ')}`,
     };
-  return { ok: true, reason: 'Accepted', message: `attached to waypoint ${gw}` };
+  return { ok: true, reason: 'Accepted', message: `attached to ${role} ${gw}` };
 }
 
 function listNames(names: readonly string[]): string {

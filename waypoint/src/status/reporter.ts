@@ -43,6 +43,8 @@ export interface RouteStatusReporterOptions {
   /** Wait this long after a change before writing, so a burst of changes costs one pass. Default 250. */
   debounceMs?: number;
   controllerName?: string;
+  /** `gateway` for an ingress gateway (messages, allowedRoutes); default `waypoint`. */
+  role?: 'waypoint' | 'gateway';
   /** Backoff between tries of one route. Default 200 ms doubling to 5 s. */
   backoff?: { initialMs?: number; maxMs?: number };
   /** Tries per route per pass. Default 5. */
@@ -88,6 +90,7 @@ class Reporter implements RouteStatusReporter {
   readonly #log: Logger;
   readonly #debounceMs: number;
   readonly #controller: string;
+  readonly #role: 'waypoint' | 'gateway';
   readonly #initialMs: number;
   readonly #maxMs: number;
   readonly #maxAttempts: number;
@@ -107,6 +110,7 @@ class Reporter implements RouteStatusReporter {
     this.#log = (o.logger ?? createSilentLogger()).child({ component: 'route-status' });
     this.#debounceMs = o.debounceMs ?? 250;
     this.#controller = o.controllerName ?? DEFAULT_CONTROLLER_NAME;
+    this.#role = o.role ?? 'waypoint';
     this.#initialMs = o.backoff?.initialMs ?? 200;
     this.#maxMs = o.backoff?.maxMs ?? 5000;
     this.#maxAttempts = Math.max(1, o.maxAttempts ?? 5);
@@ -164,7 +168,12 @@ class Reporter implements RouteStatusReporter {
   /** One pass over the attached routes; false when some route could not be written. */
   async #pass(): Promise<boolean> {
     this.stats.passes++;
-    const ctxBase = { state: this.#state, waypoint: this.#waypoint, controllerName: this.#controller };
+    const ctxBase = {
+      state: this.#state,
+      waypoint: this.#waypoint,
+      controllerName: this.#controller,
+      role: this.#role,
+    };
     const routes = findAttachedRoutes(this.#state, this.#waypoint);
     const todo: { route: HttpRouteObject | GrpcRouteObject; key: string; sig: string }[] = [];
     for (const route of routes) {

@@ -72,6 +72,8 @@ export interface StatusContext {
   listeners: readonly GatewayListener[] | undefined;
   /** RFC 3339 (formatTime). */
   now: string;
+  /** Who writes: a waypoint (default) or an ingress gateway (`hypha gateway`), named in messages. */
+  role?: 'waypoint' | 'gateway' | undefined;
 }
 
 export interface Verdict {
