@@ -54,6 +54,19 @@ const externalApi = {
     resolution: 'DNS',
   },
 };
+// A STATIC entry: its own address (no interface has it), traffic to the outside server's 8080.
+const ordersDb = (worldIp: string) => ({
+  apiVersion: 'networking.hypha.dev/v1',
+  kind: 'ServiceEntry',
+  metadata: { name: 'orders-db', namespace: 'shop' },
+  spec: {
+    hosts: ['db.external.test'],
+    addresses: ['192.0.2.40'],
+    ports: [{ number: 5432, name: 'pg', protocol: 'TCP' }],
+    resolution: 'STATIC',
+    endpoints: [{ address: worldIp, ports: { pg: API_PORT } }],
+  },
+});
 const meshConfig = (mode: 'ALLOW_ANY' | 'REGISTRY_ONLY') => ({
   apiVersion: 'networking.hypha.dev/v1',
   kind: 'MeshConfig',
@@ -113,6 +126,7 @@ beforeAll(async () => {
     pod('client', 'shop', 'node-a', client.ip),
     pod('plain', 'outside', 'node-a', plain.ip),
     externalApi,
+    ordersDb(world.ip),
   ];
   await mesh.writeConfig(baseConfig);
   resolver = cluster.spawn(
@@ -173,7 +187,8 @@ describe('ServiceEntry: an external host by name, through the mesh', () => {
     const view = JSON.parse(await mesh.fetchInNode('node-b', 'http://127.0.0.1:15000/debug/dns')) as {
       index: { serviceEntries: number };
     };
-    expect(view.index.serviceEntries).toBe(1);
+    expect(view.index.serviceEntries).toBe(2);
+    expect((await dig(client, '+short', 'db.external.test')).trim()).toBe('192.0.2.40');
   });
 
   it('carries a TCP connection by host name to the external server: captured at the VIP, resolved upstream by the agent', async () => {
@@ -196,6 +211,17 @@ describe('ServiceEntry: an external host by name, through the mesh', () => {
     expect(metrics).toMatch(
       new RegExp(`istio_tcp_connections_opened_total\\{[^}]*destination_service="${API_HOST}"[^}]*\\} [1-9]`),
     );
+  });
+
+  it("sends a STATIC entry's address to its endpoint, on the endpoint's port", async () => {
+    const before = seen.get(API_PORT)?.length ?? 0;
+    expect(await roundTrip(client, 'db.external.test', 5432)).toBe(true);
+    expect((seen.get(API_PORT) ?? []).length).toBeGreaterThan(before);
+    expect(
+      mesh
+        .accessLogs()
+        .some((e) => e.dst_service === 'shop/orders-db' && e.dst === `${world.ip}:${API_PORT}`),
+    ).toBe(true);
   });
 });
 
