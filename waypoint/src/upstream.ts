@@ -6,7 +6,7 @@
 //   endpoint and never across endpoints; one HTTP/2 session per endpoint for gRPC/h2, shared by
 //   every stream, created once even when many requests race for it (the promise is cached).
 // - A connect failure is tagged (`isConnectFailure`) so the proxy can flag it UF, not UC.
-import http2, { type ClientHttp2Session } from 'node:http2';
+import http2, { type ClientHttp2Session, type Http2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Pool } from 'undici';
@@ -156,6 +156,18 @@ export class UpstreamPools {
     session.on('error', forget);
     session.on('close', forget);
     session.on('goaway', forget);
+    // The tunnel rides an HBONE connection. When that connection gets GOAWAY (the node's agent is
+    // draining for an upgrade) the session over it takes no new requests: they open a new one
+    // (through the new agent) instead of riding the old tunnel until the drain deadline cuts it.
+    const carrier = (stream as Partial<Pick<Http2Stream, 'session'>>).session;
+    if (carrier !== undefined) {
+      const retire = () => {
+        forget();
+        if (!session.closed && !session.destroyed) session.close();
+      };
+      carrier.once('goaway', retire);
+      session.once('close', () => carrier.off('goaway', retire));
+    }
     return await new Promise<ClientHttp2Session>((resolve, reject) => {
       session.once('connect', () => resolve(session));
       session.once('error', (err) => reject(tagConnectFailure(err)));

@@ -15,6 +15,9 @@ export async function http2Try(rc: RequestContext, pools: UpstreamPools): Promis
   let session: http2.ClientHttp2Session;
   try {
     session = await pools.fetchHttp2(rc.upstream!);
+    // Retired while this request waited for it (its tunnel's HBONE connection got GOAWAY): the
+    // pool already forgot it, so this opens a new one.
+    if (session.closed || session.destroyed) session = await pools.fetchHttp2(rc.upstream!);
   } catch (err) {
     return failure(isConnectFailure(err) ? 'CONNECT_FAILED' : 'UPSTREAM_RESET');
   }

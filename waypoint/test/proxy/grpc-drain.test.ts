@@ -1,0 +1,126 @@
+// gRPC through the waypoint while the node agent carrying its tunnel drains (an upgrade): the
+// agent's HBONE connection sends GOAWAY and is cut at the drain deadline. A call made after the
+// GOAWAY must go over a new tunnel, not the old one, or the cut fails it. Found by the soak (issue
+// 18): a gRPC call failed 503 when the old agent's drain deadline cut the waypoint's long-lived
+// HTTP/2 session to a pod on that node.
+import http2 from 'node:http2';
+import net, { type AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { frame, grpcCall, unframe } from '../grpc.js';
+import { loopbackIp, startWaypoint, type TestWaypoint } from '../helpers.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+let app: http2.Http2Server;
+let carrier: http2.Http2Server;
+let tw: TestWaypoint;
+let session: http2.ClientHttp2Session;
+/** The carrier (HBONE-like) connections the waypoint opened, server side. */
+const carried: http2.ServerHttp2Session[] = [];
+
+beforeAll(async () => {
+  const ip = loopbackIp();
+  // The app: answers "slow" after 400 ms, anything else at once.
+  app = http2.createServer();
+  app.on('stream', (stream) => {
+    stream.on('error', () => {});
+    const chunks: Buffer[] = [];
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('end', async () => {
+      const [req = Buffer.alloc(0)] = unframe(Buffer.concat(chunks));
+      if (req.toString() === 'slow') await sleep(400);
+      if (stream.destroyed) return;
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+      stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+      stream.end(frame(`said ${req.toString()}`));
+    });
+  });
+  await new Promise<void>((resolve) => app.listen(0, ip, resolve));
+  const appPort = (app.address() as AddressInfo).port;
+  // The node agent's side: CONNECT streams piped to the app, as HBONE tunnels are.
+  carrier = http2.createServer();
+  carrier.on('session', (s) => carried.push(s));
+  carrier.on('stream', (stream) => {
+    stream.on('error', () => {});
+    const up = net.connect(appPort, ip, () => {
+      stream.respond({ ':status': 200 });
+      stream.pipe(up).pipe(stream);
+    });
+    up.on('error', () => stream.destroy());
+    stream.on('close', () => up.destroy());
+  });
+  await new Promise<void>((resolve) => carrier.listen(0, ip, resolve));
+  const carrierPort = (carrier.address() as AddressInfo).port;
+  // The waypoint's HBONE pool: one carrier connection, replaced once it got GOAWAY.
+  let pooled: http2.ClientHttp2Session | undefined;
+  const carrierSession = () => {
+    if (pooled === undefined || pooled.closed || pooled.destroyed) {
+      const s = http2.connect(`http://${ip}:${carrierPort}`);
+      s.on('error', () => {});
+      s.once('goaway', () => {
+        if (pooled === s) pooled = undefined;
+      });
+      pooled = s;
+    }
+    return pooled;
+  };
+  tw = await startWaypoint(
+    {
+      services: [
+        {
+          name: 'echo',
+          namespace: 'shop',
+          vips: ['10.96.5.1'],
+          ports: [{ port: 9000, name: 'grpc', appProtocol: 'grpc' }],
+          endpoints: [
+            {
+              ip,
+              targetPorts: { '9000': appPort },
+              workload: { name: 'echo', namespace: 'shop', serviceAccount: 'echo' },
+            },
+          ],
+        },
+      ],
+    },
+    { host: '10.96.5.1', port: 9000 },
+    {
+      connectUpstream: (ep) =>
+        new Promise((resolve, reject) => {
+          const tunnel = carrierSession().request({
+            ':method': 'CONNECT',
+            ':authority': `${ep.ip}:${ep.port}`,
+          });
+          tunnel.once('response', () => resolve(tunnel));
+          tunnel.once('error', reject);
+        }),
+    },
+  );
+  session = http2.connect(tw.origin);
+  session.on('error', () => {});
+});
+
+afterAll(async () => {
+  session.close();
+  await tw.close();
+  for (const s of carried) s.destroy();
+  await new Promise<void>((resolve) => carrier.close(() => resolve()));
+  await new Promise<void>((resolve) => app.close(() => resolve()));
+});
+
+describe('gRPC through the waypoint while the carrying agent drains', () => {
+  it('a call made after the HBONE connection got GOAWAY survives the drain deadline cutting that connection', async () => {
+    expect((await grpcCall(session, '/hypha.echo.Echo/Say', 'before')).status).toBe('0');
+    const draining = [...carried];
+    expect(draining.length).toBe(1);
+    // Drain: GOAWAY now (streams already open may finish), the connection cut 150 ms later.
+    for (const s of draining) s.goaway(http2.constants.NGHTTP2_NO_ERROR);
+    await sleep(50);
+    const call = grpcCall(session, '/hypha.echo.Echo/Say', 'slow');
+    await sleep(150);
+    for (const s of draining) s.destroy();
+    const r = await call;
+    expect(r).toMatchObject({ status: '0', messages: ['said slow'] });
+    expect(carried.length).toBe(2);
+    expect((await grpcCall(session, '/hypha.echo.Echo/Say', 'after')).status).toBe('0');
+  });
+});
