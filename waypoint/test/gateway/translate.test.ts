@@ -267,6 +267,48 @@ describe('routes', () => {
     expect([...snapshot.services.keys()]).not.toContain('shop/not-us');
   });
 
+  it('attaches GRPCRoutes the same way: the engine matches their methods on the listener', () => {
+    const state = stateOf([
+      ns,
+      gateway([{ name: 'grpc', port: 9090, protocol: 'HTTP', hostname: 'api.example' }]),
+      service('greeter', '10.0.0.7'),
+      {
+        apiVersion: 'gateway.networking.k8s.io/v1',
+        kind: 'GRPCRoute',
+        metadata: { name: 'greeter', namespace: 'shop' },
+        spec: {
+          parentRefs: [{ name: 'gw' }],
+          rules: [
+            {
+              matches: [{ method: { service: 'helloworld.Greeter', method: 'SayHello' } }],
+              backendRefs: [{ name: 'greeter', port: 80 }],
+            },
+          ],
+        },
+      },
+    ]);
+    const plan = buildGatewayPlan(state, REF)!;
+    expect(plan.attachedRoutes.get('grpc')).toBe(1);
+    const { snapshot, errors } = buildSnapshot(plan.input);
+    expect(errors).toEqual([]);
+    const key = `shop/${listenerServiceName(REF, 9090)}`;
+    const req = (host: string, path: string) => ({
+      method: 'POST',
+      path,
+      query: '',
+      host,
+      headers: {},
+      port: 9090,
+    });
+    expect(findRoute(snapshot.routes, key, req('api.example', '/helloworld.Greeter/SayHello'))?.kind).toBe(
+      'GRPCRoute',
+    );
+    expect(findRoute(snapshot.routes, key, req('api.example', '/helloworld.Greeter/Other'))).toBeUndefined();
+    expect(
+      findRoute(snapshot.routes, key, req('other.example', '/helloworld.Greeter/SayHello')),
+    ).toBeUndefined();
+  });
+
   it('reaches a waypoint-bound Service through its waypoint pods, tunnelled to the Service VIP', () => {
     const state = stateOf([
       ns,
