@@ -287,6 +287,26 @@ describe('ServiceEntries in the state', () => {
     expect(state.findServiceEntryByHost(second)!.addresses).toEqual([v2]);
   });
 
+  it('gives 20 000 hosts 20 000 distinct VIPs, the same in another state fed the same snapshot', () => {
+    const n = 20_000;
+    const objects = Array.from({ length: n }, (_, i) =>
+      ok(entry(`e${i}`, { hosts: [`h${i}.example.test`], ports: [{ number: 443 }], resolution: 'DNS' })),
+    );
+    const a = createConfigState();
+    a.applySnapshot(objects);
+    const b = createConfigState();
+    b.applySnapshot(objects);
+    const vips = objects.map((_, i) => a.findServiceEntryByHost(`h${i}.example.test`)!.addresses[0]!);
+    expect(new Set(vips).size).toBe(n);
+    expect(
+      objects.every((_, i) => b.findServiceEntryByHost(`h${i}.example.test`)!.addresses[0] === vips[i]),
+    ).toBe(true);
+    // At this load (30% of the block) most hosts sit at their hashed VIP; the rest moved on a collision.
+    const home = vips.filter((v, i) => v === hashedVip(`h${i}.example.test`)).length;
+    expect(home).toBeGreaterThan(n * 0.8);
+    expect(home).toBeLessThan(n);
+  });
+
   it('shares a host between entries: the first by namespace/name answers, the VIP lives while any names it', () => {
     const state = createConfigState();
     const b = ok(entry('b', { hosts: ['x.test'], ports: [{ number: 80 }], resolution: 'DNS' }));
