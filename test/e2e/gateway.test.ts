@@ -370,4 +370,19 @@ describe('ingress gateway', () => {
     ]);
     expect(echoed.stdout).toBe('over tcp');
   });
+
+  it('SIGTERM drains: it stops even while a client holds an idle keep-alive connection open', async () => {
+    // One request, then the connection stays open (the server keeps HTTP/1.1 connections for 60 s).
+    const holder = s.mesh.cluster.spawn(outside.netns, process.execPath, [
+      '-e',
+      `const c=require('net').connect(80,${JSON.stringify(gwPod.ip)},()=>c.write('GET / HTTP/1.1\\r\\nhost: x\\r\\n\\r\\n'));c.once('data',d=>process.stdout.write(String(d).split('\\r\\n')[0]+'\\n'));c.on('error',()=>{});setTimeout(()=>{},60000)`,
+    ]);
+    const status = await new Promise<string>((resolve) =>
+      holder.stdout?.once('data', (d: Buffer) => resolve(String(d))),
+    );
+    expect(status).toContain('HTTP/1.1 200');
+    gateway.process.kill('SIGTERM');
+    await gateway.waitFor((e) => e.msg === 'stopped', 15_000);
+    holder.kill();
+  });
 });

@@ -267,7 +267,9 @@ export async function startGatewayDaemon(
     shuttingDown ??= (async () => {
       log.info({ reason, drainMs: config.drainMs }, 'draining');
       unsubscribe();
-      await listeners.close();
+      // Stop accepting; keep-alive and in-flight connections get until the drain deadline, then
+      // the engine closes what is left.
+      await Promise.race([listeners.close(), new Promise((r) => setTimeout(r, config.drainMs).unref())]);
       await engine.flushTraces().catch(() => {});
       await engine.close();
       pool.close();
