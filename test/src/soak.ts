@@ -404,7 +404,14 @@ async function soak(
   // Second endpoints of web and rpc (on node-b): in the services or labelled out of them.
   let secondIn = true;
   let configWrites = 0;
-  const write = async () => {
+  // One write at a time (the churn loop and the API event both write).
+  let writing: Promise<void> = Promise.resolve();
+  const write = () => {
+    const next = writing.then(writeNow);
+    writing = next.catch(() => {});
+    return next;
+  };
+  const writeNow = async () => {
     const churnObjects = churn.map((c) => podObject(c.pod.name, c.node, c.pod.ip, { app: 'churn' }));
     const seconds = secondIn
       ? [web2Pod, rpcBPod]
@@ -456,8 +463,15 @@ async function soak(
   progress(`soak running for ${Math.round(durationMs / 1000)} s (certificates live ${ttl} s) ...`);
 
   const t0 = Date.now();
-  const endAt = t0 + durationMs;
+  let endAt = t0 + durationMs;
   const running = () => Date.now() < endAt;
+  // An event that fails ends the run early (every loop stops) and is thrown at the end.
+  let failure: unknown;
+  const guard = (p: Promise<void>) =>
+    p.catch((err: unknown) => {
+      failure ??= err;
+      endAt = Math.min(endAt, Date.now());
+    });
   const l4 = count();
   const http = count();
   const grpc = count();
@@ -608,6 +622,7 @@ async function soak(
   const apiEvent = async () => {
     if (api === undefined) return;
     await sleep(durationMs * 0.5);
+    if (!running()) return;
     apiQuiet = true;
     await sleep(3000);
     progress('the API server drops every watch and answers 410 ...');
@@ -652,6 +667,7 @@ async function soak(
   // Mid-way events: the CA restarted at 40 %, agent node-a upgraded at 60 %.
   const events = async () => {
     await sleep(durationMs * 0.4);
+    if (!running()) return;
     progress('restarting the CA ...');
     stamp('CA killed');
     await mesh.killCa();
@@ -660,6 +676,7 @@ async function soak(
     stamp('CA ready again');
     caRestarted = true;
     await sleep(Math.max(0, t0 + durationMs * 0.6 - Date.now()));
+    if (!running()) return;
     progress('upgrading agent node-a ...');
     stamp('agent node-a upgrade started');
     const { oldExited } = await mesh.upgradeAgent('node-a');
@@ -700,12 +717,13 @@ async function soak(
     loop(grpc, gclient, 'grpc-echo', ['--target', rpcTarget, '--connections', '2', '--requests', '10'], 2000),
     denyLoop(),
     churnLoop(),
-    events(),
-    apiEvent(),
-    warmSample(),
+    guard(events()),
+    guard(apiEvent()),
+    guard(warmSample()),
     timelineLoop(),
     ...Array.from({ length: STREAMS }, (_, i) => sleep(i * 2000).then(streamLoop)),
   ]);
+  if (failure !== undefined) throw failure;
   const end = await sampleAll(mesh);
   timeline.push({ t: Math.round((Date.now() - t0) / 1000), samples: end });
   // Let the last connections' metrics settle, then read the counters.

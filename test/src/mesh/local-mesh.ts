@@ -158,7 +158,7 @@ export class LocalMesh {
     const text =
       typeof objects === 'string' ? objects : this.#header + objects.map((o) => stringify(o)).join('---\n');
     // Write-then-rename so an agent never reads a half-written file.
-    const tmp = `${this.configPath}.tmp`;
+    const tmp = `${this.configPath}.${randomBytes(4).toString('hex')}.tmp`;
     await writeFile(tmp, text);
     const { rename } = await import('node:fs/promises');
     await rename(tmp, this.configPath);
