@@ -72,6 +72,9 @@ export class ServiceEntryIndex {
   /** Replaces (or with undefined removes) the entry under `key` ("namespace/name"). */
   set(key: string, entry: ServiceEntry | undefined): void {
     const prev = this.#entries.get(key);
+    // The new version's VIPs are held before the old one's are let go: a host an update keeps keeps
+    // its VIP (released first, it could come back elsewhere after a collision).
+    if (entry !== undefined) for (const host of entry.hosts) if (needsVip(entry, host)) this.#retainVip(host);
     if (prev !== undefined) this.#unindex(key, prev);
     if (entry === undefined) this.#entries.delete(key);
     else {
@@ -139,10 +142,7 @@ export class ServiceEntryIndex {
   }
 
   #index(key: string, entry: ServiceEntry): void {
-    for (const host of entry.hosts) {
-      addSorted(this.#byHost, host, key);
-      if (needsVip(entry, host)) this.#retainVip(host);
-    }
+    for (const host of entry.hosts) addSorted(this.#byHost, host, key);
     for (const a of entry.addresses) {
       if (!a.includes('/')) addSorted(this.#byIp, a, key);
       else {

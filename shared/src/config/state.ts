@@ -594,7 +594,18 @@ class IndexedConfigState implements ConfigState {
     if (gatewaysChanged || dirtyNamespaces.size > 0) this.#deriveWaypoints(waypoints);
 
     const serviceEntries = new ChangeCollector<ServiceEntry>();
-    for (const key of dirtyEntries) {
+    // Removals first (their VIPs free up), then the oldest entries: VIPs are handed out in creation
+    // order, so an agent that restarts allocates as the one that saw the entries arrive did.
+    const entryOrder = (k: string): string => {
+      const r = this.#entryRecords.get(k);
+      return r === undefined ? '' : `1${r.created ?? '~'}\0${k}`;
+    };
+    const orderedEntries = [...dirtyEntries].sort((x, y) => {
+      const ox = entryOrder(x);
+      const oy = entryOrder(y);
+      return ox < oy ? -1 : ox > oy ? 1 : 0;
+    });
+    for (const key of orderedEntries) {
       const prev = this.#entries.find(key);
       const record = this.#entryRecords.get(key);
       const next = record === undefined ? undefined : this.#deriveServiceEntry(record);

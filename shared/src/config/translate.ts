@@ -249,7 +249,7 @@ const peerAuthenticationSchema = z.object({
 
 const SE_PROTOCOLS = ['HTTP', 'HTTPS', 'HTTP2', 'GRPC', 'TLS', 'TCP', 'MONGO'] as const;
 const serviceEntrySchema = z.object({
-  metadata,
+  metadata: metadata.extend({ creationTimestamp: z.string().optional() }),
   spec: z
     .object({
       hosts: z.array(z.string()).min(1, 'must name at least one host'),
@@ -899,6 +899,7 @@ function buildServiceEntry(raw: unknown): ConfigObject {
     location: spec.location ?? 'MESH_EXTERNAL',
     endpoints,
     waypoint: waypointLabel(l, namespace),
+    created: e.metadata.creationTimestamp,
   };
   return entry;
 }

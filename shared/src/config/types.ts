@@ -311,6 +311,8 @@ export interface ServiceEntryObject {
   readonly location: ServiceEntryLocation;
   readonly endpoints: readonly ServiceEntryEndpoint[];
   readonly waypoint: WaypointBinding | undefined;
+  /** metadata.creationTimestamp: entries get VIPs oldest first, so a restart allocates as history did. */
+  readonly created: string | undefined;
 }
 
 /** The mesh-wide policy for connections to destinations outside the registry (Istio's names). */

@@ -37,6 +37,13 @@ function stripMeta(meta: unknown): Obj {
   return out;
 }
 
+function withCreated(stripped: unknown, meta: unknown): Obj {
+  const out = isObj(stripped) ? { ...stripped } : {};
+  if (isObj(meta) && typeof meta.creationTimestamp === 'string')
+    out.creationTimestamp = meta.creationTimestamp;
+  return out;
+}
+
 function stripPod(o: Obj): Obj {
   const spec = isObj(o.spec) ? o.spec : {};
   const containers = Array.isArray(spec.containers) ? spec.containers : [];
@@ -83,6 +90,10 @@ export function stripObject(raw: unknown, apiVersion: string, kind: string): Obj
       return { ...base, type: o.type, data: pick(o.data, ['tls.crt', 'tls.key']) };
     case 'Gateway':
       return { ...base, spec: o.spec, ...(isObj(o.status) ? { status: pick(o.status, ['addresses']) } : {}) };
+    case 'PeerAuthentication':
+    case 'ServiceEntry':
+      // The oldest PeerAuthentication wins a tie; ServiceEntries get VIPs in creation order.
+      return { ...base, metadata: withCreated(base.metadata, o.metadata), spec: o.spec };
     default:
       // Routes and Hypha policies: the spec is the configuration; their status is written, not read.
       return { ...base, spec: o.spec };

@@ -281,6 +281,17 @@ describe('ServiceEntries in the state', () => {
     expect(v2).not.toBe(v1);
     expect(state.findServiceEntryByAddress(v1, 80)?.host).toBe(first);
     expect(state.findServiceEntryByAddress(v2, 80)?.host).toBe(second);
+    // An update of the moved host's entry (a label) keeps its VIP, though its hashed one is taken.
+    state.upsert(
+      ok(
+        entry(
+          'second',
+          { hosts: [second], ports: [{ number: 80 }], resolution: 'DNS' },
+          { labels: { v: '2' } },
+        ),
+      ),
+    );
+    expect(state.findServiceEntryByHost(second)!.addresses).toEqual([v2]);
     // Removing the first frees its VIP; the second keeps the one it had.
     state.remove({ kind: 'ServiceEntry', namespace: 'shop', name: 'first' });
     expect(state.findServiceEntryByAddress(v1, 80)).toBeUndefined();
@@ -305,6 +316,39 @@ describe('ServiceEntries in the state', () => {
     const home = vips.filter((v, i) => v === hashedVip(`h${i}.example.test`)).length;
     expect(home).toBeGreaterThan(n * 0.8);
     expect(home).toBeLessThan(n);
+  });
+
+  it('hands out VIPs in creation order, so a restart (one snapshot, listed by name) allocates as history did', () => {
+    const seen = new Map<string, string>();
+    let pair: [string, string] | undefined;
+    for (let i = 0; pair === undefined; i++) {
+      const host = `c${i}.test`;
+      const other = seen.get(hashedVip(host));
+      if (other !== undefined) pair = [other, host];
+      seen.set(hashedVip(host), host);
+    }
+    // "z-old" was created first, "a-new" later: history gives z-old the hashed VIP.
+    const e = (name: string, host: string, created: string) =>
+      ok(
+        entry(
+          name,
+          { hosts: [host], ports: [{ number: 80 }], resolution: 'DNS' },
+          { creationTimestamp: created },
+        ),
+      );
+    const old = e('z-old', pair[0], '2026-01-01T00:00:00Z');
+    const young = e('a-new', pair[1], '2026-02-01T00:00:00Z');
+    const live = createConfigState();
+    live.upsert(old);
+    live.upsert(young);
+    const restarted = createConfigState();
+    restarted.applySnapshot([young, old]); // the API lists by name
+    for (const host of pair) {
+      expect(restarted.findServiceEntryByHost(host)!.addresses).toEqual(
+        live.findServiceEntryByHost(host)!.addresses,
+      );
+    }
+    expect(live.findServiceEntryByHost(pair[0])!.addresses).toEqual([hashedVip(pair[0])]);
   });
 
   it('shares a host between entries: the first by namespace/name answers, the VIP lives while any names it', () => {
