@@ -740,6 +740,7 @@ interface HealthAnswer {
     error: string | null;
     tap: boolean;
   }[];
+  kubernetes: { ok: boolean; error: string | null } | null;
 }
 
 function HealthPage() {
@@ -749,13 +750,23 @@ function HealthPage() {
       <h1>Mesh health</h1>
       <PromBanner status={data?.prometheus} />
       {error && <div class="banner error">{error}</div>}
+      {data?.kubernetes && !data.kubernetes.ok && (
+        <div class="banner warn" data-testid="kubernetes-down">
+          {data.kubernetes.error}: showing the pods as last seen.
+        </div>
+      )}
+      {data?.kubernetes?.ok && (
+        <p class="hint">
+          Agents and waypoints found through the Kubernetes API; readiness read through the pod proxy.
+        </p>
+      )}
       <h2>Node agents</h2>
       <table data-testid="nodes">
         <thead>
           <tr>
             <th>node</th>
             <th>status</th>
-            <th>config version</th>
+            <th>config</th>
             <th>connections</th>
             <th>pods</th>
             <th>certificates</th>
@@ -767,7 +778,13 @@ function HealthPage() {
             <tr key={n.node} data-node={n.node} class={n.ready ? '' : 'bad'}>
               <td>{n.node}</td>
               <td data-testid="node-status">{n.ready ? 'ready' : 'NOT READY'}</td>
-              <td>{n.configVersion ?? '–'}</td>
+              <td>
+                {n.configVersion === undefined
+                  ? '–'
+                  : n.configVersion > 0
+                    ? `synced (v${n.configVersion})`
+                    : 'not synced'}
+              </td>
               <td>{n.connections ?? '–'}</td>
               <td>{n.pods}</td>
               <td>{n.certificates}</td>

@@ -397,17 +397,50 @@ export const EXPIRY_WARNING_MS = 60 * 60 * 1000;
 
 const BAD_CERT_STATES = new Set(['expired', 'fetching', 'backoff']);
 
-export function buildHealth(targets: readonly AdminTargetState[], nowMs: number): Health {
+/** Readiness of agent and waypoint pods read through the Kubernetes API (cluster mode). */
+export interface PodReadiness {
+  kind: 'agent' | 'waypoint';
+  name: string;
+  pod: string;
+  ready: boolean;
+  reasons: string[];
+}
+
+export function buildHealth(
+  targets: readonly AdminTargetState[],
+  nowMs: number,
+  kubePods: readonly PodReadiness[] = [],
+): Health {
   const objects = meshObjects(targets);
   const nodeNames = new Set<string>();
   for (const w of objects.workloads) if (w.inMesh && w.node) nodeNames.add(w.node);
   const agents = targets.filter((t) => t.kind === 'agent' && t.name !== undefined);
   for (const a of agents) nodeNames.add(a.name!);
+  for (const p of kubePods) if (p.kind === 'agent') nodeNames.add(p.name);
   const nodes: NodeHealth[] = [...nodeNames].sort().map((node) => {
     const t = agents.find((a) => a.name === node);
+    const kube = kubePods.find((p) => p.kind === 'agent' && p.name === node);
     const pods = objects.workloads.filter((w) => w.inMesh && w.node === node).length;
     const reasons: string[] = [];
-    if (t === undefined) reasons.push('no agent admin endpoint given for this node (--admin)');
+    if (kube !== undefined) {
+      for (const r of kube.reasons) reasons.push(`${kube.pod}: ${r}`);
+      if (t === undefined) {
+        return {
+          node,
+          ready: kube.ready,
+          reasons,
+          admin: undefined,
+          configVersion: undefined,
+          connections: undefined,
+          certificates: 0,
+          pods,
+          lastSeen: undefined,
+        };
+      }
+    }
+    if (t === undefined && kube === undefined)
+      reasons.push('no agent runs here, or none was given (--admin, --kubernetes)');
+    else if (t === undefined) reasons.push('no agent admin endpoint given for this node (--admin)');
     else if (!t.ok) reasons.push(`its agent does not answer: ${t.error ?? 'unknown error'}`);
     else {
       if ((t.configDump?.version ?? 0) < 1) reasons.push('config not synced yet');
@@ -418,7 +451,7 @@ export function buildHealth(targets: readonly AdminTargetState[], nowMs: number)
     }
     return {
       node,
-      ready: t !== undefined && t.ok && reasons.length === 0,
+      ready: t !== undefined && t.ok && reasons.length === 0 && (kube === undefined || kube.ready),
       reasons,
       admin: t?.label,
       configVersion: t?.ok ? t.configDump?.version : undefined,
@@ -432,10 +465,23 @@ export function buildHealth(targets: readonly AdminTargetState[], nowMs: number)
   const wpNames = new Set([
     ...objects.waypoints.map((w) => `${w.namespace}/${w.name}`),
     ...wpTargets.map((t) => t.name!),
+    ...kubePods.filter((p) => p.kind === 'waypoint').map((p) => p.name),
   ]);
   const waypoints: WaypointHealth[] = [...wpNames].sort().map((name) => {
     const t = wpTargets.find((w) => w.name === name);
-    const reasons: string[] = [];
+    const kube = kubePods.filter((p) => p.kind === 'waypoint' && p.name === name);
+    const reasons: string[] = kube.flatMap((p) => p.reasons.map((r) => `${p.pod}: ${r}`));
+    if (t === undefined && kube.length > 0) {
+      return {
+        name,
+        ready: kube.some((p) => p.ready),
+        reasons,
+        admin: undefined,
+        configVersion: undefined,
+        connections: undefined,
+        configErrors: [],
+      };
+    }
     if (t === undefined) reasons.push('no admin endpoint given for this waypoint (--admin)');
     else if (!t.ok) reasons.push(`it does not answer: ${t.error ?? 'unknown error'}`);
     else

@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import type { TapEvent } from '@hypha/shared/telemetry';
 import { type AdminPoller, createAdminPoller } from './admin.js';
 import type { Endpoint } from './fetch.js';
+import type { KubeHealthSource } from './kube.js';
 import {
   buildGraph,
   buildHealth,
@@ -41,6 +42,8 @@ export interface DashboardOptions {
   config: string | undefined;
   /** How often admin endpoints are polled. */
   pollMs?: number;
+  /** Cluster mode: agents' and waypoints' readiness through the API server's pod proxy. */
+  kube?: KubeHealthSource;
 }
 
 export interface Dashboard {
@@ -271,10 +274,12 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
         return send(res, 200, await graph());
       case '/api/health': {
         const { status } = prom !== undefined ? await promPing() : { status: promStatus() };
+        const kube = o.kube?.snapshot();
         return send(res, 200, {
           prometheus: status,
-          ...buildHealth(admin.targets, Date.now()),
+          ...buildHealth(admin.targets, Date.now(), kube?.pods ?? []),
           admins: admin.targets.map(targetView),
+          kubernetes: kube === undefined ? null : { ok: kube.error === undefined, error: kube.error ?? null },
         });
       }
       case '/api/workload': {
@@ -355,6 +360,7 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
     async close() {
       unsubscribe();
       admin.close();
+      o.kube?.close();
       for (const r of sse) r.destroy();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -185,7 +185,7 @@ describe('hypha dashboard JSON API', () => {
     // node-b is known from the pods the config places there, though its agent is gone.
     const b = nodes.find((n) => n.node === 'node-b')!;
     expect(b.ready).toBe(false);
-    expect(b.reasons.join()).toMatch(/no agent admin endpoint given for this node|does not answer/);
+    expect(b.reasons.join()).toMatch(/^no agent runs here, or none was given \(--admin, --kubernetes\)$/);
     expect(body.warnings).toEqual([
       expect.objectContaining({
         level: 'warning',

@@ -12,6 +12,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import {
   createServer as createHttpServer,
+  request as httpRequest,
   type IncomingMessage,
   type Server,
   type ServerResponse,
@@ -849,6 +850,54 @@ export async function createKubeApiServer(options: KubeApiServerOptions = {}): P
     }
   }
 
+  /**
+   * GET .../namespaces/{ns}/pods/{name}[:{port}]/proxy/{path}: the API server's pod proxy, as
+   * `kubectl get --raw` and dashboards use it: HTTP to the pod's IP (status.podIP) and port, the
+   * answer relayed as it is; 503 when the pod has no IP or does not answer, as the real server.
+   */
+  async function proxyToPod(
+    req: IncomingMessage,
+    res: ServerResponse,
+    parsed: ParsedPath,
+    path: string,
+    search: string,
+  ): Promise<void> {
+    const [name = '', portText = '80'] = (parsed.name ?? '').split(':');
+    const pod = store.tryGet(typeFor('', 'v1', 'pods'), parsed.namespace, name) as
+      | { status?: { podIP?: string } }
+      | undefined;
+    if (pod === undefined) throw new ApiError(404, 'NotFound', `pods "${name}" not found`);
+    const ip = pod.status?.podIP;
+    if (!ip) throw new ApiError(503, 'ServiceUnavailable', `pod ${name} has no IP address`);
+    const rest = path.split('/proxy').slice(1).join('/proxy') || '/';
+    await new Promise<void>((resolve) => {
+      const upstream = httpRequest(
+        { host: ip, port: Number(portText), path: `${rest}${search}`, method: req.method, timeout: 10_000 },
+        (answer) => {
+          res.writeHead(answer.statusCode ?? 502, {
+            'Content-Type': answer.headers['content-type'] ?? 'text/plain',
+          });
+          answer.pipe(res);
+          answer.on('end', resolve);
+          answer.on('error', () => resolve());
+        },
+      );
+      upstream.on('timeout', () => upstream.destroy(new Error('i/o timeout')));
+      upstream.on('error', (err: NodeJS.ErrnoException) => {
+        if (!res.headersSent) {
+          const e = new ApiError(
+            503,
+            'ServiceUnavailable',
+            `error trying to reach service: dial tcp ${ip}:${portText}: ${err.code ?? err.message}`,
+          );
+          sendJson(res, 503, e.toStatus());
+        } else res.destroy();
+        resolve();
+      });
+      req.pipe(upstream);
+    });
+  }
+
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (closing) {
       res.socket?.destroy();
@@ -921,6 +970,10 @@ export async function createKubeApiServer(options: KubeApiServerOptions = {}): P
       }
       const parsed = parsePath(path);
       if (!parsed) throw new ApiError(404, 'NotFound', 'the server could not find the requested resource');
+      if (parsed.plural === 'pods' && parsed.subresource === 'proxy' && parsed.group === '') {
+        await proxyToPod(req, res, parsed, path, url.search);
+        return;
+      }
       if (isWatch && holding) {
         await new Promise<void>((resolve) => held.push(resolve));
         if (req.destroyed) return;

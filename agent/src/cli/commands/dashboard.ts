@@ -11,6 +11,8 @@ interface DashboardFlags {
   prometheus?: string;
   admin: string[];
   config?: string;
+  kubernetes: boolean;
+  kubeconfig?: string;
 }
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -38,6 +40,15 @@ export function register(program: Command): void {
       [],
     )
     .option(
+      '--kubernetes',
+      "cluster mode: find every agent and waypoint pod through the API server and read each one's /healthz/ready through its pod proxy",
+      false,
+    )
+    .option(
+      '--kubeconfig <path>',
+      'with --kubernetes: kubeconfig (default: $KUBECONFIG, in-cluster, ~/.kube/config)',
+    )
+    .option(
       '--config <path>',
       "the mesh config file, for the policy page's explain box (default: $HYPHA_CONFIG)",
     )
@@ -48,12 +59,16 @@ The graph's rates, success rates and p99 come from Prometheus (the Istio-named m
 and waypoints export); pods, certificates, policies, health and the live tap come from the admin
 endpoints. Without Prometheus the page says so and draws edges from the last minute of tap events.
 Admin endpoints listen on localhost: run the dashboard on the node, or reach them with
-kubectl port-forward. Exit 2 on a bad flag, 1 when the port cannot be bound.
+kubectl port-forward. --kubernetes finds every agent and waypoint pod through the API server and
+reads its readiness (/healthz/ready, port 15021) through the pod proxy, so the health page covers
+the whole cluster; the pod proxy cannot reach the localhost-only admin port. Exit 2 on a bad flag,
+1 when the port cannot be bound.
 
 Examples:
   hypha dashboard --prometheus http://127.0.0.1:9090
   hypha dashboard --admin 127.0.0.1:15000 --admin unix:/tmp/waypoint-admin.sock --port 0
-  hypha dashboard --config mesh.yaml --prometheus http://10.0.0.5:9090 --admin 127.0.0.1:15000`,
+  hypha dashboard --config mesh.yaml --prometheus http://10.0.0.5:9090 --admin 127.0.0.1:15000
+  hypha dashboard --kubernetes --prometheus http://127.0.0.1:9090   # kubectl port-forward svc/prometheus 9090`,
     )
     .action(async (flags: DashboardFlags) => {
       const port = Number(flags.port);
@@ -74,7 +89,23 @@ Examples:
         }
         prometheus = flags.prometheus;
       }
-      const admins = (flags.admin.length > 0 ? flags.admin : ['127.0.0.1:15000']).map(parseTapTarget);
+      if (flags.kubeconfig !== undefined && !flags.kubernetes) {
+        throw new UsageError('--kubeconfig needs --kubernetes (cluster mode)');
+      }
+      // In cluster mode the admin ports are reached only when given (port-forward); outside it the
+      // local agent's is the default.
+      const admins = (flags.admin.length > 0 || flags.kubernetes ? flags.admin : ['127.0.0.1:15000']).map(
+        parseTapTarget,
+      );
+      let kube: import('../../dashboard/kube.js').KubeHealthSource | undefined;
+      if (flags.kubernetes) {
+        const { loadKubeConfig } = await import('@hypha/shared/kube');
+        const { createKubeHealthSource } = await import('../../dashboard/kube.js');
+        kube = await createKubeHealthSource(loadKubeConfig(flags.kubeconfig));
+        const first = kube.snapshot();
+        if (first.error !== undefined)
+          process.stderr.write(`hypha: warning: ${first.error}; retrying every 2 s\n`);
+      }
       const { startDashboard } = await import('../../dashboard/index.js');
       let dashboard: Awaited<ReturnType<typeof startDashboard>>;
       try {
@@ -84,6 +115,7 @@ Examples:
           prometheus,
           admins,
           config: flags.config,
+          ...(kube !== undefined ? { kube } : {}),
         });
       } catch (err) {
         const e = err as NodeJS.ErrnoException;
@@ -96,6 +128,11 @@ Examples:
         throw err;
       }
       process.stdout.write(`hypha dashboard: ${dashboard.url}\n`);
+      if (!/^(127\.|::1$|localhost$)/.test(flags.address)) {
+        process.stderr.write(
+          `hypha: warning: listening on ${flags.address}, not loopback: whoever reaches this port sees the whole mesh (the dashboard has no login)\n`,
+        );
+      }
       if (prometheus === undefined)
         process.stdout.write('  no --prometheus: rates come from the live tap only\n');
       process.stdout.write(
