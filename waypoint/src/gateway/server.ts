@@ -24,8 +24,6 @@ import { peekSni } from './sni.js';
 export interface GatewayListenersOptions {
   engine: Waypoint;
   logger: Logger;
-  /** Added to every listener port (tests run several gateways on one host); default 0. */
-  portOffset?: number;
   /** How long a passthrough connection may take to send its ClientHello. */
   helloTimeoutMs?: number;
 }
@@ -46,7 +44,6 @@ function clientOf(s: Socket): { ip: string; port: number } {
 export class GatewayListeners {
   readonly #engine: Waypoint;
   readonly #log: Logger;
-  readonly #offset: number;
   readonly #helloMs: number;
   readonly #ports = new Map<number, OpenPort>();
   #plan: GatewayPlan | undefined;
@@ -55,7 +52,6 @@ export class GatewayListeners {
   constructor(opts: GatewayListenersOptions) {
     this.#engine = opts.engine;
     this.#log = opts.logger.child({ component: 'gateway-listeners' });
-    this.#offset = opts.portOffset ?? 0;
     this.#helloMs = opts.helloTimeoutMs ?? 10_000;
   }
 
@@ -90,12 +86,6 @@ export class GatewayListeners {
     const open = this.#ports.get(port);
     if (open === undefined) return 'not open';
     return open.error;
-  }
-
-  /** The bound port (listener port + offset) for tests and logs. */
-  boundPort(port: number): number | undefined {
-    const a = this.#ports.get(port)?.server.address();
-    return a !== null && typeof a === 'object' ? a.port : undefined;
   }
 
   async close(): Promise<void> {
@@ -138,12 +128,12 @@ export class GatewayListeners {
       kind,
       server,
       error: undefined,
-      listening: listenAllFamilies(server, port + this.#offset).then(
+      listening: listenAllFamilies(server, port).then(
         (addr) => {
           this.#log.info({ port, bound: addr.port, kind }, 'listener port open');
         },
         (err: Error) => {
-          open.error = `cannot listen on port ${port + this.#offset}: ${err.message}`;
+          open.error = `cannot listen on port ${port}: ${err.message}`;
           this.#log.warn({ port, err: err.message }, 'listener port failed to open');
         },
       ),
