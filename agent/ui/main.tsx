@@ -140,9 +140,8 @@ function PromBanner({ status }: { status: PromStatus | undefined }) {
   if (status === undefined || status.ok) return null;
   return (
     <div class="banner warn" data-testid="prometheus-down">
-      {status.configured ? 'Prometheus is unreachable' : 'No Prometheus configured'}: {status.error}. Showing
-      what the admin endpoints give (live tap, pods, certificates, policies, health); rates are estimated from
-      the last minute of tap events.
+      {status.error}. Showing what the admin endpoints give (live tap, pods, certificates, policies, health);
+      rates are estimated from the last minute of tap events.
     </div>
   );
 }

@@ -92,10 +92,10 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
     url: o.prometheus,
     error:
       prom === undefined
-        ? 'no Prometheus configured (--prometheus URL)'
+        ? 'No Prometheus configured (--prometheus URL)'
         : error === undefined
           ? undefined
-          : `Prometheus ${o.prometheus} is unreachable: ${(error as Error).message}`,
+          : `Prometheus is unreachable (${o.prometheus}): ${(error as Error).message}`,
   });
 
   /** The graph's samples, or the error that stopped them. */

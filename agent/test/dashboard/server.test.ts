@@ -268,7 +268,7 @@ describe('hypha dashboard JSON API', () => {
       const { body } = await api('/api/graph');
       expect(body.prometheus).toMatchObject({
         ok: false,
-        error: expect.stringMatching(/^Prometheus http:\/\/127\.0\.0\.1:\d+ is unreachable: /),
+        error: expect.stringMatching(/^Prometheus is unreachable \(http:\/\/127\.0\.0\.1:\d+\): /),
       });
       expect(body.from).toBe('tap');
       // The denied connection from the tap is an edge; it was denied by policy, not a failure.
