@@ -137,7 +137,11 @@ export class Outbound {
 
   #reportMeshConfig(mesh: MeshConfigObject | undefined): void {
     const mode = this.findOutboundTrafficPolicy();
-    const from = mesh ? `MeshConfig ${mesh.namespace}/${mesh.name}` : '--outbound-policy';
+    // The MeshConfig decides only when it sets a mode; otherwise the agent's flag does.
+    const from =
+      mesh?.outboundTrafficPolicy !== undefined
+        ? `MeshConfig ${mesh.namespace}/${mesh.name}`
+        : '--outbound-policy';
     if (mesh !== undefined && mesh.problems.length > 0) {
       this.#log.error(
         { meshConfig: `${mesh.namespace}/${mesh.name}`, problems: mesh.problems },
@@ -145,10 +149,7 @@ export class Outbound {
       );
       return;
     }
-    this.#log.info(
-      { outboundTrafficPolicy: mode, from: mesh?.outboundTrafficPolicy ? from : '--outbound-policy' },
-      `outbound traffic policy ${mode}`,
-    );
+    this.#log.info({ outboundTrafficPolicy: mode, from }, `outbound traffic policy ${mode}`);
   }
 
   handleSocket(socket: Socket): void {
