@@ -12,6 +12,7 @@ it('names everything after the Gateway, exposes its listener ports on a LoadBala
     name: 'edge',
     ports: [80, 443, 8443],
     template: await readWaypointTemplate(TEMPLATE),
+    // biome-ignore lint/suspicious/noExplicitAny: rendered YAML is navigated freely in assertions
   }) as unknown as Record<string, any>[];
   expect(objects.map((o) => `${o.kind}/${o.metadata.name}`)).toEqual([
     'ServiceAccount/edge',
