@@ -38,7 +38,8 @@ RUN npm run install -w @hypha/agent \
  && node_modules/.bin/tsc -p shared \
  && node_modules/.bin/tsc -p test \
  && node_modules/.bin/tsc -p waypoint \
- && node_modules/.bin/tsc -p agent
+ && node_modules/.bin/tsc -p agent \
+ && node agent/ui/build.mjs
 
 FROM ${NODE_IMAGE} AS deps
 WORKDIR /app

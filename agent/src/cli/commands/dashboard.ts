@@ -35,7 +35,7 @@ export function register(program: Command): void {
     )
     .option(
       '--admin <address>',
-      'admin endpoint of an agent or waypoint, host:port or unix:/path; repeat for each (default 127.0.0.1:15000)',
+      'admin endpoint of an agent or waypoint, host:port or unix:/path; repeat for each (default without --kubernetes: 127.0.0.1:15000)',
       collect,
       [],
     )
