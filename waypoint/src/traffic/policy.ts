@@ -13,6 +13,13 @@
 //     rateLimits:                                            # local token buckets, per waypoint replica
 //       - { name: per-caller, requests: 10, interval: 1s, burst: 5, key: sourcePrincipal,
 //           routes: [{ name: reviews, rule: 0 }] }
+//     tls:                                    # upstream TLS origination (egress to a ServiceEntry)
+//       mode: SIMPLE | MUTUAL | DISABLE       # Istio's ClientTLSSettings; MUTUAL adds a client cert
+//       sni: api.external.test                # default: the ServiceEntry's host
+//       caCertificates: /etc/hypha/ca.pem     # a PEM bundle file the server must chain to, and/or
+//       caCertificatesPem: "-----BEGIN..."    # the bundle inline
+//       credentialName: api-client            # MUTUAL: a kubernetes.io/tls Secret in the namespace
+//       subjectAltNames: [api.external.test]  # names the certificate must carry (default: the SNI)
 import { z } from 'zod';
 import { parseDuration } from '../duration.js';
 import { WaypointConfigError } from '../errors.js';
@@ -86,7 +93,7 @@ const percentage = z.number().min(0).max(100);
 const count = z.number().int().min(1).max(1_000_000);
 const ref = z.object({
   group: z.string().optional(),
-  kind: z.literal('Service'),
+  kind: z.enum(['Service', 'ServiceEntry']),
   name: z.string().min(1),
   namespace: z.string().optional(),
 });
@@ -120,6 +127,41 @@ const rateLimitSchema = z.object({
     .max(16)
     .optional(),
 });
+
+const dnsName = z
+  .string()
+  .min(1)
+  .max(253)
+  .regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'must be a lower-case DNS name such as "api.external.test"');
+
+/** Upstream TLS origination (Istio's DestinationRule `trafficPolicy.tls`, ClientTLSSettings). */
+export const upstreamTlsSchema = z
+  .object({
+    mode: z.enum(['DISABLE', 'SIMPLE', 'MUTUAL']),
+    sni: dnsName.optional(),
+    caCertificates: z.string().min(1).max(4096).optional(),
+    caCertificatesPem: z
+      .string()
+      .min(1)
+      .max(1 << 20)
+      .optional(),
+    credentialName: z
+      .string()
+      .regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'must name a Secret')
+      .max(253)
+      .optional(),
+    subjectAltNames: z.array(dnsName).min(1).max(16).optional(),
+  })
+  .refine(
+    (t) => t.mode === 'DISABLE' || t.caCertificates !== undefined || t.caCertificatesPem !== undefined,
+    'SIMPLE and MUTUAL need caCertificates (a file) or caCertificatesPem: the server is always verified',
+  )
+  .refine(
+    (t) => (t.mode === 'MUTUAL') === (t.credentialName !== undefined),
+    'credentialName (a kubernetes.io/tls Secret with the client certificate) is set with mode MUTUAL, and only then',
+  );
+
+export type UpstreamTlsSpec = z.infer<typeof upstreamTlsSchema>;
 
 const specSchema = z.object({
   targetRefs: z.array(ref).optional(),
@@ -171,6 +213,7 @@ const specSchema = z.object({
     })
     .optional(),
   rateLimits: z.array(rateLimitSchema).min(1).max(8).optional(),
+  tls: upstreamTlsSchema.optional(),
 });
 
 export type RateLimitKey =
@@ -223,6 +266,8 @@ export interface TrafficSettings {
   retry: RetryPolicy | undefined;
   /** Local rate limits, in `rateLimits` order; empty: none. */
   rateLimits: readonly RateLimitSpec[];
+  /** Upstream TLS origination as written (resolved per snapshot: egress/tls.ts); undefined: none. */
+  tls?: UpstreamTlsSpec | undefined;
 }
 
 /** Without a TrafficPolicy: round robin, no limits, no outlier detection, no faults. */
@@ -251,7 +296,7 @@ export function compileTrafficPolicy(raw: unknown): { services: string[]; settin
       meta.namespace,
       meta.name,
       'spec.targetRefs',
-      'at least one Service targetRef is required',
+      'at least one Service or ServiceEntry targetRef is required',
     );
   }
   if (spec.retry !== undefined && spec.retries !== undefined) {
@@ -302,6 +347,7 @@ export function compileTrafficPolicy(raw: unknown): { services: string[]; settin
         ? compileIstioRetries(spec.retries)
         : undefined,
     rateLimits: compileRateLimits(meta, spec.rateLimits ?? []),
+    ...(spec.tls !== undefined && spec.tls.mode !== 'DISABLE' ? { tls: spec.tls } : {}),
   };
   refs.forEach((r, i) => {
     if ((r.namespace ?? meta.namespace) !== meta.namespace) {
