@@ -27,6 +27,7 @@ export type {
   KubeApiServerOptions,
   KubeObject,
   PolicyRule,
+  PortForwardTarget,
   RequestRecord,
   ResourceAttributes,
   ServiceAccountTokenSpec,
@@ -48,6 +49,8 @@ export {
 } from './kube-api/index.js';
 export type { DemoCheck, DemoResult } from './mesh/demo.js';
 export { DEMO_NODES, DEMO_WAYPOINT, demoConfigParams, runDemoTraffic, startDemo } from './mesh/demo.js';
+export type { EdgeDemo } from './mesh/demo-edge.js';
+export { DEMO_EDGE, getThroughGateway, runEdgeDemo } from './mesh/demo-edge.js';
 export { DEMO_L7, runL7Demo } from './mesh/demo-l7.js';
 export { runUpgradeCheck } from './mesh/demo-upgrade.js';
 export type { ExposedSocket } from './mesh/expose.js';
@@ -57,6 +60,7 @@ export type {
   LocalMeshOptions,
   LogEvent,
   MeshProcessExit,
+  StartGatewayOptions,
   StartWaypointOptions,
   WaypointProcess,
 } from './mesh/local-mesh.js';

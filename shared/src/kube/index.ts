@@ -13,6 +13,13 @@ export type { WatchedKind } from './kinds.js';
 export { gatewayWatchedKinds, WATCHED_KINDS } from './kinds.js';
 export type { KubeCluster, KubeconfigOption, KubeUser } from './kubeconfig.js';
 export { KubeConfig, loadKubeConfig } from './kubeconfig.js';
+export type { PortForwardOptions } from './portforward.js';
+export {
+  openPortForward,
+  PORT_FORWARD_PROTOCOL,
+  PortForwardAgent,
+  PortForwardStream,
+} from './portforward.js';
 export type { KubeRequestOptions } from './request.js';
 export { fetchKube } from './request.js';
 export type { KindStats, KubeSource, KubeSourceOptions } from './source.js';

@@ -8,11 +8,15 @@ it('@hypha/shared/kube exports exactly these values', () => {
     'Informer',
     'KubeConfig',
     'KubeError',
+    'PORT_FORWARD_PROTOCOL',
+    'PortForwardAgent',
+    'PortForwardStream',
     'WATCHED_KINDS',
     'createKubeSource',
     'fetchKube',
     'gatewayWatchedKinds',
     'loadKubeConfig',
+    'openPortForward',
     'stripObject',
   ]);
 });

@@ -1,6 +1,8 @@
 // Public surface of the stand-in Kubernetes API server (name every export; no `export *`).
 
 export { jsonPatch, mergePatch, PatchError, strategicMergePatch } from './patch.js';
+export type { PortForwardTarget } from './portforward.js';
+export { PORT_FORWARD_PROTOCOLS, parsePorts } from './portforward.js';
 export type {
   AuthorizationDecision,
   Grant,

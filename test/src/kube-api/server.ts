@@ -16,12 +16,19 @@ import {
   type IncomingMessage,
   type Server,
   type ServerResponse,
+  STATUS_CODES,
 } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jsonPatch, mergePatch, PatchError, strategicMergePatch } from './patch.js';
+import {
+  createPortForwardRelay,
+  PORT_FORWARD_PROTOCOLS,
+  type PortForwardTarget,
+  parsePorts,
+} from './portforward.js';
 import {
   ADMIN_USER,
   type AuthorizationDecision,
@@ -133,6 +140,14 @@ export interface KubeApiServer {
   injectFailure(failure: FailureInjection): void;
   /** Resolves once `count` watches are open (bounded by timeoutMs). */
   waitForWatches(count: number, timeoutMs?: number): Promise<void>;
+  /**
+   * Where port `port` "inside" pod namespace/pod leads for the portforward subresource (the test
+   * cluster's pods are network namespaces, so tests name a host:port or unix socket that reaches
+   * it); undefined makes it refuse, as a port nothing listens on. Unset ports refuse too.
+   */
+  forwardPort(namespace: string, pod: string, port: number, target: PortForwardTarget | undefined): void;
+  /** Port-forward WebSockets open now. */
+  readonly openPortForwards: number;
   close(): Promise<void>;
 }
 
@@ -273,6 +288,8 @@ export async function createKubeApiServer(options: KubeApiServerOptions = {}): P
   const requests: RequestRecord[] = [];
   const watchWaiters = new Set<() => void>();
   let closing = false;
+  const portTargets = new Map<string, PortForwardTarget>();
+  const portForwards = createPortForwardRelay();
 
   const cert = useTls ? await createServingCertificate(dir) : undefined;
 
@@ -992,6 +1009,115 @@ export async function createKubeApiServer(options: KubeApiServerOptions = {}): P
     }
   }
 
+  /** Answers a refused upgrade on the raw socket with a Status, as the real server does. */
+  function refuseUpgrade(socket: import('node:stream').Duplex, err: ApiError): void {
+    const body = JSON.stringify(err.toStatus());
+    socket.end(
+      `HTTP/1.1 ${err.code} ${STATUS_CODES[err.code] ?? 'Error'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+
+  /**
+   * WebSocket upgrades: only GET .../pods/{name}/portforward (the WebSocket form of port-forward).
+   * RBAC: verb `create` on `pods/portforward`, for the GET upgrade as for POST.
+   */
+  function upgrade(req: IncomingMessage, socket: import('node:stream').Duplex, head: Buffer): void {
+    socket.on('error', () => socket.destroy());
+    if (closing) {
+      socket.destroy();
+      return;
+    }
+    const url = new URL(req.url ?? '/', 'http://stand-in');
+    const path = url.pathname;
+    const method = req.method ?? 'GET';
+    const record: RequestRecord = {
+      method,
+      path,
+      query: Object.fromEntries(url.searchParams),
+      watch: false,
+      status: 101,
+    };
+    requests.push(record);
+    const refuse = (err: ApiError) => {
+      record.status = err.code;
+      refuseUpgrade(socket, err);
+    };
+    try {
+      const user = authenticate(req);
+      if (!user) throw new ApiError(401, 'Unauthorized', 'Unauthorized');
+      record.user = user.username;
+      const parsed = parsePath(path);
+      if (
+        parsed?.group !== '' ||
+        parsed.plural !== 'pods' ||
+        parsed.subresource !== 'portforward' ||
+        parsed.namespace === undefined ||
+        parsed.name === undefined
+      )
+        throw new ApiError(400, 'BadRequest', `${path} does not take a connection upgrade`);
+      const attrs: ResourceAttributes = {
+        verb: 'create',
+        group: '',
+        resource: 'pods',
+        subresource: 'portforward',
+        namespace: parsed.namespace,
+        name: parsed.name,
+      };
+      if (options.rbac) {
+        const decision = authorize(rbacSource, user, attrs);
+        record.authorization = decision;
+        if (!decision.allowed) {
+          record.status = 403;
+          const body = forbiddenStatus(decision);
+          refuseUpgrade(socket, new ApiError(403, 'Forbidden', String(body.message)));
+          return;
+        }
+      }
+      const offered = (req.headers['sec-websocket-protocol'] ?? '')
+        .split(',')
+        .map((p) => p.trim())
+        .filter((p) => p.length > 0);
+      if (offered.length > 0 && !offered.some((p) => PORT_FORWARD_PROTOCOLS.includes(p)))
+        throw new ApiError(
+          400,
+          'BadRequest',
+          `requested protocol(s) are not supported: [${offered.join(' ')}]; supports [${PORT_FORWARD_PROTOCOLS.join(' ')}]`,
+        );
+      let ports: number[];
+      try {
+        ports = parsePorts(url.searchParams);
+      } catch (err) {
+        throw new ApiError(400, 'BadRequest', (err as Error).message);
+      }
+      const pod = store.tryGet(typeFor('', 'v1', 'pods'), parsed.namespace, parsed.name) as
+        | (KubeObject & { status?: { phase?: string } })
+        | undefined;
+      if (pod === undefined) throw new ApiError(404, 'NotFound', `pods "${parsed.name}" not found`);
+      if (pod.status?.phase !== 'Running')
+        throw new ApiError(
+          400,
+          'BadRequest',
+          `pod ${parsed.name} is not running (phase ${pod.status?.phase ?? 'unknown'})`,
+        );
+      const ns = parsed.namespace;
+      const name = parsed.name;
+      portForwards.upgrade(
+        req,
+        socket,
+        head,
+        { namespace: ns, name, ...(pod.metadata.uid ? { uid: pod.metadata.uid } : {}) },
+        ports,
+        (port) => portTargets.get(`${ns}/${name}:${port}`),
+      );
+    } catch (err) {
+      refuse(
+        err instanceof ApiError
+          ? err
+          : new ApiError(500, 'InternalError', `Internal error occurred: ${(err as Error).message}`),
+      );
+    }
+  }
+
   const listener = (req: IncomingMessage, res: ServerResponse) => {
     void handle(req, res);
   };
@@ -999,6 +1125,9 @@ export async function createKubeApiServer(options: KubeApiServerOptions = {}): P
     ? createHttpsServer({ cert: cert.certPem, key: cert.keyPem }, listener)
     : createHttpServer(listener);
   server.keepAliveTimeout = 30_000;
+  server.on('upgrade', (req: IncomingMessage, socket: import('node:stream').Duplex, head: Buffer) =>
+    upgrade(req, socket, head),
+  );
   // Connections still in the accept queue when close() runs must not outlive it.
   server.on(useTls ? 'secureConnection' : 'connection', (socket: import('node:net').Socket) => {
     if (closing) socket.destroy();
@@ -1120,8 +1249,17 @@ export async function createKubeApiServer(options: KubeApiServerOptions = {}): P
         watchWaiters.add(check);
       });
     },
+    forwardPort(namespace, pod, port, target) {
+      const key = `${namespace}/${pod}:${port}`;
+      if (target === undefined) portTargets.delete(key);
+      else portTargets.set(key, target);
+    },
+    get openPortForwards() {
+      return portForwards.open;
+    },
     async close() {
       closing = true;
+      portForwards.close();
       holding = false;
       for (const release of held.splice(0)) release();
       for (const w of [...watches]) w.res.socket?.destroy();
