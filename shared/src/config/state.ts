@@ -192,6 +192,8 @@ export interface ConfigState {
   authorizationPolicies(): IterableIterator<CompiledAuthorizationPolicy>;
   serviceEntries(): IterableIterator<ServiceEntry>;
   stats(): ConfigStats;
+  /** Identities held for sharing; swept when most are no longer used by a workload or waypoint. */
+  internedIdentities(): number;
 }
 
 export function createConfigState(options: ConfigStateOptions = {}): ConfigState {
@@ -639,6 +641,7 @@ class IndexedConfigState implements ConfigState {
       return undefined;
     }
     this.#version++;
+    this.#sweepIdentities();
     const change: ConfigChange = {
       version: this.#version,
       namespaces,
@@ -910,6 +913,19 @@ class IndexedConfigState implements ConfigState {
     return id;
   }
 
+  /**
+   * Identities are shared by the workloads and waypoints that use them. Pods with service accounts
+   * of their own come and go (a job per run, a namespace per test), so once the map holds more than
+   * twice what is in use, the unused ones are dropped: memory follows the live config, not its history.
+   */
+  #sweepIdentities(): void {
+    if (this.#identities.size <= 2 * (this.#workloads.size + this.#waypoints.size) + 64) return;
+    const used = new Set<SpiffeId>();
+    for (const w of this.#workloads.values()) used.add(w.identity);
+    for (const w of this.#waypoints.values()) used.add(w.identity);
+    for (const [key, id] of this.#identities) if (!used.has(id)) this.#identities.delete(key);
+  }
+
   // Container port names rarely vary within a namespace; the pool grows with distinct sets only.
   #internNamedPorts(ports: Readonly<Record<string, number>>): Readonly<Record<string, number>> {
     let k = '';
@@ -1156,6 +1172,10 @@ class IndexedConfigState implements ConfigState {
       grpcRoutes: this.#routing.GRPCRoute.size,
       serviceEntries: this.#entries.size,
     };
+  }
+
+  internedIdentities(): number {
+    return this.#identities.size;
   }
 }
 

@@ -391,3 +391,24 @@ describe('change notifications', () => {
     expect(() => createConfigState({ trustDomain: 'Not Valid' })).toThrow(/trust domain/);
   });
 });
+
+describe('memory under churn', () => {
+  // Found by the soak (issue 18): every service account ever seen stayed interned, so an agent's
+  // heap grew with each pod that had an account of its own, long after the pod was gone.
+  it('forgets the identities of service accounts no pod uses any more', () => {
+    state.applySnapshot(base());
+    const client = state.findWorkloadByIp('10.1.1.10')!.identity;
+    for (let i = 0; i < 1000; i++) {
+      const [job] = typed(pod(`job-${i}`, { ip: '10.1.3.10', node: 'node-b', sa: `job-${i}` }));
+      state.upsert(job!);
+      state.remove({ kind: 'Pod', namespace: 'demo', name: `job-${i}` });
+    }
+    expect(state.stats().workloads).toBe(4);
+    expect(state.internedIdentities()).toBeLessThanOrEqual(2 * 4 + 64 + 1);
+    // Identities still in use are kept, and still shared.
+    expect(state.findWorkloadByIp('10.1.1.10')!.identity).toBe(client);
+    const [again] = typed(pod('client-2', { ip: '10.1.1.12', node: 'node-a', sa: 'client' }));
+    state.upsert(again!);
+    expect(state.findWorkloadByIp('10.1.1.12')!.identity).toBe(client);
+  });
+});
