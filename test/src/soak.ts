@@ -49,6 +49,8 @@ export interface ProcessSample {
 }
 
 export interface StreamResult {
+  /** When it ended, in seconds from the start. */
+  at?: number;
   sent: number;
   received: number;
   sha256Match: boolean;
@@ -559,13 +561,20 @@ async function soak(
           error?: string;
         };
         streams.push({
+          at: Math.round((Date.now() - t0) / 1000),
           sent: r.sent,
           received: r.received,
           sha256Match: r.sent > 0 && r.sent === r.received && r.sentSha256 === r.receivedSha256,
           ...(r.error ? { error: r.error } : {}),
         });
       } catch {
-        streams.push({ sent: 0, received: 0, sha256Match: false, error: `no result: ${out.slice(0, 200)}` });
+        streams.push({
+          at: Math.round((Date.now() - t0) / 1000),
+          sent: 0,
+          received: 0,
+          sha256Match: false,
+          error: `no result: ${out.slice(0, 200)}`,
+        });
       }
     }
   };
@@ -816,7 +825,7 @@ export function formatSoak(r: SoakResult): string[] {
     t('HTTP requests through the waypoint', r.http),
     t('gRPC calls through the waypoint', r.grpc),
     t('DENY-targeted client connections', r.denyClient),
-    `long streams (${STREAM_SECONDS} s each, sha256-checked): ${exact}/${r.streams.length} exact, ${r.streams.reduce((a, s) => a + s.sent, 0)} bytes sent`,
+    `long streams (${STREAM_SECONDS} s each, sha256-checked): ${exact}/${r.streams.length} exact, ${r.streams.reduce((a, s) => a + s.sent, 0)} bytes sent${exact < r.streams.length ? `; not exact: ${JSON.stringify(r.streams.filter((s) => !s.sha256Match))}` : ''}`,
     `churn: ${r.churn.podsAdded} pods added, ${r.churn.podsRemoved} removed, ${r.churn.certificatesSeen} churn certificates seen ready, ${r.churn.configWrites} config writes, ${r.churn.endpointChanges} endpoint changes of web and rpc; DENY toggled ${r.denyToggles} times`,
     ...(r.api
       ? [
