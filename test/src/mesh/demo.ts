@@ -44,6 +44,11 @@ export async function startDemo(
     ipFamilies?: IpFamilies;
     /** Also start waypoint DEMO_WAYPOINT (alongside the agents); demo-l7 binds the echo service to it. */
     waypoint?: boolean;
+    /**
+     * An outside world beyond the cluster (IPv4 demos), the agents' DNS upstream: demo-edge runs
+     * the ingress gateway and egress to an external API against it.
+     */
+    outsideWorld?: boolean;
   } = {},
 ): Promise<DemoResult> {
   const ipFamilies = options.ipFamilies ?? 'ipv4';
@@ -54,6 +59,7 @@ export async function startDemo(
     ipFamilies,
     // An upgraded agent carries its live connections to their end (the upgrade check's streams).
     drainTimeout: '30s',
+    outsideWorld: options.outsideWorld === true && ipFamilies === 'ipv4',
     ...(logger ? { logger } : {}),
   });
   try {

@@ -7,7 +7,8 @@
 //   pods: one netns each, behind their node; apps started by the caller
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, rmdir, writeFile } from 'node:fs/promises';
 import { connect as netConnect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,7 +17,7 @@ import type { Logger } from '@hypha/shared';
 import { AGENT_NODE_FLAGS, WAYPOINT_NODE_FLAGS } from '@hypha/shared/hbone';
 import { CertificateAuthority } from '@hypha/shared/identity';
 import { parseAllDocuments, stringify } from 'yaml';
-import { type ClusterPod, type IpFamilies, TestCluster } from '../cluster/cluster.js';
+import { type ClusterPod, type ExternalHost, type IpFamilies, TestCluster } from '../cluster/cluster.js';
 import { createKubeApiServer, type KubeApiServer, type KubeObject } from '../kube-api/index.js';
 
 export interface LocalMeshOptions {
@@ -38,6 +39,12 @@ export interface LocalMeshOptions {
    * in both modes.
    */
   configSource?: 'file' | 'kubernetes';
+  /**
+   * An outside world: external host `world` (TestCluster.addExternalHost, IPv4 clusters), made with
+   * the cluster; the agents' DNS proxy forwards names outside the mesh to it (`--dns-upstream`), so
+   * whatever resolver the caller runs there answers the outside world's names.
+   */
+  outsideWorld?: boolean;
 }
 
 /** A mesh process that exited while the mesh was up. */
@@ -80,6 +87,21 @@ export interface StartWaypointOptions {
   args?: readonly string[];
 }
 
+export interface StartGatewayOptions {
+  node: string;
+  namespace: string;
+  /** Gateway name (and the gateway pod's service account). */
+  name: string;
+  /**
+   * The Gateway (class `hypha`) and what goes with it (routes, kubernetes.io/tls Secrets), added to
+   * the config with the gateway's pod.
+   */
+  objects: readonly unknown[];
+  /** Replaces the config's header comment (writeConfig's `header`). */
+  header?: string;
+  timeoutMs?: number;
+}
+
 // The one `hypha` binary (agent/bin), found by path: the harness runs it, it does not import it.
 const HYPHA_BIN = fileURLToPath(new URL('../../../agent/bin/hypha.js', import.meta.url));
 
@@ -90,7 +112,11 @@ export class LocalMesh {
   readonly trustDomain: string;
   readonly agents = new Map<string, AgentProcess>();
   readonly waypoints = new Map<string, WaypointProcess>();
+  /** Ingress gateways (`hypha gateway`) by `namespace/name`. */
+  readonly gateways = new Map<string, WaypointProcess>();
   readonly caAddress: string;
+  /** The outside world (option `outsideWorld`): a host beyond the cluster, the agents' DNS upstream. */
+  world: ExternalHost | undefined;
   /** The `hypha` CLI script the mesh's processes run. */
   readonly hyphaBin = HYPHA_BIN;
   readonly #opts: LocalMeshOptions;
@@ -107,6 +133,9 @@ export class LocalMesh {
   /** The stand-in API server (configSource `kubernetes`) and what writeConfig last put there. */
   #api: KubeApiServer | undefined;
   readonly #synced = new Map<string, string>();
+  /** /etc/netns/<pod netns> directories writePodResolvConf made; stop() removes them. */
+  readonly #netnsConfDirs: string[] = [];
+  #createdEtcNetns = false;
   /** Namespaces with a forwarder to the API server on 127.0.0.1:<its port>. */
   readonly #apiForwarded = new Set<string>();
 
@@ -130,6 +159,7 @@ export class LocalMesh {
     const mesh = new LocalMesh(cluster, dir, opts);
     try {
       if (opts.configSource === 'kubernetes') mesh.#api = await createKubeApiServer({});
+      if (opts.outsideWorld) mesh.world = await cluster.addExternalHost('world');
       await mesh.writeConfig([]);
       await mesh.#startCa();
     } catch (err) {
@@ -355,6 +385,7 @@ export class LocalMesh {
         this.#opts.drainTimeout ?? '1s',
         '--handoff-dir',
         this.handoffDir(node),
+        ...(this.world !== undefined ? ['--dns-upstream', this.world.ip] : []),
         ...(this.#opts.agentArgs ?? []),
         ...(options.args ?? []),
       ],
@@ -492,6 +523,99 @@ export class LocalMesh {
     });
   }
 
+  /**
+   * Adds an ingress gateway pod on `node` (outside the mesh's capture, as a gateway pod is) with
+   * `opts.objects` to the config, and starts `hypha gateway` in that pod's namespace. Resolves once
+   * it reports ready. Like a waypoint, it presents its node's token to the CA.
+   */
+  async startGateway(opts: StartGatewayOptions): Promise<WaypointProcess> {
+    const key = `${opts.namespace}/${opts.name}`;
+    if (this.#objects === undefined)
+      throw new Error('startGateway needs the config written as objects (writeConfig([...]))');
+    const pod = await this.addPod(
+      opts.node,
+      `${opts.name}-${randomBytes(2).toString('hex')}`,
+      opts.namespace,
+    );
+    const podObject = {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: {
+        name: pod.name,
+        namespace: opts.namespace,
+        labels: {
+          'gateway.networking.k8s.io/gateway-name': opts.name,
+          'hypha.dev/dataplane-mode': 'none',
+        },
+      },
+      spec: {
+        nodeName: opts.node,
+        serviceAccountName: opts.name,
+        containers: [{ name: 'gateway', image: 'hypha' }],
+      },
+      status: {
+        podIP: pod.ip,
+        podIPs: pod.ips.map((ip) => ({ ip })),
+        conditions: [{ type: 'Ready', status: 'True' }],
+      },
+    };
+    await this.writeConfig([...this.#objects, podObject, ...opts.objects], {
+      header: opts.header ?? this.#header,
+    });
+    const child = this.cluster.spawnNode(
+      pod.netns,
+      HYPHA_BIN,
+      [
+        '--log-level',
+        this.#opts.agentLogLevel ?? 'info',
+        'gateway',
+        '--name',
+        opts.name,
+        '--namespace',
+        opts.namespace,
+        '--config',
+        await this.#configFlag(pod.netns),
+        '--ca-address',
+        this.caAddress,
+        '--ca-token-file',
+        join(this.dir, `token-${opts.node}`),
+        '--ca-root-file',
+        this.rootCertPath,
+        '--trust-domain',
+        this.trustDomain,
+        '--drain-timeout',
+        this.#opts.drainTimeout ?? '1s',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], nodeArgs: WAYPOINT_NODE_FLAGS },
+    );
+    const gw: WaypointProcess = {
+      node: opts.node,
+      namespace: opts.namespace,
+      name: opts.name,
+      pod,
+      ...trackProcess(this.#watchExit(child, `gateway ${key}`), `gateway ${key}`),
+    };
+    this.gateways.set(key, gw);
+    await gw.waitFor((e) => e.msg === 'ready', opts.timeoutMs ?? 30_000);
+    return gw;
+  }
+
+  /**
+   * Gives a pod its own resolv.conf (`/etc/netns/<netns>/resolv.conf`, which `ip netns exec` mounts
+   * over /etc/resolv.conf for processes started afterwards), naming `nameserver` and the search path
+   * of a pod in its namespace. stop() removes it.
+   */
+  async writePodResolvConf(pod: ClusterPod, nameserver: string): Promise<void> {
+    const dir = join('/etc/netns', pod.netns);
+    if (!existsSync('/etc/netns')) this.#createdEtcNetns = true;
+    await mkdir(dir, { recursive: true });
+    this.#netnsConfDirs.push(dir);
+    await writeFile(
+      join(dir, 'resolv.conf'),
+      `nameserver ${nameserver}\nsearch ${pod.namespace}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n`,
+    );
+  }
+
   /** Access-log lines of every agent so far. */
   accessLogs(): LogEvent[] {
     return [...this.agents.values()].flatMap((a) => a.events.filter((e) => e.type === 'access'));
@@ -549,6 +673,8 @@ export class LocalMesh {
     for (const f of this.#forwarders) f.close();
     await this.cluster.destroy();
     await this.#api?.close();
+    for (const d of this.#netnsConfDirs) await rm(d, { recursive: true, force: true });
+    if (this.#createdEtcNetns) await rmdir('/etc/netns').catch(() => {});
     await rm(this.dir, { recursive: true, force: true });
   }
 }

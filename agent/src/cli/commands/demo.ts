@@ -41,7 +41,7 @@ export function register(program: Command): void {
   program
     .command('demo')
     .description(
-      'run the local demo mesh: two nodes, a CA, two agents, a waypoint, sample apps; mTLS between nodes, then L7 routing, authorization and metrics',
+      'run the local demo mesh: two nodes, a CA, two agents, a waypoint, sample apps; mTLS between nodes, then L7 routing, authorization and metrics, then an ingress gateway and egress to an external API',
     )
     .option(
       '--check',
@@ -65,7 +65,12 @@ Examples:
 
 The demo serves the dashboard (hypha dashboard) on 127.0.0.1 and prints its URL; with Debian's
 prometheus installed (bash scripts/install-system-packages.sh test) it also runs a Prometheus pod
-scraping the mesh, which the dashboard reads. --check verifies the dashboard answers.`,
+scraping the mesh, which the dashboard reads. --check verifies the dashboard answers.
+
+On IPv4 (the default) the demo also builds an outside world beyond the cluster: an external client
+reaches echo over HTTPS through the ingress gateway (hypha gateway), and a mesh app calls an
+external HTTPS API by name (a ServiceEntry; the agent's DNS proxy answers its VIP). It prints curl
+commands for both; --check verifies both.`,
     )
     .action(async (flags: DemoFlags, cmd: Command) => {
       const globals = cmd.optsWithGlobals() as { logLevel: LogLevel };
@@ -76,6 +81,7 @@ scraping the mesh, which the dashboard reads. --check verifies the dashboard ans
       // The demo mesh is the test harness's (@hypha/test): it loads here, never with the agent or
       // the waypoint, and the image does not ship it.
       const {
+        DEMO_EDGE,
         DEMO_L7,
         DEMO_NODES,
         DEMO_WAYPOINT,
@@ -83,6 +89,7 @@ scraping the mesh, which the dashboard reads. --check verifies the dashboard ans
         findOnPath,
         hostPort,
         runDemoTraffic,
+        runEdgeDemo,
         runL7Demo,
         runUpgradeCheck,
         startDemo,
@@ -94,8 +101,13 @@ scraping the mesh, which the dashboard reads. --check verifies the dashboard ans
       // The demo's own log stays quiet unless asked; agents' JSON logs are parsed, not shown.
       const logger = createLogger({ level: globals.logLevel === 'info' ? 'warn' : globals.logLevel });
       const ipFamilies = flags.ipv6Only ? 'ipv6' : flags.ipv6 ? 'dual' : 'ipv4';
-      const demo = await startDemo(logger, (line) => out(`• ${line}`), { ipFamilies, waypoint: true });
+      const demo = await startDemo(logger, (line) => out(`• ${line}`), {
+        ipFamilies,
+        waypoint: true,
+        outsideWorld: true,
+      });
       let failed = 0;
+      let edge: Awaited<ReturnType<typeof runEdgeDemo>>;
       let dashboard: { url: string; close(): Promise<void> } | undefined;
       let prometheus: { stop(): Promise<void> } | undefined;
       try {
@@ -108,6 +120,7 @@ scraping the mesh, which the dashboard reads. --check verifies the dashboard ans
           `• L7: binding service demo/echo to waypoint ${wpName}, HTTPRoute ${DEMO_L7.route} (${DEMO_L7.weights.v1}/${DEMO_L7.weights.v2} over echo-v1/echo-v2), AuthorizationPolicy ${DEMO_L7.policy} (DENY ${DEMO_L7.deniedPath}) ...`,
         );
         await runL7Demo(demo);
+        edge = await runEdgeDemo(demo, (line) => out(`• ${line}`));
         const { mesh, pods, vip, vip6 } = demo;
         // The dashboard reads the admin ports through these sockets (they listen on localhost in
         // each namespace), and Prometheus through one more, since it listens in its pod.
@@ -163,6 +176,14 @@ scraping the mesh, which the dashboard reads. --check verifies the dashboard ans
         out(
           `  service demo/echo: ${vips} → pods :8080; bound to waypoint ${wpName} for the L7 part (label hypha.dev/use-waypoint)`,
         );
+        if (edge !== undefined) {
+          out(
+            `  ingress: gateway ${DEMO_EDGE.gateway.namespace}/${DEMO_EDGE.gateway.name} ${edge.gateway.pod.ip}:443 (${edge.gateway.node}) serves https://${DEMO_EDGE.host}/ → echo; reached from this machine at 127.0.0.1:${edge.localPort} through the outside world`,
+          );
+          out(
+            `  egress: ServiceEntry demo/${DEMO_EDGE.api.entry} names ${DEMO_EDGE.api.host}:${DEMO_EDGE.api.port}, served in the outside world ${edge.world.ip} (netns ${edge.world.netns}, its own resolver and CA)`,
+          );
+        }
         out(
           `  dashboard: ${dashboard.url}   (service graph, workloads, policies and denials, health, live tap${promAddress !== undefined ? '; rates from the Prometheus pod' : ''})`,
         );
@@ -202,6 +223,21 @@ scraping the mesh, which the dashboard reads. --check verifies the dashboard ans
         out(
           `  ip netns exec ${pods.client.netns} curl -si http://${hostPort(vip6 ?? vip, 80)}${DEMO_L7.deniedPath}   # 403 from the waypoint`,
         );
+        if (edge !== undefined) {
+          const host = DEMO_EDGE.host;
+          out(
+            `  curl --cacert ${edge.ingressCaPath} --resolve ${host}:${edge.localPort}:127.0.0.1 https://${host}:${edge.localPort}/   # from this machine: outside → gateway (HTTPS) → waypoint → echo`,
+          );
+          out(
+            `  ip netns exec ${edge.world.netns} curl --cacert ${edge.ingressCaPath} --resolve ${host}:443:${edge.gateway.pod.ip} https://${host}/   # the same from the outside world`,
+          );
+          out(
+            `  ip netns exec ${pods.client.netns} curl -s --cacert ${edge.outsideCaPath} https://${DEMO_EDGE.api.host}${DEMO_EDGE.api.path}   # a mesh app calls the external API by name (ServiceEntry)`,
+          );
+          out(
+            `  ip netns exec ${a} curl -s 127.0.0.1:15000/debug/dns     # the agent's DNS proxy: ServiceEntry VIPs, cache, last queries`,
+          );
+        }
         out(
           `  $EDITOR ${mesh.configPath}   # change labels, the route's weights or the policies; agents and waypoint reload live`,
         );
@@ -224,8 +260,20 @@ scraping the mesh, which the dashboard reads. --check verifies the dashboard ans
           ],
           { stdio: 'ignore' },
         );
+        if (edge !== undefined) {
+          // And an outside client calls echo through the gateway every two seconds.
+          mesh.cluster.spawn(
+            edge.world.netns,
+            process.execPath,
+            [
+              '-e',
+              `const https=require('https'),ca=require('fs').readFileSync(${JSON.stringify(edge.ingressCaPath)});setInterval(()=>{https.get({host:${JSON.stringify(edge.gateway.pod.ip)},servername:${JSON.stringify(DEMO_EDGE.host)},headers:{host:${JSON.stringify(DEMO_EDGE.host)}},path:'/from-outside',ca},r=>r.resume()).on('error',()=>{})},2000)`,
+            ],
+            { stdio: 'ignore' },
+          );
+        }
         out(
-          'Background traffic: demo/client calls demo/echo once a second (every tenth call is a denied /admin).',
+          `Background traffic: demo/client calls demo/echo once a second (every tenth call is a denied /admin)${edge !== undefined ? `; the outside world calls https://${DEMO_EDGE.host}/ through the gateway every 2 s` : ''}.`,
         );
         out('Press Ctrl-C to stop and remove everything.');
         // Say when a mesh process ends on its own (a crash, or an agent handed off by hand).
@@ -242,6 +290,7 @@ scraping the mesh, which the dashboard reads. --check verifies the dashboard ans
         });
         out('\nstopping ...');
       } finally {
+        await edge?.close();
         await dashboard?.close();
         await prometheus?.stop();
         await demo.mesh.stop();
