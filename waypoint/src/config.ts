@@ -21,6 +21,8 @@ import {
   type PolicySet,
 } from './authz/policy.js';
 import { CompileCache, type Compiled, type CompileStats, emptyCompileStats } from './compile-cache.js';
+import { buildExternalEntry, isExternalInput } from './egress/entry.js';
+import { type EgressTls, resolveEgressTls, type TlsSecretInput } from './egress/tls.js';
 import { WaypointConfigError } from './errors.js';
 import {
   type BoundWorkloadInput,
@@ -39,7 +41,10 @@ import { compileTrafficPolicy, DEFAULT_TRAFFIC, type TrafficSettings } from './t
 // Shared by every waypoint of the process: compiling is a pure function of the input object and
 // the parameter (cluster domain, Gateway), and entries go with their inputs.
 const serviceCache = new CompileCache<string, ServiceEntry>(
-  (raw, domain) => buildService(raw as ServiceInput, domain),
+  (raw, domain) =>
+    isExternalInput(raw)
+      ? buildExternalEntry(raw as ServiceInput)
+      : buildService(raw as ServiceInput, domain),
   (domain) => domain,
 );
 const podCache = new CompileCache<undefined, ServiceEntry>(
@@ -78,7 +83,12 @@ export interface WaypointSnapshot {
   authn: ReadonlyMap<string, AuthnSet>;
   traffic: ReadonlyMap<string, TrafficSettings>;
   workloadsByIp: ReadonlyMap<string, WorkloadInfo>;
+  /** TLS origination of the ServiceEntries served for egress, by entry key (TrafficPolicy `tls`). */
+  egressTls: EgressTlsLookup;
 }
+
+/** An entry's TLS origination settings, or undefined for plain TCP. */
+export type EgressTlsLookup = (serviceKey: string) => EgressTls | undefined;
 
 export function addressKey(ip: string, port: number): string {
   return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
@@ -101,7 +111,11 @@ function indexKeysOf(svc: ServiceEntry): IndexKeys {
         addresses.push([addressKey(vip, port.port), { service: svc, port }]);
     keys = {
       addresses,
-      hostnames: [svc.name, `${svc.name}.${svc.namespace}`, `${svc.name}.${svc.namespace}.svc`, svc.hostname],
+      // A ServiceEntry is named by its hosts (the Host header an app sends), not by its own name.
+      hostnames:
+        svc.external !== undefined
+          ? svc.external.hosts.filter((h) => !h.startsWith('*.'))
+          : [svc.name, `${svc.name}.${svc.namespace}`, `${svc.name}.${svc.namespace}.svc`, svc.hostname],
     };
     indexKeys.set(svc, keys);
   }
@@ -197,6 +211,31 @@ export function buildSnapshot(input: WaypointConfigInput): {
       if (ep.workload && !workloadsByIp.has(ep.ip)) workloadsByIp.set(ep.ip, ep.workload);
   }
 
+  const secrets = new Map<string, TlsSecretInput>();
+  for (const sec of input.tlsSecrets ?? []) secrets.set(`${sec.namespace}/${sec.name}`, sec);
+  const egressTlsByKey = new Map<string, EgressTls>();
+  for (const [key, settings] of traffic) {
+    if (settings.tls === undefined || services.get(key)?.external === undefined) continue;
+    egressTlsByKey.set(
+      key,
+      resolveEgressTls(settings.policy, settings.tls, (ns, name) => secrets.get(`${ns}/${name}`)),
+    );
+  }
+  for (const [key, t] of egressTlsByKey) {
+    if (t.error === undefined) continue;
+    const [ns = '', name = ''] = t.policy.split('/');
+    errors.push(
+      new WaypointConfigError(
+        'UNRESOLVED_REF',
+        'TrafficPolicy',
+        ns,
+        name,
+        'spec.tls',
+        `${t.error} (ServiceEntry ${key} fails closed: 503 UF)`,
+      ),
+    );
+  }
+
   return {
     snapshot: {
       gateway: input.gateway,
@@ -209,6 +248,7 @@ export function buildSnapshot(input: WaypointConfigInput): {
       authn,
       traffic,
       workloadsByIp,
+      egressTls: (key) => egressTlsByKey.get(key),
     },
     errors,
     stats,

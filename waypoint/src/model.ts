@@ -59,6 +59,24 @@ export interface ServiceInput {
    * (there are no endpoints of its own to fall back to).
    */
   listener?: boolean | undefined;
+  /**
+   * A ServiceEntry bound to this waypoint (egress): its endpoints are outside the mesh and are
+   * dialed in plain TCP (or TLS, TrafficPolicy `tls`), not HBONE. `endpoints` is then ignored.
+   */
+  external?: ExternalInput | undefined;
+}
+
+export interface ExternalInput {
+  /** The entry's hosts (lower case; `*.x` wildcards). */
+  hosts: readonly string[];
+  resolution: 'DNS' | 'STATIC' | 'NONE';
+  location?: 'MESH_EXTERNAL' | 'MESH_INTERNAL' | undefined;
+  /** VIP (allocated or given) → the host it stands for, so a DNS entry resolves the host asked for. */
+  hostOfVip?: Readonly<Record<string, string>> | undefined;
+  /** `address` is an IP, or with DNS a host name resolved when connecting; `ports`: port name → port. */
+  endpoints?:
+    | readonly { address: string; ports?: Readonly<Record<string, number>> | undefined }[]
+    | undefined;
 }
 
 export interface BoundWorkloadInput {
@@ -77,6 +95,11 @@ export interface WaypointConfigInput {
   trafficPolicies?: readonly unknown[];
   /** RequestAuthentication objects (JWT); those with targetRefs naming this waypoint or its services apply. */
   requestAuthentications?: readonly unknown[];
+  /**
+   * kubernetes.io/tls Secrets a TrafficPolicy `tls.credentialName` names (client certificates for
+   * TLS origination to ServiceEntries).
+   */
+  tlsSecrets?: readonly import('./egress/tls.js').TlsSecretInput[];
   /** Known workloads by IP, for the source labels of metrics and the access log. */
   workloads?: readonly { ip: string; workload: WorkloadInfo }[];
   /**
@@ -109,6 +132,19 @@ export interface EndpointInfo {
   workload: WorkloadInfo | undefined;
   /** See EndpointInput.authorityHost. */
   authorityHost?: string | undefined;
+  /** An endpoint outside the mesh (a ServiceEntry's): dialed directly, never over HBONE. */
+  egress?: EgressEndpoint | undefined;
+}
+
+export interface EgressEndpoint {
+  /** The entry's `namespace/name`. */
+  entry: string;
+  /** Resolve this name when connecting; `''`: the host the dialed VIP stands for. */
+  dnsName: string | undefined;
+  /** VIP → host (see ExternalInput.hostOfVip). */
+  hostOfVip: ReadonlyMap<string, string>;
+  /** The first exact host: the SNI and the name resolved when no VIP says otherwise. */
+  defaultHost: string | undefined;
 }
 
 export interface ServiceEntry {
@@ -127,6 +163,8 @@ export interface ServiceEntry {
   pod?: true | undefined;
   /** An ingress gateway's listener (ServiceInput.listener): no route → 404 NR. */
   listener?: true | undefined;
+  /** A ServiceEntry served for egress (its hosts are also its hostnames). */
+  external?: { hosts: readonly string[]; resolution: 'DNS' | 'STATIC' | 'NONE' } | undefined;
 }
 
 export interface ObjectMeta {
@@ -236,7 +274,7 @@ function recordSpec(kind: string, obj: Record<string, unknown>): unknown {
 const H2_PROTOCOLS = new Set(['grpc', 'http2', 'h2c', 'kubernetes.io/h2c', 'grpc-web']);
 const TCP_PROTOCOLS = new Set(['tcp', 'mysql', 'mongo', 'redis', 'tls', 'https']);
 
-function protocolOf(p: ServicePortInput): { http2: boolean; tcp: boolean } {
+export function protocolOf(p: ServicePortInput): { http2: boolean; tcp: boolean } {
   const app = p.appProtocol?.toLowerCase();
   const prefix = p.name?.toLowerCase().split('-')[0];
   const proto = app ?? prefix;

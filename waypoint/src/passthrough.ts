@@ -68,7 +68,7 @@ export async function forwardTcp(
   if (ep === undefined || port === undefined) return void stream.destroy();
   let upstream: Duplex;
   try {
-    upstream = await deps.pools.fetchStream(upstreamOf(ep.info, port, ctx.authority.host));
+    upstream = await deps.pools.fetchStream(upstreamOf(ep.info, port, ctx.authority.host, snap.egressTls));
   } catch {
     return void stream.destroy();
   }
@@ -189,7 +189,7 @@ export async function forwardUpgrade(
   service = cluster.service;
   let upstream: Duplex;
   try {
-    upstream = await deps.pools.fetchStream(upstreamOf(ep.info, epPort, ctx.authority.host));
+    upstream = await deps.pools.fetchStream(upstreamOf(ep.info, epPort, ctx.authority.host, snap.egressTls));
   } catch {
     return reject(503, FAILURES.CONNECT_FAILED.body, 'UF');
   }

@@ -28,6 +28,8 @@ import type { TapHub } from '@hypha/shared/telemetry';
 import { Registry } from 'prom-client';
 import { JwksCache, type JwksCacheOptions } from './authn/jwks.js';
 import { addressKey, buildSnapshot, trafficFor, type WaypointSnapshot } from './config.js';
+import { egressConnect } from './egress/connect.js';
+import { createHostResolver, type HostResolver } from './egress/resolve.js';
 import type { WaypointConfigError } from './errors.js';
 import type { WaypointConfigInput } from './model.js';
 import { forwardTcp, forwardUpgrade, type PassthroughDeps } from './passthrough.js';
@@ -53,6 +55,11 @@ export type { StreamContext } from './pipeline/context.js';
 export interface WaypointOptions {
   config: WaypointConfigInput;
   connectUpstream: ConnectUpstream;
+  /**
+   * Egress to ServiceEntries: how their hosts are resolved (default: the system resolver) and how
+   * long a connection (TCP and TLS handshake) may take (default 10 s).
+   */
+  egress?: { resolver?: HostResolver; connectTimeoutMs?: number };
   registry?: Registry;
   logger?: Logger;
   /** Where the JSON access log lines go (info level); default: `logger` with component=access. */
@@ -141,7 +148,14 @@ class WaypointProxy implements Waypoint {
       opts.self,
     );
     this.#tracing = tracing;
-    this.#pools = new UpstreamPools({ connect: opts.connectUpstream });
+    // ServiceEntry endpoints are dialed directly (TCP, TLS origination); mesh endpoints over HBONE.
+    const connect = egressConnect(opts.connectUpstream, {
+      resolver: opts.egress?.resolver ?? createHostResolver(),
+      ...(opts.egress?.connectTimeoutMs !== undefined
+        ? { connectTimeoutMs: opts.egress.connectTimeoutMs }
+        : {}),
+    });
+    this.#pools = new UpstreamPools({ connect });
     this.#sniffTimeoutMs = opts.sniffTimeoutMs ?? 1000;
     this.#rateLimits = new RateLimits({ registry: this.registry, now: opts.rateLimitClock });
     const built = buildSnapshot(opts.config);

@@ -102,6 +102,7 @@ export class RequestLog {
       downstream_peer: rc.stream.peer?.toString(),
       upstream_cluster: service?.key,
       upstream_host: rc.endpoint?.ip,
+      upstream_transport_failure_reason: rc.upstreamFailureReason,
       route_name: rc.action?.name ?? '-',
       authz_policy: rc.authzPolicy,
       authn_failure: rc.authnFailure,

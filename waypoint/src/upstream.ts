@@ -18,6 +18,33 @@ export interface UpstreamEndpoint {
   workload?: WorkloadInfo | undefined;
   /** The tunnel authority's host when it is not `ip` (a waypoint standing in for a service VIP). */
   authorityHost?: string | undefined;
+  /**
+   * An endpoint outside the mesh (a ServiceEntry's): dialed directly in TCP, resolving `dnsName`
+   * first when set, and with TLS when `tls` is set (egress/connect.ts), never over HBONE.
+   */
+  egress?: UpstreamEgress | undefined;
+}
+
+export interface UpstreamEgress {
+  /** The entry's `namespace/name` (for logs). */
+  entry: string;
+  /** A host name to resolve when connecting (`ip` is then a placeholder). */
+  dnsName?: string | undefined;
+  /** TLS origination; its `id` keeps pools of different TLS settings apart. */
+  tls?: UpstreamTls | undefined;
+}
+
+/** Resolved TLS origination settings (egress/tls.ts). */
+export interface UpstreamTls {
+  readonly id: number;
+  /** SNI and the name the server certificate must carry. */
+  readonly servername: string;
+  /** Names accepted instead of `servername` (TrafficPolicy `tls.subjectAltNames`). */
+  readonly subjectAltNames: readonly string[] | undefined;
+  /** CA bundle and, for MUTUAL, the client certificate; undefined when `error` is set. */
+  readonly context: import('node:tls').SecureContext | undefined;
+  /** Why these settings cannot be used (a missing Secret or file): connections fail with it. */
+  readonly error: string | undefined;
 }
 
 /** Opens a byte stream to an endpoint (an HBONE CONNECT stream, or a TCP socket in tests). */
@@ -60,7 +87,10 @@ function endpointKey(ep: UpstreamEndpoint): string {
   const w = ep.workload;
   const key = w === undefined ? addr : `${addr}|${w.namespace}/${w.serviceAccount ?? ''}`;
   // A connection tunnelled to one service VIP through a waypoint never carries another's requests.
-  return ep.authorityHost === undefined ? key : `${key}|${ep.authorityHost}`;
+  const tunnelled = ep.authorityHost === undefined ? key : `${key}|${ep.authorityHost}`;
+  const eg = ep.egress;
+  // Egress: one pool per resolved name and TLS settings (a changed CA never reuses old connections).
+  return eg === undefined ? tunnelled : `${tunnelled}|egress:${eg.dnsName ?? ''}|tls:${eg.tls?.id ?? '-'}`;
 }
 
 function originOf(ep: UpstreamEndpoint): string {

@@ -142,9 +142,12 @@ export function bindWaypointPolicy(p: CompiledAuthorizationPolicy, gateway: Gate
     }
     if (r.kind === 'Gateway') {
       if (r.name === gateway.name && ns === gateway.namespace) onGateway = true;
-    } else if (r.kind === 'Service') services.push(`${ns}/${r.name}`);
+    } else if (r.kind === 'Service' || r.kind === 'ServiceEntry') services.push(`${ns}/${r.name}`);
     else {
-      throw problem(`spec.targetRefs[${i}].kind`, `kind ${r.kind} is not supported (Gateway or Service)`);
+      throw problem(
+        `spec.targetRefs[${i}].kind`,
+        `kind ${r.kind} is not supported (Gateway, Service or ServiceEntry)`,
+      );
     }
   });
   for (const rule of p.rules) {

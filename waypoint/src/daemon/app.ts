@@ -19,6 +19,7 @@ import { createHbonePool, createHboneServer } from '@hypha/shared/hbone';
 import { CaClient, CertManager, type WorkloadCertificate } from '@hypha/shared/identity';
 import { TapHub } from '@hypha/shared/telemetry';
 import { collectDefaultMetrics, Registry } from 'prom-client';
+import { createHostResolver } from '../egress/resolve.js';
 import { hboneIngressHandler } from '../hbone-ingress.js';
 import { hboneConnectUpstream } from '../hbone-upstream.js';
 import { createWaypoint, type Waypoint } from '../proxy.js';
@@ -127,6 +128,7 @@ export async function startWaypointDaemon(
     registry,
     logger,
     accessLog: config.accessLog ? logger.child({ component: 'access' }) : createSilentLogger(),
+    egress: { resolver: createHostResolver({ servers: config.dnsUpstream ?? [] }) },
     trustDomain: config.trustDomain,
     tap: { hub: tap, reporter: `waypoint ${gw.namespace}/${gw.name}` },
   });

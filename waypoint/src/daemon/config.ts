@@ -16,6 +16,8 @@ export interface WaypointDaemonConfig {
   drainMs: number;
   /** One JSON access-log line per request on stderr (Istio's waypoint logs none by default). */
   accessLog: boolean;
+  /** Resolvers for ServiceEntry hosts (egress); empty or absent: the system resolver. */
+  dnsUpstream?: readonly string[];
 }
 
 export class WaypointDaemonError extends Error {

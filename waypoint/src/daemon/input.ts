@@ -11,8 +11,17 @@
 // change: the config state replaces a Service or Workload view when it changes, never edits it.
 // A Service's input also carries its endpoints' workloads (names, labels), so it is rebuilt when one
 // of those workload views is replaced, even if the Service view itself is unchanged.
-import type { ConfigState, Endpoint, Service, WaypointRef, Workload } from '@hypha/shared/config';
+import type {
+  ConfigState,
+  Endpoint,
+  Service,
+  ServiceEntry,
+  WaypointRef,
+  Workload,
+} from '@hypha/shared/config';
 import { appLabel, versionLabel, workloadName } from '@hypha/shared/telemetry';
+import { appProtocolOf } from '../egress/entry.js';
+import type { TlsSecretInput } from '../egress/tls.js';
 import type {
   BoundWorkloadInput,
   EndpointInput,
@@ -25,6 +34,72 @@ const workloadInfos = new WeakMap<Workload, WorkloadInfo>();
 const workloadEntries = new WeakMap<Workload, readonly BoundWorkloadInput[]>();
 const serviceInputs = new WeakMap<Service, { workloads: (Workload | undefined)[]; input: ServiceInput }>();
 const routeBackends = new WeakMap<object, readonly { ns: string; name: string }[]>();
+const entryInputs = new WeakMap<ServiceEntry, { vips: string; input: ServiceInput }>();
+
+/**
+ * A ServiceEntry bound to this waypoint as the engine's input (egress): its VIPs are what the
+ * agents tunnel here as the authority (each host's allocated VIP, or the entry's own addresses).
+ */
+function findEntryInput(state: ConfigState, entry: ServiceEntry): ServiceInput {
+  const hostOfVip: Record<string, string> = {};
+  for (const host of entry.hosts) {
+    if (host.startsWith('*.')) continue;
+    const m = state.findServiceEntryByHost(host);
+    if (m === undefined || m.entry.name !== entry.name || m.entry.namespace !== entry.namespace) continue;
+    for (const a of m.addresses) hostOfVip[a] ??= host;
+  }
+  for (const a of entry.addresses)
+    if (!a.includes('/') && hostOfVip[a] === undefined) hostOfVip[a] = entry.hosts[0]!;
+  const vips = Object.keys(hostOfVip).sort();
+  const vipKey = vips.map((v) => `${v}=${hostOfVip[v]}`).join(',');
+  const hit = entryInputs.get(entry);
+  if (hit !== undefined && hit.vips === vipKey) return hit.input;
+  const input: ServiceInput = {
+    name: entry.name,
+    namespace: entry.namespace,
+    vips,
+    ports: entry.ports.map((p) => {
+      const app = appProtocolOf(p.protocol);
+      return {
+        port: p.number,
+        ...(p.targetPort !== undefined ? { targetPort: p.targetPort } : {}),
+        ...(p.name !== undefined ? { name: p.name } : {}),
+        ...(app !== undefined ? { appProtocol: app } : {}),
+      };
+    }),
+    endpoints: [],
+    external: {
+      hosts: entry.hosts,
+      resolution: entry.resolution,
+      location: entry.location,
+      hostOfVip,
+      endpoints: entry.endpoints.map((e) => ({ address: e.address, ...(e.ports ? { ports: e.ports } : {}) })),
+    },
+  };
+  entryInputs.set(entry, { vips: vipKey, input });
+  return input;
+}
+
+/** The kubernetes.io/tls Secrets the TrafficPolicies' `tls.credentialName` name (client certificates). */
+function tlsSecretsOf(
+  state: ConfigState,
+  policies: readonly { namespace: string; spec: unknown }[],
+): TlsSecretInput[] {
+  const out: TlsSecretInput[] = [];
+  for (const p of policies) {
+    const tls = (p.spec as { tls?: { credentialName?: unknown } } | undefined)?.tls;
+    if (typeof tls?.credentialName !== 'string') continue;
+    const s = state.findTlsSecret(p.namespace, tls.credentialName);
+    if (s !== undefined)
+      out.push({
+        namespace: s.namespace,
+        name: s.name,
+        certificate: s.certificate,
+        privateKey: s.privateKey,
+      });
+  }
+  return out;
+}
 
 function sameRef(a: WaypointRef | undefined, b: WaypointRef): boolean {
   return a !== undefined && a.name === b.name && a.namespace === b.namespace;
@@ -152,7 +227,12 @@ export function buildWaypointInput(
   clusterDomain = 'cluster.local',
 ): WaypointConfigInput {
   const bound = [...state.services()].filter((s) => sameRef(s.waypoint, gateway));
-  const namespaces = new Set<string>([gateway.namespace, ...bound.map((s) => s.namespace)]);
+  const entries = [...state.serviceEntries()].filter((e) => sameRef(e.waypoint, gateway));
+  const namespaces = new Set<string>([
+    gateway.namespace,
+    ...bound.map((s) => s.namespace),
+    ...entries.map((e) => e.namespace),
+  ]);
   const httpRoutes = [...namespaces].flatMap((ns) => state.findHttpRoutes(ns));
   const grpcRoutes = [...namespaces].flatMap((ns) => state.findGrpcRoutes(ns));
   const services = new Map<string, Service>();
@@ -173,16 +253,21 @@ export function buildWaypointInput(
     .filter((w) => w.inMesh && w.ips.length > 0 && sameRef(state.findWaypointFor(w)?.ref, gateway))
     .flatMap(workloadEntriesOf);
   const workloads = [...state.workloads()].flatMap(workloadEntriesOf);
+  const trafficPolicies = [...backendNamespaces].flatMap((ns) => state.findTrafficPolicies(ns));
+  const entryInputList = entries
+    .filter((e) => !services.has(`${e.namespace}/${e.name}`))
+    .map((e) => findEntryInput(state, e));
   return {
     gateway: { name: gateway.name, namespace: gateway.namespace },
-    services: [...services.values()].map((s) => findServiceInput(state, s)),
+    services: [...[...services.values()].map((s) => findServiceInput(state, s)), ...entryInputList],
     httpRoutes,
     grpcRoutes,
     authorizationPolicies: [...state.authorizationPolicies()]
       .filter((p) => p.object.targetRefs.length > 0 && namespaces.has(p.namespace))
       .map((p) => p.object),
     requestAuthentications: [...namespaces].flatMap((ns) => state.findRequestAuthentications(ns)),
-    trafficPolicies: [...backendNamespaces].flatMap((ns) => state.findTrafficPolicies(ns)),
+    trafficPolicies,
+    tlsSecrets: tlsSecretsOf(state, trafficPolicies as unknown as { namespace: string; spec: unknown }[]),
     workloads,
     boundWorkloads,
     clusterDomain,

@@ -3,6 +3,8 @@
 // family the client used. The endpoint's in-flight count is held until the response is done
 // (finish) or the try failed. No endpoint → 503 UH.
 import type { IncomingHttpHeaders } from 'node:http';
+import type { EgressTlsLookup } from '../config.js';
+import { upstreamTlsFor } from '../egress/tls.js';
 import { type EndpointInfo, endpointPort } from '../model.js';
 import type { UpstreamEndpoint } from '../upstream.js';
 import { type Filter, failure, type Outcome, type RequestContext } from './context.js';
@@ -26,7 +28,13 @@ export function headerValue(headers: IncomingHttpHeaders, name: string | undefin
 /** One UpstreamEndpoint object per endpoint, port and family: pools find it without building keys. */
 const dialed = new WeakMap<EndpointInfo, Map<number, UpstreamEndpoint>>();
 
-export function upstreamOf(info: EndpointInfo, port: number, clientHost: string): UpstreamEndpoint {
+export function upstreamOf(
+  info: EndpointInfo,
+  port: number,
+  clientHost: string,
+  egressTls?: EgressTlsLookup,
+): UpstreamEndpoint {
+  if (info.egress !== undefined) return egressUpstreamOf(info, port, clientHost, egressTls);
   const ip = dialAddress(info, clientHost);
   let byPort = dialed.get(info);
   if (byPort === undefined) {
@@ -41,6 +49,40 @@ export function upstreamOf(info: EndpointInfo, port: number, clientHost: string)
         ? { ip, port, workload: info.workload }
         : { ip, port, workload: info.workload, authorityHost: info.authorityHost };
     byPort.set(key, u);
+  }
+  return u;
+}
+
+const egressDialed = new WeakMap<EndpointInfo, Map<string, UpstreamEndpoint>>();
+
+/**
+ * An endpoint outside the mesh (a ServiceEntry's): its address, the host the dialed VIP stands for
+ * (DNS), or the dialed address itself (NONE), with the entry's TLS origination when it has one.
+ */
+function egressUpstreamOf(
+  info: EndpointInfo,
+  port: number,
+  clientHost: string,
+  egressTls: EgressTlsLookup | undefined,
+): UpstreamEndpoint {
+  const eg = info.egress!;
+  const dnsName = eg.dnsName === '' ? (eg.hostOfVip.get(clientHost) ?? eg.defaultHost) : eg.dnsName;
+  const ip = info.ip === '-' ? clientHost : dnsName !== undefined ? '0.0.0.0' : info.ip;
+  const tlsSettings = egressTls?.(eg.entry);
+  const tls =
+    tlsSettings === undefined ? undefined : upstreamTlsFor(tlsSettings, dnsName ?? eg.defaultHost ?? ip);
+  const key = `${ip}|${port}|${dnsName ?? ''}|${tls?.id ?? 0}`;
+  let byKey = egressDialed.get(info);
+  if (byKey === undefined) {
+    byKey = new Map();
+    egressDialed.set(info, byKey);
+  }
+  let u = byKey.get(key);
+  if (u === undefined) {
+    u = { ip, port, egress: { entry: eg.entry, dnsName, tls } };
+    // Bounded: per endpoint, its ports × hosts × TLS versions (an old TLS version's entries go with
+    // the compiled endpoint when its entry changes).
+    byKey.set(key, u);
   }
   return u;
 }
@@ -63,7 +105,7 @@ export const balanceFilter: Filter = {
     const port = endpointPort(rc.target!, ep.info, rc.targetPort);
     if (port === undefined) return failure('NO_HEALTHY_UPSTREAM');
     rc.endpoint = ep;
-    rc.upstream = upstreamOf(ep.info, port, rc.stream.authority.host);
+    rc.upstream = upstreamOf(ep.info, port, rc.stream.authority.host, rc.snap.egressTls);
     ep.active++;
     rc.activeOn = ep;
     const o = next(rc);

@@ -140,6 +140,8 @@ export class RequestContext {
   targetPort = 0;
   /** Upstream request head. */
   upstreamHost = '';
+  /** Why the last upstream try's connection failed, when known (egress: TLS verification, DNS). */
+  upstreamFailureReason: string | undefined = undefined;
   upstreamPath = '';
   upstreamHeaders: HeaderMap = {};
   hashKey: string | undefined;

@@ -31,7 +31,7 @@ export function mirrorFilter(deps: MirrorDeps): Filter {
       if (v !== undefined) headers[k] = v;
     }
     deps.pools
-      .findHttp1(upstreamOf(ep.info, epPort, rc.stream.authority.host))
+      .findHttp1(upstreamOf(ep.info, epPort, rc.stream.authority.host, rc.snap.egressTls))
       .request({
         path: rc.upstreamPath,
         method: rc.method as Dispatcher.HttpMethod,

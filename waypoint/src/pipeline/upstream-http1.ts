@@ -4,6 +4,7 @@
 // (`timeouts.backendRequest` or the retry's perTryTimeout) or an aborted request cancels the try.
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
+import { transportFailureReason } from '../egress/connect.js';
 import type { ProxyFailureCode } from '../errors.js';
 import { isConnectFailure, type UpstreamPools } from '../upstream.js';
 import { failure, type Outcome, type RequestContext, type UpstreamAnswer } from './context.js';
@@ -55,6 +56,8 @@ class Http1Exchange implements Dispatcher.DispatchHandler, UpstreamAnswer {
   }
 
   #failureCode(err: unknown): ProxyFailureCode {
+    const reason = transportFailureReason(err);
+    if (reason !== undefined) this.#rc.upstreamFailureReason = reason;
     if (this.#timedOut || this.#rc.aborted === 'TIMEOUT') return 'TIMEOUT';
     return isConnectFailure(err) ? 'CONNECT_FAILED' : 'UPSTREAM_RESET';
   }

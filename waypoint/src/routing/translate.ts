@@ -138,7 +138,11 @@ function compileRouteObject(raw: unknown, kind: RouteKind): CompiledRoute {
     const namespace = ref.namespace ?? meta.namespace;
     const refKind = ref.kind ?? 'Gateway';
     const group = ref.group ?? (refKind === 'Service' ? '' : 'gateway.networking.k8s.io');
-    if (refKind === 'Service' && (group === '' || group === 'core'))
+    // A ServiceEntry served for egress is keyed like a Service (namespace/name).
+    const entry =
+      refKind === 'ServiceEntry' &&
+      (ref.group === 'networking.hypha.dev' || ref.group === 'networking.istio.io');
+    if (entry || (refKind === 'Service' && (group === '' || group === 'core')))
       return {
         type: 'Service',
         index: pi,
@@ -151,7 +155,7 @@ function compileRouteObject(raw: unknown, kind: RouteKind): CompiledRoute {
       return { type: 'Gateway', namespace, name: ref.name, port: ref.port };
     return fail(
       `spec.parentRefs[${pi}].kind`,
-      `parentRef ${group}/${refKind} is not supported (use a Service or the waypoint Gateway)`,
+      `parentRef ${group}/${refKind} is not supported (use a Service, a networking.hypha.dev ServiceEntry or the waypoint Gateway)`,
     );
   });
 

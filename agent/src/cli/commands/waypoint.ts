@@ -5,6 +5,7 @@
 // options anywhere on the line, so the subcommands read them through optsWithGlobals().
 import { existsSync } from 'node:fs';
 import { readFile, rename, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import { join } from 'node:path';
 import { createLogger, type LogLevel } from '@hypha/shared';
 import type { WaypointDaemonConfig } from '@hypha/waypoint/daemon/config';
@@ -29,6 +30,7 @@ interface DaemonFlags {
   readinessAddress: string;
   drainTimeout: string;
   accessLog: 'on' | 'off';
+  dnsUpstream: string[];
 }
 
 interface ApplyFlags {
@@ -64,6 +66,12 @@ export function register(program: Command): void {
     .option('--metrics-address <host:port>', 'Prometheus /metrics', '0.0.0.0:15020')
     .option('--readiness-address <host:port>', '/healthz/ready', '0.0.0.0:15021')
     .option('--drain-timeout <duration>', 'how long SIGTERM lets in-flight streams finish', '30s')
+    .option(
+      '--dns-upstream <ip[:port]>',
+      'resolver for the hosts of ServiceEntries served for egress (repeatable; default: the system resolver)',
+      (v: string, all: string[]) => [...all, v],
+      [] as string[],
+    )
     .addOption(
       new Option('--access-log <on|off>', 'one JSON access-log line per request on stderr')
         .choices(['on', 'off'])
@@ -100,6 +108,11 @@ Examples:
           readinessAddress: flags.readinessAddress,
           drainMs: durationFlagMs('--drain-timeout', flags.drainTimeout),
           accessLog: flags.accessLog === 'on',
+          dnsUpstream: flags.dnsUpstream.map((v) => {
+            if (net.isIP(v) !== 0 || /^(\d+\.){3}\d+:\d+$/.test(v) || /^\[[0-9a-fA-F:.]+\]:\d+$/.test(v))
+              return v;
+            throw new UsageError(`--dns-upstream: "${v}" is not ip, ip:port or [ipv6]:port`);
+          }),
         };
       } catch (err) {
         if (err instanceof AgentConfigError) throw new UsageError(err.message);
