@@ -2,8 +2,11 @@
 // load and the L7 part (the waypoint's 90/10 split, the 403 on /admin named by the waypoint's access
 // log, its request metrics) and the dashboard answering, and the interactive demo shows the same,
 // serves the dashboard at the URL it prints, says when one of its processes exits, then removes
-// everything (dashboard included) on Ctrl-C.
+// everything (dashboard included) on Ctrl-C. North-south (issue 16 part 5): an outside client
+// reaches echo over HTTPS through the ingress gateway, and a mesh app calls an external HTTPS API
+// by name (ServiceEntry, the agent's DNS proxy); the curl commands the demo prints for both work.
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { HYPHA_BIN, runHypha } from '../../agent/test/run-hypha.js';
 import { runCommand } from '../src/cluster/run.js';
@@ -18,6 +21,7 @@ describe('hypha demo', () => {
       /PASS {2}agent upgrade on node-a: \d+ connections during the upgrade, 0 failed \(slowest \d+\.\d\d s\); 20 of 20 live streams kept \(sha256-checked\)/,
     );
     expectL7Lines(r.stdout);
+    expectEdgeLines(r.stdout);
     // The dashboard was served and answered; with Debian's prometheus installed (CI), it read it.
     expect(r.stdout).toMatch(
       /^ {2}dashboard: http:\/\/127\.0\.0\.1:\d+\/ {3}\(service graph, [^\n]*; rates from the Prometheus pod\)$/m,
@@ -66,6 +70,44 @@ describe('hypha demo', () => {
       await waitFor(/Press Ctrl-C to stop/, 120_000);
       expectL7Lines(out);
       expect(out).toMatch(/ip netns exec \S+ curl -si http:\/\/\S+\/admin {3}# 403 from the waypoint/);
+      expectEdgeLines(out);
+      // The printed curl reaches echo through the gateway from this machine, verifying its certificate.
+      const viaGateway = out.match(
+        /^ {2}curl (--cacert \S+ --resolve echo\.demo\.test:\d+:127\.0\.0\.1 https:\/\/echo\.demo\.test:\d+\/) {3}# from this machine/m,
+      );
+      expect(viaGateway, out).not.toBeNull();
+      const gwArgs = viaGateway![1]!.split(' ');
+      const answer = await runCommand('curl', [
+        '-sS',
+        '--max-time',
+        '10',
+        ...gwArgs.slice(0, -1),
+        `${gwArgs.at(-1)}through-the-gateway`,
+      ]);
+      expect(JSON.parse(answer.stdout)).toMatchObject({
+        pod: expect.stringMatching(/^echo-v[12]$/),
+        path: '/through-the-gateway',
+      });
+      // The printed egress call: a mesh app reaches the external API by name, over verified TLS.
+      const egress = out.match(
+        /^ {2}ip netns exec (\S+) curl -s (--cacert \S+ https:\/\/api\.external\.test\S*) {3}# a mesh app/m,
+      );
+      expect(egress, out).not.toBeNull();
+      const api = await runCommand('ip', [
+        'netns',
+        'exec',
+        egress![1]!,
+        'curl',
+        '-sS',
+        '--max-time',
+        '10',
+        ...egress![2]!.split(' '),
+      ]);
+      expect(JSON.parse(api.stdout)).toMatchObject({
+        server: 'external-api',
+        sni: 'api.external.test',
+        tls: 'TLSv1.3',
+      });
       // hypha tap, as printed, shows a request the user sends while the demo runs.
       const tapLine = out.match(/ {2}npx hypha tap ((?:--admin unix:\S+ ?)+) {2}#/);
       expect(tapLine, out).not.toBeNull();
@@ -77,6 +119,9 @@ describe('hypha demo', () => {
           ...tapLine![1]!.trim().split(/\s+/),
           '--kind',
           'request',
+          // The demo's background traffic (the client's, the outside world's) is tapped too.
+          '--path',
+          '/tapped-by-the-demo',
           '--max',
           '1',
           '-o',
@@ -130,8 +175,10 @@ describe('hypha demo', () => {
       expect(await exited).toBe(0);
       expect(out).toContain('stopping ...');
       expect(await netnsList()).not.toContain(prefix);
-      // Ctrl-C stopped the dashboard too.
+      // Ctrl-C stopped the dashboard too, and the gateway's local port, and removed the pod's resolv.conf.
       await expect(fetch(dash)).rejects.toThrow();
+      await expect(runCommand('curl', ['-sS', '--max-time', '5', ...gwArgs])).rejects.toThrow();
+      expect(existsSync(`/etc/netns/${egress![1]!}`)).toBe(false);
     } finally {
       child.kill('SIGKILL');
     }
@@ -167,6 +214,23 @@ function expectL7Lines(out: string): void {
     'waypoint splits 90/10: v2 between 3% and 20% of 400 requests',
     'waypoint denies /admin with 403, logged with AuthorizationPolicy demo/deny-admin',
     'waypoint metrics counted every request by response code and version',
+  ]) {
+    expect(out).toContain(`PASS  ${check}`);
+  }
+}
+
+/** The north-south lines: the gateway's HTTPS path into the mesh, the ServiceEntry egress by name. */
+function expectEdgeLines(out: string): void {
+  expect(out).toMatch(
+    /outside client → https:\/\/echo\.demo\.test\/ → gateway demo\/ingress \([^)]*verified against the demo's ingress CA\)\n {2}20 requests: 20 ok \(answered by echo-v1 \d+, echo-v2 \d+[^)]*\), 0 failed\n {2}the waypoint's access log: 20 of them from spiffe:\/\/cluster\.local\/ns\/demo\/sa\/ingress/,
+  );
+  expect(out).toMatch(/the agent's DNS proxy answered api\.external\.test = 240\.240\.\d+\.\d+ /);
+  expect(out).toMatch(
+    /answer: 200 over TLSv1\.3 \(verified against the outside world's CA\), SNI api\.external\.test/,
+  );
+  for (const check of [
+    "outside client reaches echo through gateway demo/ingress over HTTPS (echo.demo.test, certificate verified), entering the mesh as the gateway's identity",
+    "mesh app calls api.external.test by name: DNS proxy VIP, ServiceEntry demo/external-api, HTTPS to the outside world's API through node-a's agent",
   ]) {
     expect(out).toContain(`PASS  ${check}`);
   }
