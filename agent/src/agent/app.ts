@@ -32,22 +32,13 @@ import {
   listenAllFamilies,
   startEndpoints,
 } from '@hypha/shared/daemon';
-import {
-  AGENT_NODE_FLAGS,
-  createHbonePool,
-  createHboneServer,
-  type HbonePool,
-  type HboneServer,
-  missingAgentNodeFlags,
-} from '@hypha/shared/hbone';
+import { AGENT_NODE_FLAGS, missingAgentNodeFlags } from '@hypha/shared/hbone';
 import { CaClient, CertManager, type SpiffeId, tryParseSpiffeId } from '@hypha/shared/identity';
-import { L4Metrics, TapHub } from '@hypha/shared/telemetry';
 import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import { createNodeCapture, type NodeCapture } from '../capture/index.js';
-import { createHostLookup, type DnsProxy, startAgentDns } from '../dns/index.js';
-import { getOriginalDst } from '../native/index.js';
+import { type DnsProxy, startAgentDns } from '../dns/index.js';
 import type { AgentConfig } from './config.js';
-import { ConnectionTracker } from './connections.js';
+import { createDataPath } from './datapath.js';
 import {
   HandoffError,
   type HandoffServer,
@@ -56,10 +47,7 @@ import {
   serveHandoff,
   type Takeover,
 } from './handoff.js';
-import { Inbound, stripV4Mapped } from './inbound.js';
-import { Outbound } from './outbound.js';
-import { PolicyMetrics } from './policy-metrics.js';
-import { WaypointGuard } from './waypoint-guard.js';
+import { createListenHandle, defaultWorkerEntry, WorkerPool } from './workers.js';
 
 const TRANSPARENT_MARK = 0x111;
 const REVOCATION_POLL_MS = 30_000;
@@ -94,16 +82,6 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   const log = logger.child({ component: 'agent' });
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
-  const l4 = new L4Metrics(registry);
-  const policyMetrics = new PolicyMetrics(registry);
-  // `hypha tap` reads finished connections from here (admin /tap); free while nobody listens.
-  const tap = new TapHub();
-  const tracker = new ConnectionTracker({
-    metrics: l4,
-    accessLog: logger.child({ component: 'access' }),
-    tap,
-    node: config.nodeName,
-  });
 
   // 1. Configuration: a YAML file (demo, tests, laptops) or the Kubernetes API; both feed the
   // same translation into the same state.
@@ -124,6 +102,31 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
       `started without the agent's V8 flags: bulk HBONE throughput will be lower; run it as: node ${AGENT_NODE_FLAGS.join(' ')} <path>/hypha.js agent ...`,
     );
   }
+  // --workers N > 1: N worker processes serve the data path over copies of this state (workers.ts).
+  const workers =
+    (config.workers ?? 1) > 1
+      ? new WorkerPool({
+          count: config.workers ?? 1,
+          entry: config.workerEntry ?? defaultWorkerEntry(),
+          config,
+          logLevel: logger.level,
+          endpoints: config.source.kind === 'file' ? 'selector' : 'endpoint-slices',
+          state: source.state,
+          logger,
+          fetchCertificate: (id) => {
+            const parsed = tryParseSpiffeId(id);
+            return parsed === undefined
+              ? Promise.reject(new Error(`not a SPIFFE id: ${id}`))
+              : certs.fetchCertificate(parsed);
+          },
+          heldCertificates: () =>
+            [...wanted.values()].flatMap((id) => {
+              const c = certs.findCertificate(id);
+              return c === undefined ? [] : [c];
+            }),
+          revocations: () => ({ serials: [...revoked.serials], ids: [...revoked.ids] }),
+        })
+      : undefined;
   log.info({ source: config.source }, 'loading config');
   await source.start();
   const state = source.state;
@@ -160,6 +163,8 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
       ),
   });
   const revoked = { serials: new Set<string>(), ids: new Set<string>(), version: -1, content: '' };
+  // Workers get every new certificate (first fetch and renewals) as the supervisor gets it.
+  if (workers) certs.subscribe((_id, cert) => workers.certificate(cert));
 
   // 3. Capture.
   const capture: NodeCapture | undefined =
@@ -192,6 +197,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     for (const [key, id] of wanted) {
       if (!ids.has(key)) {
         certs.forget(id);
+        workers?.forget(key);
         wanted.delete(key);
         log.info({ identity: key }, 'certificate dropped: no local pod uses it any more');
       }
@@ -217,88 +223,15 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
       .catch((err: Error) => log.error({ err: err.message }, 'reconciling local pods failed'));
   };
 
-  // 4. Data path.
-  const waypointGuard = new WaypointGuard();
-  waypointGuard.rebuild(state);
-  const inbound = new Inbound({
-    state,
-    nodeName: config.nodeName,
-    tracker,
-    waypointGuard,
-    logger,
-    transparent: config.capture === 'node',
-    policyMetrics,
-    isIdentityRevoked: (id) => revoked.ids.has(id.toString()),
-  });
-  const pool: HbonePool = createHbonePool({ logger });
-  const originalDestination = (socket: Socket): { ip: string; port: number } => {
-    try {
-      const d = getOriginalDst(socket);
-      return { ip: stripV4Mapped(d.address), port: d.port };
-    } catch (err) {
-      if (config.capture === 'node') throw err;
-      return { ip: stripV4Mapped(socket.localAddress ?? ''), port: socket.localPort ?? 0 };
-    }
-  };
-  const outbound = new Outbound({
-    state,
-    nodeName: config.nodeName,
-    pool,
-    certs,
-    inbound,
-    tracker,
-    logger,
-    outboundPolicy: config.outboundPolicy,
-    fetchHostAddress: createHostLookup(config.dns?.upstreams ?? []),
-    findOriginalDestination: originalDestination,
-    hbonePort: config.ports.hbone,
-  });
-  const hbone: HboneServer = createHboneServer({
-    findCertificate: (conn) => {
-      const ip = conn.originalDestination?.ip ?? conn.localAddress;
-      const w = state.findWorkloadByIp(stripV4Mapped(ip));
-      if (w === undefined || w.node !== config.nodeName || !w.inMesh) return undefined;
-      return certs.findCertificate(w.identity);
-    },
-    handler: (req) => inbound.handleHbone(req),
-    trustDomain: config.trustDomain,
-    isRevoked: (peer) => revoked.serials.has(peer.serial) || revoked.ids.has(peer.id.toString()),
-    logger,
-  });
-
-  // Live re-evaluation: a policy or mode change re-checks every inbound connection.
+  // 4. Data path (with --workers N > 1 the workers run theirs; this one then carries nothing).
+  const dataPath = createDataPath({ config, state, certs, registry, logger });
+  const { tracker, tap, outbound } = dataPath;
   state.onChange((change) => {
-    waypointGuard.rebuild(state);
     if (
       change.workloads.added.length + change.workloads.removed.length + change.workloads.updated.length >
       0
     ) {
       scheduleReconcile();
-    }
-    const policyChanged =
-      change.authorizationPolicies.added.length +
-        change.authorizationPolicies.removed.length +
-        change.authorizationPolicies.updated.length +
-        change.namespaces.updated.length +
-        change.services.updated.length +
-        change.waypoints.added.length +
-        change.waypoints.removed.length >
-        0 ||
-      // A PeerAuthentication change reaches the workloads' mTLS settings only.
-      change.workloads.updated.some((u) => u.previous.mtls !== u.current.mtls);
-    if (policyChanged) {
-      const closed = tracker.abortWhere((c) => {
-        if (c.direction !== 'inbound' && c.direction !== 'inbound_plaintext') return undefined;
-        const peer = c.source.identity && c.mutualTls ? tryParseSpiffeId(c.source.identity) : undefined;
-        const a = inbound.admit(
-          { destinationIp: c.destination.ip, port: c.destination.port, peer, sourceIp: c.source.ip },
-          'recheck',
-        );
-        if (a.ok) return undefined;
-        if (a.kind !== undefined) policyMetrics.recordClosedByPolicy(a.policy, a.kind);
-        return { reason: `closed on re-evaluation: ${a.reason}`, responseFlags: a.flag, policy: a.policy };
-      });
-      if (closed > 0) log.info({ closed }, 'closed live connections that policy now denies');
     }
   });
 
@@ -313,6 +246,10 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     ? await startAgentDns({ ...config.dns, state, registry, logger })
     : undefined;
   await capture?.start();
+  if (workers) {
+    log.info({ workers: workers.count }, 'starting agent workers');
+    await workers.start();
+  }
 
   // Admin views (used by the endpoints below).
   const certsView = () => certificatesView(certs);
@@ -332,6 +269,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     capture: capture?.findState(),
     serviceEntries: [...state.serviceEntries()],
     outboundTrafficPolicy: outbound.findOutboundTrafficPolicy(),
+    ...(workers ? { workers: workers.pids() } : {}),
   });
 
   // 5. Listeners: our own, or the running agent's (upgrade hand-off).
@@ -368,8 +306,22 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   }
   const listeners = new Map<string, Server>();
   const listen = async (port: number, onSocket: (s: Socket) => void, name: string): Promise<number> => {
-    const server = net.createServer({ allowHalfOpen: true, noDelay: true }, onSocket);
     const fd = takeover?.fds.get(name);
+    if (workers) {
+      // The workers accept on it; this process holds it (for restarted workers and the hand-off).
+      try {
+        const { handle, port: bound } = createListenHandle(port, fd);
+        workers.listen(name, handle);
+        return bound;
+      } catch (err) {
+        throw new Error(
+          fd === undefined
+            ? `cannot listen on ${name} port ${port}: ${(err as Error).message}`
+            : `cannot listen on the ${name} socket handed over by the running agent: ${(err as Error).message}`,
+        );
+      }
+    }
+    const server = net.createServer({ allowHalfOpen: true, noDelay: true }, onSocket);
     try {
       await listenAllFamilies(server, port, fd);
     } catch (err) {
@@ -382,26 +334,6 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     }
     listeners.set(name, server);
     return (server.address() as net.AddressInfo).port;
-  };
-  const onPlaintext = (s: Socket) => {
-    let dst: { ip: string; port: number };
-    try {
-      dst = originalDestination(s);
-    } catch {
-      s.destroy();
-      return;
-    }
-    void inbound.handlePlaintext(s, dst);
-  };
-  const onHbone = (s: Socket) => {
-    s.on('error', () => {});
-    let dst: { ip: string; port: number } | undefined;
-    try {
-      dst = originalDestination(s);
-    } catch {
-      dst = undefined;
-    }
-    hbone.handleSocket(s, dst ? { originalDestination: dst } : {});
   };
   if (takeover !== undefined) {
     // Fault injection for tests and chaos runs: hold the received sockets (not accepting) this long
@@ -420,13 +352,15 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   let hbonePort: number;
   let endpoints: Endpoints;
   try {
-    outboundPort = await listen(config.ports.outbound, (s) => outbound.handleSocket(s), 'outbound');
-    plaintextPort = await listen(config.ports.inboundPlaintext, onPlaintext, 'inboundPlaintext');
-    hbonePort = await listen(config.ports.hbone, onHbone, 'hbone');
+    outboundPort = await listen(config.ports.outbound, dataPath.onOutbound, 'outbound');
+    plaintextPort = await listen(config.ports.inboundPlaintext, dataPath.onPlaintext, 'inboundPlaintext');
+    hbonePort = await listen(config.ports.hbone, dataPath.onHbone, 'hbone');
     endpoints = await startEndpoints({
       logger,
-      registry,
-      readiness: { findNotReadyReasons },
+      registry: workers ? workers.aggregatedRegistry(registry) : registry,
+      readiness: {
+        findNotReadyReasons: () => [...findNotReadyReasons(), ...(workers?.findNotReadyReasons() ?? [])],
+      },
       adminAddress: config.adminAddress,
       metricsAddress: config.metricsAddress,
       readinessAddress: config.readinessAddress,
@@ -439,7 +373,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
       admin: {
         configDump: () => configDump(),
         certs: () => certsView(),
-        connections: () => tracker.snapshot(),
+        connections: () => (workers ? workers.connections() : tracker.snapshot()),
         tap,
         ...(dns ? { debug: { dns: () => dns.findDebugView() } } : {}),
         quit: () => void shutdown('/quitquitquit').then(() => process.exit(0)),
@@ -448,6 +382,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   } catch (err) {
     takeover?.abort((err as Error).message);
     for (const l of listeners.values()) l.close();
+    await workers?.close();
     await dns?.close();
     throw err;
   }
@@ -468,14 +403,8 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
       revoked.content = content;
       revoked.serials = new Set(snap.serials.map((s) => s.toLowerCase().replace(/^0+/, '')));
       revoked.ids = new Set(snap.ids);
-      const cut = tracker.abortWhere((c) =>
-        c.source.identity !== undefined && revoked.ids.has(c.source.identity)
-          ? 'peer identity revoked'
-          : undefined,
-      );
-      // Also close the HTTP/2 connections of revoked peers: a pooled connection would otherwise
-      // keep carrying new streams for a certificate that passed its handshake before the revocation.
-      const closedConnections = hbone.enforceRevocations();
+      const { cut, closedConnections } = dataPath.setRevocations(revoked.serials, revoked.ids);
+      workers?.revocations([...revoked.serials], [...revoked.ids]);
       log.info(
         {
           version: snap.version,
@@ -499,45 +428,31 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
 
   // 7. Operator endpoints, shutdown and the hand-off socket.
   const allListeners = (): Map<string, Server> =>
-    new Map<string, Server>([...listeners, ...ENDPOINT_NAMES.map((n) => [n, endpoints.servers[n]] as const)]);
+    new Map<string, Server>([
+      ...listeners,
+      ...(workers?.handoffListeners() ?? []),
+      ...ENDPOINT_NAMES.map((n) => [n, endpoints.servers[n]] as const),
+    ]);
   let accepting = true;
   const stopAccepting = () => {
     if (!accepting) return;
     accepting = false;
-    for (const l of allListeners().values()) l.close();
+    for (const l of [...listeners.values(), ...ENDPOINT_NAMES.map((n) => endpoints.servers[n])]) l.close();
+    workers?.stopAccepting();
     void dns?.close();
   };
   /** Lets live connections finish (HBONE peers get GOAWAY) until the deadline, then cuts the rest. */
   const drain = async (graceful: boolean, progress?: (live: number) => void): Promise<{ cut: number }> => {
     clearInterval(revocationTimer);
-    const deadline = Date.now() + config.drainMs;
-    const hboneDrained = hbone.drain(config.drainMs, { finishHandshakes: graceful });
-    let lastReport = Date.now();
-    while (tracker.size > 0 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 50));
-      if (progress && Date.now() - lastReport >= 1000) {
-        lastReport = Date.now();
-        progress(tracker.size);
-        log.info(
-          { live: tracker.size, leftMs: deadline - Date.now() },
-          'draining: still carrying connections',
-        );
-      }
-    }
-    const cut = tracker.abortWhere(() => 'agent shutting down');
-    if (cut > 0) log.warn({ cut }, 'drain deadline reached; closed remaining connections');
-    await Promise.race([
-      hboneDrained,
-      new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref()),
-    ]);
-    return { cut };
+    if (workers) return workers.drain(graceful, progress);
+    return dataPath.drain(graceful, progress);
   };
   let shuttingDown: Promise<void> | undefined;
   let handoffServer: HandoffServer | undefined;
   const closeAll = async (removeCapture: boolean) => {
     await dns?.close();
-    pool.close();
-    await hbone.close();
+    await workers?.close();
+    await dataPath.close();
     certs.close();
     caClient.close();
     await source.close();
@@ -556,7 +471,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     options: { removeCapture?: boolean } = {},
   ): Promise<void> => {
     shuttingDown ??= (async () => {
-      log.info({ reason, live: tracker.size, drainMs: config.drainMs }, 'draining');
+      log.info({ reason, live: tracker.size + (workers?.live() ?? 0), drainMs: config.drainMs }, 'draining');
       stopAccepting();
       await drain(false);
       await closeAll(options.removeCapture === true);
@@ -570,7 +485,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
       {
         listeners: allListeners,
         stopAccepting,
-        live: () => tracker.size,
+        live: () => tracker.size + (workers?.live() ?? 0),
         drain: (progress) => drain(true, progress),
       },
       logger,
@@ -656,7 +571,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
 
   const ready = (async () => {
     await source.ready;
-    while (findNotReadyReasons().length > 0) {
+    while (findNotReadyReasons().length > 0 || (workers?.findNotReadyReasons().length ?? 0) > 0) {
       if (shuttingDown) return;
       await new Promise((r) => setTimeout(r, 100));
     }

@@ -33,6 +33,13 @@ export interface AgentConfig {
   takeover?: 'auto' | 'required';
   /** On SIGTERM, keep serving this long while waiting for a successor to take over (0: don't wait). */
   handoffWaitMs?: number;
+  /**
+   * Data-path worker processes (`--workers`). 1 (default): this process serves, as always. N > 1:
+   * N workers accept on the shared listening sockets (workers.ts); this process supervises.
+   */
+  workers?: number;
+  /** The script a worker runs (`hypha agent-worker`); default the CLI's bin/hypha.js. */
+  workerEntry?: string;
   /** The DNS proxy (`--dns-proxy`); undefined: off, and mesh pods' DNS is not captured. */
   dns?: AgentDnsConfig;
 }

@@ -38,7 +38,8 @@ export interface OutboundOptions {
   state: ConfigState;
   nodeName: string;
   pool: HbonePool;
-  certs: CertManager;
+  /** Certificates of local pods (the CertManager, or a worker's copy of the supervisor's). */
+  certs: Pick<CertManager, 'findCertificate' | 'fetchCertificate'>;
   inbound: Inbound;
   tracker: ConnectionTracker;
   logger: Logger;

@@ -169,8 +169,18 @@ export async function startEndpoints(opts: EndpointsOptions): Promise<Endpoints>
           return json(res, 200, opts.admin.configDump());
         case '/certs':
           return json(res, 200, opts.admin.certs());
-        case '/connections':
-          return json(res, 200, opts.admin.connections());
+        case '/connections': {
+          // An agent with --workers N answers from its workers (asynchronously).
+          const live = opts.admin.connections();
+          if (live instanceof Promise) {
+            live.then(
+              (v) => json(res, 200, v),
+              (err: Error) => text(res, 500, `${err.message}\n`),
+            );
+            return;
+          }
+          return json(res, 200, live);
+        }
         case '/tap':
           return serveTap(req, res, url, opts.admin.tap);
         case '/logging': {

@@ -1,5 +1,6 @@
 // `hypha agent`: the node agent daemon (one per node, a DaemonSet in Kubernetes).
 
+import { availableParallelism } from 'node:os';
 import { createLogger, type LogLevel } from '@hypha/shared';
 import { type Command, Option } from 'commander';
 import { type AgentConfig, AgentConfigError, DEFAULT_PORTS, parseConfigSource } from '../../agent/config.js';
@@ -33,6 +34,7 @@ interface AgentFlags {
   dnsPort: string;
   dnsUpstream: string[];
   clusterDomain: string;
+  workers: string;
 }
 
 /**
@@ -44,6 +46,15 @@ interface AgentFlags {
 export const DNS_PROXY_DEFAULT = true;
 
 export const DEFAULT_HANDOFF_DIR = '/var/run/hypha-agent';
+
+/** `--workers`: a count, or `auto` (the CPUs this process may use: os.availableParallelism()). */
+export function parseWorkers(value: string): number {
+  if (value === 'auto') return Math.max(1, availableParallelism());
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 256)
+    throw new UsageError(`--workers must be a whole number 1-256 or "auto", got "${value}"`);
+  return n;
+}
 
 function port(value: string, flag: string): number {
   const n = Number(value);
@@ -145,6 +156,14 @@ export function register(program: Command): void {
       'Kubernetes cluster domain: Services answer as NAME.NS.svc.DOMAIN',
       'cluster.local',
     )
+    .addOption(
+      new Option(
+        '--workers <n|auto>',
+        'data-path worker processes sharing the listening sockets (experimental above 1; "auto": one per CPU this process may use). 1: this process serves, no extra process',
+      )
+        .env('HYPHA_AGENT_WORKERS')
+        .default('1'),
+    )
     .addHelpText(
       'after',
       `
@@ -191,6 +210,8 @@ Example (outside Kubernetes):
               ? 0
               : durationFlagMs('--handoff-wait', flags.handoffWait),
           takeover: flags.takeover ? 'required' : 'auto',
+          workers: parseWorkers(flags.workers),
+          ...(process.argv[1] ? { workerEntry: process.argv[1] } : {}),
           ...(flags.handoffDir === 'none' ? {} : { handoffDir: flags.handoffDir }),
           ...((flags.dnsProxy ?? DNS_PROXY_DEFAULT)
             ? {
@@ -270,4 +291,13 @@ Example (outside Kubernetes):
       setTimeout(() => process.exit(process.exitCode ?? 0), 300);
     });
   registerCleanup(agentCmd, DEFAULT_HANDOFF_DIR);
+  // A worker of `hypha agent --workers N`, started by the agent itself (IPC); not for users.
+  program
+    .command('agent-worker', { hidden: true })
+    .description('a data-path worker process of `hypha agent --workers N` (started by the agent)')
+    .action(async () => {
+      const { runAgentWorker } = await import('../../agent/worker.js');
+      runAgentWorker();
+      await new Promise(() => {});
+    });
 }
