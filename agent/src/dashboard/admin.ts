@@ -7,11 +7,13 @@
 //   page can say "node-b: not ready (its agent does not answer)" instead of forgetting the node.
 // - The tap buffer is bounded (MAX_EVENTS); a slow browser never holds events in this process
 //   beyond it. Tap streams reconnect every 2 s while the target is gone.
+// - Targets are the given endpoints plus, in a cluster, the ones `discovered` returns at each poll
+//   (one per agent or gateway pod); a pod gone is forgotten with its tap stream.
 // - Nothing here throws into the server: every failure becomes a target's `error` text.
 import type { ClientRequest, IncomingMessage } from 'node:http';
 import { request } from 'node:http';
 import type { TapEvent, TapLine } from '@hypha/shared/telemetry';
-import { type Endpoint, getJson } from './fetch.js';
+import { connectOptions, type Endpoint, getJson } from './fetch.js';
 
 export const MAX_EVENTS = 2000;
 
@@ -105,24 +107,57 @@ export interface AdminPoller {
   close(): void;
 }
 
-export function createAdminPoller(endpoints: readonly Endpoint[], pollMs = 2000): AdminPoller {
-  const targets: AdminTargetState[] = endpoints.map((e) => ({
+export function createAdminPoller(
+  endpoints: readonly Endpoint[],
+  pollMs = 2000,
+  /** Endpoints that come and go (pods found through the API server); read before every poll. */
+  discovered?: () => readonly Endpoint[],
+): AdminPoller {
+  interface Entry {
+    ep: Endpoint;
+    state: AdminTargetState;
+    tap: ClientRequest | undefined;
+    timer: NodeJS.Timeout | undefined;
+    removed: boolean;
+  }
+  const entries = new Map<string, Entry>();
+  let targets: AdminTargetState[] = [];
+  const events: TapEvent[] = [];
+  const listeners = new Set<(e: TapEvent) => void>();
+  let closed = false;
+
+  const newState = (e: Endpoint): AdminTargetState => ({
     label: e.label,
     ok: false,
     error: 'not polled yet',
     lastSeen: undefined,
-    kind: 'unknown',
-    name: undefined,
+    kind: e.kind ?? 'unknown',
+    name: e.name,
     configDump: undefined,
     certs: [],
     connections: undefined,
     tapConnected: false,
-  }));
-  const events: TapEvent[] = [];
-  const listeners = new Set<(e: TapEvent) => void>();
-  let closed = false;
-  const live = new Set<ClientRequest>();
-  const timers = new Set<NodeJS.Timeout>();
+  });
+
+  /** Starts polling and tapping new endpoints and forgets those gone (their tap closed). */
+  const sync = (): void => {
+    const wanted = [...endpoints, ...(discovered?.() ?? [])];
+    const labels = new Set(wanted.map((e) => e.label));
+    for (const [label, entry] of entries) {
+      if (labels.has(label)) continue;
+      entry.removed = true;
+      entry.tap?.destroy();
+      if (entry.timer !== undefined) clearTimeout(entry.timer);
+      entries.delete(label);
+    }
+    for (const ep of wanted) {
+      if (entries.has(ep.label)) continue;
+      const entry: Entry = { ep, state: newState(ep), tap: undefined, timer: undefined, removed: false };
+      entries.set(ep.label, entry);
+      tapOne(entry);
+    }
+    targets = [...entries.values()].map((e) => e.state);
+  };
 
   const pollOne = async (t: AdminTargetState, ep: Endpoint): Promise<void> => {
     try {
@@ -157,7 +192,8 @@ export function createAdminPoller(endpoints: readonly Endpoint[], pollMs = 2000)
 
   let inflight: Promise<void> | undefined;
   const refresh = (): Promise<void> => {
-    inflight ??= Promise.all(targets.map((t, i) => pollOne(t, endpoints[i]!))).then(() => {
+    if (!closed) sync();
+    inflight ??= Promise.all([...entries.values()].map((e) => pollOne(e.state, e.ep))).then(() => {
       inflight = undefined;
     });
     return inflight;
@@ -169,27 +205,27 @@ export function createAdminPoller(endpoints: readonly Endpoint[], pollMs = 2000)
     for (const l of listeners) l(e);
   };
 
-  const tapOne = (t: AdminTargetState, ep: Endpoint): void => {
-    if (closed) return;
+  function tapOne(entry: Entry): void {
+    if (closed || entry.removed) return;
+    const t = entry.state;
     let ended = false;
     const again = (): void => {
       if (ended) return;
       ended = true;
       t.tapConnected = false;
-      live.delete(req);
-      if (closed) return;
-      const timer = setTimeout(() => {
-        timers.delete(timer);
-        tapOne(t, ep);
+      entry.tap = undefined;
+      if (closed || entry.removed) return;
+      entry.timer = setTimeout(() => {
+        entry.timer = undefined;
+        tapOne(entry);
       }, 2000);
-      timers.add(timer);
     };
     const req = request({
-      ...('socketPath' in ep ? { socketPath: ep.socketPath } : { host: ep.host, port: ep.port }),
+      ...connectOptions(entry.ep),
       path: '/tap',
       headers: { accept: 'application/x-ndjson' },
     });
-    live.add(req);
+    entry.tap = req;
     req.on('error', again);
     req.on('response', (res: IncomingMessage) => {
       if (res.statusCode !== 200) {
@@ -220,17 +256,16 @@ export function createAdminPoller(endpoints: readonly Endpoint[], pollMs = 2000)
       res.on('close', again);
     });
     req.end();
-  };
+  }
 
   void refresh();
   const poll = setInterval(() => void refresh(), pollMs);
   poll.unref();
-  endpoints.forEach((ep, i) => {
-    tapOne(targets[i]!, ep);
-  });
 
   return {
-    targets,
+    get targets() {
+      return targets;
+    },
     recentEvents: () => events,
     onEvent(listener) {
       listeners.add(listener);
@@ -240,8 +275,11 @@ export function createAdminPoller(endpoints: readonly Endpoint[], pollMs = 2000)
     close() {
       closed = true;
       clearInterval(poll);
-      for (const t of timers) clearTimeout(t);
-      for (const r of live) r.destroy();
+      for (const e of entries.values()) {
+        e.removed = true;
+        if (e.timer !== undefined) clearTimeout(e.timer);
+        e.tap?.destroy();
+      }
       listeners.clear();
     },
   };

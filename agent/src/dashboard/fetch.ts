@@ -1,9 +1,31 @@
 // Plain HTTP GETs to a TCP host:port or a unix socket (the demo's forwarded admin ports), with a
 // deadline, answering text or a clear error. One function for the admin endpoints and Prometheus.
-import { type IncomingMessage, request } from 'node:http';
+// An endpoint may bring its own http.Agent: in a cluster, a PortForwardAgent whose connections are
+// port-forwards through the API server to the pod's localhost admin port.
+import { type Agent, type IncomingMessage, type RequestOptions, request } from 'node:http';
+
+/** What the dashboard already knows of an endpoint before it answers (from its pod, in a cluster). */
+export interface EndpointHints {
+  kind?: 'agent' | 'waypoint';
+  /** Agents: the node; waypoints: ns/gateway. */
+  name?: string;
+}
 
 /** Where to connect: a TCP host:port or a unix socket path (`label` is what the user typed). */
-export type Endpoint = { label: string; host: string; port: number } | { label: string; socketPath: string };
+export type Endpoint =
+  | ({ label: string; host: string; port: number; agent?: Agent } & EndpointHints)
+  | ({ label: string; socketPath: string } & EndpointHints);
+
+/** The request options that reach `ep` (its own agent when it has one). */
+export function connectOptions(ep: Endpoint): RequestOptions {
+  if ('socketPath' in ep) return { socketPath: ep.socketPath };
+  return { host: ep.host, port: ep.port, ...(ep.agent !== undefined ? { agent: ep.agent } : {}) };
+}
+
+/** A socket error's code (ECONNREFUSED...), else its message (a port-forward's says why). */
+export function reachError(err: NodeJS.ErrnoException): string {
+  return err.code !== undefined && /^E[A-Z0-9]+$/.test(err.code) ? err.code : err.message;
+}
 
 export class FetchError extends Error {
   readonly status: number | undefined;
@@ -18,16 +40,14 @@ export class FetchError extends Error {
 export function getText(ep: Endpoint, path: string, timeoutMs = 3000): Promise<string> {
   return new Promise((resolve, reject) => {
     const req = request({
-      ...('socketPath' in ep ? { socketPath: ep.socketPath } : { host: ep.host, port: ep.port }),
+      ...connectOptions(ep),
       path,
       method: 'GET',
       timeout: timeoutMs,
     });
     req.on('timeout', () => req.destroy(new FetchError(`no answer within ${timeoutMs} ms`)));
     req.on('error', (err: NodeJS.ErrnoException) =>
-      reject(
-        err instanceof FetchError ? err : new FetchError(`cannot reach it (${err.code ?? err.message})`),
-      ),
+      reject(err instanceof FetchError ? err : new FetchError(`cannot reach it (${reachError(err)})`)),
     );
     req.on('response', (res: IncomingMessage) => {
       let body = '';

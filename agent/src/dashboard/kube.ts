@@ -3,10 +3,15 @@
 // through the API server's pod proxy (GET .../pods/<pod>:15021/proxy/healthz/ready), so the health
 // page shows every node without a port-forward.
 //
-// What the pod proxy cannot reach: the admin port (127.0.0.1:15000) listens on localhost, and the
-// proxy connects to the pod's address. Config, certificates, connections and the tap still need
-// --admin (on the node, or through kubectl port-forward).
-import type { KubeConfig } from '@hypha/shared/kube';
+// The admin port (127.0.0.1:15000) listens on localhost inside the pod, which the pod proxy (it
+// dials podIP:port) cannot reach. So each running pod also gets an admin endpoint whose
+// connections are port-forwards through the API server (PortForwardAgent: WebSocket
+// .../pods/<pod>/portforward?ports=15000, kept alive and reused, at most 3 at once per pod, a new
+// one after a break), as istioctl reaches ztunnel's admin port. The admin poller reads config,
+// certificates, connections and the tap through it; a pod it cannot reach shows the reason (a 403
+// names the missing `create pods/portforward`).
+import type { KubeConfig, PortForwardAgent } from '@hypha/shared/kube';
+import type { Endpoint } from './fetch.js';
 
 export interface KubePodHealth {
   kind: 'agent' | 'waypoint';
@@ -22,6 +27,8 @@ export interface KubePodHealth {
 export interface KubeHealthSource {
   /** The last poll's answer; `error` when the API server itself did not answer. */
   snapshot(): { pods: KubePodHealth[]; error: string | undefined };
+  /** One admin endpoint per running agent/waypoint/gateway pod, reached through port-forward. */
+  adminEndpoints(): Endpoint[];
   refresh(): Promise<void>;
   close(): void;
 }
@@ -37,6 +44,7 @@ interface PodList {
 const AGENTS = 'app.kubernetes.io/name=hypha-agent';
 const GATEWAY_LABEL = 'gateway.networking.k8s.io/gateway-name';
 export const READINESS_PORT = 15021;
+export const ADMIN_PORT = 15000;
 
 export async function createKubeHealthSource(
   kc: KubeConfig,
@@ -44,12 +52,38 @@ export async function createKubeHealthSource(
   options: {
     /** The port asked through the proxy (tests point it at stand-ins). Default 15021. */
     readinessPort?: (pod: string) => number;
+    /** Reach each pod's admin port through port-forward (default true). */
+    portForward?: boolean;
   } = {},
 ): Promise<KubeHealthSource> {
   const portOf = options.readinessPort ?? (() => READINESS_PORT);
   let pods: KubePodHealth[] = [];
   let error: string | undefined = 'not polled yet';
-  const { fetchKube } = await import('@hypha/shared/kube');
+  const { fetchKube, PortForwardAgent: Forwarder } = await import('@hypha/shared/kube');
+  /** ns/pod → its admin endpoint (the agent keeps its port-forward connections between polls). */
+  const admins = new Map<string, Endpoint & { agent: PortForwardAgent }>();
+
+  const syncAdmins = (running: { ns: string; pod: string; kind: 'agent' | 'waypoint'; name: string }[]) => {
+    if (options.portForward === false) return;
+    const keep = new Set(running.map((r) => `${r.ns}/${r.pod}`));
+    for (const [key, ep] of admins) {
+      if (keep.has(key)) continue;
+      ep.agent.destroy();
+      admins.delete(key);
+    }
+    for (const r of running) {
+      const key = `${r.ns}/${r.pod}`;
+      if (admins.has(key)) continue;
+      admins.set(key, {
+        label: `${key} (port-forward :${ADMIN_PORT})`,
+        host: 'localhost',
+        port: ADMIN_PORT,
+        agent: new Forwarder(kc, r.ns, r.pod, ADMIN_PORT),
+        kind: r.kind,
+        name: r.name,
+      });
+    }
+  };
 
   const readiness = async (ns: string, pod: string): Promise<{ ready: boolean; reasons: string[] }> => {
     try {
@@ -105,6 +139,11 @@ export async function createKubeHealthSource(
           };
         }),
       );
+      syncAdmins(
+        all
+          .filter(({ p }) => p.status?.podIP !== undefined && (p.status?.phase ?? 'Running') === 'Running')
+          .map(({ p, kind, name }) => ({ ns: p.metadata.namespace, pod: p.metadata.name, kind, name })),
+      );
       error = undefined;
     } catch (err) {
       error = `the Kubernetes API did not answer: ${(err as Error).message}`;
@@ -115,7 +154,12 @@ export async function createKubeHealthSource(
   timer.unref();
   return {
     snapshot: () => ({ pods, error }),
+    adminEndpoints: () => [...admins.values()],
     refresh,
-    close: () => clearInterval(timer),
+    close: () => {
+      clearInterval(timer);
+      for (const ep of admins.values()) ep.agent.destroy();
+      admins.clear();
+    },
   };
 }

@@ -441,7 +441,14 @@ export function buildHealth(
     if (t === undefined && kube === undefined)
       reasons.push('no agent runs here, or none was given (--admin, --kubernetes)');
     else if (t === undefined) reasons.push('no agent admin endpoint given for this node (--admin)');
-    else if (!t.ok) reasons.push(`its agent does not answer: ${t.error ?? 'unknown error'}`);
+    else if (!t.ok)
+      reasons.push(
+        // With the pod known (--kubernetes), its readiness came through the API server; only the admin
+        // endpoint (port-forward) failed.
+        kube !== undefined
+          ? `its admin endpoint cannot be read: ${t.error ?? 'unknown error'}`
+          : `its agent does not answer: ${t.error ?? 'unknown error'}`,
+      );
     else {
       if ((t.configDump?.version ?? 0) < 1) reasons.push('config not synced yet');
       for (const c of t.certs) {
@@ -483,7 +490,12 @@ export function buildHealth(
       };
     }
     if (t === undefined) reasons.push('no admin endpoint given for this waypoint (--admin)');
-    else if (!t.ok) reasons.push(`it does not answer: ${t.error ?? 'unknown error'}`);
+    else if (!t.ok)
+      reasons.push(
+        kube.length > 0
+          ? `its admin endpoint cannot be read: ${t.error ?? 'unknown error'}`
+          : `it does not answer: ${t.error ?? 'unknown error'}`,
+      );
     else
       for (const c of t.certs)
         if (BAD_CERT_STATES.has(c.state))

@@ -83,7 +83,13 @@ const LOOPBACK_HOSTS = /^(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?$/;
 export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
   const prom: PrometheusClient | undefined =
     o.prometheus !== undefined ? createPrometheusClient(o.prometheus) : undefined;
-  const admin = createAdminPoller(o.admins, o.pollMs ?? 2000);
+  // In a cluster, each agent/waypoint pod's admin port is one more endpoint (through port-forward).
+  const kube = o.kube;
+  const admin = createAdminPoller(
+    o.admins,
+    o.pollMs ?? 2000,
+    kube !== undefined ? () => kube.adminEndpoints() : undefined,
+  );
   const loopback = /^(127\.|::1$|localhost$)/.test(o.address);
 
   const promStatus = (error?: unknown): PromStatus => ({

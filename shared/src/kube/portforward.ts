@@ -13,8 +13,8 @@
 //
 // One WebSocket carries exactly one TCP connection to the pod's port. PortForwardAgent makes that
 // an http.Agent: each socket it hands out is one port-forward, kept alive between requests (HTTP
-// keep-alive over the tunnel), at most `maxSockets` per pod at once, a new one opened when the
-// last broke. Framing is done by the `ws` package; this module only adds the channel byte.
+// keep-alive over the tunnel), at most `maxSockets` per pod open or opening at once (further
+// requests queue for a free one), a new one opened when the last broke. Framing is done by the `ws` package; this module only adds the channel byte.
 import { Agent as HttpAgent } from 'node:http';
 import { Duplex } from 'node:stream';
 import WebSocket from 'ws';
@@ -28,22 +28,52 @@ export interface PortForwardOptions {
   connectTimeoutMs?: number;
 }
 
-/** One TCP connection to a pod's port, as a stream (what net.Socket offers that http needs). */
+/**
+ * One TCP connection to a pod's port, as a stream (with what net.Socket offers that node:http
+ * calls). Like net.connect, it exists at once and connects in the background: writes wait for the
+ * WebSocket to open; a refused upgrade destroys it with the reason (`ready` rejects with it too).
+ */
 export class PortForwardStream extends Duplex {
-  readonly #ws: WebSocket;
+  #ws: WebSocket | undefined;
   readonly #port: number;
   readonly #target: string;
+  /** Resolves when the tunnel is open; rejects with why it could not be. */
+  readonly ready: Promise<void>;
   #seenPort = [false, false];
   #errorText = '';
   #idleMs = 0;
   #idleTimer: NodeJS.Timeout | undefined;
   timeout: number | undefined;
 
-  constructor(ws: WebSocket, port: number, target: string) {
+  constructor(
+    kc: KubeConfig,
+    namespace: string,
+    pod: string,
+    port: number,
+    options: PortForwardOptions = {},
+  ) {
     super();
-    this.#ws = ws;
     this.#port = port;
-    this.#target = target;
+    this.#target = `${namespace}/${pod}:${port}`;
+    this.ready = connect(kc, namespace, pod, port, options).then(
+      (ws) => {
+        if (this.destroyed) {
+          ws.terminate();
+          throw new Error(`port-forward to ${this.#target}: closed before it opened`);
+        }
+        this.#attach(ws);
+      },
+      (err: Error) => {
+        this.destroy(err);
+        throw err;
+      },
+    );
+    this.ready.catch(() => {});
+  }
+
+  #attach(ws: WebSocket): void {
+    const target = this.#target;
+    this.#ws = ws;
     ws.on('message', (data: Buffer, isBinary: boolean) => this.#onMessage(data, isBinary));
     ws.on('close', (code: number, reason: Buffer) => {
       this.#clearIdle();
@@ -54,6 +84,7 @@ export class PortForwardStream extends Duplex {
       else this.push(null);
     });
     ws.on('error', (err) => this.destroy(new Error(`port-forward to ${target}: ${err.message}`)));
+    if (this.isPaused()) ws.pause();
   }
 
   #onMessage(data: Buffer, isBinary: boolean): void {
@@ -88,20 +119,29 @@ export class PortForwardStream extends Duplex {
       this.destroy(new Error(`port-forward to ${this.#target}: ${this.#errorText.trim()}`));
       return;
     }
-    if (!this.push(payload)) this.#ws.pause();
+    if (!this.push(payload)) this.#ws?.pause();
   }
 
   override _read(): void {
-    this.#ws.resume();
+    this.#ws?.resume();
   }
 
-  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+  override _write(chunk: Buffer, encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    const ws = this.#ws;
+    if (ws === undefined) {
+      // Still opening: written once open (writes stay in order: one _write at a time).
+      this.ready.then(
+        () => this._write(chunk, encoding, callback),
+        (err: Error) => callback(err),
+      );
+      return;
+    }
     this.#touch();
-    if (this.#ws.readyState !== WebSocket.OPEN) {
+    if (ws.readyState !== WebSocket.OPEN) {
       callback(new Error(`port-forward to ${this.#target}: the connection is closed`));
       return;
     }
-    this.#ws.send(Buffer.concat([Buffer.of(0), chunk]), { binary: true }, (err) => callback(err ?? null));
+    ws.send(Buffer.concat([Buffer.of(0), chunk]), { binary: true }, (err) => callback(err ?? null));
   }
 
   override _final(callback: (error?: Error | null) => void): void {
@@ -111,8 +151,9 @@ export class PortForwardStream extends Duplex {
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     this.#clearIdle();
-    if (this.#ws.readyState === WebSocket.OPEN || this.#ws.readyState === WebSocket.CONNECTING)
-      this.#ws.terminate();
+    const ws = this.#ws;
+    if (ws !== undefined && (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING))
+      ws.terminate();
     callback(error);
   }
 
@@ -169,7 +210,7 @@ function refusal(status: number, target: string, namespace: string, body: string
   return new KubeError('API_ERROR', `port-forward to ${target}: ${status} ${message}${hint}`, status, reason);
 }
 
-/** Opens one port-forward connection to `port` of pod `namespace/pod`. */
+/** Opens one port-forward connection to `port` of pod `namespace/pod` (resolves once open). */
 export async function openPortForward(
   kc: KubeConfig,
   namespace: string,
@@ -177,6 +218,23 @@ export async function openPortForward(
   port: number,
   options: PortForwardOptions = {},
 ): Promise<PortForwardStream> {
+  const stream = new PortForwardStream(kc, namespace, pod, port, options);
+  // A refused upgrade destroys the stream with the error `ready` rejects with: said once, here.
+  const quiet = () => {};
+  stream.on('error', quiet);
+  await stream.ready;
+  stream.off('error', quiet);
+  return stream;
+}
+
+/** The WebSocket of one port-forward, once the API server accepted the upgrade. */
+async function connect(
+  kc: KubeConfig,
+  namespace: string,
+  pod: string,
+  port: number,
+  options: PortForwardOptions,
+): Promise<WebSocket> {
   const target = `${namespace}/${pod}:${port}`;
   const base = new URL(kc.cluster.server);
   const https = base.protocol === 'https:';
@@ -237,7 +295,7 @@ export async function openPortForward(
       }
       settled = true;
       ws.removeAllListeners('error');
-      resolve(new PortForwardStream(ws, port, target));
+      resolve(ws);
     });
   });
 }
@@ -261,7 +319,8 @@ export class PortForwardAgent extends HttpAgent {
     port: number,
     options: PortForwardOptions & { maxSockets?: number } = {},
   ) {
-    super({ keepAlive: true, maxSockets: options.maxSockets ?? 3, maxFreeSockets: 2 });
+    const max = options.maxSockets ?? 3;
+    super({ keepAlive: true, maxSockets: max, maxFreeSockets: max });
     this.#kc = kc;
     this.namespace = namespace;
     this.pod = pod;
@@ -269,15 +328,17 @@ export class PortForwardAgent extends HttpAgent {
     this.#options = options;
   }
 
-  override createConnection(
-    _options: unknown,
-    callback?: (err: Error | null, stream: Duplex) => void,
-  ): Duplex | null | undefined {
-    openPortForward(this.#kc, this.namespace, this.pod, this.port, this.#options).then(
-      (stream) => callback?.(null, stream),
-      (err: Error) => callback?.(err, undefined as unknown as Duplex),
-    );
-    return undefined;
+  /** Tunnels open or opening now, in use or idle (never more than maxSockets). */
+  get tunnels(): number {
+    const count = (d: NodeJS.ReadOnlyDict<unknown[]>) =>
+      Object.values(d).reduce((n, list) => n + (list?.length ?? 0), 0);
+    return count(this.sockets) + count(this.freeSockets);
+  }
+
+  // Synchronous, like net.connect: the agent counts the tunnel while it opens, so maxSockets bounds
+  // tunnels and requests beyond it queue for the next free one.
+  override createConnection(): Duplex {
+    return new PortForwardStream(this.#kc, this.namespace, this.pod, this.port, this.#options);
   }
 
   override keepSocketAlive(socket: Duplex): boolean {

@@ -262,6 +262,19 @@ describe('PortForwardAgent: HTTP to a pod-local port through the API server', ()
     expect(api.openPortForwards).toBe(1);
   });
 
+  it('opens at most maxSockets tunnels for requests sent at once, and serves them all', async () => {
+    const api = await setup();
+    await httpPod(api);
+    const agent = new PortForwardAgent(loadKubeConfig(api.kubeconfigPath), 'hypha-system', 'agent-a', 15000, {
+      maxSockets: 2,
+    });
+    cleanups.push(() => agent.destroy());
+    const answers = await Promise.all(['/a', '/b', '/c', '/d', '/e'].map((p) => get(agent, p)));
+    expect(answers).toEqual(['/a', '/b', '/c', '/d', '/e'].map((p) => `200 pod answered ${p}`));
+    expect(api.requests.filter((r) => r.path.endsWith('/portforward')).length).toBeLessThanOrEqual(2);
+    expect(agent.tunnels).toBeLessThanOrEqual(2);
+  });
+
   it('fails a request with the reason when the port cannot be reached, and connects again later', async () => {
     const api = await setup();
     const agent = new PortForwardAgent(loadKubeConfig(api.kubeconfigPath), 'hypha-system', 'agent-a', 15000);

@@ -41,7 +41,7 @@ export function register(program: Command): void {
     )
     .option(
       '--kubernetes',
-      "cluster mode: find every agent and waypoint pod through the API server and read each one's /healthz/ready through its pod proxy",
+      "cluster mode: find every agent and waypoint pod through the API server, read each one's /healthz/ready through its pod proxy and its admin port through port-forward",
       false,
     )
     .option(
@@ -58,11 +58,11 @@ export function register(program: Command): void {
 The graph's rates, success rates and p99 come from Prometheus (the Istio-named metrics the agents
 and waypoints export); pods, certificates, policies, health and the live tap come from the admin
 endpoints. Without Prometheus the page says so and draws edges from the last minute of tap events.
-Admin endpoints listen on localhost: run the dashboard on the node, or reach them with
-kubectl port-forward. --kubernetes finds every agent and waypoint pod through the API server and
-reads its readiness (/healthz/ready, port 15021) through the pod proxy, so the health page covers
-the whole cluster; the pod proxy cannot reach the localhost-only admin port. Exit 2 on a bad flag,
-1 when the port cannot be bound.
+Admin endpoints listen on localhost: run the dashboard on the node, or use --kubernetes, which
+finds every agent and waypoint pod through the API server, reads its readiness (/healthz/ready,
+port 15021) through the pod proxy and its admin port (127.0.0.1:15000 in the pod) through the API
+server's port-forward, as kubectl port-forward does. RBAC for that: get/list pods, get pods/proxy,
+create pods/portforward. Exit 2 on a bad flag, 1 when the port cannot be bound.
 
 Examples:
   hypha dashboard --prometheus http://127.0.0.1:9090
@@ -92,8 +92,8 @@ Examples:
       if (flags.kubeconfig !== undefined && !flags.kubernetes) {
         throw new UsageError('--kubeconfig needs --kubernetes (cluster mode)');
       }
-      // In cluster mode the admin ports are reached only when given (port-forward); outside it the
-      // local agent's is the default.
+      // In cluster mode each pod's admin port is reached through port-forward (plus any given);
+      // outside it the local agent's is the default.
       const admins = (flags.admin.length > 0 || flags.kubernetes ? flags.admin : ['127.0.0.1:15000']).map(
         parseTapTarget,
       );
