@@ -31,6 +31,7 @@ import { existsSync } from 'node:fs';
 import type { Server } from 'node:net';
 import type { Logger } from '@hypha/shared';
 import { type RunningApp, runApp, type SampleApp, startApp } from './apps.js';
+import { type ExternalHttps, type ExternalHttpsOptions, startExternalHttps } from './external-https.js';
 import { type HeldConnection, heldConnectionScript, steerHeldConnection } from './held-connection.js';
 import { ClusterError, listNetns, type RunResult, removeNetnsSync, runCommand } from './run.js';
 
@@ -93,6 +94,8 @@ export interface ExternalHost {
   /** Its fabric address, 10.S.T.(200+k). */
   readonly ip: string;
   readonly netns: string;
+  /** The HTTPS API it serves, when asked for (`addExternalHost(name, { https })`). */
+  readonly https?: ExternalHttps | undefined;
 }
 
 export interface FabricCapture {
@@ -567,8 +570,9 @@ s.on('close',()=>done(false));s.on('error',()=>done(false));setTimeout(()=>done(
   /**
    * Adds a host outside the cluster on the fabric (IPv4 clusters): namespace `<prefix>-x-<name>`,
    * address 10.S.T.(200+k)/24, routes back to every node's pods. Removed with the cluster.
+   * `https`: it also serves an HTTPS API for those names with a CA of its own (external-https.ts).
    */
-  async addExternalHost(name: string): Promise<ExternalHost> {
+  async addExternalHost(name: string, opts: { https?: ExternalHttpsOptions } = {}): Promise<ExternalHost> {
     this.#assertLive();
     if (this.ipFamilies !== 'ipv4') {
       throw new ClusterError('BAD_INPUT', 'external hosts exist in IPv4 clusters only');
@@ -596,7 +600,11 @@ s.on('close',()=>done(false));s.on('error',()=>done(false));setTimeout(()=>done(
       ),
     ]);
     await batch(this.fabricNetns, [`link set ${peer} master br0`, `link set ${peer} up`]);
-    return host;
+    if (opts.https === undefined) return host;
+    const https = await startExternalHttps((o) => this.listenIn(host.netns, o), host.ip, opts.https);
+    const withHttps: ExternalHost = { ...host, https };
+    this.#externals.set(name, withHttps);
+    return withHttps;
   }
 
   /** Tears everything down. Safe to call more than once and after a failed create(). */

@@ -130,7 +130,8 @@ export function buildExternalEntry(input: ServiceInput): ServiceEntry {
     // settled per connection by egress/connect.ts from the authority).
     endpoints = [
       {
-        ip: ext.resolution === 'DNS' ? '' : '-',
+        // What the access log's upstream_host shows: the host (DNS), `-` (NONE).
+        ip: ext.resolution === 'DNS' ? (defaultHost ?? ext.hosts[0]!) : '-',
         ips: [],
         ready: true,
         targetPorts: new Map(),
