@@ -1,9 +1,12 @@
 // Port-forward through the API server (WebSocket, v4.channel.k8s.io): the stand-in's subresource
 // (framing, channels, the error channel, RBAC `create pods/portforward`), cross-checked with
 // client-node's own PortForward, and Hypha's client (openPortForward, PortForwardAgent) on top.
+import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer as createHttpServer, type Server as HttpServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { KubeError, loadKubeConfig, openPortForward, PortForwardAgent } from '@hypha/shared/kube';
 import { createKubeApiServer, type KubeApiServer, type KubeObject } from '@hypha/test';
@@ -87,6 +90,29 @@ describe("the stand-in API server's pods/portforward (WebSocket)", () => {
       path: '/api/v1/namespaces/hypha-system/pods/agent-a/portforward',
       status: 101,
     });
+  });
+
+  it('reaches a pod port the test maps to a unix socket (as LocalMesh.exposeAdmin() gives)', async () => {
+    const api = await setup();
+    const dir = await mkdtemp(join(tmpdir(), 'hypha-pf-'));
+    const path = join(dir, 'admin.sock');
+    const s: Server = createServer((c) => c.end('from the socket'));
+    await new Promise<void>((r) => s.listen(path, r));
+    cleanups.push(async () => {
+      await new Promise((r) => s.close(r));
+      await rm(dir, { recursive: true, force: true });
+    });
+    api.forwardPort('hypha-system', 'agent-a', 15000, { path });
+    const stream = await openPortForward(
+      loadKubeConfig(api.kubeconfigPath),
+      'hypha-system',
+      'agent-a',
+      15000,
+    );
+    let got = '';
+    for await (const chunk of stream) got += String(chunk);
+    // The pod's side closed: the stream ends cleanly after the bytes.
+    expect(got).toBe('from the socket');
   });
 
   it('gives port i channels 2i and 2i+1 when several ports are asked', async () => {

@@ -135,9 +135,12 @@ Examples:
       }
       if (prometheus === undefined)
         process.stdout.write('  no --prometheus: rates come from the live tap only\n');
-      process.stdout.write(
-        `  admin endpoints: ${admins.map((a) => a.label).join(', ')}\nPress Ctrl-C to stop.\n`,
-      );
+      const found = kube?.adminEndpoints().length;
+      const listed = [
+        ...admins.map((a) => a.label),
+        ...(found !== undefined ? [`${found} agent/gateway pods through the API server's port-forward`] : []),
+      ];
+      process.stdout.write(`  admin endpoints: ${listed.join(', ') || 'none'}\nPress Ctrl-C to stop.\n`);
       await new Promise<void>((resolve) => {
         process.once('SIGINT', () => resolve());
         process.once('SIGTERM', () => resolve());
