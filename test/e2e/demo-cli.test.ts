@@ -3,8 +3,9 @@
 // log, its request metrics) and the dashboard answering, and the interactive demo shows the same,
 // serves the dashboard at the URL it prints, says when one of its processes exits, then removes
 // everything (dashboard included) on Ctrl-C. North-south (issue 16 part 5): an outside client
-// reaches echo over HTTPS through the ingress gateway, and a mesh app calls an external HTTPS API
-// by name (ServiceEntry, the agent's DNS proxy); the curl commands the demo prints for both work.
+// reaches echo over HTTPS through the ingress gateway, and a mesh app calls an external API by name
+// in plain HTTP (ServiceEntry, the agent's DNS proxy) which the waypoint calls over HTTPS (TLS
+// origination); the curl commands the demo prints for both work.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
@@ -88,9 +89,10 @@ describe('hypha demo', () => {
         pod: expect.stringMatching(/^echo-v[12]$/),
         path: '/through-the-gateway',
       });
-      // The printed egress call: a mesh app reaches the external API by name, over verified TLS.
+      // The printed egress call: a mesh app calls the external API by name in plain HTTP; the
+      // waypoint called it over verified HTTPS (TLS origination), and the API says so.
       const egress = out.match(
-        /^ {2}ip netns exec (\S+) curl -s (--cacert \S+ https:\/\/api\.external\.test\S*) {3}# a mesh app/m,
+        /^ {2}ip netns exec (\S+) curl -s (http:\/\/api\.external\.test\S*) {3}# a mesh app/m,
       );
       expect(egress, out).not.toBeNull();
       const api = await runCommand('ip', [
@@ -101,7 +103,7 @@ describe('hypha demo', () => {
         '-sS',
         '--max-time',
         '10',
-        ...egress![2]!.split(' '),
+        egress![2]!,
       ]);
       expect(JSON.parse(api.stdout)).toMatchObject({
         server: 'external-api',
@@ -226,11 +228,15 @@ function expectEdgeLines(out: string): void {
   );
   expect(out).toMatch(/the agent's DNS proxy answered api\.external\.test = 240\.240\.\d+\.\d+ /);
   expect(out).toMatch(
-    /answer: 200 over TLSv1\.3 \(verified against the outside world's CA\), SNI api\.external\.test/,
+    /mesh app \(demo\/client\) → http:\/\/api\.external\.test\/v1\/hello by name, in plain HTTP\n/,
+  );
+  expect(out).toMatch(/the waypoint's access log: GET \/v1\/hello response_code=200 /);
+  expect(out).toMatch(
+    /answer: 200; the API was called over TLSv1\.3 with SNI api\.external\.test from [\d.]+ \(the waypoint: TLS origination, TrafficPolicy external-api-tls/,
   );
   for (const check of [
     "outside client reaches echo through gateway demo/ingress over HTTPS (echo.demo.test, certificate verified), entering the mesh as the gateway's identity",
-    "mesh app calls api.external.test by name: DNS proxy VIP, ServiceEntry demo/external-api, HTTPS to the outside world's API through node-a's agent",
+    "mesh app calls http://api.external.test by name: DNS proxy VIP, ServiceEntry demo/external-api, waypoint demo/waypoint originates HTTPS to the outside world's API",
   ]) {
     expect(out).toContain(`PASS  ${check}`);
   }

@@ -4,9 +4,11 @@
 //   - Ingress: an external client (in the outside world) → HTTPS to Gateway demo/ingress (class
 //     hypha, a certificate from a kubernetes.io/tls Secret, issued by the demo's ingress CA) →
 //     HBONE with the gateway's own identity → echo's waypoint (its 90/10 split) → echo.
-//   - Egress: the client pod calls https://api.external.test by name; the agent's DNS proxy answers
-//     the ServiceEntry's allocated VIP, captures the connection and resolves the host upstream (the
-//     outside world's resolver), and the external API answers over TLS that the app verifies.
+//   - Egress: the client pod calls http://api.external.test by name, in plain HTTP; the agent's DNS
+//     proxy answers the ServiceEntry's allocated VIP and captures the connection; the entry is bound
+//     to echo's waypoint (demo/waypoint), which resolves the host with the outside world's resolver
+//     and calls the external API over HTTPS (TLS origination, TrafficPolicy tls), verifying it
+//     against the outside world's CA.
 // Runs after the L7 part (echo is bound to the waypoint then), on IPv4 demos.
 import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
@@ -16,7 +18,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CertificateAuthority, parseSpiffeId } from '@hypha/shared/identity';
 import type { ExternalHost } from '../cluster/cluster.js';
-import type { DemoCheck, DemoResult } from './demo.js';
+import { DEMO_WAYPOINT, type DemoCheck, type DemoResult } from './demo.js';
 import { exposeInNetns } from './expose.js';
 import type { WaypointProcess } from './local-mesh.js';
 
@@ -27,8 +29,18 @@ export const DEMO_EDGE = {
   host: 'echo.demo.test',
   secret: 'echo-demo-test-tls',
   route: 'echo-from-outside',
-  /** The external API: ServiceEntry demo/external-api, served in the outside world. */
-  api: { host: 'api.external.test', entry: 'external-api', port: 443, path: '/v1/hello' },
+  /**
+   * The external API: ServiceEntry demo/external-api (the app's plain HTTP port 80, the server's
+   * HTTPS 443), TrafficPolicy external-api-tls; served in the outside world.
+   */
+  api: {
+    host: 'api.external.test',
+    entry: 'external-api',
+    policy: 'external-api-tls',
+    port: 80,
+    serverPort: 443,
+    path: '/v1/hello',
+  },
 } as const;
 
 /** Requests the ingress check sends (keep-alive, from this machine through the outside world). */
@@ -50,7 +62,8 @@ export interface EdgeDemo {
 const CONFIG_HEADER = `# Hypha demo configuration (generated). Edit and save: the agents, the waypoint and the gateway pick changes up live.
 # L7: Service demo/echo is bound to waypoint demo/waypoint; HTTPRoute echo-split 90/10; AuthorizationPolicy deny-admin.
 # Ingress: Gateway demo/${DEMO_EDGE.gateway.name} (class hypha) serves https://${DEMO_EDGE.host}/ with Secret ${DEMO_EDGE.secret}; HTTPRoute ${DEMO_EDGE.route} → echo.
-# Egress: ServiceEntry demo/${DEMO_EDGE.api.entry} names ${DEMO_EDGE.api.host} (port ${DEMO_EDGE.api.port}, resolution DNS: the outside world's resolver).
+# Egress: ServiceEntry demo/${DEMO_EDGE.api.entry} names ${DEMO_EDGE.api.host} (port ${DEMO_EDGE.api.port}, resolution DNS: the outside world's resolver), bound to
+# waypoint demo/waypoint, which calls it over HTTPS on ${DEMO_EDGE.api.serverPort} (TrafficPolicy ${DEMO_EDGE.api.policy}: TLS origination, the outside world's CA).
 `;
 
 const APP = fileURLToPath(
@@ -154,22 +167,35 @@ export async function runEdgeDemo(
     {
       apiVersion: 'networking.hypha.dev/v1',
       kind: 'ServiceEntry',
-      metadata: { name: api.entry, namespace: 'demo' },
+      metadata: {
+        name: api.entry,
+        namespace: 'demo',
+        labels: { 'hypha.dev/use-waypoint': DEMO_WAYPOINT.name },
+      },
       spec: {
         hosts: [api.host],
         location: 'MESH_EXTERNAL',
-        ports: [{ number: api.port, name: 'https', protocol: 'TLS' }],
+        ports: [{ number: api.port, name: 'http', protocol: 'HTTP', targetPort: api.serverPort }],
         resolution: 'DNS',
       },
     },
+    {
+      apiVersion: 'traffic.hypha.dev/v1alpha1',
+      kind: 'TrafficPolicy',
+      metadata: { name: api.policy, namespace: 'demo' },
+      spec: {
+        targetRefs: [{ kind: 'ServiceEntry', group: 'networking.hypha.dev', name: api.entry }],
+        tls: { mode: 'SIMPLE', sni: api.host, caCertificatesPem: outsideCa.trustBundlePem },
+      },
+    },
   ];
-  const agents = [...mesh.agents.values()];
+  // The agents and the waypoint have the ServiceEntry before the mesh app asks for it.
+  const agents = [...mesh.agents.values(), ...(demo.waypoint ? [demo.waypoint] : [])];
   const before = agents.map((a) => a.events.length);
   const [gateway] = await Promise.all([
     mesh.startGateway({ ...gw, objects, header: CONFIG_HEADER }),
     outsideWorld,
   ]);
-  // The agents have the ServiceEntry before the mesh app asks for it.
   await Promise.all(
     agents.map((a, i) =>
       a.waitFor(
@@ -223,7 +249,7 @@ export async function runEdgeDemo(
   };
   try {
     await checkIngress(demo, edge);
-    await checkEgress(demo, edge);
+    await checkEgress(demo);
   } catch (err) {
     await edge.close();
     throw err;
@@ -343,17 +369,17 @@ async function checkIngress(demo: DemoResult, edge: EdgeDemo): Promise<void> {
   demo.checks.push(check);
 }
 
-async function checkEgress(demo: DemoResult, edge: EdgeDemo): Promise<void> {
-  const { mesh, pods } = demo;
+async function checkEgress(demo: DemoResult): Promise<void> {
+  const { mesh, pods, waypoint } = demo;
   const { api } = DEMO_EDGE;
-  const url = `https://${api.host}${api.path}`;
-  const logStart = new Map([...mesh.agents.values()].map((a) => [a, a.events.length]));
+  const url = `http://${api.host}${api.path}`;
+  const wpStart = waypoint?.events.length ?? 0;
   // The mesh app resolves the name as any program does (getaddrinfo, its resolv.conf), then calls
-  // the API verifying it against the outside world's CA.
-  const script = `const dns=require('dns'),https=require('https'),fs=require('fs');
+  // the API in plain HTTP.
+  const script = `const dns=require('dns'),http=require('http');
 dns.lookup(${JSON.stringify(api.host)},{family:4},(err,address)=>{
 if(err){process.stdout.write(JSON.stringify({error:'lookup '+err.code}));return}
-https.get(${JSON.stringify(url)},{ca:fs.readFileSync(${JSON.stringify(edge.outsideCaPath)}),timeout:10000},res=>{let b='';res.on('data',d=>b+=d);res.on('end',()=>process.stdout.write(JSON.stringify({address,status:res.statusCode,body:b})))})
+http.get(${JSON.stringify(url)},{timeout:10000},res=>{let b='';res.on('data',d=>b+=d);res.on('end',()=>process.stdout.write(JSON.stringify({address,status:res.statusCode,body:b})))})
 .on('error',e=>process.stdout.write(JSON.stringify({address,error:e.code||e.message})))})`;
   const r = await mesh.cluster.exec(pods.client.netns, process.execPath, ['-e', script]);
   let out: { address?: string; status?: number; body?: string; error?: string };
@@ -366,29 +392,32 @@ https.get(${JSON.stringify(url)},{ca:fs.readFileSync(${JSON.stringify(edge.outsi
   try {
     body = JSON.parse(out.body ?? '{}') as typeof body;
   } catch {}
-  const nodeA = mesh.cluster.node(pods.client.node);
   const entry = `demo/${api.entry}`;
-  const agent = mesh.agents.get(pods.client.node)!;
-  const from = logStart.get(agent) ?? 0;
-  const access = await agent
-    .waitFor((e) => e.type === 'access' && e.dst_service === entry && agent.events.indexOf(e) >= from, 3000)
+  const logged = await waypoint
+    ?.waitFor(
+      (e) => e.component === 'access' && e.path === api.path && waypoint.events.indexOf(e) >= wpStart,
+      3000,
+    )
     .catch(() => undefined);
   const vip = out.address ?? '-';
+  const wpName = `${DEMO_WAYPOINT.namespace}/${DEMO_WAYPOINT.name}`;
   demo.report.push(
-    `mesh app (demo/client) → ${url} by name`,
+    `mesh app (demo/client) → ${url} by name, in plain HTTP`,
     `  the agent's DNS proxy answered ${api.host} = ${vip} (an allocated VIP of ServiceEntry ${entry}; the pod's resolv.conf names the cluster DNS)`,
-    `  the agent resolved ${api.host} with the outside world's resolver and connected to ${access ? String(access.dst) : '(no access log line)'}`,
-    `  answer: ${out.status ?? out.error}${body.tls ? ` over ${body.tls} (verified against the outside world's CA), SNI ${body.sni}, the API saw the client at ${body.from} (${pods.client.node}'s address: the agent's connection)` : ''}`,
-    `  next: TLS origination at an egress waypoint (the app speaks plain HTTP, the waypoint calls HTTPS), issue 16 part 3`,
+    `  ServiceEntry ${entry} is bound to waypoint ${wpName}: the agent carried the request there over mTLS (HBONE)`,
+    `  the waypoint's access log: ${logged ? `${logged.method} ${logged.path} response_code=${logged.response_code} upstream_host=${String(logged.upstream_host ?? '-')}` : '(no line)'}`,
+    `  answer: ${out.status ?? out.error}${body.tls ? `; the API was called over ${body.tls} with SNI ${body.sni} from ${body.from} (the waypoint: TLS origination, TrafficPolicy ${api.policy}, verified against the outside world's CA)` : ''}`,
   );
   demo.checks.push({
-    name: `mesh app calls ${api.host} by name: DNS proxy VIP, ServiceEntry ${entry}, HTTPS to the outside world's API through ${pods.client.node}'s agent`,
+    name: `mesh app calls http://${api.host} by name: DNS proxy VIP, ServiceEntry ${entry}, waypoint ${wpName} originates HTTPS to the outside world's API`,
     ok:
       out.status === 200 &&
       vip.startsWith('240.240.') &&
       body.sni === api.host &&
-      body.from === nodeA.ip &&
-      access !== undefined,
-    detail: `address=${vip} status=${out.status ?? out.error} from=${body.from ?? '-'} access=${access ? 'yes' : 'no'}`,
+      typeof body.tls === 'string' &&
+      body.tls.startsWith('TLS') &&
+      body.from === waypoint?.pod.ip &&
+      logged?.response_code === 200,
+    detail: `address=${vip} status=${out.status ?? out.error} tls=${body.tls ?? '-'} from=${body.from ?? '-'} waypoint logged=${logged ? String(logged.response_code) : 'no'}`,
   });
 }

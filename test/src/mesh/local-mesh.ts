@@ -490,6 +490,8 @@ export class LocalMesh {
         this.trustDomain,
         '--drain-timeout',
         this.#opts.drainTimeout ?? '1s',
+        // ServiceEntry hosts served for egress resolve with the outside world's resolver.
+        ...(this.world !== undefined ? ['--dns-upstream', this.world.ip] : []),
         ...(opts.args ?? []),
       ],
       { stdio: ['ignore', 'pipe', 'pipe'], nodeArgs: WAYPOINT_NODE_FLAGS },

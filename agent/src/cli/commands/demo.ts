@@ -69,8 +69,9 @@ scraping the mesh, which the dashboard reads. --check verifies the dashboard ans
 
 On IPv4 (the default) the demo also builds an outside world beyond the cluster: an external client
 reaches echo over HTTPS through the ingress gateway (hypha gateway), and a mesh app calls an
-external HTTPS API by name (a ServiceEntry; the agent's DNS proxy answers its VIP). It prints curl
-commands for both; --check verifies both.`,
+external API by name in plain HTTP (a ServiceEntry; the agent's DNS proxy answers its VIP) which
+the waypoint calls over HTTPS (TLS origination). It prints curl commands for both; --check
+verifies both.`,
     )
     .action(async (flags: DemoFlags, cmd: Command) => {
       const globals = cmd.optsWithGlobals() as { logLevel: LogLevel };
@@ -181,7 +182,7 @@ commands for both; --check verifies both.`,
             `  ingress: gateway ${DEMO_EDGE.gateway.namespace}/${DEMO_EDGE.gateway.name} ${edge.gateway.pod.ip}:443 (${edge.gateway.node}) serves https://${DEMO_EDGE.host}/ → echo; reached from this machine at 127.0.0.1:${edge.localPort} through the outside world`,
           );
           out(
-            `  egress: ServiceEntry demo/${DEMO_EDGE.api.entry} names ${DEMO_EDGE.api.host}:${DEMO_EDGE.api.port}, served in the outside world ${edge.world.ip} (netns ${edge.world.netns}, its own resolver and CA)`,
+            `  egress: ServiceEntry demo/${DEMO_EDGE.api.entry} names ${DEMO_EDGE.api.host}:${DEMO_EDGE.api.port} (plain HTTP), bound to waypoint ${wpName}, which calls it over HTTPS in the outside world ${edge.world.ip} (netns ${edge.world.netns}, its own resolver and CA)`,
           );
         }
         out(
@@ -232,7 +233,7 @@ commands for both; --check verifies both.`,
             `  ip netns exec ${edge.world.netns} curl --cacert ${edge.ingressCaPath} --resolve ${host}:443:${edge.gateway.pod.ip} https://${host}/   # the same from the outside world`,
           );
           out(
-            `  ip netns exec ${pods.client.netns} curl -s --cacert ${edge.outsideCaPath} https://${DEMO_EDGE.api.host}${DEMO_EDGE.api.path}   # a mesh app calls the external API by name (ServiceEntry)`,
+            `  ip netns exec ${pods.client.netns} curl -s http://${DEMO_EDGE.api.host}${DEMO_EDGE.api.path}   # a mesh app calls the external API by name in plain HTTP; the waypoint calls it over HTTPS`,
           );
           out(
             `  ip netns exec ${a} curl -s 127.0.0.1:15000/debug/dns     # the agent's DNS proxy: ServiceEntry VIPs, cache, last queries`,
