@@ -229,8 +229,33 @@ describe('hypha agent --workers 2', () => {
     expect(after.byWorker.size).toBe(2);
   });
 
-  it('a revocation reaches every worker', async () => {
+  it('the upgrade hand-off: a new agent with workers takes the sockets; no connection is refused', async () => {
     await apply([]);
+    const oldPids = await workerPids('node-a');
+    let upgrading = true;
+    const during = (async () => {
+      const total = { ok: 0, refused: 0 };
+      while (upgrading) {
+        const r = await burst(demo.pods.echoV1.ip);
+        total.ok += r.ok;
+        total.refused += r.refused;
+      }
+      return total;
+    })();
+    const { oldExited } = await demo.mesh.upgradeAgent('node-a');
+    expect(await oldExited).toBe(0);
+    upgrading = false;
+    const total = await during;
+    expect(total.ok).toBeGreaterThan(0);
+    expect(total.refused).toBe(0);
+    for (const pid of oldPids) expect(() => process.kill(pid, 0)).toThrow();
+    const newPids = await workerPids('node-a');
+    expect(newPids).toHaveLength(2);
+    expect(newPids.some((p) => oldPids.includes(p))).toBe(false);
+    expect((await burst(demo.pods.echoV1.ip)).ok).toBe(BURST);
+  });
+
+  it('a revocation reaches every worker', async () => {
     expect((await burst(demo.pods.echoV2.ip)).ok).toBe(BURST);
     const revoke = await run(
       process.execPath,

@@ -19,7 +19,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CertificateAuthority, SpiffeId } from '@hypha/shared/identity';
 import { type DemoResult, type LocalMesh, startDemo } from '@hypha/test';
-import { fetchCpuSeconds, fetchRssMb, findLoadApp, runLoad, sleep } from '../mesh-load.js';
+import { fetchRssMb, fetchTreeCpuSeconds, findLoadApp, runLoad, sleep } from '../mesh-load.js';
 import type { BenchOptions, BenchResult, BenchSuiteResult } from '../types.js';
 import { stunnelVersion, writeStunnelConfigs } from './hbone.js';
 
@@ -130,9 +130,10 @@ async function waitListening(
   throw new L4BenchError('LOAD_FAILED', `nothing listens on port ${port} in ${netns} after ${timeoutMs} ms`);
 }
 
+/** CPU of each agent and its direct children (its workers with --workers N > 1). */
 async function fetchAgentsCpu(pids: ReadonlyMap<string, number>): Promise<Map<string, number>> {
   const out = new Map<string, number>();
-  for (const [node, pid] of pids) out.set(node, await fetchCpuSeconds(pid));
+  for (const [node, pid] of pids) out.set(node, await fetchTreeCpuSeconds(pid));
   return out;
 }
 
@@ -423,7 +424,7 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
 
     // 4. Agent CPU per 1000 requests: 1 KB HTTP POSTs over keep-alive, client → echo-v2:8080.
     const cpuBefore = new Map<string, number>();
-    for (const [node, pid] of agentPids) cpuBefore.set(node, await fetchCpuSeconds(pid));
+    for (const [node, pid] of agentPids) cpuBefore.set(node, await fetchTreeCpuSeconds(pid));
     const r = await runLoad(
       mesh,
       client.netns,
@@ -458,7 +459,7 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
       unit: 'req/s',
     });
     for (const [node, pid] of agentPids) {
-      const cpu = (await fetchCpuSeconds(pid)) - (cpuBefore.get(node) ?? 0);
+      const cpu = (await fetchTreeCpuSeconds(pid)) - (cpuBefore.get(node) ?? 0);
       // CPU-seconds per 1000 requests and vCPU per 1000 req/s are the same number: both are
       // cpu / (requests / 1000); the second name is the handbook's.
       const per1000 = (cpu * 1000) / requests;
