@@ -322,7 +322,7 @@ export class LocalMesh {
     );
     this.#watchExit(this.#ca, 'ca');
     const proc = trackProcess(this.#ca, 'ca');
-    await proc.waitFor((e) => typeof e.msg === 'string' && /listening/i.test(e.msg), 20_000);
+    await proc.waitFor((e) => typeof e.msg === 'string' && /listening/i.test(e.msg), 60_000);
   }
 
   /**
