@@ -9,7 +9,7 @@
 // .../pods/<pod>/portforward?ports=15000, kept alive and reused, at most 3 at once per pod, a new
 // one after a break), as istioctl reaches ztunnel's admin port. The admin poller reads config,
 // certificates, connections and the tap through it; a pod it cannot reach shows the reason (a 403
-// names the missing `create pods/portforward`).
+// names the missing verb on `pods/portforward`).
 import type { KubeConfig, PortForwardAgent } from '@hypha/shared/kube';
 import type { Endpoint } from './fetch.js';
 

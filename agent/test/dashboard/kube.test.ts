@@ -253,7 +253,7 @@ describe('hypha dashboard --kubernetes', () => {
   });
 });
 
-describe('hypha dashboard --kubernetes without create pods/portforward', () => {
+describe('hypha dashboard --kubernetes without create on pods/portforward', () => {
   const RBAC = 'rbac.authorization.k8s.io/v1';
   let api: KubeApiServer;
   let kube: KubeHealthSource;
@@ -268,12 +268,16 @@ describe('hypha dashboard --kubernetes without create pods/portforward', () => {
       kind: 'ServiceAccount',
       metadata: { name: 'viewer', namespace: 'hypha-system' },
     });
-    // Enough to list pods and read readiness, not to port-forward.
+    // Enough to list pods and read readiness; port-forward with `get` only (what a role written for
+    // API servers before 1.35 grants), not `create`.
     api.put({
       apiVersion: RBAC,
       kind: 'ClusterRole',
       metadata: { name: 'viewer' },
-      rules: [{ apiGroups: [''], resources: ['pods', 'pods/proxy'], verbs: ['get', 'list'] }],
+      rules: [
+        { apiGroups: [''], resources: ['pods', 'pods/proxy'], verbs: ['get', 'list'] },
+        { apiGroups: [''], resources: ['pods/portforward'], verbs: ['get'] },
+      ],
     } as KubeObject);
     api.put({
       apiVersion: RBAC,
@@ -322,6 +326,8 @@ describe('hypha dashboard --kubernetes without create pods/portforward', () => {
     expect(reasons[0]).toContain(
       'its admin endpoint cannot be read: cannot reach it (port-forward to hypha-system/hypha-agent-a:15000: 403 pods "hypha-agent-a" is forbidden: User "system:serviceaccount:hypha-system:viewer" cannot create resource "pods/portforward"',
     );
-    expect(reasons[0]).toContain('needs verb "create" on "pods/portforward" in namespace hypha-system');
+    expect(reasons[0]).toContain(
+      'needs verbs "get" and "create" on "pods/portforward" in namespace hypha-system',
+    );
   });
 });

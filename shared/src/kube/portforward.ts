@@ -4,12 +4,13 @@
 // connects inside the pod's network namespace.
 //
 // Wire protocol (Kubernetes' WebSocket port-forward, subprotocol v4.channel.k8s.io):
-//   GET /api/v1/namespaces/{ns}/pods/{pod}/portforward?ports=P   (WebSocket upgrade; RBAC verb
-//   `create` on `pods/portforward`). Every binary message starts with one channel byte; port i of
-//   the `ports` list has data channel 2i and error channel 2i+1. The server's first message on each
-//   of the two channels carries the port number (2 bytes, little-endian) before any data. The
-//   client writes [0, ...bytes] for port 0; the error channel carries text when the kubelet could
-//   not connect inside the pod (then the connection ends).
+//   GET /api/v1/namespaces/{ns}/pods/{pod}/portforward?ports=P   (WebSocket upgrade; RBAC verbs
+//   `get` and, since Kubernetes 1.35, `create` on `pods/portforward`).
+//   Every binary message starts with one channel byte; port i of the `ports` list has data channel
+//   2i and error channel 2i+1. The server's first message on each of the two channels carries the
+//   port number (2 bytes, little-endian) before any data. The client writes [0, ...bytes] for port
+//   0; the error channel carries text when the kubelet could not connect inside the pod (then the
+//   connection ends).
 //
 // One WebSocket carries exactly one TCP connection to the pod's port. PortForwardAgent makes that
 // an http.Agent: each socket it hands out is one port-forward, kept alive between requests (HTTP
@@ -204,7 +205,7 @@ function refusal(status: number, target: string, namespace: string, body: string
   }
   let hint = '';
   if (status === 403)
-    hint = ` (RBAC: the kubeconfig's user needs verb "create" on "pods/portforward" in namespace ${namespace}, and "get" on "pods"; see docs/operations.md, "In a cluster")`;
+    hint = ` (RBAC: the kubeconfig's user needs verbs "get" and "create" on "pods/portforward" in namespace ${namespace}: a WebSocket upgrade is a GET, and Kubernetes 1.35+ also checks create; see docs/operations.md, "In a cluster")`;
   else if (status === 401) hint = ' (the credentials in the kubeconfig were refused)';
   else if (status === 404) hint = ' (is the pod still there?)';
   return new KubeError('API_ERROR', `port-forward to ${target}: ${status} ${message}${hint}`, status, reason);

@@ -1,5 +1,5 @@
 // Port-forward through the API server (WebSocket, v4.channel.k8s.io): the stand-in's subresource
-// (framing, channels, the error channel, RBAC `create pods/portforward`), cross-checked with
+// (framing, channels, the error channel, RBAC get+create on pods/portforward), cross-checked with
 // client-node's own PortForward, and Hypha's client (openPortForward, PortForwardAgent) on top.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer as createHttpServer, type Server as HttpServer, request } from 'node:http';
@@ -190,7 +190,7 @@ describe("the stand-in API server's pods/portforward (WebSocket)", () => {
   });
 });
 
-describe('RBAC for port-forward: verb create on pods/portforward', () => {
+describe('RBAC for port-forward: verbs get and create on pods/portforward', () => {
   const RBAC = 'rbac.authorization.k8s.io/v1';
   async function rbacSetup(verbs: string[]) {
     const api = await setup(true);
@@ -222,7 +222,7 @@ describe('RBAC for port-forward: verb create on pods/portforward', () => {
     return { api, kc };
   }
 
-  it('403 without it (get is not enough), naming the verb and resource to grant', async () => {
+  it('403 with get alone (a pre-1.35 role), naming the verb and resource to grant', async () => {
     const { api, kc } = await rbacSetup(['get']);
     const err = (await openPortForward(kc, 'hypha-system', 'agent-a', 15000).catch((e) => e)) as KubeError;
     expect(err).toBeInstanceOf(KubeError);
@@ -230,7 +230,9 @@ describe('RBAC for port-forward: verb create on pods/portforward', () => {
     expect(err.message).toContain(
       'port-forward to hypha-system/agent-a:15000: 403 pods "agent-a" is forbidden: User "system:serviceaccount:hypha-system:viewer" cannot create resource "pods/portforward" in API group "" in the namespace "hypha-system"',
     );
-    expect(err.message).toContain('needs verb "create" on "pods/portforward" in namespace hypha-system');
+    expect(err.message).toContain(
+      'needs verbs "get" and "create" on "pods/portforward" in namespace hypha-system',
+    );
     expect(api.requests.at(-1)?.authorization?.attributes).toMatchObject({
       verb: 'create',
       resource: 'pods',
@@ -238,8 +240,15 @@ describe('RBAC for port-forward: verb create on pods/portforward', () => {
     });
   });
 
-  it('connects with it', async () => {
+  it('403 with create alone: the upgrade is a GET', async () => {
     const { kc } = await rbacSetup(['create']);
+    await expect(openPortForward(kc, 'hypha-system', 'agent-a', 15000)).rejects.toThrow(
+      /403 pods "agent-a" is forbidden: User "system:serviceaccount:hypha-system:viewer" cannot get resource "pods\/portforward"/,
+    );
+  });
+
+  it('connects with both', async () => {
+    const { kc } = await rbacSetup(['get', 'create']);
     const s = await openPortForward(kc, 'hypha-system', 'agent-a', 15000);
     cleanups.push(() => s.destroy());
     const got = new Promise<string>((r) => s.once('data', (d: Buffer) => r(d.toString())));

@@ -1,7 +1,7 @@
 // The stand-in's pod port-forward subresource over WebSocket, as the API server relays it to the
 // kubelet: GET /api/v1/namespaces/{ns}/pods/{name}/portforward?ports=P[,Q] upgraded to a WebSocket
 // with subprotocol v4.channel.k8s.io (or none: the same binary framing). RBAC is checked by the
-// caller (verb `create` on `pods/portforward`).
+// caller (verbs `get` and `create` on `pods/portforward`, as Kubernetes 1.35 checks an upgrade).
 //
 // Framing (Kubernetes' wsstream channel protocol): each binary message is [channel byte, ...data].
 // Port i of the list gets data channel 2i and error channel 2i+1; the server first sends the port

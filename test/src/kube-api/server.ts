@@ -1019,7 +1019,7 @@ export async function createKubeApiServer(options: KubeApiServerOptions = {}): P
 
   /**
    * WebSocket upgrades: only GET .../pods/{name}/portforward (the WebSocket form of port-forward).
-   * RBAC: verb `create` on `pods/portforward`, for the GET upgrade as for POST.
+   * RBAC: verbs `get` and `create` on `pods/portforward`.
    */
   function upgrade(req: IncomingMessage, socket: import('node:stream').Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy());
@@ -1055,22 +1055,27 @@ export async function createKubeApiServer(options: KubeApiServerOptions = {}): P
         parsed.name === undefined
       )
         throw new ApiError(400, 'BadRequest', `${path} does not take a connection upgrade`);
-      const attrs: ResourceAttributes = {
-        verb: 'create',
-        group: '',
-        resource: 'pods',
-        subresource: 'portforward',
-        namespace: parsed.namespace,
-        name: parsed.name,
-      };
+      // A WebSocket upgrade is a GET: the request filter authorizes it as `get`, and since 1.35
+      // (AuthorizePodWebsocketUpgradeCreatePermission, on by default) the server also checks
+      // `create`, the verb the POST (SPDY) form always needed. Both are required here.
       if (options.rbac) {
-        const decision = authorize(rbacSource, user, attrs);
-        record.authorization = decision;
-        if (!decision.allowed) {
-          record.status = 403;
-          const body = forbiddenStatus(decision);
-          refuseUpgrade(socket, new ApiError(403, 'Forbidden', String(body.message)));
-          return;
+        for (const verb of ['get', 'create'] as const) {
+          const attrs: ResourceAttributes = {
+            verb,
+            group: '',
+            resource: 'pods',
+            subresource: 'portforward',
+            namespace: parsed.namespace,
+            name: parsed.name,
+          };
+          const decision = authorize(rbacSource, user, attrs);
+          record.authorization = decision;
+          if (!decision.allowed) {
+            record.status = 403;
+            const body = forbiddenStatus(decision);
+            refuseUpgrade(socket, new ApiError(403, 'Forbidden', String(body.message)));
+            return;
+          }
         }
       }
       const offered = (req.headers['sec-websocket-protocol'] ?? '')

@@ -62,7 +62,7 @@ Admin endpoints listen on localhost: run the dashboard on the node, or use --kub
 finds every agent and waypoint pod through the API server, reads its readiness (/healthz/ready,
 port 15021) through the pod proxy and its admin port (127.0.0.1:15000 in the pod) through the API
 server's port-forward, as kubectl port-forward does. RBAC for that: get/list pods, get pods/proxy,
-create pods/portforward. Exit 2 on a bad flag, 1 when the port cannot be bound.
+get+create pods/portforward. Exit 2 on a bad flag, 1 when the port cannot be bound.
 
 Examples:
   hypha dashboard --prometheus http://127.0.0.1:9090
