@@ -199,9 +199,10 @@ describe('ServiceEntry: an external host by name, through the mesh', () => {
     expect(from.length).toBeGreaterThan(0);
     expect(from.every((a) => a.endsWith(mesh.cluster.node('node-a').ip))).toBe(true);
     expect(resolverLog).toContain(`query[A] ${API_HOST} from ${mesh.cluster.node('node-a').ip}`);
-    const access = mesh
-      .accessLogs()
-      .find((e) => e.dst_service === 'shop/external-api' && e.response_flags === '-');
+    // The access-log line is written when the connection closes, which may be after the echo.
+    const access = await mesh.agents
+      .get('node-a')!
+      .waitFor((e) => e.dst_service === 'shop/external-api' && e.response_flags === '-', 5000);
     expect(access).toMatchObject({
       direction: 'passthrough',
       dst: `${world.ip}:${API_PORT}`,
@@ -217,11 +218,9 @@ describe('ServiceEntry: an external host by name, through the mesh', () => {
     const before = seen.get(API_PORT)?.length ?? 0;
     expect(await roundTrip(client, 'db.external.test', 5432)).toBe(true);
     expect((seen.get(API_PORT) ?? []).length).toBeGreaterThan(before);
-    expect(
-      mesh
-        .accessLogs()
-        .some((e) => e.dst_service === 'shop/orders-db' && e.dst === `${world.ip}:${API_PORT}`),
-    ).toBe(true);
+    await mesh.agents
+      .get('node-a')!
+      .waitFor((e) => e.dst_service === 'shop/orders-db' && e.dst === `${world.ip}:${API_PORT}`, 5000);
   });
 });
 
