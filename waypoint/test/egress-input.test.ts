@@ -4,7 +4,7 @@
 import { type ConfigState, createConfigState, translateObject } from '@hypha/shared/config';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { buildWaypointInput } from '../src/daemon/input.js';
-import { buildSnapshot } from '../src/index.js';
+import { buildSnapshot, computeRouteStatus } from '../src/index.js';
 
 const GATEWAY = { namespace: 'shop', name: 'egress' };
 let state: ConfigState;
@@ -110,5 +110,26 @@ describe('egress input', () => {
     // Not PEM: still refused with the reason, never plain text.
     r = buildSnapshot(input);
     expect(r.snapshot.egressTls('shop/external-api')?.error).toMatch(/not usable PEM/);
+  });
+
+  it('an HTTPRoute whose parentRef is the bound ServiceEntry is attached (status Accepted) and routes for it', () => {
+    put({
+      apiVersion: 'gateway.networking.k8s.io/v1',
+      kind: 'HTTPRoute',
+      metadata: { name: 'external-api', namespace: 'shop' },
+      spec: {
+        parentRefs: [{ group: 'networking.hypha.dev', kind: 'ServiceEntry', name: 'external-api' }],
+        rules: [{ matches: [{ path: { type: 'PathPrefix', value: '/v1' } }], timeouts: { request: '5s' } }],
+      },
+    });
+    const [status] = computeRouteStatus(state, GATEWAY);
+    expect(status?.name).toBe('external-api');
+    expect(status?.parents[0]?.conditions.find((c) => c.type === 'Accepted')).toMatchObject({
+      status: 'True',
+      message: 'attached to waypoint shop/egress',
+    });
+    const { snapshot, errors } = buildSnapshot(buildWaypointInput(state, GATEWAY));
+    expect(errors.filter((e) => e.kind === 'HTTPRoute')).toEqual([]);
+    expect(snapshot.routes.byService.get('shop/external-api')?.length).toBe(1);
   });
 });

@@ -45,6 +45,14 @@ function isServiceRef(ref: RouteParentRef): boolean {
   return refKind(ref) === 'Service' && refGroup(ref) === '';
 }
 
+/** A ServiceEntry served for egress, as the engine reads it (routing/translate.ts). */
+function isServiceEntryRef(ref: RouteParentRef): boolean {
+  return (
+    refKind(ref) === 'ServiceEntry' &&
+    (ref.group === 'networking.hypha.dev' || ref.group === 'networking.istio.io')
+  );
+}
+
 export function parentKey(ref: RouteParentRef, routeNamespace: string): string {
   return [
     refGroup(ref),
@@ -69,6 +77,7 @@ export function attaches(
   const ns = ref.namespace ?? routeNs;
   if (isGatewayRef(ref)) return ref.name === waypoint.name && ns === waypoint.namespace;
   if (isServiceRef(ref)) return sameWaypoint(state.findServiceByName(ns, ref.name)?.waypoint, waypoint);
+  if (isServiceEntryRef(ref)) return sameWaypoint(state.findServiceEntry(ns, ref.name)?.waypoint, waypoint);
   return false;
 }
 
@@ -83,6 +92,10 @@ export function ownsStale(
   if (isGatewayRef(ref)) return ref.name === waypoint.name && ns === waypoint.namespace;
   if (isServiceRef(ref)) {
     const bound = state.findServiceByName(ns, ref.name)?.waypoint;
+    return bound === undefined || sameWaypoint(bound, waypoint);
+  }
+  if (isServiceEntryRef(ref)) {
+    const bound = state.findServiceEntry(ns, ref.name)?.waypoint;
     return bound === undefined || sameWaypoint(bound, waypoint);
   }
   return false;
