@@ -78,8 +78,7 @@ export async function runEdgeDemo(
   demo: DemoResult,
   progress: (line: string) => void = () => {},
 ): Promise<EdgeDemo | undefined> {
-  const { mesh, pods } = demo;
-  const world = mesh.world;
+  const world = demo.mesh.world;
   if (world === undefined) {
     demo.report.push(
       '',
@@ -89,8 +88,34 @@ export async function runEdgeDemo(
   }
   const { api, gateway: gw } = DEMO_EDGE;
   progress(
-    `north-south: an outside world beyond the cluster (${world.ip}) with a resolver and an HTTPS API; Gateway ${gw.namespace}/${gw.name} (HTTPS ${DEMO_EDGE.host}); ServiceEntry ${api.host} ...`,
+    `north-south: an outside world beyond the cluster (${world.ip}) with a resolver and an HTTPS API; Gateway ${gw.namespace}/${gw.name} (HTTPS ${DEMO_EDGE.host}); ServiceEntry ${api.host} through waypoint ${DEMO_WAYPOINT.namespace}/${DEMO_WAYPOINT.name} ...`,
   );
+  let edge: EdgeDemo;
+  try {
+    edge = await startEdge(demo, world);
+  } catch (err) {
+    // A check that fails, not a crash: what ran before still gets printed.
+    demo.checks.push({
+      name: 'the outside world, the ingress gateway and the ServiceEntry started',
+      ok: false,
+      detail: (err as Error).message.split('\n')[0] ?? '',
+    });
+    return undefined;
+  }
+  try {
+    await checkIngress(demo, edge);
+    await checkEgress(demo);
+  } catch (err) {
+    await edge.close();
+    throw err;
+  }
+  return edge;
+}
+
+/** Certificates, the outside world's processes, the gateway and its config, the local port. */
+async function startEdge(demo: DemoResult, world: ExternalHost): Promise<EdgeDemo> {
+  const { mesh, pods } = demo;
+  const { api, gateway: gw } = DEMO_EDGE;
   // Two CAs that are not the mesh's: the one the gateway's certificate comes from, and the outside world's.
   const [ingressCa, outsideCa] = await Promise.all([
     CertificateAuthority.init({ trustDomain: 'demo.test', commonName: 'Hypha demo ingress CA' }),
@@ -247,13 +272,6 @@ export async function runEdgeDemo(
       sock.stop();
     },
   };
-  try {
-    await checkIngress(demo, edge);
-    await checkEgress(demo);
-  } catch (err) {
-    await edge.close();
-    throw err;
-  }
   return edge;
 }
 
