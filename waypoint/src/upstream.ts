@@ -32,6 +32,8 @@ export interface UpstreamEgress {
   dnsName?: string | undefined;
   /** TLS origination; its `id` keeps pools of different TLS settings apart. */
   tls?: UpstreamTls | undefined;
+  /** Set by the HTTP/2 pool: TLS must negotiate ALPN `h2` (default `http/1.1`). */
+  h2?: boolean | undefined;
 }
 
 /** Resolved TLS origination settings (egress/tls.ts). */
@@ -168,8 +170,10 @@ export class UpstreamPools {
 
   async #openHttp2(key: string, ep: UpstreamEndpoint): Promise<ClientHttp2Session> {
     let stream: Duplex;
+    // TLS origination for an HTTP/2 upstream negotiates h2 (ALPN), not HTTP/1.1.
+    const dial = ep.egress?.tls === undefined ? ep : { ...ep, egress: { ...ep.egress, h2: true } };
     try {
-      stream = noDelay(await this.#connect(ep));
+      stream = noDelay(await this.#connect(dial));
     } catch (err) {
       throw tagConnectFailure(err);
     }

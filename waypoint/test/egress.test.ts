@@ -5,6 +5,7 @@
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import http2 from 'node:http2';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -420,6 +421,68 @@ describe('egress: a ServiceEntry served by the waypoint', () => {
       trafficPolicies: [tlsPolicy({ mode: 'SIMPLE' })],
     });
     expect(errors.map((e) => e.message).join('\n')).toMatch(/spec\.tls.*caCertificates/);
+  });
+});
+
+describe('egress: TLS origination on an HTTP2 port', () => {
+  const h2Entry = (ip: string, port: number): ServiceInput => ({
+    ...entry(undefined),
+    ports: [{ port: 80, name: 'http2', appProtocol: 'http2', targetPort: port }],
+    external: {
+      hosts: [HOST],
+      resolution: 'STATIC',
+      hostOfVip: { [VIP]: HOST },
+      endpoints: [{ address: ip }],
+    },
+  });
+
+  it('negotiates h2 (ALPN) with the server, verified', async () => {
+    const ip = loopbackIp();
+    const seen: string[] = [];
+    const server = http2.createSecureServer(
+      { cert: pem['server.pem'], key: pem['server.key'] },
+      (req, res) => {
+        seen.push(`${req.httpVersion} ${(req.socket as TLSSocket).alpnProtocol} ${req.url}`);
+        res.end('ok');
+      },
+    );
+    await new Promise<void>((resolve) => server.listen(0, ip, resolve));
+    const port = (server.address() as AddressInfo).port;
+    const tw = await startWaypoint(
+      {
+        services: [h2Entry(ip, port)],
+        trafficPolicies: [tlsPolicy({ mode: 'SIMPLE', caCertificatesPem: pem['ca.pem'] })],
+      },
+      { host: VIP, port: 80 },
+      { connectUpstream: noHbone },
+    );
+    try {
+      const r = await get(tw, '/v1/h2');
+      expect(r.status).toBe(200);
+      expect(seen).toEqual(['2.0 h2 /v1/h2']);
+    } finally {
+      await tw.close();
+      server.close();
+    }
+  });
+
+  it('a server that speaks only HTTP/1.1 over TLS: 503 with the reason, not garbage on the wire', async () => {
+    const ext = await startExternal({ tls: { cert: pem['server.pem']!, key: pem['server.key']! } });
+    const access = captureLog();
+    const tw = await startWaypoint(
+      {
+        services: [h2Entry(ext.ip, ext.port)],
+        trafficPolicies: [tlsPolicy({ mode: 'SIMPLE', caCertificatesPem: pem['ca.pem'] })],
+      },
+      { host: VIP, port: 80 },
+      { connectUpstream: noHbone, accessLog: access.logger },
+    );
+    open.push(tw, ext);
+    expect((await get(tw)).status).toBe(503);
+    expect(ext.seen).toEqual([]);
+    expect(access.lines.at(-1)!.upstream_transport_failure_reason).toMatch(
+      /did not accept HTTP\/2 \(ALPN h2\)/,
+    );
   });
 });
 

@@ -88,7 +88,7 @@ export function egressConnect(inner: ConnectUpstream, opts: EgressConnectOptions
         servername: t.servername,
         secureContext: t.context,
         rejectUnauthorized: true,
-        ALPNProtocols: ['http/1.1'],
+        ALPNProtocols: [eg.h2 === true ? 'h2' : 'http/1.1'],
         checkServerIdentity: (_host, cert) => {
           // Any of the accepted names; node's own check does the wildcard and SAN matching.
           let last: Error | undefined;
@@ -106,18 +106,39 @@ export function egressConnect(inner: ConnectUpstream, opts: EgressConnectOptions
       secure.once('secureConnect', () => {
         clearTimeout(timer);
         secure.removeAllListeners('error');
+        if (eg.h2 === true && secure.alpnProtocol !== 'h2') {
+          secure.destroy();
+          reject(
+            new EgressConnectError(
+              `upstream TLS to ${where} (SNI ${t.servername}): the server did not accept HTTP/2 (ALPN h2) for this HTTP2/GRPC port`,
+            ),
+          );
+          return;
+        }
         resolve(secure);
       });
       secure.once('error', (err: NodeJS.ErrnoException) => {
         clearTimeout(timer);
         secure.destroy();
-        const what = err.code === undefined ? '' : ` (${err.code})`;
         reject(
           new EgressConnectError(
-            `upstream TLS to ${where} (SNI ${t.servername}): certificate verify failed or handshake refused: ${err.message}${what}`,
+            `upstream TLS to ${where} (SNI ${t.servername}): ${tlsFailure(err, eg.h2 === true)}`,
           ),
         );
       });
     });
   };
+}
+
+/** A TLS handshake failure in words: verification (the server's certificate) or the handshake itself. */
+function tlsFailure(err: NodeJS.ErrnoException, h2: boolean): string {
+  const code = err.code ?? '';
+  if (code === 'ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL')
+    return `the server did not accept ${h2 ? 'HTTP/2 (ALPN h2) for this HTTP2/GRPC port' : 'HTTP/1.1 (ALPN http/1.1)'}`;
+  if (code.startsWith('ERR_SSL_') || code === 'ECONNRESET' || code === 'EPIPE') {
+    // OpenSSL's text ends with the alert's name, e.g. "...:tlsv1 alert unknown ca:...".
+    const alert = /alert ([a-z ]+)/.exec(err.message)?.[1];
+    return `handshake refused by the server${alert ? ` (alert: ${alert})` : ''}: ${code}`;
+  }
+  return `certificate verify failed: ${err.message}${code === '' ? '' : ` (${code})`}`;
 }

@@ -3,6 +3,7 @@
 // grpc-status so the retry filter can act on it.
 import http2, { type ClientHttp2Stream } from 'node:http2';
 import type { Writable } from 'node:stream';
+import { transportFailureReason } from '../egress/connect.js';
 import type { ProxyFailureCode } from '../errors.js';
 import { isConnectFailure, type UpstreamPools } from '../upstream.js';
 import { failure, type Outcome, type RequestContext } from './context.js';
@@ -19,6 +20,8 @@ export async function http2Try(rc: RequestContext, pools: UpstreamPools): Promis
     // pool already forgot it, so this opens a new one.
     if (session.closed || session.destroyed) session = await pools.fetchHttp2(rc.upstream!);
   } catch (err) {
+    const reason = transportFailureReason(err);
+    if (reason !== undefined) rc.upstreamFailureReason = reason;
     return failure(isConnectFailure(err) ? 'CONNECT_FAILED' : 'UPSTREAM_RESET');
   }
   if (rc.aborted !== undefined) return failure(rc.aborted);
