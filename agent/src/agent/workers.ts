@@ -226,6 +226,10 @@ export class WorkerPool {
           }
           if (!slot.everReady && slot.applied >= 0) {
             slot.everReady = true;
+            log.info(
+              { version: m.version },
+              'agent worker holds the state; it accepts once given the sockets',
+            );
             first?.ready();
           }
           return;
