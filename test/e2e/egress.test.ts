@@ -8,7 +8,8 @@
 //   - a tcpdump on the external host's link sees the TLS connection and never the request's marker;
 //   - an AuthorizationPolicy on the ServiceEntry allows only GET /v1/* from the app: /v2 is 403;
 //   - a CA bundle that did not sign the server's certificate: 503 and the reason in the waypoint's
-//     access log, nothing reaches the server.
+//     access log, nothing reaches the server;
+//   - MUTUAL: the server sees the client certificate of a kubernetes.io/tls Secret.
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { type ClusterPod, type ExternalHost, LocalMesh, type WaypointProcess } from '@hypha/test';
@@ -209,5 +210,33 @@ describe('egress waypoint: TLS origination', () => {
         `^upstream TLS to ${world.ip.replaceAll('.', '\\.')}:443 \\(SNI ${API_HOST}\\): certificate verify failed`,
       ),
     );
+  });
+
+  it('MUTUAL: the waypoint presents the client certificate of a kubernetes.io/tls Secret', async () => {
+    const version = (e: { msg?: unknown }) => e.msg === 'config applied';
+    const applied = waypoint.events.filter(version).length;
+    const b64 = (v: string) => Buffer.from(v).toString('base64');
+    const https = world.https!;
+    await mesh.writeConfig([
+      ...baseConfig.filter((o) => (o as { kind?: string }).kind !== 'TrafficPolicy'),
+      {
+        apiVersion: 'v1',
+        kind: 'Secret',
+        type: 'kubernetes.io/tls',
+        metadata: { name: 'api-client', namespace: 'shop' },
+        data: { 'tls.crt': b64(https.clientCert.certificate), 'tls.key': b64(https.clientCert.privateKey) },
+      },
+      {
+        ...tlsPolicy(https.caPem),
+        spec: {
+          ...tlsPolicy(https.caPem).spec,
+          tls: { mode: 'MUTUAL', caCertificatesPem: https.caPem, credentialName: 'api-client' },
+        },
+      },
+    ]);
+    await until(() => waypoint.events.filter(version).length > applied, 10_000);
+    const r = await curl('/v1/whoami');
+    expect(r.status).toBe(200);
+    expect(JSON.parse(r.body)).toMatchObject({ tls: 'TLSv1.3', sni: API_HOST, clientCn: 'mesh-egress' });
   });
 });
