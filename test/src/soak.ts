@@ -548,10 +548,16 @@ async function soak(
         streamScript(echoV2.ip, ECHO_TCP_PORT, STREAM_SECONDS),
       ]);
       let out = '';
+      let errText = '';
       child.stdout?.on('data', (d: Buffer) => {
         out += d.toString();
       });
-      await new Promise((r) => child.once('exit', r));
+      child.stderr?.on('data', (d: Buffer) => {
+        errText = (errText + d.toString()).slice(-500);
+      });
+      const exit = await new Promise<string>((r) =>
+        child.once('exit', (code, signal) => r(`exit ${code ?? ''}${signal ? ` signal ${signal}` : ''}`)),
+      );
       try {
         const r = JSON.parse(out.trim()) as {
           sent: number;
@@ -573,7 +579,9 @@ async function soak(
           sent: 0,
           received: 0,
           sha256Match: false,
-          error: `no result: ${out.slice(0, 200)}`,
+          // The stream's process printed no result: say how it ended, for telling a harness
+          // failure (it never ran) from a mesh one.
+          error: `no result (${exit}): ${out.slice(0, 200)} ${errText.trim()}`,
         });
       }
     }
