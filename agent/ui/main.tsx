@@ -715,6 +715,7 @@ interface HealthAnswer {
     ready: boolean;
     reasons: string[];
     admin?: string;
+    release?: string;
     configVersion?: number;
     connections?: number;
     certificates: number;
@@ -725,6 +726,7 @@ interface HealthAnswer {
     name: string;
     ready: boolean;
     reasons: string[];
+    release?: string;
     configVersion?: number;
     connections?: number;
     configErrors: string[];
@@ -765,6 +767,7 @@ function HealthPage() {
           <tr>
             <th>node</th>
             <th>status</th>
+            <th>version</th>
             <th>config</th>
             <th>connections</th>
             <th>pods</th>
@@ -777,6 +780,7 @@ function HealthPage() {
             <tr key={n.node} data-node={n.node} class={n.ready ? '' : 'bad'}>
               <td>{n.node}</td>
               <td data-testid="node-status">{n.ready ? 'ready' : 'NOT READY'}</td>
+              <td data-testid="node-release">{n.release ?? '–'}</td>
               <td>
                 {n.configVersion === undefined
                   ? '–'
@@ -798,6 +802,7 @@ function HealthPage() {
           <tr>
             <th>waypoint</th>
             <th>status</th>
+            <th>version</th>
             <th>config version</th>
             <th>HTTP/2 connections</th>
             <th>why</th>
@@ -808,6 +813,7 @@ function HealthPage() {
             <tr key={w.name} class={w.ready ? '' : 'bad'}>
               <td>{w.name}</td>
               <td>{w.ready ? 'ready' : 'NOT READY'}</td>
+              <td>{w.release ?? '–'}</td>
               <td>{w.configVersion ?? '–'}</td>
               <td>{w.connections ?? '–'}</td>
               <td>{[...w.reasons, ...w.configErrors].join('; ') || '–'}</td>

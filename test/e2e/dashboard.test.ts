@@ -11,7 +11,7 @@
 // test-results/dashboard/ (kept by CI as artifacts; docs/img/dashboard.png is one of them).
 import type { ChildProcess } from 'node:child_process';
 import { spawn } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { exposeInNetns, findOnPath, type PrometheusServer, startPrometheus } from '@hypha/test';
@@ -236,6 +236,11 @@ describe('hypha dashboard in a browser', () => {
     await shot('prometheus-down');
     const nodes = await open('health', '[data-testid="nodes"] tbody', /node-a\s+ready/);
     expect(nodes).toMatch(/node-b\s+ready/);
+    // Each agent says which Hypha release it runs (its /config_dump), as `hypha --version` prints it.
+    const release = (
+      JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+    ).version;
+    expect(nodes).toMatch(new RegExp(`node-a\\s+ready\\s+${release.replaceAll('.', '\\.')}\\s+synced`));
     expect(await page.$eval('[data-testid="ca"]', (el) => (el as unknown as Text).innerText)).toMatch(
       /^issuing: \d+ certificates held/,
     );

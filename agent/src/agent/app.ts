@@ -27,6 +27,7 @@ import type { Logger } from '@hypha/shared';
 import { type ConfigState, createFileSource, LABEL_GATEWAY_NAME, type Workload } from '@hypha/shared/config';
 import {
   certificatesView,
+  daemonInfo,
   ENDPOINT_NAMES,
   type Endpoints,
   listenAllFamilies,
@@ -257,6 +258,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   const configDump = () => ({
     node: config.nodeName,
     version: state.stats().version,
+    hypha: daemonInfo(),
     stats: state.stats(),
     workloads: [...state.workloads()].map((w) => ({ ...w, identity: w.identity.toString() })),
     services: [...state.services()].map((s) => ({

@@ -34,7 +34,10 @@ export interface ConfigDump {
   /** Waypoints: their Gateway. */
   gateway?: { namespace: string; name: string };
   identity?: string;
+  /** The config version the daemon has applied. */
   version?: number;
+  /** The daemon itself: Hypha release, Node runtime, pid, start time. */
+  hypha?: { version?: string; node?: string; pid?: number; startedAt?: string };
   workloads?: DumpWorkload[];
   services?: DumpService[];
   waypoints?: { namespace: string; name: string; identity: string; ips?: string[] }[];

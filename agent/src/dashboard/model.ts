@@ -360,6 +360,8 @@ export interface NodeHealth {
   /** Why not ready, or what is worth knowing. */
   reasons: string[];
   admin: string | undefined;
+  /** The Hypha release the agent runs (its /config_dump), e.g. "0.1.0". */
+  release: string | undefined;
   configVersion: number | undefined;
   connections: number | undefined;
   certificates: number;
@@ -372,6 +374,7 @@ export interface WaypointHealth {
   ready: boolean;
   reasons: string[];
   admin: string | undefined;
+  release: string | undefined;
   configVersion: number | undefined;
   connections: number | undefined;
   configErrors: string[];
@@ -430,6 +433,7 @@ export function buildHealth(
           ready: kube.ready,
           reasons,
           admin: undefined,
+          release: undefined,
           configVersion: undefined,
           connections: undefined,
           certificates: 0,
@@ -461,6 +465,7 @@ export function buildHealth(
       ready: t !== undefined && t.ok && reasons.length === 0 && (kube === undefined || kube.ready),
       reasons,
       admin: t?.label,
+      release: t?.ok ? t.configDump?.hypha?.version : undefined,
       configVersion: t?.ok ? t.configDump?.version : undefined,
       connections: t?.ok ? t.connections : undefined,
       certificates: t?.ok ? t.certs.length : 0,
@@ -484,6 +489,7 @@ export function buildHealth(
         ready: kube.some((p) => p.ready),
         reasons,
         admin: undefined,
+        release: undefined,
         configVersion: undefined,
         connections: undefined,
         configErrors: [],
@@ -505,6 +511,7 @@ export function buildHealth(
       ready: t !== undefined && t.ok && reasons.length === 0,
       reasons,
       admin: t?.label,
+      release: t?.ok ? t.configDump?.hypha?.version : undefined,
       configVersion: t?.ok ? t.configDump?.version : undefined,
       connections: t?.ok ? t.connections : undefined,
       configErrors: t?.configDump?.configErrors ?? [],

@@ -8,6 +8,7 @@ export {
   splitHostPort,
   startEndpoints,
 } from './endpoints.js';
+export { type DaemonInfo, daemonInfo } from './info.js';
 export { listenAllFamilies } from './listen.js';
 
 /** Where a daemon reads the mesh config from: a YAML file, or the Kubernetes API. */

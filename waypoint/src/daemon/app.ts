@@ -14,7 +14,13 @@ import { readFile } from 'node:fs/promises';
 import net, { type Server, type Socket } from 'node:net';
 import { createSilentLogger, type Logger, SpiffeId } from '@hypha/shared';
 import { type ConfigState, createFileSource } from '@hypha/shared/config';
-import { certificatesView, type Endpoints, listenAllFamilies, startEndpoints } from '@hypha/shared/daemon';
+import {
+  certificatesView,
+  daemonInfo,
+  type Endpoints,
+  listenAllFamilies,
+  startEndpoints,
+} from '@hypha/shared/daemon';
 import { createHbonePool, createHboneServer } from '@hypha/shared/hbone';
 import { CaClient, CertManager, type WorkloadCertificate } from '@hypha/shared/identity';
 import { TapHub } from '@hypha/shared/telemetry';
@@ -208,6 +214,7 @@ export async function startWaypointDaemon(
           gateway: gw,
           identity: identity.toString(),
           version: state.stats().version,
+          hypha: daemonInfo(),
           services: input.services.map((s) => ({
             ...s,
             endpoints: s.endpoints.map((e) => ({
