@@ -42,3 +42,21 @@ export function addMeshDaemonOptions(cmd: Command): Command {
         .default('cluster.local'),
     );
 }
+
+/**
+ * Keeps a daemon's verb running until SIGTERM or SIGINT, then shuts the daemon down with that
+ * signal's name as the reason (it drains) and resolves once it has stopped.
+ */
+export function serveUntilSignal(daemon: { shutdown(reason: string): Promise<unknown> }): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      process.off('SIGTERM', onTerm);
+      process.off('SIGINT', onInt);
+      void daemon.shutdown(signal).then(() => resolve());
+    };
+    const onTerm = () => stop('SIGTERM');
+    const onInt = () => stop('SIGINT');
+    process.on('SIGTERM', onTerm);
+    process.on('SIGINT', onInt);
+  });
+}

@@ -8,7 +8,7 @@ import { createLogger, type LogLevel } from '@hypha/shared';
 import type { GatewayDaemonConfig } from '@hypha/waypoint/gateway/app';
 import { type Command, Option } from 'commander';
 import { AgentConfigError, parseConfigSource } from '../../agent/config.js';
-import { addMeshDaemonOptions } from '../daemon-options.js';
+import { addMeshDaemonOptions, serveUntilSignal } from '../daemon-options.js';
 import { durationFlagMs, UsageError } from '../errors.js';
 import { findManifestsDir } from './install.js';
 
@@ -101,18 +101,7 @@ Examples:
         base: { gateway: `${flags.namespace}/${flags.name}` },
       });
       const { startGatewayDaemon } = await import('@hypha/waypoint/gateway/app');
-      const daemon = await startGatewayDaemon(config, logger);
-      await new Promise<void>((resolve) => {
-        const stop = (signal: string) => {
-          process.off('SIGTERM', onTerm);
-          process.off('SIGINT', onInt);
-          void daemon.shutdown(signal).then(resolve);
-        };
-        const onTerm = () => stop('SIGTERM');
-        const onInt = () => stop('SIGINT');
-        process.on('SIGTERM', onTerm);
-        process.on('SIGINT', onInt);
-      });
+      await serveUntilSignal(await startGatewayDaemon(config, logger));
     });
 
   gateway

@@ -12,7 +12,7 @@ import type { WaypointDaemonConfig } from '@hypha/waypoint/daemon/config';
 import type { WaypointFor } from '@hypha/waypoint/daemon/render';
 import { type Command, Option } from 'commander';
 import { AgentConfigError, parseConfigSource } from '../../agent/config.js';
-import { addMeshDaemonOptions } from '../daemon-options.js';
+import { addMeshDaemonOptions, serveUntilSignal } from '../daemon-options.js';
 import { durationFlagMs, UsageError } from '../errors.js';
 import { findManifestsDir } from './install.js';
 
@@ -123,18 +123,7 @@ Examples:
         base: { waypoint: `${flags.namespace}/${flags.name}` },
       });
       const { startWaypointDaemon } = await import('@hypha/waypoint/daemon/app');
-      const daemon = await startWaypointDaemon(config, logger);
-      await new Promise<void>((resolve) => {
-        const stop = (signal: string) => {
-          process.off('SIGTERM', onTerm);
-          process.off('SIGINT', onInt);
-          void daemon.shutdown(signal).then(resolve);
-        };
-        const onTerm = () => stop('SIGTERM');
-        const onInt = () => stop('SIGINT');
-        process.on('SIGTERM', onTerm);
-        process.on('SIGINT', onInt);
-      });
+      await serveUntilSignal(await startWaypointDaemon(config, logger));
     });
 
   waypoint
