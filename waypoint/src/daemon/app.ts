@@ -10,7 +10,6 @@
 // destination agents (which admit pods behind a waypoint only from that identity) can tell it apart
 // from a client dialing the pod directly. Readiness is green only once the config is synced, the
 // Gateway exists and the certificate is held.
-import { readFile } from 'node:fs/promises';
 import net, { type Server, type Socket } from 'node:net';
 import { createSilentLogger, type Logger, SpiffeId } from '@hypha/shared';
 import { type ConfigState, createFileSource } from '@hypha/shared/config';
@@ -22,13 +21,13 @@ import {
   startEndpoints,
 } from '@hypha/shared/daemon';
 import { createHbonePool, createHboneServer } from '@hypha/shared/hbone';
-import { CaClient, CertManager, type WorkloadCertificate } from '@hypha/shared/identity';
 import { TapHub } from '@hypha/shared/telemetry';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { createHostResolver } from '../egress/resolve.js';
 import { hboneIngressHandler } from '../hbone-ingress.js';
 import { hboneConnectUpstream } from '../hbone-upstream.js';
 import { createWaypoint, type Waypoint } from '../proxy.js';
+import { startDaemonCertificate } from './certificate.js';
 import { type WaypointDaemonConfig, WaypointDaemonError } from './config.js';
 import { buildWaypointInput } from './input.js';
 
@@ -87,36 +86,7 @@ export async function startWaypointDaemon(
         })
       : undefined;
 
-  const caRoot = await readFile(config.ca.rootFile, 'utf8').catch((err: Error) => {
-    throw new WaypointDaemonError(
-      'WAYPOINT_START',
-      `cannot read the CA root certificate ${config.ca.rootFile}: ${err.message}`,
-    );
-  });
-  const caClient = new CaClient({
-    url: config.ca.address,
-    token: async () => (await readFile(config.ca.tokenFile, 'utf8')).trim(),
-    caTrustBundlePem: caRoot,
-  });
-  const certs = new CertManager({ provider: caClient });
-  certs.fetchCertificate(identity).then(
-    (c) =>
-      log.info(
-        { identity: identity.toString(), serial: c.serial, notAfter: c.notAfter },
-        'certificate ready',
-      ),
-    (err: Error) =>
-      log.warn(
-        { identity: identity.toString(), err: err.message },
-        'certificate request failed; retrying with backoff (check that this pod is known to the CA with serviceAccountName equal to the Gateway name)',
-      ),
-  );
-  const certificate = (): WorkloadCertificate => {
-    const c = certs.findCertificate(identity);
-    if (c === undefined)
-      throw new WaypointDaemonError('WAYPOINT_START', `no certificate yet for ${identity.toString()}`);
-    return c;
-  };
+  const { certs, caClient, certificate } = await startDaemonCertificate(config.ca, identity, log);
 
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });

@@ -13,17 +13,15 @@
 // exactly it); it never serves a listener whose certificate did not load; private keys never reach
 // a log line, the admin endpoint or a status message.
 
-import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createSilentLogger, type Logger, SpiffeId } from '@hypha/shared';
 import { type ConfigState, createFileSource } from '@hypha/shared/config';
 import { certificatesView, type Endpoints, startEndpoints } from '@hypha/shared/daemon';
 import { createHbonePool } from '@hypha/shared/hbone';
-import { CaClient, CertManager, type WorkloadCertificate } from '@hypha/shared/identity';
 import { TapHub } from '@hypha/shared/telemetry';
 import { collectDefaultMetrics, Registry } from 'prom-client';
-import { WaypointDaemonError } from '../daemon/config.js';
+import { startDaemonCertificate } from '../daemon/certificate.js';
 import { workloadInfo } from '../daemon/input.js';
 import { hboneConnectUpstream } from '../hbone-upstream.js';
 import { createWaypoint, type Waypoint } from '../proxy.js';
@@ -95,36 +93,7 @@ export async function startGatewayDaemon(
   await source.start();
   const state = source.state;
 
-  const caRoot = await readFile(config.ca.rootFile, 'utf8').catch((err: Error) => {
-    throw new WaypointDaemonError(
-      'WAYPOINT_START',
-      `cannot read the CA root certificate ${config.ca.rootFile}: ${err.message}`,
-    );
-  });
-  const caClient = new CaClient({
-    url: config.ca.address,
-    token: async () => (await readFile(config.ca.tokenFile, 'utf8')).trim(),
-    caTrustBundlePem: caRoot,
-  });
-  const certs = new CertManager({ provider: caClient });
-  certs.fetchCertificate(identity).then(
-    (c) =>
-      log.info(
-        { identity: identity.toString(), serial: c.serial, notAfter: c.notAfter },
-        'certificate ready',
-      ),
-    (err: Error) =>
-      log.warn(
-        { identity: identity.toString(), err: err.message },
-        'certificate request failed; retrying with backoff (check that this pod is known to the CA with serviceAccountName equal to the Gateway name)',
-      ),
-  );
-  const certificate = (): WorkloadCertificate => {
-    const c = certs.findCertificate(identity);
-    if (c === undefined)
-      throw new WaypointDaemonError('WAYPOINT_START', `no certificate yet for ${identity.toString()}`);
-    return c;
-  };
+  const { certs, caClient, certificate } = await startDaemonCertificate(config.ca, identity, log);
 
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
