@@ -62,6 +62,7 @@ describe('network chaos', () => {
     await chaos('node-a', loss);
     await chaos('node-b', loss);
     try {
+      const startedAt = Date.now();
       const results = await Promise.all(
         [0, 1, 2, 3].map(
           () =>
@@ -72,7 +73,20 @@ describe('network chaos', () => {
               120_000,
             ) as Promise<{ sent: number; sentSha256: string; received: number; receivedSha256: string }>,
         ),
-      );
+      ).catch((err: Error) => {
+        // What the agents said while the transfers ran: a failed transfer's cause is in their logs.
+        for (const [node, agent] of mesh.agents) {
+          const said = agent.events.filter(
+            (e) =>
+              Date.parse(String(e.time)) >= startedAt &&
+              (['warn', 'error', 'fatal'].includes(String(e.level)) || e.error !== undefined),
+          );
+          console.log(
+            `${node} after ${Date.now() - startedAt} ms:\n${said.map((e) => JSON.stringify(e)).join('\n')}`,
+          );
+        }
+        throw err;
+      });
       for (const r of results) {
         expect([r.sent, r.received]).toEqual([SIZE, SIZE]);
         const server = await bytesServer.waitFor(

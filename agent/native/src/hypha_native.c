@@ -236,6 +236,26 @@ static napi_value get_mark(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * setSendBuffer(fd, bytes) -> effective size. SO_SNDBUFFORCE (CAP_NET_ADMIN) passes the
+ * net.core.wmem_max cap; without the capability SO_SNDBUF sets what the cap allows. Returns what
+ * the kernel holds afterwards (it doubles the request to cover its own bookkeeping).
+ */
+static napi_value set_send_buffer(napi_env env, napi_callback_info info) {
+  napi_value argv[2], result;
+  int fd, bytes, effective = 0;
+  socklen_t len = sizeof effective;
+  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &fd)) return throw_type(env, "setSendBuffer(fd, bytes): fd must be a non-negative integer");
+  if (napi_get_value_int32(env, argv[1], &bytes) != napi_ok || bytes <= 0) return throw_type(env, "setSendBuffer(fd, bytes): bytes must be a positive 32-bit integer");
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) != 0) {
+    if (errno != EPERM) return throw_errno(env, errno, "setsockopt(SO_SNDBUFFORCE)");
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes) != 0) return throw_errno(env, errno, "setsockopt(SO_SNDBUF)");
+  }
+  if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &effective, &len) != 0) return throw_errno(env, errno, "getsockopt(SO_SNDBUF)");
+  napi_create_int32(env, effective, &result);
+  return result;
+}
+
 /* ---- connectTransparent ---------------------------------------------------------------- */
 
 typedef struct {
@@ -493,6 +513,7 @@ static napi_value init(napi_env env, napi_value exports) {
   EXPORT("setFreebind", set_freebind);
   EXPORT("setMark", set_mark);
   EXPORT("getMark", get_mark);
+  EXPORT("setSendBuffer", set_send_buffer);
   EXPORT("connectTransparent", connect_transparent);
   return exports;
 }

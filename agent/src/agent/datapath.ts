@@ -13,6 +13,7 @@ import { createHostLookup } from '../dns/index.js';
 import { getOriginalDst } from '../native/index.js';
 import type { AgentConfig } from './config.js';
 import { ConnectionTracker } from './connections.js';
+import { createHboneSocketTuner } from './hbone-socket.js';
 import { Inbound, stripV4Mapped } from './inbound.js';
 import { Outbound } from './outbound.js';
 import { PolicyMetrics } from './policy-metrics.js';
@@ -73,7 +74,8 @@ export function createDataPath(opts: {
     policyMetrics,
     isIdentityRevoked: (id) => revoked.ids.has(id.toString()),
   });
-  const pool: HbonePool = createHbonePool({ logger });
+  const tuneSocket = createHboneSocketTuner(logger);
+  const pool: HbonePool = createHbonePool({ logger, tuneSocket });
   const originalDestination = (socket: Socket): { ip: string; port: number } => {
     try {
       const d = getOriginalDst(socket);
@@ -106,6 +108,7 @@ export function createDataPath(opts: {
     handler: (req) => inbound.handleHbone(req),
     trustDomain: config.trustDomain,
     isRevoked: (peer) => revoked.serials.has(peer.serial) || revoked.ids.has(peer.id.toString()),
+    tuneSocket,
     logger,
   });
 

@@ -13,5 +13,6 @@ export {
   NativeError,
   setFreebind,
   setMark,
+  setSendBuffer,
   setTransparent,
 } from './sockets.js';

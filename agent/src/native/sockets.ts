@@ -44,6 +44,7 @@ interface Addon {
   setFreebind(fd: number, on: boolean): void;
   setMark(fd: number, mark: number): void;
   getMark(fd: number): number;
+  setSendBuffer(fd: number, bytes: number): number;
   connectTransparent(
     localAddress: string,
     localPort: number,
@@ -183,6 +184,27 @@ export function setMark(socket: SocketLike, mark: number): void {
     native.setMark(findSocketFd(socket), mark);
   } catch (err) {
     throw translate(err, 'setMark');
+  }
+}
+
+/**
+ * Raises a TCP socket's send buffer to `bytes` (the kernel reports twice that: it counts its own
+ * bookkeeping). With CAP_NET_ADMIN past net.core.wmem_max (SO_SNDBUFFORCE); without it, as far as
+ * that cap allows. Returns the size the kernel holds now. Setting it turns off the kernel's send
+ * buffer autotuning for this socket; memory is only used for bytes actually queued.
+ */
+export function setSendBuffer(socket: SocketLike, bytes: number): number {
+  if (!Number.isInteger(bytes) || bytes <= 0 || bytes > 0x7fffffff) {
+    throw new NativeError(
+      'INVALID_ARGUMENT',
+      `setSendBuffer: bytes must be a positive 32-bit integer, got ${bytes}`,
+    );
+  }
+  const native = loadAddon();
+  try {
+    return native.setSendBuffer(findSocketFd(socket), bytes);
+  } catch (err) {
+    throw translate(err, 'setSendBuffer');
   }
 }
 

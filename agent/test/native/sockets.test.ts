@@ -8,6 +8,7 @@ import {
   NativeError,
   setFreebind,
   setMark,
+  setSendBuffer,
   setTransparent,
 } from '../../src/native/index.js';
 
@@ -138,6 +139,19 @@ describe('socket options', () => {
     expect(() => setTransparent(fd, true)).not.toThrow();
     expect(() => setFreebind(fd, true)).not.toThrow();
     expect(() => setMark(fd, -1)).toThrow(/0\.\.0xffffffff/);
+  });
+});
+
+describe('setSendBuffer', () => {
+  it('gives an HBONE socket a send buffer past net.core.wmem_max (as root), and refuses nonsense', async () => {
+    const listener = createServer((s) => s.end());
+    servers.push(listener);
+    await new Promise<void>((r) => listener.listen(0, '127.0.0.1', r));
+    const fd = (listener as unknown as { _handle: { fd: number } })._handle.fd;
+    // The kernel keeps twice the request; wmem_max caps plain SO_SNDBUF at 2 x 212992 by default.
+    expect(setSendBuffer(fd, 4 * 1024 * 1024)).toBe(8 * 1024 * 1024);
+    expect(() => setSendBuffer(fd, 0)).toThrow(/positive 32-bit integer/);
+    expect(() => setSendBuffer(1_000_000, 1024)).toThrow(/EBADF/);
   });
 });
 

@@ -40,12 +40,13 @@ export type {
   PeerCertificateInfo,
 } from './server.js';
 export { createHboneServer, HBONE_CHANNELS, HboneServer } from './server.js';
-export type { FlowControlOptions, HboneLimits } from './settings.js';
+export type { FlowControlOptions, HboneLimits, HboneSocketTuner } from './settings.js';
 export {
   DEFAULT_FLOW_CONTROL,
   DEFAULT_SERVER_LIMITS,
   HBONE_ALPN,
   HBONE_PORT,
+  hboneSendBufferBytes,
   NODE_DEFAULT_FLOW_CONTROL,
   sessionMemoryMb,
 } from './settings.js';

@@ -46,6 +46,7 @@ import {
   type FlowControlOptions,
   HBONE_ALPN,
   HBONE_PORT,
+  type HboneSocketTuner,
   TLS_BASE,
 } from './settings.js';
 
@@ -57,6 +58,11 @@ export interface HbonePoolOptions {
    * bind to an interface) before connecting; default `net.connect`.
    */
   createConnection?: (target: { host: string; port: number }) => Socket;
+  /**
+   * Called with each HBONE TCP socket once connected, before TLS: socket options Node has no API
+   * for. The agent raises the send buffer here (see HboneSocketTuner in settings.ts).
+   */
+  tuneSocket?: HboneSocketTuner;
   maxStreamsPerConnection?: number;
   /** A connection without streams for this long is closed. Default 5 minutes. */
   idleTimeoutMs?: number;
@@ -153,6 +159,7 @@ export class HbonePool {
   readonly #opts: typeof DEFAULTS;
   readonly #flow: FlowControlOptions;
   readonly #createConnection: (target: { host: string; port: number }) => Socket;
+  readonly #tuneSocket: HboneSocketTuner | undefined;
   readonly #log: Logger;
   readonly #byKey = new Map<string, PooledConnection[]>();
   #nextId = 1;
@@ -170,6 +177,7 @@ export class HbonePool {
       maxHeaderListSize: options.maxHeaderListSize ?? DEFAULTS.maxHeaderListSize,
     };
     this.#flow = { ...DEFAULT_FLOW_CONTROL, ...options.flowControl };
+    this.#tuneSocket = options.tuneSocket;
     this.#createConnection =
       options.createConnection ?? ((t) => netConnect({ host: t.host, port: t.port, noDelay: true }));
     this.#log = (options.logger ?? createSilentLogger()).child({ component: 'hbone-pool' });
@@ -297,6 +305,7 @@ export class HbonePool {
               { cause: err },
             ),
       );
+      this.#tuneSocket?.(socket);
       tls = tlsConnect({
         ...TLS_BASE,
         socket,

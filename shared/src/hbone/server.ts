@@ -64,6 +64,7 @@ import {
   type FlowControlOptions,
   HBONE_ALPN,
   type HboneLimits,
+  type HboneSocketTuner,
   serverSessionOptions,
   TLS_BASE,
 } from './settings.js';
@@ -127,6 +128,8 @@ export interface HboneServerOptions {
   isRevoked?: (peer: PeerCertificateInfo) => boolean;
   limits?: Partial<HboneLimits>;
   flowControl?: Partial<FlowControlOptions>;
+  /** Called with each accepted HBONE TCP socket before TLS (see HboneSocketTuner in settings.ts). */
+  tuneSocket?: HboneSocketTuner;
   logger?: Logger;
 }
 
@@ -247,6 +250,7 @@ export class HboneServer {
       return;
     }
     socket.setNoDelay(true);
+    this.#opts.tuneSocket?.(socket);
     const key = connectionKey(socket);
     const entry = { socket, connection };
     this.#handshaking.set(key, entry);

@@ -14,7 +14,25 @@
 // stops acknowledging (no WINDOW_UPDATE) once its Readable buffer is full.
 
 import type { ServerSessionOptions, SessionOptions, Settings } from 'node:http2';
+import type { Socket } from 'node:net';
 import type { SecureContextOptions } from 'node:tls';
+
+/**
+ * Sets socket options on an HBONE TCP socket (both ends) before TLS starts. Windows alone do not
+ * rule the deadlock above out: under loss the kernel keeps its send buffer small (autotuning
+ * follows the congestion window: ~420 KB seen while stuck, Recv-Q unread on both ends), below what
+ * a 2 MiB window lets the peer queue. A send buffer that holds the whole connection window means
+ * our writes always complete, so we always read again: the agent sets one through its native
+ * addon (SO_SNDBUFFORCE). Must not throw.
+ */
+export type HboneSocketTuner = (socket: Socket) => void;
+
+/** The send buffer (payload bytes; the kernel reserves twice) that holds a full connection window. */
+export function hboneSendBufferBytes(
+  flow: Pick<FlowControlOptions, 'connectionWindow'> = DEFAULT_FLOW_CONTROL,
+): number {
+  return 2 * flow.connectionWindow;
+}
 
 export const HBONE_PORT = 15008;
 export const HBONE_ALPN = 'h2';

@@ -20,7 +20,7 @@ import {
   listenAllFamilies,
   startEndpoints,
 } from '@hypha/shared/daemon';
-import { createHbonePool, createHboneServer } from '@hypha/shared/hbone';
+import { createHbonePool, createHboneServer, type HboneSocketTuner } from '@hypha/shared/hbone';
 import { TapHub } from '@hypha/shared/telemetry';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { createHostResolver } from '../egress/resolve.js';
@@ -45,6 +45,8 @@ export interface WaypointDaemon {
 export async function startWaypointDaemon(
   config: WaypointDaemonConfig,
   logger: Logger,
+  /** Socket options for HBONE TCP sockets (the CLI passes the agent's native send-buffer tuner). */
+  tuneHboneSocket?: HboneSocketTuner,
 ): Promise<WaypointDaemon> {
   const gw = config.gateway;
   const log = logger.child({ component: 'waypoint-daemon', gateway: `${gw.namespace}/${gw.name}` });
@@ -92,7 +94,7 @@ export async function startWaypointDaemon(
   collectDefaultMetrics({ register: registry });
   // `hypha tap` reads finished requests from here (admin /tap); free while nobody listens.
   const tap = new TapHub();
-  const pool = createHbonePool({ logger });
+  const pool = createHbonePool({ logger, ...(tuneHboneSocket ? { tuneSocket: tuneHboneSocket } : {}) });
   const waypoint = await createWaypoint({
     config: buildWaypointInput(state, gw),
     connectUpstream: hboneConnectUpstream({
@@ -117,6 +119,7 @@ export async function startWaypointDaemon(
     findCertificate: () => certs.findCertificate(identity),
     handler: hboneIngressHandler(waypoint),
     trustDomain: config.trustDomain,
+    ...(tuneHboneSocket ? { tuneSocket: tuneHboneSocket } : {}),
     logger,
   });
   const listener: Server = await new Promise((resolve, reject) => {

@@ -18,7 +18,7 @@ import type { Duplex } from 'node:stream';
 import { createSilentLogger, type Logger, SpiffeId } from '@hypha/shared';
 import { type ConfigState, createFileSource } from '@hypha/shared/config';
 import { certificatesView, type Endpoints, startEndpoints } from '@hypha/shared/daemon';
-import { createHbonePool } from '@hypha/shared/hbone';
+import { createHbonePool, type HboneSocketTuner } from '@hypha/shared/hbone';
 import { TapHub } from '@hypha/shared/telemetry';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { startDaemonCertificate } from '../daemon/certificate.js';
@@ -65,6 +65,8 @@ export interface GatewayDaemon {
 export async function startGatewayDaemon(
   config: GatewayDaemonConfig,
   logger: Logger,
+  /** Socket options for HBONE TCP sockets (the CLI passes the agent's native send-buffer tuner). */
+  tuneHboneSocket?: HboneSocketTuner,
 ): Promise<GatewayDaemon> {
   const gw = config.gateway;
   const log = logger.child({ component: 'gateway-daemon', gateway: `${gw.namespace}/${gw.name}` });
@@ -98,7 +100,7 @@ export async function startGatewayDaemon(
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const tap = new TapHub();
-  const pool = createHbonePool({ logger });
+  const pool = createHbonePool({ logger, ...(tuneHboneSocket ? { tuneSocket: tuneHboneSocket } : {}) });
   const hbone = hboneConnectUpstream({
     pool,
     certificate,

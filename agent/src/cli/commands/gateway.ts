@@ -101,7 +101,10 @@ Examples:
         base: { gateway: `${flags.namespace}/${flags.name}` },
       });
       const { startGatewayDaemon } = await import('@hypha/waypoint/gateway/app');
-      await serveUntilSignal(await startGatewayDaemon(config, logger));
+      const { createHboneSocketTuner } = await import('../../agent/hbone-socket.js');
+      await serveUntilSignal(
+        await startGatewayDaemon(config, logger, createHboneSocketTuner(logger, { refusedLevel: 'info' })),
+      );
     });
 
   gateway

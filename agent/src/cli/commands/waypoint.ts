@@ -123,7 +123,10 @@ Examples:
         base: { waypoint: `${flags.namespace}/${flags.name}` },
       });
       const { startWaypointDaemon } = await import('@hypha/waypoint/daemon/app');
-      await serveUntilSignal(await startWaypointDaemon(config, logger));
+      const { createHboneSocketTuner } = await import('../../agent/hbone-socket.js');
+      await serveUntilSignal(
+        await startWaypointDaemon(config, logger, createHboneSocketTuner(logger, { refusedLevel: 'info' })),
+      );
     });
 
   waypoint
