@@ -17,7 +17,7 @@ export class BenchLoadError extends Error {
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** bench/apps/<name> next to this module (src → .ts under vitest, dist → .js). */
-export function findBenchApp(name: 'open-loop' | 'node-proxy'): string {
+export function findBenchApp(name: 'open-loop' | 'node-proxy' | 'tcp-pipe'): string {
   const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
   const path = fileURLToPath(new URL(`./apps/${name}${ext}`, import.meta.url));
   if (!existsSync(path)) {

@@ -1,5 +1,5 @@
 // Smoke run of `npm run bench -- l4 --quick`: the suite builds the demo mesh, drives all three
-// paths and reports every figure it promises. Figures from a busy machine are noisy, so this checks
+// paths and the Node floor pair and reports every figure it promises. Figures from a busy machine are noisy, so this checks
 // that each one was measured (positive, finite) and that the mesh path really went through the
 // agents, not the values themselves.
 import { describe, expect, it } from 'vitest';
@@ -18,8 +18,14 @@ describe('bench l4 --quick', () => {
 
     for (const path of ['direct TCP', 'stunnel pair', 'mesh']) {
       find(new RegExp(`^single-stream throughput, ${path}`));
+    }
+    for (const path of ['direct TCP', 'Node floor pair', 'stunnel pair', 'mesh']) {
       for (const q of ['p50', 'p99']) find(new RegExp(`^latency ${q}, .*, ${path}`));
     }
+    // The tail is budgeted against the runtime's floor, measured in the same run.
+    const p99 = find(/^latency p99, .*, mesh vs the Node floor pair/)[0]!;
+    expect(p99.budget).toBe('mesh p99 <= 1.2x the floor p99');
+    expect(p99.ratio).toBeGreaterThan(0);
     find(/^new connections\/s, stunnel pair/);
     const meshConns = find(/^new connections\/s, mesh/)[0]!;
     expect(meshConns.budget).toBe('ratio >= 3.0');
@@ -30,11 +36,19 @@ describe('bench l4 --quick', () => {
 
     for (const node of ['node-a', 'node-b']) {
       const cpu = find(new RegExp(`^agent ${node}: vCPU per 1000 req/s`))[0]!;
-      expect(cpu.budget).toBe('<= 0.06 vCPU');
+      expect(cpu.budget).toBe('<= 0.12 vCPU');
       const rss = find(new RegExp(`^agent ${node}: peak RSS`))[0]!;
       expect(rss.unit).toBe('MB');
-      expect(rss.budget).toBe('<= 64 MB');
+      expect(rss.budget).toBe('<= 128 MB');
+      expect(find(new RegExp(`^agent ${node}: RSS when ready`))[0]!.budget).toBe('<= 64 MB');
     }
+    // The same HTTP traffic through the C peer and the Node floor, each process's CPU measured.
+    for (const name of ['stunnel client', 'stunnel server', 'floor client', 'floor server']) {
+      find(new RegExp(`^${name}: vCPU per 1000 req/s`));
+    }
+    expect(find(/^both agents vs the stunnel pair/)[0]!.budget).toBe('agents <= stunnel pair');
+    find(/^both agents vs the Node floor pair/);
+    for (const pair of ['stunnel', 'floor']) find(new RegExp(`^HTTP requests through the ${pair} pair`));
     const http = find(/^HTTP requests through the mesh/)[0]!;
     expect(http.unit).toBe('req/s');
   }, 150_000);

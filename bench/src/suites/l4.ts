@@ -6,20 +6,25 @@
 //   stunnel: loadgen (non-mesh, node-a) ─> stunnel client (node-a ns) ══ mTLS ══> stunnel server
 //            (node-b ns) ─> plain (non-mesh, node-b)
 //   direct:  loadgen ─> node-a ─> fabric ─> node-b ─> plain
+//   floor:   loadgen ─> Node TCP proxy (node-a ns) ─> Node TCP proxy (node-b ns) ─> plain: the
+//            runtime's floor (bench/src/apps/tcp-pipe.ts: the agent's copy loop and V8 flags, no
+//            TLS, no HTTP/2, no policy), for the p99 and CPU budgets
 //
 // Figures: single-stream throughput (iperf3), 1 KB request/response latency p50/p99 at a fixed
 // rate (open loop, from the due time), new connections per second (connect, 1 byte each way,
-// close), agent CPU per 1000 requests of 1 KB HTTP over keep-alive (both agents, from
-// /proc/<pid>/stat) and the agents' peak RSS (VmHWM). Budgets are ARCHITECTURE.md section 9;
+// close), CPU per 1000 requests of 1 KB HTTP over keep-alive (both agents, the stunnel pair and
+// the floor pair, each carrying the same load in turn, from /proc/<pid>/stat) and the agents' RSS
+// when ready and at peak (VmHWM). Budgets are ARCHITECTURE.md section 9;
 // they are reported met or not, never fail the run. Load tools run inside the pods' namespaces,
 // so their CPU is on the same two cores: figures from a busy machine are noisy.
 import { type ChildProcess, execFileSync } from 'node:child_process';
 import { mkdtemp, readlink, realpath, rm } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { AGENT_NODE_FLAGS } from '@hypha/shared/hbone';
 import { CertificateAuthority, SpiffeId } from '@hypha/shared/identity';
 import { type DemoResult, type LocalMesh, startDemo } from '@hypha/test';
-import { fetchRssMb, fetchTreeCpuSeconds, findLoadApp, runLoad, sleep } from '../mesh-load.js';
+import { fetchRssMb, fetchTreeCpuSeconds, findBenchApp, findLoadApp, runLoad, sleep } from '../mesh-load.js';
 import type { BenchOptions, BenchResult, BenchSuiteResult } from '../types.js';
 import { stunnelVersion, writeStunnelConfigs } from './hbone.js';
 
@@ -34,6 +39,9 @@ const PORTS = {
   http: 8080,
   stunnelIperf: { client: 20001, server: 20101 },
   stunnelEcho: { client: 20002, server: 20102 },
+  stunnelHttp: { client: 20003, server: 20103 },
+  floorEcho: { client: 21002, server: 21102 },
+  floorHttp: { client: 21003, server: 21103 },
 } as const;
 
 interface Phases {
@@ -155,6 +163,45 @@ async function findAgentPids(mesh: LocalMesh): Promise<Map<string, number>> {
   return pids;
 }
 
+/** The pid of each named process (spawned through `ip netns exec`, which execs: the pid is the program's). */
+function pidsOf(procs: Record<string, ChildProcess>): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const [name, p] of Object.entries(procs)) {
+    if (p.pid === undefined) throw new L4BenchError('LOAD_FAILED', `${name} did not start`);
+    out.set(name, p.pid);
+  }
+  return out;
+}
+
+/** Starts the floor proxy (bench/src/apps/tcp-pipe.ts) in a namespace with the agent's V8 flags. */
+async function startPipe(mesh: LocalMesh, netns: string, routes: readonly string[]): Promise<ChildProcess> {
+  const proc = mesh.cluster.spawnNode(
+    netns,
+    findBenchApp('tcp-pipe'),
+    routes.flatMap((r) => ['--route', r]),
+    { stdio: ['ignore', 'pipe', 'pipe'], nodeArgs: AGENT_NODE_FLAGS },
+  );
+  let err = '';
+  proc.stderr?.on('data', (d: Buffer) => {
+    err = (err + d.toString()).slice(-2000);
+  });
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new L4BenchError('LOAD_FAILED', `tcp-pipe in ${netns}: not listening after 10 s`)),
+      10_000,
+    );
+    proc.stdout?.once('data', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new L4BenchError('LOAD_FAILED', `tcp-pipe in ${netns} exited with ${code}: ${err.trim()}`));
+    });
+  });
+  return proc;
+}
+
 function num(v: unknown, what: string): number {
   if (typeof v !== 'number' || !Number.isFinite(v)) {
     throw new L4BenchError('LOAD_FAILED', `${what}: no figure in the load client's result`);
@@ -178,7 +225,7 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
     const loadgen: Pod = await mesh.addPod('node-a', 'loadgen', 'outside');
 
     // Servers: iperf3 and a TCP echo in echo-v2 (mesh) and in plain (peers); http-echo already
-    // runs on 8080 in echo-v2 (the demo's).
+    // runs on 8080 in both (the demo's).
     for (const pod of [echoV2, plain]) {
       procs.push(
         mesh.cluster.spawn(pod.netns, 'iperf3', ['-s', '-p', String(PORTS.iperf)], { stdio: 'ignore' }),
@@ -201,9 +248,32 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
     const conf = await writeStunnelConfigs(dir, { client: ccert, server: scert }, [
       route(PORTS.stunnelIperf, PORTS.iperf),
       route(PORTS.stunnelEcho, PORTS.echo),
+      route(PORTS.stunnelHttp, PORTS.http),
     ]);
-    procs.push(mesh.cluster.spawn(nodeB.netns, 'stunnel4', [conf.serverConf], { stdio: 'ignore' }));
-    procs.push(mesh.cluster.spawn(nodeA.netns, 'stunnel4', [conf.clientConf], { stdio: 'ignore' }));
+    const stunnels = {
+      server: mesh.cluster.spawn(nodeB.netns, 'stunnel4', [conf.serverConf], { stdio: 'ignore' }),
+      client: mesh.cluster.spawn(nodeA.netns, 'stunnel4', [conf.clientConf], { stdio: 'ignore' }),
+    };
+    procs.push(stunnels.server, stunnels.client);
+    // The Node floor pair, on the same hops as the stunnel pair.
+    const floorRoute = (p: { client: number; server: number }, target: number) => ({
+      client: `${nodeA.podGateway}:${p.client}=${nodeB.ip}:${p.server}`,
+      server: `${nodeB.ip}:${p.server}=${plain.ip}:${target}`,
+    });
+    const floorRoutes = [floorRoute(PORTS.floorEcho, PORTS.echo), floorRoute(PORTS.floorHttp, PORTS.http)];
+    const floors = {
+      server: await startPipe(
+        mesh,
+        nodeB.netns,
+        floorRoutes.map((r) => r.server),
+      ),
+      client: await startPipe(
+        mesh,
+        nodeA.netns,
+        floorRoutes.map((r) => r.client),
+      ),
+    };
+    procs.push(floors.server, floors.client);
     await Promise.all([
       waitListening(mesh, nodeA.netns, PORTS.stunnelEcho.client),
       waitListening(mesh, nodeB.netns, PORTS.stunnelEcho.server),
@@ -223,6 +293,14 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
     };
     type PathName = keyof typeof paths;
     const order: PathName[] = ['direct', 'stunnel', 'mesh'];
+    // Latency and CPU also run through the floor pair (no iperf3 there: throughput is budgeted
+    // against stunnel).
+    const echoPaths = {
+      ...paths,
+      floor: { netns: loadgen.netns, host: nodeA.podGateway, echo: PORTS.floorEcho.client },
+    };
+    type EchoPathName = keyof typeof echoPaths;
+    const echoOrder: EchoPathName[] = ['direct', 'floor', 'stunnel', 'mesh'];
     const results: BenchResult[] = [];
     const agentPids = await findAgentPids(mesh);
     const idleRss = new Map<string, number>();
@@ -313,9 +391,9 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
     );
 
     // 2. Latency: 1 KB round trips against tcp-echo, fixed rate, open loop.
-    const lat = {} as Record<PathName, { p50: number; p99: number }>;
-    for (const k of order) {
-      const p = paths[k];
+    const lat = {} as Record<EchoPathName, { p50: number; p99: number }>;
+    for (const k of echoOrder) {
+      const p = echoPaths[k];
       const r = await runLoad(
         mesh,
         p.netns,
@@ -355,13 +433,30 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
           peerValue: lat.direct[q],
         },
         {
-          name: `latency ${q}, ${at}, mesh (ratio = stunnel/mesh, higher is better)`,
+          name: `latency ${q}, ${at}, Node floor pair (plain TCP proxies, no TLS/HTTP/2)`,
+          value: lat.floor[q],
+          unit: 'ms',
+          peer: 'direct TCP',
+          peerValue: lat.direct[q],
+        },
+        {
+          name: `latency ${q}, ${at}, mesh vs stunnel (ratio = stunnel/mesh, higher is better)`,
           value: lat.mesh[q],
           unit: 'ms',
           peer: 'stunnel pair',
           peerValue: lat.stunnel[q],
           ratio: lat.stunnel[q] / lat.mesh[q],
-          ...(q === 'p99' ? { budget: 'mesh p99 <= stunnel p99', met: lat.mesh.p99 <= lat.stunnel.p99 } : {}),
+        },
+        {
+          name: `latency ${q}, ${at}, mesh vs the Node floor pair (ratio = mesh/floor)`,
+          value: lat.mesh[q],
+          unit: 'ms',
+          peer: 'Node floor pair',
+          peerValue: lat.floor[q],
+          ratio: lat.mesh[q] / lat.floor[q],
+          ...(q === 'p99'
+            ? { budget: 'mesh p99 <= 1.2x the floor p99', met: lat.mesh.p99 <= 1.2 * lat.floor.p99 }
+            : {}),
         },
       );
     }
@@ -422,72 +517,125 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
 
     endPhase('connection rate');
 
-    // 4. Agent CPU per 1000 requests: 1 KB HTTP POSTs over keep-alive, client → echo-v2:8080.
-    const cpuBefore = new Map<string, number>();
-    for (const [node, pid] of agentPids) cpuBefore.set(node, await fetchTreeCpuSeconds(pid));
-    const r = await runLoad(
-      mesh,
-      client.netns,
-      [
-        'http',
-        '--target',
-        `${echoV2.ip}:${PORTS.http}`,
-        '--rate',
-        String(CPU_LOAD.rate),
-        '--connections',
-        String(CPU_LOAD.connections),
-        '--seconds',
-        String(ph.cpuSecs),
-        '--bytes',
-        String(CPU_LOAD.bytes),
-        '--warmup-ms',
-        '0',
-      ],
-      (ph.cpuSecs + 30) * 1000,
-    );
-    const requests = num(r.ok, 'HTTP requests');
-    const failedReq = num(r.failed, 'HTTP failures');
-    if (requests === 0 || failedReq > requests / 100) {
-      throw new L4BenchError(
-        'LOAD_FAILED',
-        `HTTP load through the mesh: ${requests} ok, ${failedReq} failed (${JSON.stringify(r.errors)})`,
+    // 4. CPU per 1000 requests: the same 1 KB HTTP POSTs over keep-alive through each pair in turn
+    //    (mesh: client → echo-v2:8080 through both agents; stunnel and floor: loadgen → plain:8080).
+    const httpTargets = {
+      mesh: { netns: client.netns, target: `${echoV2.ip}:${PORTS.http}`, pids: agentPids },
+      stunnel: {
+        netns: loadgen.netns,
+        target: `${nodeA.podGateway}:${PORTS.stunnelHttp.client}`,
+        pids: pidsOf({ 'stunnel client': stunnels.client, 'stunnel server': stunnels.server }),
+      },
+      floor: {
+        netns: loadgen.netns,
+        target: `${nodeA.podGateway}:${PORTS.floorHttp.client}`,
+        pids: pidsOf({ 'floor client': floors.client, 'floor server': floors.server }),
+      },
+    };
+    const perRequest = {} as Record<keyof typeof httpTargets, Map<string, number>>;
+    for (const k of ['mesh', 'stunnel', 'floor'] as const) {
+      const t = httpTargets[k];
+      const before = new Map<string, number>();
+      for (const [name, pid] of t.pids) before.set(name, await fetchTreeCpuSeconds(pid));
+      const r = await runLoad(
+        mesh,
+        t.netns,
+        [
+          'http',
+          '--target',
+          t.target,
+          '--rate',
+          String(CPU_LOAD.rate),
+          '--connections',
+          String(CPU_LOAD.connections),
+          '--seconds',
+          String(ph.cpuSecs),
+          '--bytes',
+          String(CPU_LOAD.bytes),
+          '--warmup-ms',
+          '0',
+        ],
+        (ph.cpuSecs + 30) * 1000,
       );
-    }
-    results.push({
-      name: `HTTP requests through the mesh (1 KB POST, keep-alive, ${CPU_LOAD.rate}/s offered), p99 ${Number(r.p99).toFixed(2)} ms`,
-      value: requests / num(r.seconds, 'HTTP seconds'),
-      unit: 'req/s',
-    });
-    for (const [node, pid] of agentPids) {
-      const cpu = (await fetchTreeCpuSeconds(pid)) - (cpuBefore.get(node) ?? 0);
+      const requests = num(r.ok, `${k} HTTP requests`);
+      const failedReq = num(r.failed, `${k} HTTP failures`);
+      if (requests === 0 || failedReq > requests / 100) {
+        throw new L4BenchError(
+          'LOAD_FAILED',
+          `HTTP load through the ${k} pair: ${requests} ok, ${failedReq} failed (${JSON.stringify(r.errors)})`,
+        );
+      }
+      results.push({
+        name: `HTTP requests through the ${k} pair (1 KB POST, keep-alive, ${CPU_LOAD.rate}/s offered), p99 ${Number(r.p99).toFixed(2)} ms`,
+        value: requests / num(r.seconds, `${k} HTTP seconds`),
+        unit: 'req/s',
+      });
       // CPU-seconds per 1000 requests and vCPU per 1000 req/s are the same number: both are
-      // cpu / (requests / 1000); the second name is the handbook's.
-      const per1000 = (cpu * 1000) / requests;
-      results.push(
-        { name: `agent ${node}: CPU-seconds per 1000 requests`, value: per1000, unit: 'CPU-s' },
-        {
-          name: `agent ${node}: vCPU per 1000 req/s`,
-          value: per1000,
-          unit: 'vCPU',
-          budget: '<= 0.06 vCPU',
-          met: per1000 <= 0.06,
-        },
-      );
+      // cpu / (requests / 1000).
+      const m = new Map<string, number>();
+      for (const [name, pid] of t.pids) {
+        m.set(name, (((await fetchTreeCpuSeconds(pid)) - (before.get(name) ?? 0)) * 1000) / requests);
+      }
+      perRequest[k] = m;
     }
+    const total = (m: Map<string, number>): number => [...m.values()].reduce((a, b) => a + b, 0);
+    const stunnelTotal = total(perRequest.stunnel);
+    const floorTotal = total(perRequest.floor);
+    for (const [node, per1000] of perRequest.mesh) {
+      results.push({
+        name: `agent ${node}: vCPU per 1000 req/s (= CPU-s per 1000 requests)`,
+        value: per1000,
+        unit: 'vCPU',
+        budget: '<= 0.12 vCPU',
+        met: per1000 <= 0.12,
+      });
+    }
+    for (const k of ['stunnel', 'floor'] as const) {
+      for (const [name, per1000] of perRequest[k]) {
+        results.push({ name: `${name}: vCPU per 1000 req/s`, value: per1000, unit: 'vCPU' });
+      }
+    }
+    const meshTotal = total(perRequest.mesh);
+    results.push(
+      {
+        name: 'both agents vs the stunnel pair: vCPU per 1000 req/s, same traffic',
+        value: meshTotal,
+        unit: 'vCPU',
+        peer: 'stunnel pair',
+        peerValue: stunnelTotal,
+        ratio: meshTotal / stunnelTotal,
+        budget: 'agents <= stunnel pair',
+        met: meshTotal <= stunnelTotal,
+      },
+      {
+        name: 'both agents vs the Node floor pair: vCPU per 1000 req/s, same traffic',
+        value: meshTotal,
+        unit: 'vCPU',
+        peer: 'Node floor pair',
+        peerValue: floorTotal,
+        ratio: meshTotal / floorTotal,
+      },
+    );
     for (const [node, pid] of agentPids) {
       const rss = await fetchRssMb(pid, 'VmHWM');
       results.push({
         name: `agent ${node}: peak RSS (VmHWM) over the whole run`,
         value: rss,
         unit: 'MB',
+        budget: '<= 128 MB',
+        met: rss <= 128,
+      });
+    }
+    for (const [node, rss] of idleRss) {
+      results.push({
+        name: `agent ${node}: RSS when ready, before any load`,
+        value: rss,
+        unit: 'MB',
         budget: '<= 64 MB',
         met: rss <= 64,
       });
     }
-    for (const [node, rss] of idleRss) {
-      results.push({ name: `agent ${node}: RSS when ready, before any load`, value: rss, unit: 'MB' });
-    }
-    endPhase('agent CPU');
+    endPhase('CPU per request');
 
     return {
       suite: 'l4',
