@@ -44,6 +44,10 @@ export interface ProcessSample {
   fds: number;
   /** V8 heap in use (`nodejs_heap_size_used_bytes` of its /metrics); absent for the CA (no metrics). */
   heapUsedBytes?: number;
+  /** V8 heap committed (`nodejs_heap_size_total_bytes`): RSS minus this is memory outside the heap. */
+  heapTotalBytes?: number;
+  /** Memory V8 is told of outside its heap, Buffers mostly (`nodejs_external_memory_bytes`). */
+  externalBytes?: number;
   /** Established TCP connections of this process to or from port 15008 (`ss -tnp` in its namespace). */
   hboneConnections: number;
 }
@@ -214,8 +218,15 @@ async function sampleAll(mesh: LocalMesh): Promise<ProcessSample[]> {
     const p = await readProc(pid);
     if (p === undefined) return;
     let heapUsedBytes: number | undefined;
+    let heapTotalBytes: number | undefined;
+    let externalBytes: number | undefined;
     try {
-      if (metricsUrl) heapUsedBytes = gauge(await metricsUrl(), 'nodejs_heap_size_used_bytes');
+      if (metricsUrl) {
+        const text = await metricsUrl();
+        heapUsedBytes = gauge(text, 'nodejs_heap_size_used_bytes');
+        heapTotalBytes = gauge(text, 'nodejs_heap_size_total_bytes');
+        externalBytes = gauge(text, 'nodejs_external_memory_bytes');
+      }
     } catch {}
     const hbone = (await hboneByPid(mesh, netns)).get(pid) ?? 0;
     out.push({
@@ -223,6 +234,8 @@ async function sampleAll(mesh: LocalMesh): Promise<ProcessSample[]> {
       pid,
       ...p,
       ...(heapUsedBytes !== undefined ? { heapUsedBytes } : {}),
+      ...(heapTotalBytes !== undefined ? { heapTotalBytes } : {}),
+      ...(externalBytes !== undefined ? { externalBytes } : {}),
       hboneConnections: hbone,
     });
   };
@@ -825,7 +838,7 @@ export function formatSoak(r: SoakResult): string[] {
   const mib = (b: number) => Math.round(b / 1048576);
   const f = (p?: ProcessSample) =>
     p
-      ? `${mib(p.rssKiB * 1024)} MiB RSS/${p.heapUsedBytes !== undefined ? `${mib(p.heapUsedBytes)} MiB heap/` : ''}${p.fds} fds/${p.hboneConnections} HBONE`
+      ? `${mib(p.rssKiB * 1024)} MiB RSS/${p.heapUsedBytes !== undefined ? `${mib(p.heapUsedBytes)} MiB heap/` : ''}${p.heapTotalBytes !== undefined ? `${mib(p.rssKiB * 1024 - p.heapTotalBytes)} MiB outside the heap/` : ''}${p.externalBytes !== undefined ? `${mib(p.externalBytes)} MiB external/` : ''}${p.fds} fds/${p.hboneConnections} HBONE`
       : '-';
   return [
     `soak ${r.durationSeconds} s, certificates --cert-ttl ${r.certTtlSeconds}s, config source ${r.configSource}`,
