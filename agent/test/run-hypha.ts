@@ -57,6 +57,8 @@ export function startKubeCa(kubeconfigPath: string, namespace: string): Promise<
       kubeconfigPath,
       '--listen',
       '127.0.0.1:0',
+      '--metrics-address',
+      '127.0.0.1:0',
     ],
     { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, POD_NAMESPACE: namespace } },
   );

@@ -42,7 +42,7 @@ export interface ProcessSample {
   pid: number;
   rssKiB: number;
   fds: number;
-  /** V8 heap in use (`nodejs_heap_size_used_bytes` of its /metrics); absent for the CA (no metrics). */
+  /** V8 heap in use (`nodejs_heap_size_used_bytes` of its /metrics; the CA's on 15014). */
   heapUsedBytes?: number;
   /** V8 heap committed (`nodejs_heap_size_total_bytes`): RSS minus this is memory outside the heap. */
   heapTotalBytes?: number;
@@ -108,7 +108,7 @@ export interface SoakResult {
   waypointErrors: string[];
   /** Samples every `timelineEverySeconds` from the start, for telling growth from a plateau. */
   timeline: { t: number; samples: ProcessSample[] }[];
-  /** End vs warm-up, per process name: growth in percent (heap: absent for the CA). */
+  /** End vs warm-up, per process name: growth in percent. */
   growthAfterWarmup: Record<string, { rssPct: number; fdPct: number; heapPct?: number }>;
   /** Metric counters (their increase over the run) against the clients' own counts. */
   metrics: {
@@ -247,7 +247,9 @@ async function sampleAll(mesh: LocalMesh): Promise<ProcessSample[]> {
     await add(`waypoint ${key}`, w.process.pid, w.pod.netns, () =>
       mesh.fetchInNode(w.node, `http://${hostPort(w.pod.ip, 15020)}/metrics`),
     );
-  await add('ca', await caPid(mesh.dir), mesh.cluster.node(DEMO_NODES[0]).netns);
+  await add('ca', await caPid(mesh.dir), mesh.cluster.node(DEMO_NODES[0]).netns, () =>
+    mesh.fetchInNode(DEMO_NODES[0], 'http://127.0.0.1:15014/metrics'),
+  );
   return out;
 }
 

@@ -45,6 +45,13 @@ describe('hypha ca serve --config kubernetes', () => {
     } finally {
       client.close();
     }
+    // Its /metrics (plain HTTP, --metrics-address) counts both requests and has the heap figures.
+    const metricsAt = /"metrics":"([^"]+)"/.exec(ca.log())?.[1];
+    expect(metricsAt, ca.log()).toBeDefined();
+    const metrics = await (await fetch(`http://${metricsAt}/metrics`)).text();
+    expect(metrics).toMatch(/^hypha_ca_certificates_issued_total 1$/m);
+    expect(metrics).toMatch(/^hypha_ca_requests_rejected_total 1$/m);
+    expect(metrics).toMatch(/^nodejs_heap_size_used_bytes \d+/m);
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     child.kill('SIGTERM');
     expect(await exited).toBe(0);

@@ -240,6 +240,8 @@ describe('hypha ca / hypha cert (built CLI)', () => {
         join(dir, 'pods.yaml'),
         '--listen',
         '127.0.0.1:0',
+        '--metrics-address',
+        'off',
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );

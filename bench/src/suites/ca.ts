@@ -90,6 +90,8 @@ async function measureSigning(seconds: number): Promise<BenchResult[]> {
         join(dir, 'pods.yaml'),
         '--listen',
         '127.0.0.1:0',
+        '--metrics-address',
+        'off',
       ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );

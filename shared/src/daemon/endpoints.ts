@@ -158,6 +158,39 @@ async function listen(server: http.Server, address: string, fd?: number): Promis
   return server.address() as AddressInfo;
 }
 
+/** An HTTP server answering GET /metrics (and Envoy's /stats/prometheus) from `registry`. */
+function createMetricsServer(registry: Registry): http.Server {
+  return http.createServer(async (req, res) => {
+    if (req.url !== '/metrics' && req.url !== '/stats/prometheus') return text(res, 404, 'see /metrics\n');
+    try {
+      text(res, 200, await registry.metrics(), registry.contentType);
+    } catch (err) {
+      text(res, 500, `${(err as Error).message}\n`);
+    }
+  });
+}
+
+/**
+ * A Prometheus /metrics endpoint alone (the CA's, which has no admin or readiness port), on
+ * `address` (host:port; 0.0.0.0 or [::] listen on both families). Resolves once listening.
+ */
+export async function startMetricsEndpoint(
+  registry: Registry,
+  address: string,
+): Promise<{ address: AddressInfo; close(): Promise<void> }> {
+  const server = createMetricsServer(registry);
+  server.on('clientError', (_err, socket) => socket.destroy());
+  const bound = await listen(server, address);
+  return {
+    address: bound,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
 export async function startEndpoints(opts: EndpointsOptions): Promise<Endpoints> {
   const log = opts.logger.child({ component: 'endpoints' });
 
@@ -220,14 +253,7 @@ export async function startEndpoints(opts: EndpointsOptions): Promise<Endpoints>
     }
   });
 
-  const metrics = http.createServer(async (req, res) => {
-    if (req.url !== '/metrics' && req.url !== '/stats/prometheus') return text(res, 404, 'see /metrics\n');
-    try {
-      text(res, 200, await opts.registry.metrics(), opts.registry.contentType);
-    } catch (err) {
-      text(res, 500, `${(err as Error).message}\n`);
-    }
-  });
+  const metrics = createMetricsServer(opts.registry);
 
   const readiness = http.createServer((req, res) => {
     if (req.url === '/healthz/live') return text(res, 200, 'live\n');

@@ -7,6 +7,7 @@ export {
   isUnspecifiedHost,
   splitHostPort,
   startEndpoints,
+  startMetricsEndpoint,
 } from './endpoints.js';
 export { type DaemonInfo, daemonInfo } from './info.js';
 export { listenAllFamilies } from './listen.js';

@@ -315,6 +315,8 @@ export class LocalMesh {
         this.configPath,
         '--listen',
         hostPort(first.ip, 15012),
+        '--metrics-address',
+        '127.0.0.1:15014',
         '--san',
         first.ip,
       ],

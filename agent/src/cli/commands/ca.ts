@@ -167,6 +167,11 @@ Example:
     )
     .option('--listen <host:port>', 'address to listen on', `0.0.0.0:${CA_PORT}`)
     .option(
+      '--metrics-address <host:port>',
+      'Prometheus /metrics (plain HTTP: heap, RSS, certificates issued and refused); "off" for none',
+      '0.0.0.0:15014',
+    )
+    .option(
       '--max-ttl <duration>',
       'longest certificate the CA hands out; longer requests are clamped',
       '24h',
@@ -209,6 +214,7 @@ Examples:
           agentServiceAccount?: string[];
           publishNamespace?: string[];
           listen: string;
+          metricsAddress: string;
           maxTtl: string;
           san?: string[];
         },
@@ -292,9 +298,22 @@ Examples:
           };
         }
         const addr = await server.start();
+        let metrics: { address: { port: number }; close(): Promise<void> } | undefined;
+        if (opts.metricsAddress !== 'off') {
+          const { startCaMetrics } = await import('../../ca/metrics.js');
+          try {
+            metrics = await startCaMetrics(server.stats, opts.metricsAddress);
+          } catch (err) {
+            await server.close(1000);
+            throw new UsageError(
+              `--metrics-address ${opts.metricsAddress}: cannot listen (${(err as Error).message}); pick another host:port or "off"`,
+            );
+          }
+        }
         logger.info(
           {
             url: `https://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`,
+            ...(metrics ? { metrics: opts.metricsAddress.replace(/:\d+$/, `:${metrics.address.port}`) } : {}),
             ...ready,
             maxTtl: formatDurationSeconds(maxTtlSeconds),
           },
@@ -305,7 +324,11 @@ Examples:
             logger.info({ signal }, 'shutting down');
             process.off('SIGTERM', onTerm);
             process.off('SIGINT', onInt);
-            void server.close(5000).then(closeExtra).then(done);
+            void server
+              .close(5000)
+              .then(closeExtra)
+              .then(() => metrics?.close())
+              .then(done);
           };
           const onTerm = () => stop('SIGTERM');
           const onInt = () => stop('SIGINT');
