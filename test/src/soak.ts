@@ -41,6 +41,8 @@ export interface ProcessSample {
   name: string;
   pid: number;
   rssKiB: number;
+  /** Of the RSS, pages backed by files (RssFile): mostly the `node` binary's code, touched lazily. */
+  rssFileKiB: number;
   fds: number;
   /** V8 heap in use (`nodejs_heap_size_used_bytes` of its /metrics; the CA's on 15014). */
   heapUsedBytes?: number;
@@ -157,12 +159,15 @@ s.on('data',d=>{hr.update(d);rec+=d.length});s.on('error',e=>{err=e.code||e.mess
 s.on('close',()=>{clearInterval(t);process.stdout.write(JSON.stringify({sent,received:rec,sentSha256:hs.digest('hex'),receivedSha256:hr.digest('hex'),error:err})+'\\n');process.exit(0)});`;
 }
 
-async function readProc(pid: number): Promise<{ rssKiB: number; fds: number } | undefined> {
+async function readProc(
+  pid: number,
+): Promise<{ rssKiB: number; rssFileKiB: number; fds: number } | undefined> {
   try {
     const status = await readFile(`/proc/${pid}/status`, 'utf8');
     const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+    const rssFileKiB = Number(/RssFile:\s+(\d+)/.exec(status)?.[1] ?? 0);
     const fds = (await readdir(`/proc/${pid}/fd`)).length;
-    return { rssKiB, fds };
+    return { rssKiB, rssFileKiB, fds };
   } catch {
     return undefined;
   }
@@ -840,7 +845,7 @@ export function formatSoak(r: SoakResult): string[] {
   const mib = (b: number) => Math.round(b / 1048576);
   const f = (p?: ProcessSample) =>
     p
-      ? `${mib(p.rssKiB * 1024)} MiB RSS/${p.heapUsedBytes !== undefined ? `${mib(p.heapUsedBytes)} MiB heap/` : ''}${p.heapTotalBytes !== undefined ? `${mib(p.rssKiB * 1024 - p.heapTotalBytes)} MiB outside the heap/` : ''}${p.externalBytes !== undefined ? `${mib(p.externalBytes)} MiB external/` : ''}${p.fds} fds/${p.hboneConnections} HBONE`
+      ? `${mib(p.rssKiB * 1024)} MiB RSS/${p.heapUsedBytes !== undefined ? `${mib(p.heapUsedBytes)} MiB heap/` : ''}${mib(p.rssFileKiB * 1024)} MiB of files/${p.heapTotalBytes !== undefined ? `${mib((p.rssKiB - p.rssFileKiB) * 1024 - p.heapTotalBytes)} MiB anonymous outside the heap/` : ''}${p.externalBytes !== undefined ? `${mib(p.externalBytes)} MiB external/` : ''}${p.fds} fds/${p.hboneConnections} HBONE`
       : '-';
   return [
     `soak ${r.durationSeconds} s, certificates --cert-ttl ${r.certTtlSeconds}s, config source ${r.configSource}`,
