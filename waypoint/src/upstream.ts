@@ -111,6 +111,8 @@ export class UpstreamPools {
   readonly #h1 = new Map<string, Pool>();
   /** The pool an UpstreamEndpoint object maps to, without building its key string per request. */
   #h1ByEndpoint = new WeakMap<UpstreamEndpoint, Pool>();
+  /** HTTP/1.1 pools retired because a tunnel of theirs rides a draining HBONE connection. */
+  readonly #retiredH1 = new WeakSet<Pool>();
   readonly #h2 = new Map<string, Promise<ClientHttp2Session>>();
   #closed = false;
 
@@ -130,12 +132,12 @@ export class UpstreamPools {
 
   findHttp1(ep: UpstreamEndpoint): Pool {
     const known = this.#h1ByEndpoint.get(ep);
-    if (known !== undefined) return known;
+    if (known !== undefined && !this.#retiredH1.has(known)) return known;
     const key = endpointKey(ep);
     let pool = this.#h1.get(key);
     if (pool === undefined) {
       const connect = this.#connect;
-      pool = new Pool(originOf(ep), {
+      const created: Pool = new Pool(originOf(ep), {
         pipelining: 1,
         keepAliveTimeout: this.#keepAliveMs,
         // The proxy enforces its own timeouts (route and per-try) and aborts requests itself.
@@ -143,15 +145,39 @@ export class UpstreamPools {
         bodyTimeout: 0,
         connect: (_opts, cb) => {
           connect(ep).then(
-            (stream) => cb(null, noDelay(stream) as Socket),
+            (stream) => {
+              this.#retireOnGoaway(key, created, stream);
+              cb(null, noDelay(stream) as Socket);
+            },
             (err: unknown) => cb(tagConnectFailure(err), null),
           );
         },
       });
+      pool = created;
       this.#h1.set(key, pool);
     }
     this.#h1ByEndpoint.set(ep, pool);
     return pool;
+  }
+
+  /**
+   * Keep-alive connections ride HBONE tunnels. When a tunnel's HBONE connection gets GOAWAY (the
+   * node's agent drains for an upgrade) the endpoint's pool takes no new requests: it is closed
+   * (requests already in it finish) and the next request builds a new pool, whose tunnels go
+   * through the new agent, instead of reusing a connection the drain deadline will cut (found by
+   * the soak: one GET failed 503 UC as the old agent exited).
+   */
+  #retireOnGoaway(key: string, pool: Pool, stream: Duplex): void {
+    const carrier = (stream as Partial<Pick<Http2Stream, 'session'>>).session;
+    if (carrier === undefined) return;
+    const retire = () => {
+      if (this.#retiredH1.has(pool)) return;
+      this.#retiredH1.add(pool);
+      if (this.#h1.get(key) === pool) this.#h1.delete(key);
+      void pool.close().catch(() => {});
+    };
+    carrier.once('goaway', retire);
+    stream.once('close', () => carrier.off('goaway', retire));
   }
 
   fetchHttp2(ep: UpstreamEndpoint): Promise<ClientHttp2Session> {

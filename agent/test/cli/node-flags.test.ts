@@ -3,13 +3,19 @@
 // pinned Node accepts the flags, and that an agent started without them says so.
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { AGENT_NODE_FLAGS, missingAgentNodeFlags, WAYPOINT_NODE_FLAGS } from '@hypha/shared/hbone';
+import {
+  AGENT_NODE_FLAGS,
+  CA_NODE_FLAGS,
+  missingAgentNodeFlags,
+  WAYPOINT_NODE_FLAGS,
+} from '@hypha/shared/hbone';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { HYPHA_BIN, runHypha } from '../run-hypha.js';
 
 const AGENT_YAML = fileURLToPath(new URL('../../../manifests/base/agent.yaml', import.meta.url));
 const WAYPOINT_YAML = fileURLToPath(new URL('../../../manifests/waypoint/waypoint.yaml', import.meta.url));
+const CA_YAML = fileURLToPath(new URL('../../../manifests/base/ca.yaml', import.meta.url));
 
 describe('AGENT_NODE_FLAGS', () => {
   it("the DaemonSet's agent container runs node with exactly the list", async () => {
@@ -80,6 +86,23 @@ describe('WAYPOINT_NODE_FLAGS', () => {
         [...WAYPOINT_NODE_FLAGS, HYPHA_BIN, '--version'],
         { timeout: 30_000 },
         (err) => resolve(err ? Number((err as { code?: number }).code ?? 1) : 0),
+      );
+    });
+    expect(code).toBe(0);
+  });
+});
+
+describe('CA_NODE_FLAGS', () => {
+  it("the CA Deployment's container runs node with exactly the list, and the pinned Node accepts it", async () => {
+    const docs = parseAllDocuments(await readFile(CA_YAML, 'utf8')).map((d) => d.toJS());
+    const deploy = docs.find((d) => d?.kind === 'Deployment');
+    const container = deploy.spec.template.spec.containers[0];
+    expect(container.command).toEqual(['node', ...CA_NODE_FLAGS, 'agent/bin/hypha.js']);
+    expect(container.args.slice(0, 2)).toEqual(['ca', 'serve']);
+    const { execFile } = await import('node:child_process');
+    const code = await new Promise<number>((resolve) => {
+      execFile(process.execPath, [...CA_NODE_FLAGS, HYPHA_BIN, '--version'], { timeout: 30_000 }, (err) =>
+        resolve(err ? Number((err as { code?: number }).code ?? 1) : 0),
       );
     });
     expect(code).toBe(0);

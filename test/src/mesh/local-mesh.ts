@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '@hypha/shared';
-import { AGENT_NODE_FLAGS, WAYPOINT_NODE_FLAGS } from '@hypha/shared/hbone';
+import { AGENT_NODE_FLAGS, CA_NODE_FLAGS, WAYPOINT_NODE_FLAGS } from '@hypha/shared/hbone';
 import { CertificateAuthority } from '@hypha/shared/identity';
 import { parseAllDocuments, stringify } from 'yaml';
 import { type ClusterPod, type ExternalHost, type IpFamilies, TestCluster } from '../cluster/cluster.js';
@@ -320,7 +320,7 @@ export class LocalMesh {
         '--san',
         first.ip,
       ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
+      { stdio: ['ignore', 'pipe', 'pipe'], nodeArgs: CA_NODE_FLAGS },
     );
     this.#watchExit(this.#ca, 'ca');
     const proc = trackProcess(this.#ca, 'ca');

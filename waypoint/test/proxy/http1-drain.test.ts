@@ -1,0 +1,117 @@
+// HTTP/1.1 through the waypoint while the node agent carrying its tunnels drains (an upgrade): the
+// agent's HBONE connection sends GOAWAY and is cut at the drain deadline. Keep-alive connections to
+// the endpoint ride tunnels on that connection; a request made after the GOAWAY must go over a new
+// tunnel, not reuse a kept-alive connection the cut will fail. Found by the soak (issue 18): a GET
+// failed 503 UC as the old agent exited at the end of its drain.
+import http from 'node:http';
+import http2 from 'node:http2';
+import net, { type AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loopbackIp, startWaypoint, type TestWaypoint } from '../helpers.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+let app: http.Server;
+let carrier: http2.Http2Server;
+let tw: TestWaypoint;
+/** The carrier (HBONE-like) connections the waypoint opened, server side. */
+const carried: http2.ServerHttp2Session[] = [];
+
+beforeAll(async () => {
+  const ip = loopbackIp();
+  // The app: answers /slow after 400 ms, anything else at once; keep-alive.
+  app = http.createServer((req, res) => {
+    const answer = () => res.end(`said ${req.url}`);
+    if (req.url === '/slow') setTimeout(answer, 400);
+    else answer();
+  });
+  await new Promise<void>((resolve) => app.listen(0, ip, resolve));
+  const appPort = (app.address() as AddressInfo).port;
+  // The node agent's side: CONNECT streams piped to the app, as HBONE tunnels are.
+  carrier = http2.createServer();
+  carrier.on('session', (s) => carried.push(s));
+  carrier.on('stream', (stream) => {
+    stream.on('error', () => {});
+    const up = net.connect(appPort, ip, () => {
+      stream.respond({ ':status': 200 });
+      stream.pipe(up).pipe(stream);
+    });
+    up.on('error', () => stream.destroy());
+    stream.on('close', () => up.destroy());
+  });
+  await new Promise<void>((resolve) => carrier.listen(0, ip, resolve));
+  const carrierPort = (carrier.address() as AddressInfo).port;
+  // The waypoint's HBONE pool: one carrier connection, replaced once it got GOAWAY.
+  let pooled: http2.ClientHttp2Session | undefined;
+  const carrierSession = () => {
+    if (pooled === undefined || pooled.closed || pooled.destroyed) {
+      const s = http2.connect(`http://${ip}:${carrierPort}`);
+      s.on('error', () => {});
+      s.once('goaway', () => {
+        if (pooled === s) pooled = undefined;
+      });
+      pooled = s;
+    }
+    return pooled;
+  };
+  tw = await startWaypoint(
+    {
+      services: [
+        {
+          name: 'web',
+          namespace: 'shop',
+          vips: ['10.96.5.2'],
+          ports: [{ port: 80, name: 'http' }],
+          endpoints: [
+            {
+              ip,
+              targetPorts: { '80': appPort },
+              workload: { name: 'web', namespace: 'shop', serviceAccount: 'web' },
+            },
+          ],
+        },
+      ],
+    },
+    { host: '10.96.5.2', port: 80 },
+    {
+      connectUpstream: (ep) =>
+        new Promise((resolve, reject) => {
+          const tunnel = carrierSession().request({
+            ':method': 'CONNECT',
+            ':authority': `${ep.ip}:${ep.port}`,
+          });
+          tunnel.once('response', () => resolve(tunnel));
+          tunnel.once('error', reject);
+        }),
+    },
+  );
+});
+
+afterAll(async () => {
+  await tw.close();
+  for (const s of carried) s.destroy();
+  await new Promise<void>((resolve) => carrier.close(() => resolve()));
+  await new Promise<void>((resolve) => app.close(() => resolve()));
+});
+
+async function get(path: string): Promise<{ status: number; body: string }> {
+  const r = await tw.pool.request({ method: 'GET', path, headers: { host: 'web.shop' } });
+  return { status: r.statusCode, body: await r.body.text() };
+}
+
+describe('HTTP/1.1 through the waypoint while the carrying agent drains', () => {
+  it('a request made after the HBONE connection got GOAWAY survives the drain deadline cutting that connection', async () => {
+    expect(await get('/before')).toEqual({ status: 200, body: 'said /before' });
+    const draining = [...carried];
+    expect(draining.length).toBe(1);
+    // Drain: GOAWAY now (streams already open may finish), the connection cut 150 ms later.
+    for (const s of draining) s.goaway(http2.constants.NGHTTP2_NO_ERROR);
+    await sleep(50);
+    const slow = get('/slow');
+    await sleep(150);
+    for (const s of draining) s.destroy();
+    expect(await slow).toEqual({ status: 200, body: 'said /slow' });
+    expect(carried.length).toBe(2);
+    expect(await get('/after')).toEqual({ status: 200, body: 'said /after' });
+  });
+});
