@@ -168,16 +168,12 @@ export class UpstreamPools {
    * the soak: one GET failed 503 UC as the old agent exited).
    */
   #retireOnGoaway(key: string, pool: Pool, stream: Duplex): void {
-    const carrier = (stream as Partial<Pick<Http2Stream, 'session'>>).session;
-    if (carrier === undefined) return;
-    const retire = () => {
+    onCarrierGoaway(stream, stream, () => {
       if (this.#retiredH1.has(pool)) return;
       this.#retiredH1.add(pool);
       if (this.#h1.get(key) === pool) this.#h1.delete(key);
       void pool.close().catch(() => {});
-    };
-    carrier.once('goaway', retire);
-    stream.once('close', () => carrier.off('goaway', retire));
+    });
   }
 
   fetchHttp2(ep: UpstreamEndpoint): Promise<ClientHttp2Session> {
@@ -219,15 +215,10 @@ export class UpstreamPools {
     // The tunnel rides an HBONE connection. When that connection gets GOAWAY (the node's agent is
     // draining for an upgrade) the session over it takes no new requests: they open a new one
     // (through the new agent) instead of riding the old tunnel until the drain deadline cuts it.
-    const carrier = (stream as Partial<Pick<Http2Stream, 'session'>>).session;
-    if (carrier !== undefined) {
-      const retire = () => {
-        forget();
-        if (!session.closed && !session.destroyed) session.close();
-      };
-      carrier.once('goaway', retire);
-      session.once('close', () => carrier.off('goaway', retire));
-    }
+    onCarrierGoaway(stream, session, () => {
+      forget();
+      if (!session.closed && !session.destroyed) session.close();
+    });
     return await new Promise<ClientHttp2Session>((resolve, reject) => {
       session.once('connect', () => resolve(session));
       session.once('error', (err) => reject(tagConnectFailure(err)));
@@ -249,4 +240,19 @@ export class UpstreamPools {
       }),
     ]);
   }
+}
+
+/**
+ * Calls `retire` once if the HBONE connection carrying `tunnel` (its HTTP/2 session, when the
+ * tunnel is an HBONE stream) gets GOAWAY before `user` closes. Plain TCP tunnels have no carrier.
+ */
+function onCarrierGoaway(
+  tunnel: Duplex,
+  user: { once(event: 'close', listener: () => void): unknown },
+  retire: () => void,
+): void {
+  const carrier = (tunnel as Partial<Pick<Http2Stream, 'session'>>).session;
+  if (carrier === undefined) return;
+  carrier.once('goaway', retire);
+  user.once('close', () => carrier.off('goaway', retire));
 }

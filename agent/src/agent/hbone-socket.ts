@@ -17,16 +17,13 @@ import { isNativeAvailable, setSendBuffer } from '../native/index.js';
 export interface HboneSocketTunerOptions {
   /** Level of the one message when the buffer cannot be raised: warn (agent) or info. */
   refusedLevel?: 'warn' | 'info';
-  connectionWindow?: number;
 }
 
 export function createHboneSocketTuner(
   logger: Logger,
   options: HboneSocketTunerOptions = {},
 ): HboneSocketTuner {
-  const wanted = hboneSendBufferBytes({
-    connectionWindow: options.connectionWindow ?? DEFAULT_FLOW_CONTROL.connectionWindow,
-  });
+  const wanted = hboneSendBufferBytes(DEFAULT_FLOW_CONTROL);
   const level = options.refusedLevel ?? 'warn';
   let warned = false;
   const warnOnce = (why: string): void => {

@@ -5,8 +5,6 @@ import { startMetricsEndpoint } from '@hypha/shared/daemon';
 import { Counter, collectDefaultMetrics, Registry } from 'prom-client';
 import type { CaServerStats } from './server.js';
 
-export const CA_METRICS_PORT = 15014;
-
 export async function startCaMetrics(
   stats: Readonly<CaServerStats>,
   address: string,
