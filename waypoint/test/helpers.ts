@@ -1,6 +1,7 @@
 // Test fixtures: backends that say which instance answered, a waypoint behind a loopback listener
 // (each accepted socket handed to handleStream with a fixed authority), and service builders.
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import type { Logger, SpiffeId } from '@hypha/shared';
@@ -219,4 +220,61 @@ export function captureLog(): CapturedLog {
     },
   });
   return { logger: pino({ level: 'info' }, stream), lines };
+}
+
+/**
+ * A stand-in for the node agent's HBONE side: CONNECT streams on an h2c server piped to the app,
+ * and `connectUpstream` for a waypoint that opens them over one pooled connection, replaced once
+ * it got GOAWAY (as the HBONE pool does). `carried` holds the server side of each connection.
+ */
+export async function startCarrier(
+  ip: string,
+  appPort: number,
+): Promise<{
+  carried: http2.ServerHttp2Session[];
+  connectUpstream: (ep: { ip: string; port: number }) => Promise<http2.ClientHttp2Stream>;
+  close(): Promise<void>;
+}> {
+  const carried: http2.ServerHttp2Session[] = [];
+  const carrier = http2.createServer();
+  carrier.on('session', (s) => carried.push(s));
+  carrier.on('stream', (stream) => {
+    stream.on('error', () => {});
+    const up = net.connect(appPort, ip, () => {
+      stream.respond({ ':status': 200 });
+      stream.pipe(up).pipe(stream);
+    });
+    up.on('error', () => stream.destroy());
+    stream.on('close', () => up.destroy());
+  });
+  await new Promise<void>((resolve) => carrier.listen(0, ip, resolve));
+  const carrierPort = (carrier.address() as AddressInfo).port;
+  let pooled: http2.ClientHttp2Session | undefined;
+  const carrierSession = () => {
+    if (pooled === undefined || pooled.closed || pooled.destroyed) {
+      const s = http2.connect(`http://${ip}:${carrierPort}`);
+      s.on('error', () => {});
+      s.once('goaway', () => {
+        if (pooled === s) pooled = undefined;
+      });
+      pooled = s;
+    }
+    return pooled;
+  };
+  return {
+    carried,
+    connectUpstream: (ep) =>
+      new Promise((resolve, reject) => {
+        const tunnel = carrierSession().request({
+          ':method': 'CONNECT',
+          ':authority': `${ep.ip}:${ep.port}`,
+        });
+        tunnel.once('response', () => resolve(tunnel));
+        tunnel.once('error', reject);
+      }),
+    close: async () => {
+      for (const s of carried) s.destroy();
+      await new Promise<void>((resolve) => carrier.close(() => resolve()));
+    },
+  };
 }

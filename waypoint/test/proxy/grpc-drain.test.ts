@@ -4,19 +4,17 @@
 // 18): a gRPC call failed 503 when the old agent's drain deadline cut the waypoint's long-lived
 // HTTP/2 session to a pod on that node.
 import http2 from 'node:http2';
-import net, { type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { frame, grpcCall, unframe } from '../grpc.js';
-import { loopbackIp, startWaypoint, type TestWaypoint } from '../helpers.js';
+import { loopbackIp, startCarrier, startWaypoint, type TestWaypoint } from '../helpers.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let app: http2.Http2Server;
-let carrier: http2.Http2Server;
+let carrier: Awaited<ReturnType<typeof startCarrier>>;
 let tw: TestWaypoint;
 let session: http2.ClientHttp2Session;
-/** The carrier (HBONE-like) connections the waypoint opened, server side. */
-const carried: http2.ServerHttp2Session[] = [];
 
 beforeAll(async () => {
   const ip = loopbackIp();
@@ -37,33 +35,8 @@ beforeAll(async () => {
   });
   await new Promise<void>((resolve) => app.listen(0, ip, resolve));
   const appPort = (app.address() as AddressInfo).port;
-  // The node agent's side: CONNECT streams piped to the app, as HBONE tunnels are.
-  carrier = http2.createServer();
-  carrier.on('session', (s) => carried.push(s));
-  carrier.on('stream', (stream) => {
-    stream.on('error', () => {});
-    const up = net.connect(appPort, ip, () => {
-      stream.respond({ ':status': 200 });
-      stream.pipe(up).pipe(stream);
-    });
-    up.on('error', () => stream.destroy());
-    stream.on('close', () => up.destroy());
-  });
-  await new Promise<void>((resolve) => carrier.listen(0, ip, resolve));
-  const carrierPort = (carrier.address() as AddressInfo).port;
-  // The waypoint's HBONE pool: one carrier connection, replaced once it got GOAWAY.
-  let pooled: http2.ClientHttp2Session | undefined;
-  const carrierSession = () => {
-    if (pooled === undefined || pooled.closed || pooled.destroyed) {
-      const s = http2.connect(`http://${ip}:${carrierPort}`);
-      s.on('error', () => {});
-      s.once('goaway', () => {
-        if (pooled === s) pooled = undefined;
-      });
-      pooled = s;
-    }
-    return pooled;
-  };
+  // The node agent's side (CONNECT streams piped to the app) and the waypoint's HBONE pool.
+  carrier = await startCarrier(ip, appPort);
   tw = await startWaypoint(
     {
       services: [
@@ -83,17 +56,7 @@ beforeAll(async () => {
       ],
     },
     { host: '10.96.5.1', port: 9000 },
-    {
-      connectUpstream: (ep) =>
-        new Promise((resolve, reject) => {
-          const tunnel = carrierSession().request({
-            ':method': 'CONNECT',
-            ':authority': `${ep.ip}:${ep.port}`,
-          });
-          tunnel.once('response', () => resolve(tunnel));
-          tunnel.once('error', reject);
-        }),
-    },
+    { connectUpstream: carrier.connectUpstream },
   );
   session = http2.connect(tw.origin);
   session.on('error', () => {});
@@ -102,15 +65,14 @@ beforeAll(async () => {
 afterAll(async () => {
   session.close();
   await tw.close();
-  for (const s of carried) s.destroy();
-  await new Promise<void>((resolve) => carrier.close(() => resolve()));
+  await carrier.close();
   await new Promise<void>((resolve) => app.close(() => resolve()));
 });
 
 describe('gRPC through the waypoint while the carrying agent drains', () => {
   it('a call made after the HBONE connection got GOAWAY survives the drain deadline cutting that connection', async () => {
     expect((await grpcCall(session, '/hypha.echo.Echo/Say', 'before')).status).toBe('0');
-    const draining = [...carried];
+    const draining = [...carrier.carried];
     expect(draining.length).toBe(1);
     // Drain: GOAWAY now (streams already open may finish), the connection cut 150 ms later.
     for (const s of draining) s.goaway(http2.constants.NGHTTP2_NO_ERROR);
@@ -120,7 +82,7 @@ describe('gRPC through the waypoint while the carrying agent drains', () => {
     for (const s of draining) s.destroy();
     const r = await call;
     expect(r).toMatchObject({ status: '0', messages: ['said slow'] });
-    expect(carried.length).toBe(2);
+    expect(carrier.carried.length).toBe(2);
     expect((await grpcCall(session, '/hypha.echo.Echo/Say', 'after')).status).toBe('0');
   });
 });
