@@ -176,6 +176,65 @@ describe('hypha agent --workers 2', () => {
     expect(spread.byWorker.size).toBe(2);
   });
 
+  it('`hypha tap` on the agent shows the connections of every worker, each once', async () => {
+    // The supervisor's /tap: workers forward their finished connections while someone reads.
+    const child = demo.mesh.cluster.spawn(
+      demo.mesh.cluster.node('node-a').netns,
+      process.execPath,
+      [BIN, 'tap', '--kind', 'connection', '--from', 'demo/client', '-o', 'json'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let out = '';
+    let err = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    child.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
+    await eventually(
+      async () => err,
+      (e) => e.includes('connected to'),
+    );
+    const tapped = () =>
+      out
+        .split('\n')
+        .filter(Boolean)
+        .map(
+          (l) =>
+            JSON.parse(l) as {
+              kind: string;
+              direction?: string;
+              reporter: string;
+              flags: string;
+              destination: { workload?: string };
+            },
+        )
+        .filter((e) => e.destination.workload === 'echo-v1');
+
+    // Each finished connection is one access-log line of the worker that carried it.
+    const mark = agent('node-a').events.length;
+    const toEcho = (e: LogEvent) => e.dst_workload === 'echo-v1';
+    const spread = await burstOverBothWorkers(demo.pods.echoV1.ip, toEcho);
+    expect(spread.refused).toBe(0);
+    expect(spread.byWorker.size).toBe(2);
+    const logged = () => [...accessByWorker('node-a', mark, toEcho).values()].reduce((a, b) => a + b, 0);
+    await eventually(
+      async () => tapped().length,
+      (n) => n >= logged(),
+    );
+    // Let any duplicate arrive before counting: each connection is one event, whichever worker.
+    await new Promise((r) => setTimeout(r, 1000));
+    child.kill('SIGINT');
+    expect(await exited).toBe(0);
+    const events = tapped();
+    expect(events.length).toBeGreaterThanOrEqual(spread.ok);
+    expect(events).toHaveLength(logged());
+    for (const e of events)
+      expect(e).toMatchObject({ kind: 'connection', reporter: 'agent node-a', flags: '-' });
+  });
+
   it('a DENY policy and its removal take effect on every worker', async () => {
     await apply([denyClient]);
     const denied = await burstOverBothWorkers(

@@ -227,6 +227,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   // 4. Data path (with --workers N > 1 the workers run theirs; this one then carries nothing).
   const dataPath = createDataPath({ config, state, certs, registry, logger });
   const { tracker, tap, outbound } = dataPath;
+  workers?.forwardTapInto(tap);
   state.onChange((change) => {
     if (
       change.workloads.added.length + change.workloads.removed.length + change.workloads.updated.length >

@@ -21,6 +21,8 @@ import { collectDefaultMetrics, Registry } from 'prom-client';
 import { type CertSource, createDataPath, type DataPath } from './datapath.js';
 import type { ToSupervisor, ToWorker, WireCertificate } from './workers.js';
 
+const TAP_BACKLOG = 256;
+
 function send(m: ToSupervisor): void {
   if (process.connected) process.send?.(m);
 }
@@ -48,6 +50,28 @@ export function runAgentWorker(): void {
   >();
   let nextRequest = 1;
   const servers = new Map<string, Server>();
+  let stopTap: (() => void) | undefined;
+  // Tap lines in flight to the supervisor: above TAP_BACKLOG the hub counts drops instead (it says
+  // so with one `{"kind":"dropped"}` line once the channel drains), so a slow reader never makes
+  // this worker buffer without bound.
+  let tapInFlight = 0;
+  let tapDrained: (() => void)[] = [];
+  const tapSink = {
+    write(line: string): boolean {
+      if (!process.connected) return true;
+      tapInFlight++;
+      process.send?.({ t: 'tap', line } satisfies ToSupervisor, undefined, undefined, () => {
+        if (--tapInFlight > 0) return;
+        const waiting = tapDrained;
+        tapDrained = [];
+        for (const l of waiting) l();
+      });
+      return tapInFlight < TAP_BACKLOG;
+    },
+    onDrain(listener: () => void) {
+      tapDrained.push(listener);
+    },
+  };
 
   const certSource: CertSource = {
     findCertificate(id: SpiffeId) {
@@ -142,6 +166,13 @@ export function runAgentWorker(): void {
         })();
         return;
       }
+      case 'tap':
+        if (m.on && stopTap === undefined) stopTap = dataPath?.tap.subscribe({}, tapSink);
+        else if (!m.on) {
+          stopTap?.();
+          stopTap = undefined;
+        }
+        return;
       case 'stop':
         for (const s of servers.values()) s.close();
         servers.clear();

@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from '@hypha/shared';
 import type { ConfigObject, ConfigObjectKey, ConfigState, ConfigUpdate } from '@hypha/shared/config';
 import type { WorkloadCertificate } from '@hypha/shared/identity';
+import type { TapEvent, TapHub, TapLine } from '@hypha/shared/telemetry';
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue, Registry } from 'prom-client';
 import type { AgentConfig } from './config.js';
 
@@ -40,6 +41,8 @@ export type ToWorker =
   | { t: 'revocations'; serials: string[]; ids: string[] }
   | { t: 'listen'; name: string }
   | { t: 'request'; reqId: number; what: 'metrics' | 'connections' }
+  /** Forward finished-connection events (while the supervisor's /tap has readers) or stop. */
+  | { t: 'tap'; on: boolean }
   | { t: 'stop' }
   | { t: 'drain'; graceful: boolean }
   | { t: 'exit' };
@@ -52,6 +55,8 @@ export type ToSupervisor =
   | { t: 'fetchCert'; reqId: number; id: string }
   | { t: 'reply'; reqId: number; value: unknown }
   | { t: 'live'; n: number }
+  /** One line of the worker's tap: an event, or `{"kind":"dropped"}` when its IPC backlog was full. */
+  | { t: 'tap'; line: string }
   | { t: 'drained'; cut: number };
 
 /** A bound (and, once a worker listens, listening) TCP socket that this process never accepts on. */
@@ -145,6 +150,7 @@ export class WorkerPool {
   #stopping = false;
   #loggedVersion = -1;
   #accepting = true;
+  #tap: TapHub | undefined;
 
   constructor(o: WorkerPoolOptions) {
     this.#o = o;
@@ -172,6 +178,16 @@ export class WorkerPool {
     };
     state.upsert = (obj: ConfigObject) => (state.update as ConfigState['update'])({ upsert: [obj] });
     state.remove = (key: ConfigObjectKey) => (state.update as ConfigState['update'])({ remove: [key] });
+  }
+
+  /**
+   * The supervisor's tap hub (admin /tap): while it has readers, every worker forwards its finished
+   * connections into it, so `hypha tap` sees the whole agent.
+   */
+  forwardTapInto(tap: TapHub): void {
+    this.#tap = tap;
+    tap.onActiveChange((on) => this.#broadcast({ t: 'tap', on }));
+    if (tap.active) this.#broadcast({ t: 'tap', on: true });
   }
 
   get count(): number {
@@ -261,6 +277,19 @@ export class WorkerPool {
         case 'drained':
           slot.drained?.(m.cut);
           return;
+        case 'tap': {
+          const tap = this.#tap;
+          if (tap === undefined) return;
+          let line: TapLine;
+          try {
+            line = JSON.parse(m.line) as TapLine;
+          } catch {
+            return;
+          }
+          if (line.kind === 'dropped') tap.publishDropped(line.count);
+          else tap.publish(() => line as TapEvent);
+          return;
+        }
       }
     });
     child.on('error', (err) => log.error({ err: err.message }, 'worker process error'));
@@ -311,6 +340,7 @@ export class WorkerPool {
     });
     for (const c of this.#o.heldCertificates()) this.#send(slot, { t: 'cert', cert: toWire(c) });
     this.#send(slot, { t: 'revocations', ...this.#o.revocations() });
+    if (this.#tap?.active) this.#send(slot, { t: 'tap', on: true });
     if (this.#accepting) for (const [name, h] of this.#handles) this.#send(slot, { t: 'listen', name }, h);
     log.info('agent worker started');
   }

@@ -162,8 +162,22 @@ interface Subscriber {
 
 export class TapHub {
   readonly #subscribers = new Set<Subscriber>();
+  readonly #activeListeners = new Set<(active: boolean) => void>();
   /** Events published while someone listened, for tests and /debug. */
   published = 0;
+
+  /**
+   * Calls `listener` whenever the hub goes from no reader to one (true) or back (false): the agent's
+   * workers forward their events only while the supervisor's hub has readers.
+   */
+  onActiveChange(listener: (active: boolean) => void): () => void {
+    this.#activeListeners.add(listener);
+    return () => this.#activeListeners.delete(listener);
+  }
+
+  #activeChanged(active: boolean): void {
+    for (const l of this.#activeListeners) l(active);
+  }
 
   get active(): boolean {
     return this.#subscribers.size > 0;
@@ -178,8 +192,9 @@ export class TapHub {
     if (this.#subscribers.size >= MAX_TAP_SUBSCRIBERS) return undefined;
     const sub: Subscriber = { filter, sink, congested: false, dropped: 0 };
     this.#subscribers.add(sub);
+    if (this.#subscribers.size === 1) this.#activeChanged(true);
     return () => {
-      this.#subscribers.delete(sub);
+      if (this.#subscribers.delete(sub) && this.#subscribers.size === 0) this.#activeChanged(false);
     };
   }
 
@@ -196,17 +211,30 @@ export class TapHub {
         continue;
       }
       line ??= `${JSON.stringify(event)}\n`;
-      if (!sub.sink.write(line)) {
-        sub.congested = true;
-        sub.sink.onDrain(() => {
-          sub.congested = false;
-          if (sub.dropped > 0) {
-            const count = sub.dropped;
-            sub.dropped = 0;
-            sub.sink.write(`${JSON.stringify({ kind: 'dropped', count })}\n`);
-          }
-        });
+      this.#write(sub, line);
+    }
+  }
+
+  #write(sub: Subscriber, line: string): void {
+    if (sub.sink.write(line)) return;
+    sub.congested = true;
+    sub.sink.onDrain(() => {
+      sub.congested = false;
+      if (sub.dropped > 0) {
+        const count = sub.dropped;
+        sub.dropped = 0;
+        sub.sink.write(`${JSON.stringify({ kind: 'dropped', count })}\n`);
       }
+    });
+  }
+
+  /** Tells every reader that `count` events were lost before reaching this hub (a worker's backlog). */
+  publishDropped(count: number): void {
+    if (count <= 0) return;
+    const line = `${JSON.stringify({ kind: 'dropped', count })}\n`;
+    for (const sub of this.#subscribers) {
+      if (sub.congested) sub.dropped += count;
+      else this.#write(sub, line);
     }
   }
 }

@@ -133,4 +133,30 @@ describe('TapHub', () => {
     for (let i = 0; i < MAX_TAP_SUBSCRIBERS; i++) expect(hub.subscribe({}, sink())).toBeTypeOf('function');
     expect(hub.subscribe({}, sink())).toBeUndefined();
   });
+
+  it('says when it gains its first reader and loses its last (agent workers forward only then)', () => {
+    const hub = new TapHub();
+    const seen: boolean[] = [];
+    hub.onActiveChange((active) => seen.push(active));
+    const a = hub.subscribe({}, sink())!;
+    const b = hub.subscribe({}, sink())!;
+    a();
+    a();
+    b();
+    expect(seen).toEqual([true, false]);
+  });
+
+  it("events lost before the hub (a worker's backlog) are reported to every reader, or counted while it is full", () => {
+    const hub = new TapHub();
+    const free = sink();
+    const full = sink(1);
+    hub.subscribe({ status: '2xx' }, free);
+    hub.subscribe({}, full);
+    hub.publish(() => event());
+    hub.publishDropped(3);
+    expect(free.lines.map((l) => JSON.parse(l))).toEqual([{ kind: 'dropped', count: 3 }]);
+    expect(full.lines).toHaveLength(1);
+    full.drain();
+    expect(full.lines.slice(1).map((l) => JSON.parse(l))).toEqual([{ kind: 'dropped', count: 3 }]);
+  });
 });

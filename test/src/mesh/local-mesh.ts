@@ -391,7 +391,13 @@ export class LocalMesh {
         ...(this.#opts.agentArgs ?? []),
         ...(options.args ?? []),
       ],
-      { stdio: ['ignore', 'pipe', 'pipe'], nodeArgs: AGENT_NODE_FLAGS },
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        nodeArgs: AGENT_NODE_FLAGS,
+        // One process per agent unless a test or bench asks for workers: the default (`auto`) follows
+        // the CPU limit, which would make the suite's shape depend on the machine it runs on.
+        env: { ...process.env, HYPHA_AGENT_WORKERS: process.env.HYPHA_AGENT_WORKERS ?? '1' },
+      },
     );
     this.#watchExit(child, `agent ${node}`);
     const agent: AgentProcess = { node, ...trackProcess(child, `agent ${node}`) };

@@ -4,6 +4,7 @@ import { availableParallelism } from 'node:os';
 import { createLogger, type LogLevel } from '@hypha/shared';
 import { type Command, Option } from 'commander';
 import { type AgentConfig, AgentConfigError, DEFAULT_PORTS, parseConfigSource } from '../../agent/config.js';
+import { defaultWorkers, type WorkerDefault } from '../../agent/cpu-limit.js';
 import { parseUpstream } from '../../dns/upstream.js';
 import { addMeshDaemonOptions } from '../daemon-options.js';
 import { durationFlagMs, durationFlagSeconds, UsageError } from '../errors.js';
@@ -47,13 +48,20 @@ export const DNS_PROXY_DEFAULT = true;
 
 export const DEFAULT_HANDOFF_DIR = '/var/run/hypha-agent';
 
-/** `--workers`: a count, or `auto` (the CPUs this process may use: os.availableParallelism()). */
-export function parseWorkers(value: string): number {
-  if (value === 'auto') return Math.max(1, availableParallelism());
+/**
+ * `--workers`: a count; `auto` (the default): one per core of the CPU limit, 1 without a limit
+ * (cpu-limit.ts); `all`: one per CPU this process may be scheduled on (os.availableParallelism()).
+ */
+export function parseWorkers(value: string): WorkerDefault {
+  if (value === 'auto') return defaultWorkers();
+  if (value === 'all') {
+    const workers = Math.max(1, availableParallelism());
+    return { workers, reason: `--workers all: ${workers} CPUs available` };
+  }
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1 || n > 256)
-    throw new UsageError(`--workers must be a whole number 1-256 or "auto", got "${value}"`);
-  return n;
+    throw new UsageError(`--workers must be a whole number 1-256, "auto" or "all", got "${value}"`);
+  return { workers: n, reason: `--workers ${n}` };
 }
 
 function port(value: string, flag: string): number {
@@ -158,11 +166,11 @@ export function register(program: Command): void {
     )
     .addOption(
       new Option(
-        '--workers <n|auto>',
-        'data-path worker processes sharing the listening sockets (experimental above 1; "auto": one per CPU this process may use). 1: this process serves, no extra process',
+        '--workers <n|auto|all>',
+        'data-path worker processes sharing the listening sockets. "auto": one per core of the CPU limit (rounded up), 1 without a limit; "all": one per CPU available; 1: this process serves, no extra process',
       )
         .env('HYPHA_AGENT_WORKERS')
-        .default('1'),
+        .default('auto'),
     )
     .addHelpText(
       'after',
@@ -186,6 +194,7 @@ Example (outside Kubernetes):
       const globals = cmd.optsWithGlobals() as { logLevel: LogLevel };
       if (!flags.node) throw new UsageError('--node is required (or set NODE_NAME)');
       let config: AgentConfig;
+      const workers = parseWorkers(flags.workers);
       try {
         config = {
           nodeName: flags.node,
@@ -210,7 +219,7 @@ Example (outside Kubernetes):
               ? 0
               : durationFlagMs('--handoff-wait', flags.handoffWait),
           takeover: flags.takeover ? 'required' : 'auto',
-          workers: parseWorkers(flags.workers),
+          workers: workers.workers,
           ...(process.argv[1] ? { workerEntry: process.argv[1] } : {}),
           ...(flags.handoffDir === 'none' ? {} : { handoffDir: flags.handoffDir }),
           ...((flags.dnsProxy ?? DNS_PROXY_DEFAULT)
@@ -236,6 +245,10 @@ Example (outside Kubernetes):
         throw err;
       }
       const logger = createLogger({ level: globals.logLevel, base: { node: config.nodeName } });
+      logger.info(
+        { workers: workers.workers },
+        `data path: ${workers.workers === 1 ? 'this process' : `${workers.workers} worker processes`} (${workers.reason})`,
+      );
       // Loaded here, not at the top: the agent's modules (data path, capture, telemetry) are for
       // this verb only; every other verb of the CLI would otherwise pay for them.
       // Signals are taken from the start: one that arrives while the agent starts (it may already
