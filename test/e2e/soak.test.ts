@@ -5,6 +5,8 @@
 // notice (nothing lost, every stream exact, the policy bit, every certificate rotated, config
 // changes still arrive after the relist, the events happened); memory, heap, descriptors, HBONE
 // connections and metric counters are printed.
+
+import { MESH_PROCESS_ENV } from '@hypha/shared/hbone';
 import { formatSoak, runSoak, type SoakResult } from '@hypha/test';
 import { describe, expect, it } from 'vitest';
 
@@ -34,5 +36,14 @@ describe('soak', () => {
     expect(r.api?.relists).toBeGreaterThan(0);
     expect(r.api?.deniedAfter).toBeGreaterThan(0);
     expect(r.api?.churnCertificatesAfter).toBeGreaterThan(0);
+    // Every mesh process (agents, waypoint, CA) ran with the manifests' malloc settings.
+    expect(r.processes.start.map((p) => p.name).sort()).toEqual(
+      expect.arrayContaining(['agent node-a', 'agent node-b', 'ca']),
+    );
+    for (const p of r.processes.end)
+      expect({ name: p.name, arenas: p.mallocArenaMax }).toEqual({
+        name: p.name,
+        arenas: MESH_PROCESS_ENV.MALLOC_ARENA_MAX,
+      });
   }, 330_000);
 });

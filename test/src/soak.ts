@@ -44,6 +44,8 @@ export interface ProcessSample {
   /** Of the RSS, pages backed by files (RssFile): mostly the `node` binary's code, touched lazily. */
   rssFileKiB: number;
   fds: number;
+  /** MALLOC_ARENA_MAX in the process's environment (MESH_PROCESS_ENV), as it started. */
+  mallocArenaMax?: string;
   /** V8 heap in use (`nodejs_heap_size_used_bytes` of its /metrics; the CA's on 15014). */
   heapUsedBytes?: number;
   /** V8 heap committed (`nodejs_heap_size_total_bytes`): RSS minus this is memory outside the heap. */
@@ -161,13 +163,16 @@ s.on('close',()=>{clearInterval(t);process.stdout.write(JSON.stringify({sent,rec
 
 async function readProc(
   pid: number,
-): Promise<{ rssKiB: number; rssFileKiB: number; fds: number } | undefined> {
+): Promise<{ rssKiB: number; rssFileKiB: number; fds: number; mallocArenaMax?: string } | undefined> {
   try {
     const status = await readFile(`/proc/${pid}/status`, 'utf8');
     const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
     const rssFileKiB = Number(/RssFile:\s+(\d+)/.exec(status)?.[1] ?? 0);
     const fds = (await readdir(`/proc/${pid}/fd`)).length;
-    return { rssKiB, rssFileKiB, fds };
+    const arena = (await readFile(`/proc/${pid}/environ`, 'utf8'))
+      .split('\0')
+      .find((v) => v.startsWith('MALLOC_ARENA_MAX='));
+    return { rssKiB, rssFileKiB, fds, ...(arena ? { mallocArenaMax: arena.slice(17) } : {}) };
   } catch {
     return undefined;
   }
@@ -575,8 +580,10 @@ async function soak(
       child.stderr?.on('data', (d: Buffer) => {
         errText = (errText + d.toString()).slice(-500);
       });
+      // 'close', not 'exit': at 'exit' the child's stdout may still hold its result unread (a 20-minute
+      // soak once counted such a stream as failed: "no result (exit 0)").
       const exit = await new Promise<string>((r) =>
-        child.once('exit', (code, signal) => r(`exit ${code ?? ''}${signal ? ` signal ${signal}` : ''}`)),
+        child.once('close', (code, signal) => r(`exit ${code ?? ''}${signal ? ` signal ${signal}` : ''}`)),
       );
       try {
         const r = JSON.parse(out.trim()) as {

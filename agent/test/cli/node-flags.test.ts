@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import {
   AGENT_NODE_FLAGS,
   CA_NODE_FLAGS,
+  MESH_PROCESS_ENV,
   missingAgentNodeFlags,
   WAYPOINT_NODE_FLAGS,
 } from '@hypha/shared/hbone';
@@ -106,5 +107,25 @@ describe('CA_NODE_FLAGS', () => {
       );
     });
     expect(code).toBe(0);
+  });
+});
+
+describe('MESH_PROCESS_ENV', () => {
+  const GATEWAY_YAML = fileURLToPath(new URL('../../../manifests/gateway/gateway.yaml', import.meta.url));
+  it.each([
+    ['agent DaemonSet', AGENT_YAML, 'DaemonSet'],
+    ['waypoint Deployment', WAYPOINT_YAML, 'Deployment'],
+    ['gateway Deployment', GATEWAY_YAML, 'Deployment'],
+    ['CA Deployment', CA_YAML, 'Deployment'],
+  ])("the %s's Hypha container sets every variable of the list", async (_what, file, kind) => {
+    const docs = parseAllDocuments(await readFile(file, 'utf8')).map((d) => d.toJS());
+    const workload = docs.find((d) => d?.kind === kind);
+    const container = workload.spec.template.spec.containers.find((c: { command?: string[] }) =>
+      c.command?.includes('agent/bin/hypha.js'),
+    );
+    const env = new Map(
+      (container.env as { name: string; value?: string }[]).map((e) => [e.name, e.value] as const),
+    );
+    for (const [name, value] of Object.entries(MESH_PROCESS_ENV)) expect(env.get(name)).toBe(value);
   });
 });

@@ -28,7 +28,13 @@ export type { KeepaliveGuard, KeepaliveOptions } from './keepalive.js';
 export { startKeepalive } from './keepalive.js';
 export type { HboneConnectRequest, HbonePoolOptions, HbonePoolStats, HboneTunnel } from './pool.js';
 export { createHbonePool, HbonePool } from './pool.js';
-export { AGENT_NODE_FLAGS, CA_NODE_FLAGS, missingAgentNodeFlags, WAYPOINT_NODE_FLAGS } from './runtime.js';
+export {
+  AGENT_NODE_FLAGS,
+  CA_NODE_FLAGS,
+  MESH_PROCESS_ENV,
+  missingAgentNodeFlags,
+  WAYPOINT_NODE_FLAGS,
+} from './runtime.js';
 export type {
   ConnectionInfo,
   HboneHandler,

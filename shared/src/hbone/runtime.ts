@@ -51,6 +51,20 @@ export const WAYPOINT_NODE_FLAGS: readonly string[] = Object.freeze(['--max-semi
  */
 export const CA_NODE_FLAGS: readonly string[] = Object.freeze(['--max-semi-space-size=2']);
 
+/**
+ * Environment every Hypha process (agent, waypoint, gateway, CA) runs with: the manifests' `env` and
+ * the test cluster's processes (held to this by a test).
+ *
+ * `MALLOC_ARENA_MAX=2`: glibc gives each thread that allocates (V8's GC and compiler threads,
+ * libuv's pool running crypto) its own malloc arena, up to 8 per core, and memory freed into an
+ * arena is rarely returned. In 20-minute soaks the memory outside the V8 heap grew about 1 MiB a
+ * minute in every process; the CA's RSS ended +22% to +49% above its warm-up level. With two arenas
+ * the CA ended +5.9% (its memory outside the heap 18 -> 23 MiB instead of 20 -> 39), the agents and
+ * the waypoint within the same 10% as before (`MALLOC_ARENA_MAX=2 npm run bench -- soak --minutes
+ * 20`, docs/reliability.md). glibc reads it once at start, so it cannot be set from JavaScript.
+ */
+export const MESH_PROCESS_ENV: Readonly<Record<string, string>> = Object.freeze({ MALLOC_ARENA_MAX: '2' });
+
 /** The AGENT_NODE_FLAGS missing from a process's `execArgv` (empty when all are there). */
 export function missingAgentNodeFlags(execArgv: readonly string[] = process.execArgv): string[] {
   return AGENT_NODE_FLAGS.filter((f) => !execArgv.includes(f));

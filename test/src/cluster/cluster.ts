@@ -30,6 +30,7 @@ import { randomInt } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import type { Server } from 'node:net';
 import type { Logger } from '@hypha/shared';
+import { MESH_PROCESS_ENV } from '@hypha/shared/hbone';
 import { type RunningApp, runApp, type SampleApp, startApp } from './apps.js';
 import { type ExternalHttps, type ExternalHttpsOptions, startExternalHttps } from './external-https.js';
 import { type HeldConnection, heldConnectionScript, steerHeldConnection } from './held-connection.js';
@@ -420,7 +421,9 @@ export class TestCluster {
    * Starts a Node script with this process's Node (the project's Node 24) inside a namespace.
    * HYPHA_NODE_ARGS adds Node flags that NODE_OPTIONS refuses, for profiling the mesh's processes:
    * HYPHA_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" npm run bench -- waypoint --quick
-   * `options.nodeArgs` go before the script too (agents pass AGENT_NODE_FLAGS).
+   * `options.nodeArgs` go before the script too (agents pass AGENT_NODE_FLAGS). Every such process
+   * runs with MESH_PROCESS_ENV (malloc settings) as the manifests' containers do, unless the
+   * caller's env sets the same names.
    */
   spawnNode(
     netns: string,
@@ -434,7 +437,7 @@ export class TestCluster {
       netns,
       process.execPath,
       ['--disable-warning=ExperimentalWarning', ...nodeArgs, ...extra, script, ...args],
-      spawnOptions,
+      { ...spawnOptions, env: { ...MESH_PROCESS_ENV, ...(spawnOptions.env ?? process.env) } },
     );
   }
 
