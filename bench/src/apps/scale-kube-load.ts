@@ -85,6 +85,7 @@ process.stdout.write(
     syncMs,
     rss: mem.rss,
     heapUsed: mem.heapUsed,
+    heapTotal: mem.heapTotal,
     peakRss: peakRss(),
     apiChangeMs: median(changeMs),
     apiChangeMaxMs: Math.max(...changeMs),

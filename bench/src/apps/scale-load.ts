@@ -104,6 +104,7 @@ process.stdout.write(
     loadMs,
     rss: mem.rss,
     heapUsed: mem.heapUsed,
+    heapTotal: mem.heapTotal,
     peakRss: peakRss(),
     upsertAddMs: median(addMs),
     upsertModifyMs: median(modifyMs),

@@ -2,7 +2,8 @@
 //
 // For each size, N pods, N/5 Services (endpoints from their selectors) and N/20
 // AuthorizationPolicies are written as one YAML file into a temp directory, and a fresh child
-// process (`apps/scale-load.js`, run with --expose-gc) loads it through the file source and
+// process (`apps/scale-load.js`, run with --expose-gc and, as the agent runs, AGENT_NODE_FLAGS and
+// MESH_PROCESS_ENV) loads it through the file source and
 // measures: time to ready, RSS and heap after load, peak RSS, one pod change (state mutator and
 // file source) and ns per lookup. One process per size keeps each RSS figure clean.
 //
@@ -23,6 +24,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { AGENT_NODE_FLAGS, MESH_PROCESS_ENV } from '@hypha/shared/hbone';
 import { writeClusterYaml } from '../scale-objects.js';
 import type { BenchOptions, BenchResult, BenchSuiteResult } from '../types.js';
 
@@ -46,6 +48,8 @@ export interface ScaleFigures {
   loadMs: number;
   rss: number;
   heapUsed: number;
+  /** V8 heap committed (process.memoryUsage().heapTotal). */
+  heapTotal: number;
   peakRss: number;
   upsertAddMs: number;
   upsertModifyMs: number;
@@ -66,6 +70,7 @@ export interface KubeScaleFigures {
   syncMs: number;
   rss: number;
   heapUsed: number;
+  heapTotal: number;
   peakRss: number;
   apiChangeMs: number;
   apiChangeMaxMs: number;
@@ -104,6 +109,7 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
         ...(budgeted ? { budget: `<= ${RSS_BUDGET_MB} MB`, met: rss <= RSS_BUDGET_MB } : {}),
       },
       { name: `heap used after load, ${at}`, value: mb(f.heapUsed), unit: 'MB' },
+      { name: `heap committed after load, ${at}`, value: mb(f.heapTotal), unit: 'MB' },
       { name: `peak RSS while loading, ${at}`, value: mb(f.peakRss), unit: 'MB' },
     );
     const change = (name: string, value: number) =>
@@ -149,6 +155,7 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
       },
       { name: `Kubernetes source: RSS after sync, ${at}`, value: mb(f.rss), unit: 'MB' },
       { name: `Kubernetes source: heap used after sync, ${at}`, value: mb(f.heapUsed), unit: 'MB' },
+      { name: `Kubernetes source: heap committed after sync, ${at}`, value: mb(f.heapTotal), unit: 'MB' },
       { name: `Kubernetes source: peak RSS while syncing, ${at}`, value: mb(f.peakRss), unit: 'MB' },
       {
         name: `Kubernetes source: one pod status PATCHed through the API until the state shows it (median of 22), ${at}`,
@@ -191,8 +198,8 @@ async function measure(pods: number, nodeArgs: string[]): Promise<ScaleFigures> 
     await writeClusterYaml(join(dir, 'cluster.yaml'), pods);
     const child = spawn(
       process.execPath,
-      ['--expose-gc', ...nodeArgs, CHILD, '--dir', dir, '--pods', String(pods)],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
+      ['--expose-gc', ...AGENT_NODE_FLAGS, ...nodeArgs, CHILD, '--dir', dir, '--pods', String(pods)],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...MESH_PROCESS_ENV, ...process.env } },
     );
     let out = '';
     let err = '';
@@ -202,7 +209,8 @@ async function measure(pods: number, nodeArgs: string[]): Promise<ScaleFigures> 
     child.stderr.on('data', (d: Buffer) => {
       err += d.toString();
     });
-    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    // 'close': at 'exit' the last line of stdout may not have been read yet.
+    const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
     if (code !== 0) throw new Error(`scale-load for ${pods} pods exited ${code}: ${err.trim().slice(-2000)}`);
     const line = out.trim().split('\n').pop() ?? '';
     return JSON.parse(line) as ScaleFigures;
@@ -245,11 +253,20 @@ async function measureKube(pods: number, nodeArgs: string[]): Promise<KubeScaleF
     });
     const child = spawn(
       process.execPath,
-      ['--expose-gc', ...nodeArgs, KUBE_CHILD, '--kubeconfig', kubeconfigPath, '--pods', String(pods)],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
+      [
+        '--expose-gc',
+        ...AGENT_NODE_FLAGS,
+        ...nodeArgs,
+        KUBE_CHILD,
+        '--kubeconfig',
+        kubeconfigPath,
+        '--pods',
+        String(pods),
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...MESH_PROCESS_ENV, ...process.env } },
     );
     const io = collect(child);
-    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
     if (code !== 0)
       throw new Error(`scale-kube-load for ${pods} pods exited ${code}: ${io.err().trim().slice(-2000)}`);
     return JSON.parse(io.out().trim().split('\n').pop() ?? '') as KubeScaleFigures;

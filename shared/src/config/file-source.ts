@@ -584,6 +584,9 @@ function translateValue(
  */
 function translateDocuments(text: string, file: string): TranslateResult[] | undefined {
   const results: TranslateResult[] = [];
+  // One copy of each distinct string of the file (namespaces, node names, label values repeat in
+  // every pod): dropped with the load, so it pins nothing afterwards.
+  const strings = new Map<string, string>();
   const composer = new Composer();
   let pending: unknown;
   let count = 0;
@@ -591,7 +594,7 @@ function translateDocuments(text: string, file: string): TranslateResult[] | und
     if (doc.errors.length > 0) return undefined;
     let value: unknown;
     try {
-      value = detachStrings(doc.toJS({ maxAliasCount: 100 }), new Set());
+      value = detachStrings(doc.toJS({ maxAliasCount: 100 }), new Set(), strings);
     } catch {
       return undefined;
     }
@@ -610,23 +613,34 @@ function idsOf(entry: FileEntry): string[] {
 }
 
 /**
- * Gives every string of a parsed document its own storage. The parser's scalars are slices of the
- * file's text, and a single slice kept in the state keeps the whole text alive (45 MB for a file of
- * 100k pods). Short strings are copies already; longer ones are copied here, in place.
+ * Gives every string of a parsed document its own storage, one per distinct value within the file
+ * (`pool`). The parser's scalars of 13 characters or more are slices of the file's text, and one
+ * slice kept in the state keeps the whole text alive (45 MB for a file of 100k pods); shorter ones
+ * are copies already, but each occurrence is its own copy (a namespace name once per pod).
  */
-function detachStrings(value: unknown, seen: Set<object>): unknown {
-  if (typeof value === 'string') return value.length < 13 ? value : ` ${value}`.slice(1);
+function detachStrings(value: unknown, seen: Set<object>, pool: Map<string, string>): unknown {
+  if (typeof value === 'string') {
+    const known = pool.get(value);
+    if (known !== undefined) return known;
+    // A flat copy of a long one (`' ' + s` sliced would be a slice again; JSON round-trips every
+    // string exactly, lone surrogates included).
+    const own = value.length < 13 ? value : (JSON.parse(JSON.stringify(value)) as string);
+    pool.set(own, own);
+    return own;
+  }
   if (value === null || typeof value !== 'object' || seen.has(value)) return value;
   seen.add(value);
   if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) value[i] = detachStrings(value[i], seen);
+    for (let i = 0; i < value.length; i++) value[i] = detachStrings(value[i], seen, pool);
   } else if (Object.getPrototypeOf(value) === Object.prototype) {
     const o = value as Record<string, unknown>;
-    for (const k of Object.keys(o)) if (k !== '__proto__') o[k] = detachStrings(o[k], seen);
+    for (const k of Object.keys(o)) if (k !== '__proto__') o[k] = detachStrings(o[k], seen, pool);
   }
   return value;
 }
 
 function objectId(kind: string, namespace: string, name: string): string {
-  return `${kind}\0${namespace}\0${name}`;
+  // join, not a template literal: one flat string instead of a cons string per object (kept in
+  // entry.ids for every object of the file).
+  return [kind, namespace, name].join('\0');
 }

@@ -208,6 +208,15 @@ function keyOf(namespace: string, name: string): string {
   return `${namespace}/${name}`;
 }
 
+/**
+ * keyOf for a key the state keeps (in its maps and sets, shared by them): built with join, which
+ * makes one flat string. A template literal makes a cons string (a 32-byte node pointing at the
+ * namespace prefix and the name) that V8 keeps as it is: at 100k pods that is about 5 MB more.
+ */
+function storedKeyOf(namespace: string, name: string): string {
+  return [namespace, name].join('/');
+}
+
 class ChangeCollector<T> implements ChangeSet<T> {
   added: T[] = [];
   updated: Updated<T>[] = [];
@@ -393,7 +402,7 @@ class IndexedConfigState implements ConfigState {
       name: string,
       next: ConfigObject | undefined,
     ): void => {
-      const key = keyOf(namespace, name);
+      const key = storedKeyOf(namespace, name);
       switch (kind) {
         case 'Namespace': {
           const prev = this.#namespaces.get(name);
