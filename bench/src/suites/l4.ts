@@ -8,7 +8,8 @@
 //   direct:  loadgen ─> node-a ─> fabric ─> node-b ─> plain
 //   floor:   loadgen ─> Node TCP proxy (node-a ns) ─> Node TCP proxy (node-b ns) ─> plain: the
 //            runtime's floor (bench/src/apps/tcp-pipe.ts: the agent's copy loop and V8 flags, no
-//            TLS, no HTTP/2, no policy), for the p99 and CPU budgets
+//            TLS, no HTTP/2, no policy): every figure also runs through it, so each gap to stunnel
+//            shows how much of it the runtime itself has
 //
 // Figures: single-stream throughput (iperf3), 1 KB request/response latency p50/p99 at a fixed
 // rate (open loop, from the due time), new connections per second (connect, 1 byte each way,
@@ -40,6 +41,7 @@ const PORTS = {
   stunnelIperf: { client: 20001, server: 20101 },
   stunnelEcho: { client: 20002, server: 20102 },
   stunnelHttp: { client: 20003, server: 20103 },
+  floorIperf: { client: 21001, server: 21101 },
   floorEcho: { client: 21002, server: 21102 },
   floorHttp: { client: 21003, server: 21103 },
 } as const;
@@ -260,7 +262,11 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
       client: `${nodeA.podGateway}:${p.client}=${nodeB.ip}:${p.server}`,
       server: `${nodeB.ip}:${p.server}=${plain.ip}:${target}`,
     });
-    const floorRoutes = [floorRoute(PORTS.floorEcho, PORTS.echo), floorRoute(PORTS.floorHttp, PORTS.http)];
+    const floorRoutes = [
+      floorRoute(PORTS.floorIperf, PORTS.iperf),
+      floorRoute(PORTS.floorEcho, PORTS.echo),
+      floorRoute(PORTS.floorHttp, PORTS.http),
+    ];
     const floors = {
       server: await startPipe(
         mesh,
@@ -290,21 +296,26 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
         echo: PORTS.stunnelEcho.client,
       },
       direct: { netns: loadgen.netns, host: plain.ip, iperf: PORTS.iperf, echo: PORTS.echo },
+      // The floor pair carries every phase too: throughput and connection rate are budgeted against
+      // stunnel, and the floor shows how much of a gap is the runtime's own.
+      floor: {
+        netns: loadgen.netns,
+        host: nodeA.podGateway,
+        iperf: PORTS.floorIperf.client,
+        echo: PORTS.floorEcho.client,
+      },
     };
     type PathName = keyof typeof paths;
-    const order: PathName[] = ['direct', 'stunnel', 'mesh'];
-    // Latency and CPU also run through the floor pair (no iperf3 there: throughput is budgeted
-    // against stunnel).
-    const echoPaths = {
-      ...paths,
-      floor: { netns: loadgen.netns, host: nodeA.podGateway, echo: PORTS.floorEcho.client },
-    };
-    type EchoPathName = keyof typeof echoPaths;
-    const echoOrder: EchoPathName[] = ['direct', 'floor', 'stunnel', 'mesh'];
+    const order: PathName[] = ['direct', 'floor', 'stunnel', 'mesh'];
     const results: BenchResult[] = [];
     const agentPids = await findAgentPids(mesh);
     const idleRss = new Map<string, number>();
     for (const [node, pid] of agentPids) idleRss.set(node, await fetchRssMb(pid, 'VmRSS'));
+    // The floor pair's RSS before load: what a Node process with the agent's flags and a copy loop
+    // holds, the part of the agents' RSS no change to Hypha can remove.
+    const floorPids = pidsOf({ 'floor client': floors.client, 'floor server': floors.server });
+    const floorIdleRss = new Map<string, number>();
+    for (const [name, pid] of floorPids) floorIdleRss.set(name, await fetchRssMb(pid, 'VmRSS'));
     const timings: string[] = [`setup ${((Date.now() - startedAt.getTime()) / 1000).toFixed(1)}s`];
     let phaseStart = Date.now();
     const endPhase = (name: string): void => {
@@ -314,7 +325,7 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
 
     // 1. Throughput: best of the rounds (alternating order) so a burst elsewhere does not decide.
     const logsBefore = mesh.accessLogs().length;
-    const tput: Record<PathName, number> = { direct: 0, stunnel: 0, mesh: 0 };
+    const tput: Record<PathName, number> = { direct: 0, floor: 0, stunnel: 0, mesh: 0 };
     const streamCpu = new Map<string, number>();
     for (let round = 0; round < ph.throughputRounds; round++) {
       for (const k of round % 2 === 0 ? order : [...order].reverse()) {
@@ -361,6 +372,22 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
         ratio: tput.stunnel / tput.direct,
       },
       {
+        name: 'single-stream throughput, Node floor pair (plain TCP proxies, no TLS/HTTP/2) vs stunnel',
+        value: tput.floor,
+        unit: 'Gbit/s',
+        peer: 'stunnel pair',
+        peerValue: tput.stunnel,
+        ratio: tput.floor / tput.stunnel,
+      },
+      {
+        name: 'single-stream throughput, mesh vs the Node floor pair',
+        value: tput.mesh,
+        unit: 'Gbit/s',
+        peer: 'Node floor pair',
+        peerValue: tput.floor,
+        ratio: tput.mesh / tput.floor,
+      },
+      {
         name: 'single-stream throughput, mesh (two agents, HBONE) vs stunnel',
         value: tput.mesh,
         unit: 'Gbit/s',
@@ -391,9 +418,9 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
     );
 
     // 2. Latency: 1 KB round trips against tcp-echo, fixed rate, open loop.
-    const lat = {} as Record<EchoPathName, { p50: number; p99: number }>;
-    for (const k of echoOrder) {
-      const p = echoPaths[k];
+    const lat = {} as Record<PathName, { p50: number; p99: number }>;
+    for (const k of order) {
+      const p = paths[k];
       const r = await runLoad(
         mesh,
         p.netns,
@@ -502,6 +529,22 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
         peer: 'direct TCP',
         peerValue: cps.direct,
         ratio: cps.stunnel / cps.direct,
+      },
+      {
+        name: 'new connections/s, Node floor pair (a plain TCP connection per hop, no TLS)',
+        value: cps.floor,
+        unit: 'conn/s',
+        peer: 'stunnel pair',
+        peerValue: cps.stunnel,
+        ratio: cps.floor / cps.stunnel,
+      },
+      {
+        name: 'new connections/s, mesh vs the Node floor pair',
+        value: cps.mesh,
+        unit: 'conn/s',
+        peer: 'Node floor pair',
+        peerValue: cps.floor,
+        ratio: cps.mesh / cps.floor,
       },
       {
         name: 'new connections/s, mesh (streams on a pooled HBONE connection) vs stunnel',
@@ -634,6 +677,20 @@ export async function run(opts: BenchOptions = {}): Promise<BenchSuiteResult> {
         budget: '<= 64 MB',
         met: rss <= 64,
       });
+    }
+    for (const [name, pid] of floorPids) {
+      results.push(
+        {
+          name: `Node floor pair, ${name}: RSS before any load`,
+          value: floorIdleRss.get(name) ?? 0,
+          unit: 'MB',
+        },
+        {
+          name: `Node floor pair, ${name}: peak RSS (VmHWM) over the whole run`,
+          value: await fetchRssMb(pid, 'VmHWM'),
+          unit: 'MB',
+        },
+      );
     }
     endPhase('CPU per request');
 
