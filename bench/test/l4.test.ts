@@ -16,9 +16,14 @@ describe('bench l4 --quick', () => {
     expectEveryFigureMeasured(res);
     expect(byName.size).toBe(res.results.length);
 
-    for (const path of ['direct TCP', 'stunnel pair', 'mesh']) {
+    for (const path of ['direct TCP', 'Node floor pair', 'stunnel pair', 'mesh']) {
       find(new RegExp(`^single-stream throughput, ${path}`));
     }
+    // Every gap to stunnel is shown against the runtime's floor too.
+    expect(find(/^single-stream throughput, mesh vs the Node floor pair/)[0]!.ratio).toBeGreaterThan(0);
+    expect(find(/^new connections\/s, mesh vs the Node floor pair/)[0]!.ratio).toBeGreaterThan(0);
+    for (const side of ['client', 'server'])
+      find(new RegExp(`^Node floor pair, floor ${side}: RSS before any load`));
     for (const path of ['direct TCP', 'Node floor pair', 'stunnel pair', 'mesh']) {
       for (const q of ['p50', 'p99']) find(new RegExp(`^latency ${q}, .*, ${path}`));
     }
@@ -27,7 +32,7 @@ describe('bench l4 --quick', () => {
     expect(p99.budget).toBe('mesh p99 <= 1.2x the floor p99');
     expect(p99.ratio).toBeGreaterThan(0);
     find(/^new connections\/s, stunnel pair/);
-    const meshConns = find(/^new connections\/s, mesh/)[0]!;
+    const meshConns = find(/^new connections\/s, mesh \(streams/)[0]!;
     expect(meshConns.budget).toBe('ratio >= 3.0');
 
     // The mesh throughput figure stands on bytes the node-b agent logged as inbound mTLS.
