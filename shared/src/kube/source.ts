@@ -133,7 +133,8 @@ class KindInformer {
 }
 
 function objectId(kind: string, namespace: string, name: string): string {
-  return `${kind}/${namespace}/${name}`;
+  // join: one flat string (kept per good object), not a cons string and its prefix.
+  return [kind, namespace, name].join('/');
 }
 
 class InformerKubeSource implements KubeSource {
