@@ -109,10 +109,11 @@ export class UpstreamPools {
   readonly #connect: ConnectUpstream;
   readonly #keepAliveMs: number;
   readonly #h1 = new Map<string, Pool>();
-  /** The pool an UpstreamEndpoint object maps to, without building its key string per request. */
+  /**
+   * The pool an UpstreamEndpoint object maps to, without building its key string per request.
+   * Replaced (emptied) when a pool is retired, so it never answers with a retired pool.
+   */
   #h1ByEndpoint = new WeakMap<UpstreamEndpoint, Pool>();
-  /** HTTP/1.1 pools retired because a tunnel of theirs rides a draining HBONE connection. */
-  readonly #retiredH1 = new WeakSet<Pool>();
   readonly #h2 = new Map<string, Promise<ClientHttp2Session>>();
   #closed = false;
 
@@ -132,11 +133,24 @@ export class UpstreamPools {
 
   findHttp1(ep: UpstreamEndpoint): Pool {
     const known = this.#h1ByEndpoint.get(ep);
-    if (known !== undefined && !this.#retiredH1.has(known)) return known;
+    if (known !== undefined) return known;
     const key = endpointKey(ep);
     let pool = this.#h1.get(key);
     if (pool === undefined) {
       const connect = this.#connect;
+      // Keep-alive connections ride HBONE tunnels. When a tunnel's HBONE connection gets GOAWAY
+      // (the node's agent drains for an upgrade) the endpoint's pool takes no new requests: it is
+      // closed (requests already in it finish) and the next request builds a new pool, whose
+      // tunnels go through the new agent, instead of reusing a connection the drain deadline will
+      // cut (found by the soak: one GET failed 503 UC as the old agent exited).
+      let retired = false;
+      const retire = (): void => {
+        if (retired) return;
+        retired = true;
+        if (this.#h1.get(key) === created) this.#h1.delete(key);
+        this.#h1ByEndpoint = new WeakMap();
+        void created.close().catch(() => {});
+      };
       const created: Pool = new Pool(originOf(ep), {
         pipelining: 1,
         keepAliveTimeout: this.#keepAliveMs,
@@ -146,7 +160,7 @@ export class UpstreamPools {
         connect: (_opts, cb) => {
           connect(ep).then(
             (stream) => {
-              this.#retireOnGoaway(key, created, stream);
+              onCarrierGoaway(stream, stream, retire);
               cb(null, noDelay(stream) as Socket);
             },
             (err: unknown) => cb(tagConnectFailure(err), null),
@@ -158,22 +172,6 @@ export class UpstreamPools {
     }
     this.#h1ByEndpoint.set(ep, pool);
     return pool;
-  }
-
-  /**
-   * Keep-alive connections ride HBONE tunnels. When a tunnel's HBONE connection gets GOAWAY (the
-   * node's agent drains for an upgrade) the endpoint's pool takes no new requests: it is closed
-   * (requests already in it finish) and the next request builds a new pool, whose tunnels go
-   * through the new agent, instead of reusing a connection the drain deadline will cut (found by
-   * the soak: one GET failed 503 UC as the old agent exited).
-   */
-  #retireOnGoaway(key: string, pool: Pool, stream: Duplex): void {
-    onCarrierGoaway(stream, stream, () => {
-      if (this.#retiredH1.has(pool)) return;
-      this.#retiredH1.add(pool);
-      if (this.#h1.get(key) === pool) this.#h1.delete(key);
-      void pool.close().catch(() => {});
-    });
   }
 
   fetchHttp2(ep: UpstreamEndpoint): Promise<ClientHttp2Session> {
