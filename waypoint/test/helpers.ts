@@ -83,7 +83,7 @@ export async function startBackend(name: string, handler?: Handler): Promise<Bac
 export function service(
   name: string,
   vip: string,
-  backends: readonly Backend[],
+  backends: readonly Pick<Backend, 'name' | 'ip' | 'port'>[],
   opts: { port?: number; namespace?: string; appProtocol?: string; version?: string } = {},
 ): ServiceInput {
   const port = opts.port ?? 80;

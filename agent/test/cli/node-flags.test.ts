@@ -18,6 +18,16 @@ const AGENT_YAML = fileURLToPath(new URL('../../../manifests/base/agent.yaml', i
 const WAYPOINT_YAML = fileURLToPath(new URL('../../../manifests/waypoint/waypoint.yaml', import.meta.url));
 const CA_YAML = fileURLToPath(new URL('../../../manifests/base/ca.yaml', import.meta.url));
 
+/** Exit code of `node FLAGS hypha.js --version` with the pinned Node (a misspelt V8 flag is not 0). */
+async function versionExitCode(flags: readonly string[]): Promise<number> {
+  const { execFile } = await import('node:child_process');
+  return new Promise<number>((resolve) => {
+    execFile(process.execPath, [...flags, HYPHA_BIN, '--version'], { timeout: 30_000 }, (err) =>
+      resolve(err ? Number((err as { code?: number }).code ?? 1) : 0),
+    );
+  });
+}
+
 describe('AGENT_NODE_FLAGS', () => {
   it("the DaemonSet's agent container runs node with exactly the list", async () => {
     const docs = parseAllDocuments(await readFile(AGENT_YAML, 'utf8')).map((d) => d.toJS());
@@ -28,13 +38,7 @@ describe('AGENT_NODE_FLAGS', () => {
   });
 
   it('the pinned Node accepts the flags (a misspelt V8 flag stops node before our code runs)', async () => {
-    const { execFile } = await import('node:child_process');
-    const code = await new Promise<number>((resolve) => {
-      execFile(process.execPath, [...AGENT_NODE_FLAGS, HYPHA_BIN, '--version'], { timeout: 30_000 }, (err) =>
-        resolve(err ? Number((err as { code?: number }).code ?? 1) : 0),
-      );
-    });
-    expect(code).toBe(0);
+    expect(await versionExitCode(AGENT_NODE_FLAGS)).toBe(0);
   });
 
   it('missingAgentNodeFlags names what a process lacks', () => {
@@ -80,16 +84,7 @@ describe('WAYPOINT_NODE_FLAGS', () => {
   });
 
   it('the pinned Node accepts them', async () => {
-    const { execFile } = await import('node:child_process');
-    const code = await new Promise<number>((resolve) => {
-      execFile(
-        process.execPath,
-        [...WAYPOINT_NODE_FLAGS, HYPHA_BIN, '--version'],
-        { timeout: 30_000 },
-        (err) => resolve(err ? Number((err as { code?: number }).code ?? 1) : 0),
-      );
-    });
-    expect(code).toBe(0);
+    expect(await versionExitCode(WAYPOINT_NODE_FLAGS)).toBe(0);
   });
 });
 
@@ -100,13 +95,7 @@ describe('CA_NODE_FLAGS', () => {
     const container = deploy.spec.template.spec.containers[0];
     expect(container.command).toEqual(['node', ...CA_NODE_FLAGS, 'agent/bin/hypha.js']);
     expect(container.args.slice(0, 2)).toEqual(['ca', 'serve']);
-    const { execFile } = await import('node:child_process');
-    const code = await new Promise<number>((resolve) => {
-      execFile(process.execPath, [...CA_NODE_FLAGS, HYPHA_BIN, '--version'], { timeout: 30_000 }, (err) =>
-        resolve(err ? Number((err as { code?: number }).code ?? 1) : 0),
-      );
-    });
-    expect(code).toBe(0);
+    expect(await versionExitCode(CA_NODE_FLAGS)).toBe(0);
   });
 });
 

@@ -7,7 +7,7 @@ import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { frame, grpcCall, unframe } from '../grpc.js';
-import { loopbackIp, startCarrier, startWaypoint, type TestWaypoint } from '../helpers.js';
+import { loopbackIp, service, startCarrier, startWaypoint, type TestWaypoint } from '../helpers.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -40,19 +40,10 @@ beforeAll(async () => {
   tw = await startWaypoint(
     {
       services: [
-        {
-          name: 'echo',
-          namespace: 'shop',
-          vips: ['10.96.5.1'],
-          ports: [{ port: 9000, name: 'grpc', appProtocol: 'grpc' }],
-          endpoints: [
-            {
-              ip,
-              targetPorts: { '9000': appPort },
-              workload: { name: 'echo', namespace: 'shop', serviceAccount: 'echo' },
-            },
-          ],
-        },
+        service('echo', '10.96.5.1', [{ name: 'echo', ip, port: appPort }], {
+          port: 9000,
+          appProtocol: 'grpc',
+        }),
       ],
     },
     { host: '10.96.5.1', port: 9000 },

@@ -7,7 +7,7 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loopbackIp, startCarrier, startWaypoint, type TestWaypoint } from '../helpers.js';
+import { loopbackIp, service, startCarrier, startWaypoint, type TestWaypoint } from '../helpers.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -28,23 +28,7 @@ beforeAll(async () => {
   // The node agent's side (CONNECT streams piped to the app) and the waypoint's HBONE pool.
   carrier = await startCarrier(ip, appPort);
   tw = await startWaypoint(
-    {
-      services: [
-        {
-          name: 'web',
-          namespace: 'shop',
-          vips: ['10.96.5.2'],
-          ports: [{ port: 80, name: 'http' }],
-          endpoints: [
-            {
-              ip,
-              targetPorts: { '80': appPort },
-              workload: { name: 'web', namespace: 'shop', serviceAccount: 'web' },
-            },
-          ],
-        },
-      ],
-    },
+    { services: [service('web', '10.96.5.2', [{ name: 'web', ip, port: appPort }])] },
     { host: '10.96.5.2', port: 80 },
     { connectUpstream: carrier.connectUpstream },
   );
