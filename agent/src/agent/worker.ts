@@ -17,6 +17,7 @@ import net from 'node:net';
 import { createLogger, type LogLevel } from '@hypha/shared';
 import { type ConfigState, createConfigState } from '@hypha/shared/config';
 import { type SpiffeId, tryParseSpiffeId, type WorkloadCertificate } from '@hypha/shared/identity';
+import type { TapLine } from '@hypha/shared/telemetry';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { type CertSource, createDataPath, type DataPath } from './datapath.js';
 import type { ToSupervisor, ToWorker, WireCertificate } from './workers.js';
@@ -57,10 +58,10 @@ export function runAgentWorker(): void {
   let tapInFlight = 0;
   let tapDrained: (() => void)[] = [];
   const tapSink = {
-    write(line: string): boolean {
+    write(_line: string, event: TapLine): boolean {
       if (!process.connected) return true;
       tapInFlight++;
-      process.send?.({ t: 'tap', line } satisfies ToSupervisor, undefined, undefined, () => {
+      process.send?.({ t: 'tap', event } satisfies ToSupervisor, undefined, undefined, () => {
         if (--tapInFlight > 0) return;
         const waiting = tapDrained;
         tapDrained = [];

@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from '@hypha/shared';
 import type { ConfigObject, ConfigObjectKey, ConfigState, ConfigUpdate } from '@hypha/shared/config';
 import type { WorkloadCertificate } from '@hypha/shared/identity';
-import type { TapEvent, TapHub, TapLine } from '@hypha/shared/telemetry';
+import type { TapHub, TapLine } from '@hypha/shared/telemetry';
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue, Registry } from 'prom-client';
 import type { AgentConfig } from './config.js';
 
@@ -55,8 +55,8 @@ export type ToSupervisor =
   | { t: 'fetchCert'; reqId: number; id: string }
   | { t: 'reply'; reqId: number; value: unknown }
   | { t: 'live'; n: number }
-  /** One line of the worker's tap: an event, or `{"kind":"dropped"}` when its IPC backlog was full. */
-  | { t: 'tap'; line: string }
+  /** One event of the worker's tap, or `{kind: 'dropped'}` when its IPC backlog was full. */
+  | { t: 'tap'; event: TapLine }
   | { t: 'drained'; cut: number };
 
 /** A bound (and, once a worker listens, listening) TCP socket that this process never accepts on. */
@@ -278,16 +278,9 @@ export class WorkerPool {
           slot.drained?.(m.cut);
           return;
         case 'tap': {
-          const tap = this.#tap;
-          if (tap === undefined) return;
-          let line: TapLine;
-          try {
-            line = JSON.parse(m.line) as TapLine;
-          } catch {
-            return;
-          }
-          if (line.kind === 'dropped') tap.publishDropped(line.count);
-          else tap.publish(() => line as TapEvent);
+          const e = m.event;
+          if (e.kind === 'dropped') this.#tap?.publishDropped(e.count);
+          else this.#tap?.publish(() => e);
           return;
         }
       }

@@ -149,7 +149,8 @@ export function tapMatches(f: TapFilter, e: TapEvent): boolean {
 
 /** Where a subscriber's lines go: returns false when the reader is full (then `onDrain` is awaited). */
 export interface TapSink {
-  write(line: string): boolean;
+  /** `event` is `line` before serialising, for a sink that forwards objects (an agent worker's, over IPC). */
+  write(line: string, event: TapLine): boolean;
   onDrain(listener: () => void): void;
 }
 
@@ -211,19 +212,19 @@ export class TapHub {
         continue;
       }
       line ??= `${JSON.stringify(event)}\n`;
-      this.#write(sub, line);
+      this.#write(sub, line, event);
     }
   }
 
-  #write(sub: Subscriber, line: string): void {
-    if (sub.sink.write(line)) return;
+  #write(sub: Subscriber, line: string, event: TapLine): void {
+    if (sub.sink.write(line, event)) return;
     sub.congested = true;
     sub.sink.onDrain(() => {
       sub.congested = false;
       if (sub.dropped > 0) {
-        const count = sub.dropped;
+        const dropped = { kind: 'dropped', count: sub.dropped } as const;
         sub.dropped = 0;
-        sub.sink.write(`${JSON.stringify({ kind: 'dropped', count })}\n`);
+        sub.sink.write(`${JSON.stringify(dropped)}\n`, dropped);
       }
     });
   }
@@ -231,10 +232,11 @@ export class TapHub {
   /** Tells every reader that `count` events were lost before reaching this hub (a worker's backlog). */
   publishDropped(count: number): void {
     if (count <= 0) return;
-    const line = `${JSON.stringify({ kind: 'dropped', count })}\n`;
+    const dropped = { kind: 'dropped', count } as const;
+    const line = `${JSON.stringify(dropped)}\n`;
     for (const sub of this.#subscribers) {
       if (sub.congested) sub.dropped += count;
-      else this.#write(sub, line);
+      else this.#write(sub, line, dropped);
     }
   }
 }
