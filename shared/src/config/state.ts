@@ -142,6 +142,8 @@ export interface ConfigState {
   update(batch: ConfigUpdate): ConfigChange | undefined;
   upsert(object: ConfigObject): ConfigChange | undefined;
   remove(key: ConfigObjectKey): ConfigChange | undefined;
+  /** Whether the state holds the object with this key. */
+  has(key: ConfigObjectKey): boolean;
   /** Called synchronously after each commit that changed something. Returns an unsubscribe function. */
   onChange(listener: ConfigChangeListener): () => void;
 
@@ -348,6 +350,39 @@ class IndexedConfigState implements ConfigState {
 
   remove(key: ConfigObjectKey): ConfigChange | undefined {
     return this.#commit([], [key]);
+  }
+
+  has(key: ConfigObjectKey): boolean {
+    const k = key.kind === 'Namespace' ? key.name : storedKeyOf(key.namespace, key.name);
+    return this.#records(key.kind).has(k);
+  }
+
+  /** The map that holds a kind's objects (Namespaces by name, the rest by namespace/name). */
+  #records(kind: ConfigKind): ReadonlyMap<string, unknown> {
+    switch (kind) {
+      case 'Namespace':
+        return this.#namespaces;
+      case 'Pod':
+        return this.#pods;
+      case 'Service':
+        return this.#serviceRecords;
+      case 'EndpointSlice':
+        return this.#slices;
+      case 'Gateway':
+        return this.#gateways;
+      case 'AuthorizationPolicy':
+        return this.#policies;
+      case 'PeerAuthentication':
+        return this.#peerAuths;
+      case 'Secret':
+        return this.#tlsSecrets;
+      case 'ServiceEntry':
+        return this.#entryRecords;
+      case 'MeshConfig':
+        return this.#meshConfigs;
+      default:
+        return this.#routing[kind];
+    }
   }
 
   onChange(listener: ConfigChangeListener): () => void {

@@ -133,6 +133,8 @@ export function statusError(
   );
 }
 
+function ignoreLateError(): void {}
+
 /** The whole body as text, at most MAX_RESPONSE bytes. */
 export function readBody(
   res: IncomingMessage,
@@ -142,21 +144,33 @@ export function readBody(
   limit = MAX_RESPONSE,
 ): Promise<string> {
   return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
+    let chunks: Buffer[] = [];
     let size = 0;
-    res.on('data', (chunk: Buffer) => {
+    const onData = (chunk: Buffer) => {
       size += chunk.length;
       if (size > limit) {
         res.destroy(new KubeError('API_ERROR', `${method} ${path}: response larger than ${limit} bytes`));
         return;
       }
       chunks.push(chunk);
-    });
-    res.on('error', (err) => {
+    };
+    const onError = (err: Error) => {
       if (signal?.aborted) reject(signal.reason);
       else if (err instanceof KubeError) reject(err);
       else reject(new KubeError('API_UNREACHABLE', `${method} ${path}: ${err.message}`));
+    };
+    res.on('data', onData);
+    res.on('error', onError);
+    res.once('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8');
+      chunks = [];
+      // The response can outlive this read (a keep-alive socket holds it until its next request);
+      // its listeners would keep this promise, and so the whole body, alive with it: 14 list pages,
+      // one per kind, up to 1 MB each. A no-op error listener stays so a late error is not thrown.
+      res.off('data', onData);
+      res.on('error', ignoreLateError);
+      res.off('error', onError);
+      resolve(text);
     });
-    res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
   });
 }

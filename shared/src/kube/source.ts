@@ -23,6 +23,7 @@ import type { ConfigError } from '../config/errors.js';
 import { type ConfigState, createConfigState } from '../config/state.js';
 import { isConfigKind, translateObject } from '../config/translate.js';
 import type { ConfigObject, ConfigObjectKey } from '../config/types.js';
+import { describeRelease, LARGE_LOAD_OBJECTS, releaseFreedMemory } from '../daemon/memory.js';
 import type { Logger } from '../log/logger.js';
 import { createSilentLogger } from '../log/logger.js';
 import { KubeError } from './errors.js';
@@ -89,6 +90,8 @@ type RawObject = Record<string, unknown> & {
 };
 
 interface PendingChange {
+  /** The watched kind it came from (held back while that kind is being listed). */
+  kind: string;
   upsert?: ConfigObject;
   remove?: ConfigObjectKey;
 }
@@ -113,8 +116,13 @@ class KindInformer {
         onUpdate: (o) => source.onObject(kind, o),
         onDelete: (o) => source.onDelete(kind, o),
         onSynced: () => source.onSynced(),
+        onListStart: () => source.onListStart(kind),
         onListed: ({ objects, resourceVersion, relist }) => {
-          if (relist) this.#log.info({ objects, resourceVersion }, `${kind.kind} relisted`);
+          source.onListEnd(kind);
+          if (!relist) return;
+          this.#log.info({ objects, resourceVersion }, `${kind.kind} relisted`);
+          // After the relist's changes are flushed and its pages are garbage.
+          if (objects >= LARGE_LOAD_OBJECTS) setImmediate(() => source.releaseMemory(`${kind.kind} relist`));
         },
         onExpired: (message) =>
           this.#log.info({ code: 410 }, `${kind.kind} watch expired (${message}); relisting to reconcile`),
@@ -151,10 +159,14 @@ class InformerKubeSource implements KubeSource {
   readonly #kc: KubeConfig;
   readonly #informers: KindInformer[];
   readonly #pending = new Map<string, PendingChange>();
+  /**
+   * Kinds in the middle of a list. A list is applied page by page as it arrives; its changes are
+   * held in #pending until the last page (and the deletions that follow it), so a relist reaches
+   * the state as one update, never half of one. Other kinds' changes flow on meanwhile.
+   */
+  readonly #listing = new Set<string>();
   #flushQueued = false;
   readonly #invalid = new Map<string, ConfigError[]>();
-  /** Objects whose last good version is (or is about to be) in the state. */
-  readonly #good = new Set<string>();
   /** uid/resourceVersion of invalid objects already reported, so a relist does not repeat them. */
   readonly #reported = new Set<string>();
   readonly #reportEvents: boolean;
@@ -221,6 +233,7 @@ class InformerKubeSource implements KubeSource {
     if (this.#isReady || this.#closed || !this.#informers.every((i) => i.synced)) return;
     this.#flush();
     this.#isReady = true;
+    const objects = this.#informers.reduce((n, i) => n + i.informer.stats().objects, 0);
     const s = this.state.stats();
     this.#log.info(
       {
@@ -231,7 +244,34 @@ class InformerKubeSource implements KubeSource {
       },
       'initial sync from the Kubernetes API complete',
     );
-    this.#resolveReady();
+    if (objects < LARGE_LOAD_OBJECTS) {
+      this.#resolveReady();
+      return;
+    }
+    // Once the list's last page (still on this call's stack) is garbage too; then ready.
+    setImmediate(() => {
+      this.releaseMemory('initial sync');
+      this.#resolveReady();
+    });
+  }
+
+  onListStart(kind: WatchedKind): void {
+    this.#listing.add(kind.kind);
+  }
+
+  onListEnd(kind: WatchedKind): void {
+    this.#listing.delete(kind.kind);
+    this.#scheduleFlush();
+  }
+
+  /** After a large list: the pages its parsing freed go back to the kernel (see daemon/memory.ts). */
+  releaseMemory(after: string): void {
+    if (this.#closed) return;
+    const r = releaseFreedMemory();
+    this.#log.info(
+      { rssBefore: r.rssBefore, rssAfter: r.rssAfter, ms: Math.round(r.ms) },
+      `returned the memory freed by the ${after} to the kernel: ${describeRelease(r)}`,
+    );
   }
 
   onObject(kind: WatchedKind, raw: RawObject): void {
@@ -241,14 +281,14 @@ class InformerKubeSource implements KubeSource {
     const result = translateObject(raw, { source: 'kubernetes', readyWhenConditionAbsent: false });
     if (result.status === 'ok') {
       this.#invalid.delete(id);
-      this.#queue(id, { upsert: result.object });
+      this.#queue(id, { kind: kind.kind, upsert: result.object });
       return;
     }
     if (result.status === 'ignored') {
       // e.g. a Gateway whose class changed away from hypha-waypoint: forget what it was.
       this.#invalid.delete(id);
       if (isConfigKind(kind.kind))
-        this.#queue(id, { remove: { kind: kind.kind, namespace, name: meta.name ?? '' } });
+        this.#queue(id, { kind: kind.kind, remove: { kind: kind.kind, namespace, name: meta.name ?? '' } });
       this.#log.debug(
         { kind: kind.kind, namespace, name: meta.name },
         `ignoring ${kind.kind}: ${result.reason}`,
@@ -256,7 +296,12 @@ class InformerKubeSource implements KubeSource {
       return;
     }
     this.#invalid.set(id, result.errors);
-    const known = this.#good.has(id);
+    // Its last good version is (or is about to be) in the state.
+    const pending = this.#pending.get(id);
+    const known =
+      pending !== undefined
+        ? pending.upsert !== undefined
+        : isConfigKind(kind.kind) && this.state.has({ kind: kind.kind, namespace, name: meta.name ?? '' });
     const reportKey = `${meta.uid ?? id}@${meta.resourceVersion ?? ''}`;
     if (this.#reported.has(reportKey)) return;
     if (this.#reported.size > 10_000) this.#reported.clear();
@@ -272,14 +317,16 @@ class InformerKubeSource implements KubeSource {
     const namespace = kind.kind === 'Namespace' ? '' : (meta.namespace ?? '');
     const id = objectId(kind.kind, namespace, meta.name ?? '');
     this.#invalid.delete(id);
-    this.#queue(id, { remove: { kind: kind.kind, namespace, name: meta.name ?? '' } });
+    this.#queue(id, { kind: kind.kind, remove: { kind: kind.kind, namespace, name: meta.name ?? '' } });
   }
 
   #queue(id: string, change: PendingChange): void {
     this.#pending.set(id, change);
-    if (change.upsert) this.#good.add(id);
-    else this.#good.delete(id);
-    if (!this.#isReady || this.#flushQueued) return;
+    this.#scheduleFlush();
+  }
+
+  #scheduleFlush(): void {
+    if (!this.#isReady || this.#flushQueued || this.#pending.size === 0) return;
     this.#flushQueued = true;
     queueMicrotask(() => {
       this.#flushQueued = false;
@@ -291,11 +338,13 @@ class InformerKubeSource implements KubeSource {
     if (this.#pending.size === 0 || this.#closed) return;
     const upsert: ConfigObject[] = [];
     const remove: ConfigObjectKey[] = [];
-    for (const change of this.#pending.values()) {
+    for (const [id, change] of this.#pending) {
+      if (this.#listing.has(change.kind)) continue;
       if (change.upsert) upsert.push(change.upsert);
       else if (change.remove) remove.push(change.remove);
+      this.#pending.delete(id);
     }
-    this.#pending.clear();
+    if (upsert.length === 0 && remove.length === 0) return;
     const change = this.state.update({ upsert, remove });
     if (change)
       this.#log.debug(

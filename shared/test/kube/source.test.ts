@@ -360,6 +360,38 @@ describe('Kubernetes source', () => {
     await waitFor('pod after the relist', () => state.findWorkloadByIp('10.1.0.14') !== undefined);
   });
 
+  it('applies a relist read in many pages to the state as one update', async () => {
+    const server = await startServer();
+    seed(server);
+    for (let i = 0; i < 8; i++) server.put(pod('shop', `p${i}`, `10.1.1.${i + 1}`));
+    const src = source(server, { pageSize: 2 });
+    await src.start();
+    const { state } = src;
+    await server.waitForWatches(9);
+    // What every state version showed: p0 (deleted in the gap), q1 and q2 (added in the gap).
+    const views = new Set<string>();
+    state.onChange(() => {
+      const has = (ip: string) => (state.findWorkloadByIp(ip) !== undefined ? '1' : '0');
+      views.add(`p0=${has('10.1.1.1')} q1=${has('10.1.1.21')} q2=${has('10.1.1.22')}`);
+    });
+
+    const release = server.holdWatches();
+    server.dropWatches();
+    server.remove('v1', 'Pod', 'p0', 'shop');
+    server.put(pod('shop', 'q1', '10.1.1.21'));
+    server.put(pod('shop', 'q2', '10.1.1.22'));
+    server.compactHistory();
+    const listsBefore = server.requests.filter((r) => r.path === '/api/v1/pods' && !r.watch).length;
+    release();
+
+    await waitFor('relisted pods', () => src.stats().find((s) => s.kind === 'Pod')?.lists === 2);
+    await waitFor('reconciled', () => state.findWorkloadByIp('10.1.1.22') !== undefined);
+    const pages = server.requests.filter((r) => r.path === '/api/v1/pods' && !r.watch).length - listsBefore;
+    expect(pages).toBeGreaterThanOrEqual(5);
+    // Never half a relist: no version with q1 or q2 and p0 still there, or one without the other.
+    expect([...views]).toEqual(['p0=0 q1=1 q2=1']);
+  });
+
   it('keeps quiet watches current with bookmarks, so compaction does not force a relist', async () => {
     const withBookmarks = await startServer({ bookmarkIntervalMs: 50 });
     const without = await startServer({ bookmarkIntervalMs: 0 });
@@ -424,6 +456,10 @@ describe('Kubernetes source', () => {
     expect([...state.authorizationPolicies()].map((p) => [p.name, p.action])).toEqual([
       ['deny-evil', 'AUDIT'],
     ]);
+    const second = server.store
+      .list(server.store.findType('', 'v1', 'events')!, 'shop')
+      .find((e) => (e.involvedObject as { name?: string }).name === 'deny-evil')!;
+    expect(String(second.message)).toContain('the previous version stays in force');
     expect(src.errors.map((e) => e.objectName).sort()).toEqual(['deny-evil', 'typo']);
   });
 
