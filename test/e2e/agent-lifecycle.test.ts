@@ -51,6 +51,17 @@ async function callEcho(
 }
 
 describe('agent lifecycle', () => {
+  it('is ready with its start-up garbage given back to the kernel (the ready line says how much)', async () => {
+    for (const agent of demo.mesh.agents.values()) {
+      const ready = await agent.waitFor((e) => e.msg === 'ready');
+      const before = Number(ready.rssBefore);
+      const after = Number(ready.rss);
+      expect(after, `${agent.node}: ${JSON.stringify(ready)}`).toBeGreaterThan(0);
+      // V8 keeps freed pages resident until a memory-reducing collection (daemon/memory.ts).
+      expect(after).toBeLessThan(before - 2 * 1048576);
+    }
+  });
+
   it('a pod removed from the config leaves the capture set, its certificate is dropped, and traffic avoids it', async () => {
     const { mesh, pods } = demo;
     expect((await nftRules('node-a')).set).toContain(pods.echoV1.ip);

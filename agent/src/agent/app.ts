@@ -31,6 +31,8 @@ import {
   ENDPOINT_NAMES,
   type Endpoints,
   listenAllFamilies,
+  type MemoryRelease,
+  releaseFreedMemory,
   startEndpoints,
 } from '@hypha/shared/daemon';
 import { AGENT_NODE_FLAGS, missingAgentNodeFlags } from '@hypha/shared/hbone';
@@ -572,14 +574,27 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     },
   });
 
+  let startupRelease: MemoryRelease | undefined;
   const ready = (async () => {
     await source.ready;
     while (findNotReadyReasons().length > 0 || (workers?.findNotReadyReasons().length ?? 0) > 0) {
       if (shuttingDown) return;
       await new Promise((r) => setTimeout(r, 100));
     }
+    // Start-up's garbage (modules compiled, config parsed, keys made) sits in V8's page pool until
+    // given back (daemon/memory.ts): 94 -> 85 MB of RSS for 63 ms, before ready, not while serving.
+    startupRelease = releaseFreedMemory();
   })();
-  void ready.then(() => log.info({ pods: localMesh.size }, 'ready'));
+  void ready.then(() => {
+    // The message stays exactly 'ready' (operators and the test mesh wait for it).
+    const r = startupRelease;
+    log.info(
+      r
+        ? { pods: localMesh.size, rssBefore: r.rssBefore, rss: r.rssAfter, releaseMs: Math.round(r.ms) }
+        : { pods: localMesh.size },
+      'ready',
+    );
+  });
   log.info(
     {
       outbound: outboundPort,

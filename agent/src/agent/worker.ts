@@ -16,6 +16,7 @@ import type { Server } from 'node:net';
 import net from 'node:net';
 import { createLogger, type LogLevel } from '@hypha/shared';
 import { type ConfigState, createConfigState } from '@hypha/shared/config';
+import { describeRelease, LARGE_LOAD_OBJECTS, releaseFreedMemory } from '@hypha/shared/daemon';
 import { type SpiffeId, tryParseSpiffeId, type WorkloadCertificate } from '@hypha/shared/identity';
 import type { TapLine } from '@hypha/shared/telemetry';
 import { collectDefaultMetrics, Registry } from 'prom-client';
@@ -111,6 +112,14 @@ export function runAgentWorker(): void {
         if (state === undefined) return;
         if (m.op === 'snapshot') {
           state.applySnapshot(m.objects);
+          // The first snapshot comes before any listener (start-up's garbage: nothing is served
+          // yet); a later one may be large. Either way its pages go back (daemon/memory.ts), once
+          // the message itself is garbage too.
+          if (!haveSnapshot || m.objects.length >= LARGE_LOAD_OBJECTS)
+            setImmediate(() => {
+              const r = releaseFreedMemory();
+              log?.debug({ objects: state?.stats().workloads }, `worker memory: ${describeRelease(r)}`);
+            });
           haveSnapshot = true;
         } else state.update({ upsert: m.upsert, remove: m.remove });
         send({ t: 'applied', version: m.version });

@@ -14,3 +14,9 @@ export { listenAllFamilies } from './listen.js';
 
 /** Where a daemon reads the mesh config from: a YAML file, or the Kubernetes API. */
 export type ConfigSource = { kind: 'file'; path: string } | { kind: 'kubernetes'; kubeconfig?: string };
+export {
+  describeRelease,
+  LARGE_LOAD_OBJECTS,
+  type MemoryRelease,
+  releaseFreedMemory,
+} from './memory.js';
