@@ -253,6 +253,12 @@ afterAll(async () => {
 });
 
 describe('ingress gateway', () => {
+  it('is ready with its start-up garbage given back to the kernel (the ready line says how much)', async () => {
+    const ready = await gateway.waitFor((e) => e.msg === 'ready');
+    expect(Number(ready.rss), JSON.stringify(ready)).toBeGreaterThan(0);
+    expect(Number(ready.rss)).toBeLessThan(Number(ready.rssBefore) - 2 * 1048576);
+  });
+
   it('serves two hostnames by SNI with certificates the client verifies, into a waypoint-bound service with its 90/10 split', async () => {
     for (const host of ['a.example.test', 'b.example.test']) {
       const r = await curl(host, '/', ['-w', '\\n%{http_code} %{ssl_verify_result}']);

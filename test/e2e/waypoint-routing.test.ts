@@ -51,6 +51,12 @@ const metricValue = (text: string, name: string, labels: Record<string, string>)
 };
 
 describe('waypoint routing in the mesh', () => {
+  it('is ready with its start-up garbage given back to the kernel (the ready line says how much)', async () => {
+    const ready = await s.waypoint.waitFor((e) => e.msg === 'ready');
+    expect(Number(ready.rss), JSON.stringify(ready)).toBeGreaterThan(0);
+    expect(Number(ready.rss)).toBeLessThan(Number(ready.rssBefore) - 2 * 1048576);
+  });
+
   it('splits 90/10 over 2000 requests within 4 sigma, and a header match goes to v2', async () => {
     const { mesh, pods, vips, waypoint } = s;
     const metricsUrl = `http://${waypoint.pod.ip}:15020/metrics`;

@@ -18,6 +18,8 @@ import {
   daemonInfo,
   type Endpoints,
   listenAllFamilies,
+  type MemoryRelease,
+  releaseFreedMemory,
   startEndpoints,
 } from '@hypha/shared/daemon';
 import { createHbonePool, createHboneServer, type HboneSocketTuner } from '@hypha/shared/hbone';
@@ -209,15 +211,26 @@ export async function startWaypointDaemon(
     },
   });
 
+  let startupRelease: MemoryRelease | undefined;
   const ready = (async () => {
     await source.ready;
     while (findNotReadyReasons().length > 0) {
       if (shuttingDown) return;
       await new Promise((r) => setTimeout(r, 100));
     }
+    // Start-up's garbage back to the kernel before serving (shared/src/daemon/memory.ts).
+    startupRelease = releaseFreedMemory();
   })();
   void ready.then(() => {
-    if (!shuttingDown) log.info({ services: buildWaypointInput(state, gw).services.length }, 'ready');
+    if (shuttingDown) return;
+    const r = startupRelease;
+    log.info(
+      {
+        services: buildWaypointInput(state, gw).services.length,
+        ...(r ? { rssBefore: r.rssBefore, rss: r.rssAfter, releaseMs: Math.round(r.ms) } : {}),
+      },
+      'ready',
+    );
   });
   log.info(
     { hbone: hbonePort, metrics: endpoints.metrics, readiness: endpoints.readiness },

@@ -17,7 +17,13 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createSilentLogger, type Logger, SpiffeId } from '@hypha/shared';
 import { type ConfigState, createFileSource } from '@hypha/shared/config';
-import { certificatesView, type Endpoints, startEndpoints } from '@hypha/shared/daemon';
+import {
+  certificatesView,
+  type Endpoints,
+  type MemoryRelease,
+  releaseFreedMemory,
+  startEndpoints,
+} from '@hypha/shared/daemon';
 import { createHbonePool, type HboneSocketTuner } from '@hypha/shared/hbone';
 import { TapHub } from '@hypha/shared/telemetry';
 import { collectDefaultMetrics, Registry } from 'prom-client';
@@ -305,6 +311,7 @@ export async function startGatewayDaemon(
     },
   });
 
+  let startupRelease: MemoryRelease | undefined;
   const ready = (async () => {
     await source.ready;
     while (findNotReadyReasons().length > 0) {
@@ -312,9 +319,19 @@ export async function startGatewayDaemon(
       await new Promise((r) => setTimeout(r, 100));
     }
     await applying;
+    // Start-up's garbage back to the kernel before serving (shared/src/daemon/memory.ts).
+    startupRelease = releaseFreedMemory();
   })();
   void ready.then(() => {
-    if (!shuttingDown) log.info({ listeners: plan?.compiled.listeners.length ?? 0 }, 'ready');
+    if (shuttingDown) return;
+    const r = startupRelease;
+    log.info(
+      {
+        listeners: plan?.compiled.listeners.length ?? 0,
+        ...(r ? { rssBefore: r.rssBefore, rss: r.rssAfter, releaseMs: Math.round(r.ms) } : {}),
+      },
+      'ready',
+    );
   });
   log.info({ metrics: endpoints.metrics, readiness: endpoints.readiness }, 'gateway started');
   return {
