@@ -32,6 +32,7 @@ import {
   type Endpoints,
   listenAllFamilies,
   type MemoryRelease,
+  releaseFields,
   releaseFreedMemory,
   startEndpoints,
 } from '@hypha/shared/daemon';
@@ -587,13 +588,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   })();
   void ready.then(() => {
     // The message stays exactly 'ready' (operators and the test mesh wait for it).
-    const r = startupRelease;
-    log.info(
-      r
-        ? { pods: localMesh.size, rssBefore: r.rssBefore, rss: r.rssAfter, releaseMs: Math.round(r.ms) }
-        : { pods: localMesh.size },
-      'ready',
-    );
+    log.info({ pods: localMesh.size, ...(startupRelease ? releaseFields(startupRelease) : {}) }, 'ready');
   });
   log.info(
     {

@@ -16,7 +16,7 @@ import type { Server } from 'node:net';
 import net from 'node:net';
 import { createLogger, type LogLevel } from '@hypha/shared';
 import { type ConfigState, createConfigState } from '@hypha/shared/config';
-import { describeRelease, LARGE_LOAD_OBJECTS, releaseFreedMemory } from '@hypha/shared/daemon';
+import { LARGE_LOAD_OBJECTS, releaseFreedMemory, releaseFreedMemoryAfter } from '@hypha/shared/daemon';
 import { type SpiffeId, tryParseSpiffeId, type WorkloadCertificate } from '@hypha/shared/identity';
 import type { TapLine } from '@hypha/shared/telemetry';
 import { collectDefaultMetrics, Registry } from 'prom-client';
@@ -115,11 +115,10 @@ export function runAgentWorker(): void {
           // The first snapshot comes before any listener (start-up's garbage: nothing is served
           // yet); a later one may be large. Either way its pages go back (daemon/memory.ts), once
           // the message itself is garbage too.
-          if (!haveSnapshot || m.objects.length >= LARGE_LOAD_OBJECTS)
-            setImmediate(() => {
-              const r = releaseFreedMemory();
-              log?.debug({ objects: state?.stats().workloads }, `worker memory: ${describeRelease(r)}`);
-            });
+          if (!haveSnapshot || m.objects.length >= LARGE_LOAD_OBJECTS) {
+            const what = `a config snapshot of ${m.objects.length} objects`;
+            setImmediate(() => (log ? releaseFreedMemoryAfter(log, what) : releaseFreedMemory()));
+          }
           haveSnapshot = true;
         } else state.update({ upsert: m.upsert, remove: m.remove });
         send({ t: 'applied', version: m.version });

@@ -23,7 +23,7 @@ import { type FSWatcher, watch } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { Composer, Parser, parseAllDocuments } from 'yaml';
-import { describeRelease, LARGE_LOAD_OBJECTS, releaseFreedMemory } from '../daemon/memory.js';
+import { LARGE_LOAD_OBJECTS, releaseFreedMemoryAfter } from '../daemon/memory.js';
 import type { Logger } from '../log/logger.js';
 import { createSilentLogger } from '../log/logger.js';
 import { ConfigError } from './errors.js';
@@ -265,14 +265,9 @@ class WatchedFileSource implements FileSource {
     this.#apply(replaced);
     let loaded = 0;
     for (const file of replaced.keys()) loaded += this.#files.get(file)?.objects.length ?? 0;
-    if (loaded >= LARGE_LOAD_OBJECTS) {
-      // The YAML text and its parse are garbage now; give their pages back (see daemon/memory.ts).
-      const r = releaseFreedMemory();
-      this.#log.info(
-        { objects: loaded, rssBefore: r.rssBefore, rssAfter: r.rssAfter, ms: Math.round(r.ms) },
-        `returned the memory freed by loading ${loaded} objects to the kernel: ${describeRelease(r)}`,
-      );
-    }
+    // The YAML text and its parse are garbage now; give their pages back (see daemon/memory.ts).
+    if (loaded >= LARGE_LOAD_OBJECTS)
+      releaseFreedMemoryAfter(this.#log, `loading ${loaded} objects`, { objects: loaded });
     this.#startWatcher();
     if (!this.#isReady && [...this.#files.values()].every((e) => e.parsed)) {
       this.#isReady = true;

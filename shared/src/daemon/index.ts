@@ -18,5 +18,7 @@ export {
   describeRelease,
   LARGE_LOAD_OBJECTS,
   type MemoryRelease,
+  releaseFields,
   releaseFreedMemory,
+  releaseFreedMemoryAfter,
 } from './memory.js';

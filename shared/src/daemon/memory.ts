@@ -13,6 +13,7 @@
 // object is left alone.
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import type { Logger } from '../log/logger.js';
 
 /** A load at least this many objects big is followed by `releaseFreedMemory`. */
 export const LARGE_LOAD_OBJECTS = 5000;
@@ -53,4 +54,23 @@ export function releaseFreedMemory(): MemoryRelease {
 export function describeRelease(r: MemoryRelease): string {
   const mb = (n: number) => Math.round(n / 1048576);
   return `RSS ${mb(r.rssBefore)} → ${mb(r.rssAfter)} MB in ${Math.round(r.ms)} ms`;
+}
+
+/** A release as log fields, the same in every line that reports one (bytes, ms). */
+export function releaseFields(r: MemoryRelease): { rssBefore: number; rss: number; releaseMs: number } {
+  return { rssBefore: r.rssBefore, rss: r.rssAfter, releaseMs: Math.round(r.ms) };
+}
+
+/** releaseFreedMemory, logged: `returned the memory freed by <what> to the kernel: RSS A → B MB in N ms`. */
+export function releaseFreedMemoryAfter(
+  log: Pick<Logger, 'info'>,
+  what: string,
+  fields: Record<string, unknown> = {},
+): MemoryRelease {
+  const r = releaseFreedMemory();
+  log.info(
+    { ...fields, ...releaseFields(r) },
+    `returned the memory freed by ${what} to the kernel: ${describeRelease(r)}`,
+  );
+  return r;
 }

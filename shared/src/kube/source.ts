@@ -23,7 +23,7 @@ import type { ConfigError } from '../config/errors.js';
 import { type ConfigState, createConfigState } from '../config/state.js';
 import { isConfigKind, translateObject } from '../config/translate.js';
 import type { ConfigObject, ConfigObjectKey } from '../config/types.js';
-import { describeRelease, LARGE_LOAD_OBJECTS, releaseFreedMemory } from '../daemon/memory.js';
+import { LARGE_LOAD_OBJECTS, releaseFreedMemoryAfter } from '../daemon/memory.js';
 import type { Logger } from '../log/logger.js';
 import { createSilentLogger } from '../log/logger.js';
 import { KubeError } from './errors.js';
@@ -266,12 +266,7 @@ class InformerKubeSource implements KubeSource {
 
   /** After a large list: the pages its parsing freed go back to the kernel (see daemon/memory.ts). */
   releaseMemory(after: string): void {
-    if (this.#closed) return;
-    const r = releaseFreedMemory();
-    this.#log.info(
-      { rssBefore: r.rssBefore, rssAfter: r.rssAfter, ms: Math.round(r.ms) },
-      `returned the memory freed by the ${after} to the kernel: ${describeRelease(r)}`,
-    );
+    if (!this.#closed) releaseFreedMemoryAfter(this.#log, `the ${after}`);
   }
 
   onObject(kind: WatchedKind, raw: RawObject): void {

@@ -19,6 +19,7 @@ import {
   type Endpoints,
   listenAllFamilies,
   type MemoryRelease,
+  releaseFields,
   releaseFreedMemory,
   startEndpoints,
 } from '@hypha/shared/daemon';
@@ -223,11 +224,10 @@ export async function startWaypointDaemon(
   })();
   void ready.then(() => {
     if (shuttingDown) return;
-    const r = startupRelease;
     log.info(
       {
         services: buildWaypointInput(state, gw).services.length,
-        ...(r ? { rssBefore: r.rssBefore, rss: r.rssAfter, releaseMs: Math.round(r.ms) } : {}),
+        ...(startupRelease ? releaseFields(startupRelease) : {}),
       },
       'ready',
     );

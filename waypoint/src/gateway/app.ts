@@ -21,6 +21,7 @@ import {
   certificatesView,
   type Endpoints,
   type MemoryRelease,
+  releaseFields,
   releaseFreedMemory,
   startEndpoints,
 } from '@hypha/shared/daemon';
@@ -324,11 +325,10 @@ export async function startGatewayDaemon(
   })();
   void ready.then(() => {
     if (shuttingDown) return;
-    const r = startupRelease;
     log.info(
       {
         listeners: plan?.compiled.listeners.length ?? 0,
-        ...(r ? { rssBefore: r.rssBefore, rss: r.rssAfter, releaseMs: Math.round(r.ms) } : {}),
+        ...(startupRelease ? releaseFields(startupRelease) : {}),
       },
       'ready',
     );
