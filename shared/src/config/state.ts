@@ -303,6 +303,20 @@ class IndexedConfigState implements ConfigState {
   readonly #entriesByNamespace = new Map<string, Set<string>>();
   readonly #entries = new ServiceEntryIndex();
   readonly #meshConfigs = new Map<string, MeshConfigObject>();
+  /** The map that holds each kind's objects (Namespaces by name, the rest by namespace/name). */
+  readonly #records: Readonly<Record<ConfigKind, ReadonlyMap<string, unknown>>> = {
+    Namespace: this.#namespaces,
+    Pod: this.#pods,
+    Service: this.#serviceRecords,
+    EndpointSlice: this.#slices,
+    Gateway: this.#gateways,
+    AuthorizationPolicy: this.#policies,
+    PeerAuthentication: this.#peerAuths,
+    Secret: this.#tlsSecrets,
+    ServiceEntry: this.#entryRecords,
+    MeshConfig: this.#meshConfigs,
+    ...this.#routing,
+  };
 
   // sharing
   readonly #labelPool = new Map<string, { labels: Labels; refs: number }>();
@@ -354,35 +368,7 @@ class IndexedConfigState implements ConfigState {
 
   has(key: ConfigObjectKey): boolean {
     const k = key.kind === 'Namespace' ? key.name : storedKeyOf(key.namespace, key.name);
-    return this.#records(key.kind).has(k);
-  }
-
-  /** The map that holds a kind's objects (Namespaces by name, the rest by namespace/name). */
-  #records(kind: ConfigKind): ReadonlyMap<string, unknown> {
-    switch (kind) {
-      case 'Namespace':
-        return this.#namespaces;
-      case 'Pod':
-        return this.#pods;
-      case 'Service':
-        return this.#serviceRecords;
-      case 'EndpointSlice':
-        return this.#slices;
-      case 'Gateway':
-        return this.#gateways;
-      case 'AuthorizationPolicy':
-        return this.#policies;
-      case 'PeerAuthentication':
-        return this.#peerAuths;
-      case 'Secret':
-        return this.#tlsSecrets;
-      case 'ServiceEntry':
-        return this.#entryRecords;
-      case 'MeshConfig':
-        return this.#meshConfigs;
-      default:
-        return this.#routing[kind];
-    }
+    return this.#records[key.kind].has(k);
   }
 
   onChange(listener: ConfigChangeListener): () => void {
