@@ -59,7 +59,7 @@ export function runAgentWorker(): void {
   let tapInFlight = 0;
   let tapDrained: (() => void)[] = [];
   const tapSink = {
-    write(_line: string, event: TapLine): boolean {
+    write(event: TapLine): boolean {
       if (!process.connected) return true;
       tapInFlight++;
       process.send?.({ t: 'tap', event } satisfies ToSupervisor, undefined, undefined, () => {

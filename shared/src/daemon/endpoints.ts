@@ -113,7 +113,7 @@ function serveTap(
     return;
   }
   const leave = hub.subscribe(filter, {
-    write: (line) => res.write(line),
+    write: (_event, line) => res.write(line()),
     onDrain: (listener) => {
       res.once('drain', listener);
     },

@@ -149,8 +149,11 @@ export function tapMatches(f: TapFilter, e: TapEvent): boolean {
 
 /** Where a subscriber's lines go: returns false when the reader is full (then `onDrain` is awaited). */
 export interface TapSink {
-  /** `event` is `line` before serialising, for a sink that forwards objects (an agent worker's, over IPC). */
-  write(line: string, event: TapLine): boolean;
+  /**
+   * One event; `line()` is its NDJSON line, serialised on the first call and shared by every sink of
+   * the event (a sink that forwards objects, an agent worker's over IPC, never pays for it).
+   */
+  write(event: TapLine, line: () => string): boolean;
   onDrain(listener: () => void): void;
 }
 
@@ -204,27 +207,26 @@ export class TapHub {
     if (this.#subscribers.size === 0) return;
     const event = make();
     this.published++;
-    let line: string | undefined;
+    const line = lineOf(event);
     for (const sub of this.#subscribers) {
       if (!tapMatches(sub.filter, event)) continue;
       if (sub.congested) {
         sub.dropped++;
         continue;
       }
-      line ??= `${JSON.stringify(event)}\n`;
-      this.#write(sub, line, event);
+      this.#write(sub, event, line);
     }
   }
 
-  #write(sub: Subscriber, line: string, event: TapLine): void {
-    if (sub.sink.write(line, event)) return;
+  #write(sub: Subscriber, event: TapLine, line: () => string): void {
+    if (sub.sink.write(event, line)) return;
     sub.congested = true;
     sub.sink.onDrain(() => {
       sub.congested = false;
       if (sub.dropped > 0) {
         const dropped = { kind: 'dropped', count: sub.dropped } as const;
         sub.dropped = 0;
-        sub.sink.write(`${JSON.stringify(dropped)}\n`, dropped);
+        sub.sink.write(dropped, lineOf(dropped));
       }
     });
   }
@@ -233,10 +235,19 @@ export class TapHub {
   publishDropped(count: number): void {
     if (count <= 0) return;
     const dropped = { kind: 'dropped', count } as const;
-    const line = `${JSON.stringify(dropped)}\n`;
+    const line = lineOf(dropped);
     for (const sub of this.#subscribers) {
       if (sub.congested) sub.dropped += count;
-      else this.#write(sub, line, dropped);
+      else this.#write(sub, dropped, line);
     }
   }
+}
+
+/** An event's NDJSON line, made on the first call only. */
+function lineOf(event: TapLine): () => string {
+  let line: string | undefined;
+  return () => {
+    line ??= `${JSON.stringify(event)}\n`;
+    return line;
+  };
 }

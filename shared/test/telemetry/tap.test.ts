@@ -39,8 +39,8 @@ function sink(room = Number.POSITIVE_INFINITY) {
   let drain: (() => void) | undefined;
   const s: TapSink & { lines: string[]; drain(): void } = {
     lines,
-    write(line) {
-      lines.push(line);
+    write(_event, line) {
+      lines.push(line());
       return lines.length < room;
     },
     onDrain(l) {
