@@ -33,7 +33,7 @@ import {
   listenAllFamilies,
   type MemoryRelease,
   releaseFields,
-  releaseFreedMemory,
+  releaseStartupMemory,
   startEndpoints,
 } from '@hypha/shared/daemon';
 import { AGENT_NODE_FLAGS, missingAgentNodeFlags } from '@hypha/shared/hbone';
@@ -584,7 +584,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     }
     // Start-up's garbage (modules compiled, config parsed, keys made) sits in V8's page pool until
     // given back (daemon/memory.ts): 94 -> 85 MB of RSS for 63 ms, before ready, not while serving.
-    startupRelease = releaseFreedMemory();
+    startupRelease = releaseStartupMemory();
   })();
   void ready.then(() => {
     // The message stays exactly 'ready' (operators and the test mesh wait for it).

@@ -21,4 +21,5 @@ export {
   releaseFields,
   releaseFreedMemory,
   releaseFreedMemoryAfter,
+  releaseStartupMemory,
 } from './memory.js';

@@ -47,7 +47,22 @@ export function releaseFreedMemory(): MemoryRelease {
   const start = performance.now();
   gcFunction({ type: 'major', execution: 'sync', flavor: 'last-resort' });
   const ms = performance.now() - start;
+  lastReleaseAt = performance.now();
   return { rssBefore, rssAfter: process.memoryUsage.rss(), ms };
+}
+
+let lastReleaseAt = Number.NEGATIVE_INFINITY;
+/** A release this recent makes the one at ready redundant (a large config load just ran it). */
+const STARTUP_RELEASE_WINDOW_MS = 10_000;
+
+/**
+ * The release a daemon runs once before it reports ready (start-up's garbage: modules compiled,
+ * config parsed, keys made). Undefined, and no collection, when one ran in the last 10 s: after a
+ * large config load the source has just given that memory back, and a second full collection of a
+ * large heap would only hold the event loop again.
+ */
+export function releaseStartupMemory(): MemoryRelease | undefined {
+  return performance.now() - lastReleaseAt < STARTUP_RELEASE_WINDOW_MS ? undefined : releaseFreedMemory();
 }
 
 /** `RSS 472 → 343 MB in 563 ms`, for the log line of whoever asked. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { describeRelease, releaseFreedMemory } from '../../src/daemon/memory.js';
+import { describeRelease, releaseFreedMemory, releaseStartupMemory } from '../../src/daemon/memory.js';
 
 describe('releaseFreedMemory', () => {
   it('gives the pages of a large dropped load back to the kernel', () => {
@@ -18,5 +18,10 @@ describe('releaseFreedMemory', () => {
 
   it('can be called again (the gc function is made once)', () => {
     expect(releaseFreedMemory().ms).toBeGreaterThanOrEqual(0);
+  });
+
+  it('skips the start-up release right after another (a large config load already ran one)', () => {
+    releaseFreedMemory();
+    expect(releaseStartupMemory()).toBeUndefined();
   });
 });

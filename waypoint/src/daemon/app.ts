@@ -20,7 +20,7 @@ import {
   listenAllFamilies,
   type MemoryRelease,
   releaseFields,
-  releaseFreedMemory,
+  releaseStartupMemory,
   startEndpoints,
 } from '@hypha/shared/daemon';
 import { createHbonePool, createHboneServer, type HboneSocketTuner } from '@hypha/shared/hbone';
@@ -220,7 +220,7 @@ export async function startWaypointDaemon(
       await new Promise((r) => setTimeout(r, 100));
     }
     // Start-up's garbage back to the kernel before serving (shared/src/daemon/memory.ts).
-    startupRelease = releaseFreedMemory();
+    startupRelease = releaseStartupMemory();
   })();
   void ready.then(() => {
     if (shuttingDown) return;

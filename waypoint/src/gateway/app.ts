@@ -22,7 +22,7 @@ import {
   type Endpoints,
   type MemoryRelease,
   releaseFields,
-  releaseFreedMemory,
+  releaseStartupMemory,
   startEndpoints,
 } from '@hypha/shared/daemon';
 import { createHbonePool, type HboneSocketTuner } from '@hypha/shared/hbone';
@@ -321,7 +321,7 @@ export async function startGatewayDaemon(
     }
     await applying;
     // Start-up's garbage back to the kernel before serving (shared/src/daemon/memory.ts).
-    startupRelease = releaseFreedMemory();
+    startupRelease = releaseStartupMemory();
   })();
   void ready.then(() => {
     if (shuttingDown) return;
